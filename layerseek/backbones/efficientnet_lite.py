@@ -1,0 +1,155 @@
+"""EfficientNet-Lite0/1/2 (Tan & Le; the TF 'lite' variants: ReLU6, no squeeze-excitation, stem and
+head not scaled), written here for any input size, loading the lukemelas-format state dicts.
+
+TensorFlow's 'SAME' padding is applied per forward pass from the actual input size, so the
+network matches the TF original on every image size, not only 224 x 224.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import WeightsError
+from .base import BackboneSpec, LayerInfo, StagedNet
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) of the seven stages.
+BASE_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
+# name -> (width multiplier, depth multiplier)
+VARIANTS = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
+# Layer name -> (index of the stage it ends: the last stage at each stride, that stride).
+_CUTS = {"s4": (1, 4), "s8": (2, 8), "s16": (4, 16), "s32": (6, 32)}
+_BN_EPS = 1e-3
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Channel count scaled by `width`, rounded to a multiple of 8, never more than 10% down."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    out = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * scaled else out
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding: output = ceil(input / stride), extra pad at the end."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1):
+        super().__init__(cin, cout, k, stride, padding=0, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        if any(pads):
+            x = F.pad(x, pads)
+        return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block; attribute names follow the weight files' keys."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = SameConv2d(cin, mid, 1)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = SameConv2d(mid, mid, k, stride, groups=mid)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = SameConv2d(mid, cout, 1)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite(nn.Module):
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, 2)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        blocks, self.stage_ends = [], []
+        last = len(BASE_STAGES) - 1
+        for i, (r, k, s, e, cin, cout) in enumerate(BASE_STAGES):
+            cin = 32 if i == 0 else round_filters(cin, width)
+            cout = round_filters(cout, width)
+            repeats = r if i in (0, last) else int(math.ceil(depth * r))
+            for j in range(repeats):
+                blocks.append(MBConv(cin if j == 0 else cout, cout, k, s if j == 0 else 1, e))
+            self.stage_ends.append(len(blocks))
+            cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(cout, 1280, 1)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, num_classes)
+
+
+def _make_build(width: float, depth: float):
+    def build() -> StagedNet:
+        m = EfficientNetLite(width, depth)
+        stem = nn.Sequential(m._conv_stem, m._bn0, nn.ReLU6())
+        stages, start = [], 0
+        for name, (stage_idx, _) in _CUTS.items():
+            end = m.stage_ends[stage_idx]
+            body = nn.Sequential(*m._blocks[start:end])
+            stages.append((name, nn.Sequential(stem, body) if start == 0 else body))
+            start = end
+        stages.append(("last", nn.Sequential(m._conv_head, m._bn1, nn.ReLU6())))
+        stages.append(("logits", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), m._fc)))
+        return StagedNet(stages, holder=m)
+
+    return build
+
+
+def load(net: StagedNet, state: dict) -> None:
+    # The files carry BatchNorm's num_batches_tracked counters, which inference never reads.
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    missing, unexpected = net.holder.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise WeightsError(
+            f"not EfficientNet-Lite weights of this size: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def _spec(name: str) -> BackboneSpec:
+    width, depth = VARIANTS[name]
+    return BackboneSpec(
+        name=name,
+        layers={
+            **{
+                n: LayerInfo(round_filters(BASE_STAGES[i][5], width), stride, f"end of stage {i}")
+                for n, (i, stride) in _CUTS.items()
+            },
+            "last": LayerInfo(1280, 32, "1x1 conv head"),
+            "logits": LayerInfo(1000, 0, "ImageNet class scores (N x 1000)"),
+        },
+        default_layers=("s8", "s16", "s32", "last"),
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+        normalisation="TF lite: (RGB 0-255 minus 127) / 128",
+        build=_make_build(width, depth),
+        load=load,
+        weights=name,
+        description=f"EfficientNet-Lite{name[-1]} (width {width}, depth {depth}), TF ImageNet weights",
+    )
+
+
+SPECS = {name: _spec(name) for name in VARIANTS}

@@ -1,0 +1,159 @@
+"""Image loading used by every stage: decode, EXIF upright, RGB, optional crop, max-side resize.
+
+Every failure is an `ImageError` naming the file and one reason: missing, empty, truncated,
+not an image, unsupported, too large (or unreadable, for permission and other OS errors).
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+#: The field's standard: the longer side is brought down to 1024 px (never up).
+DEFAULT_MAX_SIDE = 1024
+#: Decompression-bomb limit, in pixels of the stored image (before any resize).
+DEFAULT_MAX_PIXELS = 180_000_000
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+
+# Truncated files must fail, not be silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _open(path: Path, data: bytes | None) -> Image.Image:
+    src = io.BytesIO(data) if data is not None else path
+    with warnings.catch_warnings():
+        # Pillow's own bomb check warns or raises on size; we apply our own limit below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(src)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB. Transparent pixels are composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16-bit and 32-bit grey: scale the stored range to 0..255 instead of clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        if mode == "F" and arr.max() <= 1.0:
+            top = 1.0
+        grey = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    # L, 1, CMYK, YCbCr, LAB, HSV: Pillow converts these directly.
+    return img.convert("RGB")
+
+
+def resized_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is at most max_side, aspect kept, never enlarged."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def load_image(
+    path: str | Path,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    bbox: tuple[float, float, float, float] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
+) -> np.ndarray:
+    """Decode an image file into an upright H×W×3 uint8 RGB array.
+
+    bbox (x1, y1, x2, y2), in pixels of the upright full-size image, crops before the resize
+    (benchmark queries are cropped to their box). `data` decodes bytes already read (uploads);
+    `path` then only names the source in errors.
+    """
+    path = Path(path)
+    if data is None:
+        if not path.exists():
+            raise ImageError(path, "missing")
+        if path.is_dir():
+            raise ImageError(path, "not an image", "is a directory")
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise ImageError(path, "unreadable", e.strerror or str(e)) from None
+        if size == 0:
+            raise ImageError(path, "empty")
+    elif len(data) == 0:
+        raise ImageError(path, "empty")
+
+    try:
+        img = _open(path, data)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image") from None
+    except PermissionError as e:
+        raise ImageError(path, "unreadable", e.strerror or str(e)) from None
+    except (OSError, ValueError, SyntaxError) as e:
+        # Recognised header, but a variant Pillow cannot read (e.g. BMP with JPEG compression).
+        raise ImageError(path, "unsupported", str(e)) from None
+
+    with img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(path, "too large", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+        if w == 0 or h == 0:
+            raise ImageError(path, "empty", f"{w}x{h} pixels")
+        fmt = img.format
+        try:
+            if max_side and bbox is None and fmt == "JPEG":
+                # JPEG can decode at 1/2, 1/4, 1/8 scale for free; ask for twice the target size
+                # so the final LANCZOS resize still does the anti-aliasing.
+                tw, th = resized_size(w, h, max_side)
+                img.draft(img.mode, (2 * tw, 2 * th))
+            img.load()
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # malformed EXIF: keep the stored orientation rather than fail
+                upright = img
+            rgb = _to_rgb(upright)
+        except OSError as e:
+            text = str(e)
+            if "truncated" in text or "broken data stream" in text or "image file is truncated" in text:
+                raise ImageError(path, "truncated", text) from None
+            raise ImageError(path, "unsupported", text) from None
+        except (ValueError, SyntaxError, EOFError) as e:
+            raise ImageError(path, "truncated" if isinstance(e, EOFError) else "unsupported", str(e)) from None
+        except Image.DecompressionBombError as e:  # pragma: no cover - limit is disabled above
+            raise ImageError(path, "too large", str(e)) from None
+
+    if bbox is not None:
+        # The box is in full-resolution coordinates; a draft decode would have shrunk the image.
+        x1, y1, x2, y2 = (float(v) for v in bbox)
+        x1, y1 = max(0.0, x1), max(0.0, y1)
+        x2, y2 = min(float(rgb.width), x2), min(float(rgb.height), y2)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            raise ImageError(path, "unsupported", f"empty crop box {tuple(bbox)} for {rgb.width}x{rgb.height}")
+        rgb = rgb.crop((round(x1), round(y1), round(x2), round(y2)))
+
+    target = resized_size(rgb.width, rgb.height, max_side)
+    if target != rgb.size:
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def is_image_name(path: str | Path) -> bool:
+    """Whether a file name has an image suffix (a cheap pre-filter before decoding)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES

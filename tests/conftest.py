@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.fail(f"shared data not found at {DATA} (the repository must sit beside ../shared)")
+    return DATA
+
+
+def _extractor(name, layers):
+    from layerseek.backbones import FeatureExtractor
+    from layerseek.backbones.weights import is_present
+
+    if not is_present(name):
+        pytest.fail(f"weights for {name} missing: run ./setup.sh (or layerseek models pull {name})")
+    return FeatureExtractor(name, layers)
+
+
+@pytest.fixture(scope="session")
+def vgg16_all():
+    from layerseek.backbones import get_spec
+
+    return _extractor("vgg16", list(get_spec("vgg16").layers))
+
+
+@pytest.fixture(scope="session")
+def make_extractor():
+    return _extractor

@@ -1,0 +1,140 @@
+"""Image loading: every bad-input kind gets its one-line error; modes, EXIF and sizes come out right."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from layerseek.errors import ImageError
+from layerseek.images import load_image, resized_size
+
+
+def _reason(path, **kw):
+    with pytest.raises(ImageError) as exc:
+        load_image(path, **kw)
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+    return exc.value.reason
+
+
+def test_missing(tmp_path):
+    assert _reason(tmp_path / "nope.jpg") == "missing"
+
+
+def test_empty(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    assert _reason(p) == "empty"
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("these are not pixels\n" * 20)
+    assert _reason(p) == "not an image"
+    assert _reason(tmp_path) == "not an image"  # a directory
+
+
+def test_truncated_real_jpeg(tmp_path, data_dir):
+    src = (data_dir / "samples/ukbench/ukbench00000.jpg").read_bytes()
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(src[: len(src) // 2])
+    assert _reason(p) == "truncated"
+
+
+def test_unsupported_bmp_compression(tmp_path):
+    # A well-formed BMP header announcing compression 4 (embedded JPEG), which Pillow cannot read.
+    header = struct.pack("<2sIHHI", b"BM", 70, 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, 4, 4, 1, 24, 4, 16, 2835, 2835, 0, 0)
+    p = tmp_path / "odd.bmp"
+    p.write_bytes(header + info + b"\0" * 16)
+    assert _reason(p) == "unsupported"
+
+
+def test_too_large_bomb(tmp_path):
+    p = tmp_path / "bomb.png"
+    Image.new("1", (20000, 10000)).save(p)  # 200 M pixels in a few kB
+    assert p.stat().st_size < 200_000
+    assert _reason(p) == "too large"
+    assert _reason(p, max_pixels=1000) == "too large"
+
+
+def test_real_photo_resized_to_max_side(data_dir):
+    arr = load_image(data_dir / "samples/holidays/100000.jpg")  # 2448 x 3264 portrait
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
+    assert max(arr.shape[:2]) == 1024
+    assert arr.shape[:2] == (1024, 768)
+    full = load_image(data_dir / "samples/ukbench/ukbench00000.jpg", max_side=None)
+    assert full.shape == (480, 640, 3)  # smaller than 1024: never enlarged
+
+
+def test_resized_size():
+    assert resized_size(3264, 2448, 1024) == (1024, 768)
+    assert resized_size(640, 480, 1024) == (640, 480)
+    assert resized_size(5000, 10, 1024) == (1024, 2)
+    assert resized_size(640, 480, None) == (640, 480)
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (60, 40), (200, 10, 10))
+    img.paste((10, 10, 200), (0, 0, 10, 40))  # blue stripe on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs 90 degrees clockwise
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif, quality=95)
+    arr = load_image(p, max_side=None)
+    assert arr.shape == (60, 40, 3)
+    assert arr[2, 20, 2] > 150 and arr[2, 20, 0] < 80  # the stripe is now on top
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "1", "LA", "RGBA", "CMYK", "I;16", "I", "F", "YCbCr"])
+def test_modes_become_rgb(tmp_path, mode):
+    rgb = Image.new("RGB", (16, 12), (120, 60, 30))
+    if mode == "I;16":
+        img = Image.fromarray(np.full((12, 16), 65535, dtype=np.uint16))
+        expected = (255, 255, 255)
+    elif mode == "I":
+        img = Image.fromarray(np.full((12, 16), 1000, dtype=np.int32))
+        expected = (255, 255, 255)  # stored maximum -> white
+    elif mode == "F":
+        img = Image.fromarray(np.full((12, 16), 0.5, dtype=np.float32))
+        expected = (128, 128, 128)
+    else:
+        img = rgb.convert(mode)
+        expected = None
+    suffix = ".tif" if mode in ("I;16", "I", "F", "CMYK", "YCbCr") else ".png"
+    p = tmp_path / f"m{suffix}"
+    img.save(p)
+    arr = load_image(p)
+    assert arr.shape == (12, 16, 3) and arr.dtype == np.uint8
+    if expected is not None:
+        assert tuple(arr[0, 0]) == expected
+
+
+def test_alpha_composited_on_white(tmp_path):
+    img = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent red
+    img.putpixel((0, 0), (0, 0, 255, 255))
+    p = tmp_path / "a.png"
+    img.save(p)
+    arr = load_image(p)
+    assert tuple(arr[4, 4]) == (255, 255, 255)
+    assert tuple(arr[0, 0]) == (0, 0, 255)
+
+
+def test_bbox_crop_before_resize(data_dir):
+    path = data_dir / "samples/holidays/100000.jpg"
+    arr = load_image(path, max_side=None, bbox=(100, 200, 1100, 700))
+    assert arr.shape == (500, 1000, 3)
+    small = load_image(path, max_side=500, bbox=(100, 200, 1100, 700))
+    assert small.shape == (250, 500, 3)
+    with pytest.raises(ImageError, match="empty crop box"):
+        load_image(path, bbox=(10, 10, 10, 50))
+
+
+def test_bytes_input(data_dir):
+    p = data_dir / "samples/ukbench/ukbench00001.jpg"
+    a = load_image(p)
+    b = load_image("upload.jpg", data=p.read_bytes())
+    assert np.array_equal(a, b)
+    with pytest.raises(ImageError, match="upload.jpg: empty"):
+        load_image("upload.jpg", data=b"")
