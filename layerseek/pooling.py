@@ -1,0 +1,187 @@
+"""Global poolings: pure functions from an N x C x H x W activation map to N x C vectors.
+
+Each takes a torch tensor or a numpy array and returns the same kind. None of them normalises
+its output: the global descriptor L2-normalises each layer's vector afterwards.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .errors import lookup
+
+EPS = 1e-6
+
+
+def _accepts_numpy(fn: Callable) -> Callable:
+    """Let a torch function take and return numpy arrays too."""
+
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        if isinstance(x, np.ndarray):
+            out = fn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), *args, **kwargs)
+            return out.numpy()
+        if x.ndim != 4:
+            raise ValueError(f"{fn.__name__}: expected an N x C x H x W map, got shape {tuple(x.shape)}")
+        return fn(x, *args, **kwargs)
+
+    return wrapper
+
+
+@_accepts_numpy
+def spoc(x: torch.Tensor, center_prior: bool = False) -> torch.Tensor:
+    """SPoC, sum pooling (Babenko & Lempitsky, ICCV 2015, Eq. 2: psi = sum over positions).
+
+    center_prior=True weights positions with their Gaussian centre prior (Sec. 3.2: sigma one third
+    of the distance between the centre and the closest border).
+    """
+    if not center_prior:
+        return x.sum(dim=(-2, -1))
+    return (x * _center_prior(x.shape[-2], x.shape[-1], x.dtype, x.device)).sum(dim=(-2, -1))
+
+
+def _center_prior(h: int, w: int, dtype, device) -> torch.Tensor:
+    ys = torch.arange(h, dtype=dtype, device=device) - (h - 1) / 2
+    xs = torch.arange(w, dtype=dtype, device=device) - (w - 1) / 2
+    sigma = max(min(h, w) / 2 / 3, EPS)
+    return torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
+
+
+@_accepts_numpy
+def mac(x: torch.Tensor) -> torch.Tensor:
+    """MAC, maximum activation of convolutions (Tolias, Sicre & Jégou, ICLR 2016, Eq. 1)."""
+    return x.amax(dim=(-2, -1))
+
+
+@_accepts_numpy
+def gem(x: torch.Tensor, p: float = 3.0, eps: float = EPS) -> torch.Tensor:
+    """GeM, generalized mean (Radenović, Tolias & Chum, TPAMI 2018, Eq. 2); p=1 is average
+    pooling, p -> inf tends to MAC. Values are clamped at eps first (activations after ReLU).
+    Computed as m * mean((x / m)^p)^(1/p) with m the channel maximum, the same number without
+    float32 overflow at large p."""
+    x = x.clamp(min=eps)
+    m = x.amax(dim=(-2, -1), keepdim=True)
+    return m[..., 0, 0] * (x / m).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+
+def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[tuple[int, int, int, int]]:
+    """R-MAC regions (Tolias et al., ICLR 2016, Sec. 3 'Regional feature vectors') on an h x w map,
+    as (top, left, height, width).
+
+    At scale l = 1..levels the regions are squares of side floor(2 min(h, w) / (l + 1)): at l = 1
+    as large as the shorter side. Along the shorter side l regions are laid out uniformly, along
+    the longer side l + d, where the extra count d is chosen once, at l = 1, so that neighbouring
+    regions there overlap as close to 40% as possible (2..7 regions tried, so d >= 1 unless the
+    map is square, where d = 0). Start positions are floor(i * step), the step spreading the
+    regions evenly from one border to the other.
+    """
+    short = min(h, w)
+    extra_w = extra_h = 0
+    if h != w:
+        best, best_gap = 0, float("inf")
+        for count in range(2, 8):  # regions along the long side at l = 1
+            step = (max(h, w) - short) / (count - 1)
+            gap = abs((short * short - short * step) / (short * short) - overlap)
+            if gap < best_gap:
+                best, best_gap = count - 1, gap
+        if w > h:
+            extra_w = best
+        else:
+            extra_h = best
+    regions = []
+    for level in range(1, levels + 1):
+        side = math.floor(2 * short / (level + 1))
+        if side < 1:
+            continue
+        ny, nx = level + extra_h, level + extra_w
+        step_y = (h - side) / (ny - 1) if ny > 1 else 0.0
+        step_x = (w - side) / (nx - 1) if nx > 1 else 0.0
+        for iy in range(ny):
+            for ix in range(nx):
+                regions.append((math.floor(iy * step_y), math.floor(ix * step_x), side, side))
+    return regions
+
+
+@_accepts_numpy
+def rmac(x: torch.Tensor, levels: int = 3, overlap: float = 0.4) -> torch.Tensor:
+    """R-MAC (Tolias et al., ICLR 2016, Sec. 3): the MAC of every region of `rmac_regions`,
+    each L2-normalised, summed. (The paper also PCA-whitens each regional vector before the sum;
+    here whitening is a separate, learned post-processing step on the final vector.)"""
+    regions = rmac_regions(x.shape[-2], x.shape[-1], levels, overlap)
+    total = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
+    for top, left, rh, rw in regions:
+        v = x[..., top : top + rh, left : left + rw].amax(dim=(-2, -1))
+        total += v / (v.norm(dim=-1, keepdim=True) + EPS)
+    return total
+
+
+def crow_spatial_weights(x: torch.Tensor, a: float = 2.0, b: float = 2.0) -> torch.Tensor:
+    """CroW spatial weights (Kalantidis, Mellina & Osindero, ECCVW 2016, Eq. 2):
+    S = sum over channels; S_ij = (S_ij / (sum_mn S_mn^a)^(1/a))^(1/b). N x H x W.
+
+    With a = 2, b = 2 this is also FCroW's Eq. 1 (p = 2, square root)."""
+    s = x.sum(dim=1)
+    norm = s.pow(a).sum(dim=(-2, -1), keepdim=True).pow(1.0 / a)
+    # An all-zero map has no salient location: every weight 0 (the pooled vector is 0 anyway).
+    return (s / norm.clamp(min=1e-12)).clamp(min=0).pow(1.0 / b)
+
+
+def crow_channel_weights(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """CroW channel weights (Kalantidis et al., Eq. 4): Q_k = share of non-zero positions of
+    channel k; beta_k = log((K eps + sum_h Q_h) / (eps + Q_k)). N x C."""
+    q = (x > 0).to(x.dtype).mean(dim=(-2, -1))
+    k = x.shape[1]
+    return torch.log((k * eps + q.sum(dim=1, keepdim=True)) / (eps + q))
+
+
+@_accepts_numpy
+def crow(x: torch.Tensor, a: float = 2.0, b: float = 2.0) -> torch.Tensor:
+    """CroW (Kalantidis et al., ECCVW 2016, Eqs. 1-4): spatially weighted sum pooling, times the
+    channel weights."""
+    s = crow_spatial_weights(x, a, b)
+    return (x * s[:, None]).sum(dim=(-2, -1)) * crow_channel_weights(x)
+
+
+def fcrow_channel_weights(x: torch.Tensor) -> torch.Tensor:
+    """FCroW channel weights (Wang et al., Neurocomputing 2019, Eq. 2):
+    C_j = log( sum_i x_i / x_j + y_j / sum_i y_i ).   N x C.
+
+    How the terms are computed: the paper defines x_j as "the sum of non-zero responses" and y_j as
+    "the sum of zero responses" of channel j. Summed as values, zero responses would always give
+    y_j = 0, so the sums must count responses: x_j = number of positions where channel j is
+    non-zero (> 0; the layers are taken after ReLU), y_j = number of positions where it is zero,
+    so x_j + y_j = H W. The first term is then CroW's sparsity weight (rarely firing channels
+    count more), the second the channel's share of all zero responses -- the 'null range' the
+    paper adds. Sums run over the C channels of the same image.
+
+    Guards, which change nothing for channels that fire: a channel with x_j = 0 is all zero, so
+    its pooled value is 0 whatever its weight; it gets weight 0 instead of log(inf). A map with
+    no zero at all has sum_i y_i = 0; the second term is then 0 for every channel (0/0 -> 0).
+    """
+    nonzero = (x > 0).to(x.dtype).sum(dim=(-2, -1))  # x_j
+    zero = x.shape[-2] * x.shape[-1] - nonzero  # y_j
+    total_nonzero = nonzero.sum(dim=1, keepdim=True)
+    total_zero = zero.sum(dim=1, keepdim=True)
+    first = total_nonzero / nonzero.clamp(min=1)
+    second = torch.where(total_zero > 0, zero / total_zero.clamp(min=1), torch.zeros_like(zero))
+    return torch.where(nonzero > 0, torch.log(first + second), torch.zeros_like(first))
+
+
+@_accepts_numpy
+def fcrow(x: torch.Tensor) -> torch.Tensor:
+    """FCroW (Wang et al., Neurocomputing 2019, Sec. 3.2): the map times the spatial weights of
+    Eq. 1 and the channel weights of Eq. 2, summed over space."""
+    s = crow_spatial_weights(x, a=2.0, b=2.0)
+    return (x * s[:, None]).sum(dim=(-2, -1)) * fcrow_channel_weights(x)
+
+
+#: name -> pooling function (N x C x H x W -> N x C)
+POOLINGS: dict[str, Callable] = {"spoc": spoc, "mac": mac, "gem": gem, "rmac": rmac, "crow": crow, "fcrow": fcrow}
+
+
+def get_pooling(name: str) -> Callable:
+    return lookup(POOLINGS, name, "pooling")
