@@ -113,6 +113,87 @@ def extract(
         raise typer.Exit(1)
 
 
+@app.command("eval")
+def eval_(
+    dataset: Annotated[str, typer.Argument(help="a dataset name (smvs, smvs-all, rparis6k-subset, corel1k, holidays, "
+                                                "ukbench, oxford5k, paris6k, roxford5k, rparis6k) or a ground-truth .json file")],
+    root: Annotated[Optional[Path], typer.Option(help="the dataset's folder, if not in ../shared/data")] = None,
+    method: Annotated[str, typer.Option(help="pooling: spoc, mac, gem, rmac, crow, fcrow, fcrow_mass")] = "fcrow",
+    backbone: Annotated[str, typer.Option(help="backbone name")] = "vgg16",
+    layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
+    similarity: Annotated[str, typer.Option(help="cosine, correlation, euclidean, kl")] = "cosine",
+    qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
+    qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: average QE)")] = 0.0,
+    whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other dataset")] = None,
+    max_side: Annotated[int, typer.Option(help="longer image side")] = 1024,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write a JSON report here")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="draw the precision-recall curve and per-query top results here")] = None,
+    rotations: Annotated[Optional[Path], typer.Option(help="Holidays: '<file> <degrees>' list making images upright")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="descriptor cache folder (default: the user cache)")] = None,
+) -> None:
+    """Evaluate a global-descriptor method on a benchmark and print the protocol's table."""
+    import json as _json
+
+    from .backbones import get_spec
+    from .eval.datasets import get_dataset
+    from .eval.runner import PRIMARY, describe_dataset, environment, evaluate_global
+    from .globaldesc import GlobalConfig
+
+    try:
+        spec = get_spec(backbone)
+        layer_list = tuple(layers.split(",")) if layers else spec.default_layers
+        cfg = GlobalConfig(method, layer_list, weights, similarity, qe, qe_alpha)
+        ds = get_dataset(dataset, root)
+        if rotations:
+            from .eval.datasets import read_rotations
+
+            ds.rotations = read_rotations(rotations)
+            for q in ds.queries:
+                q.rotate = ds.rotations.get(q.path.name, 0)
+        console.print(ds.describe(), highlight=False)
+        t0 = time.perf_counter()
+        db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, poolings=[method], cache_root=cache)
+        t_extract = time.perf_counter() - t0
+        wv = None
+        if whiten_on:
+            wds = get_dataset(whiten_on)
+            wdb, _, werr = describe_dataset(wds, backbone, layer_list, max_side, threads, poolings=[method], cache_root=cache)
+            wv, errors = wdb, errors + werr
+        res = evaluate_global(ds, cfg, db, qs, wv)
+    except LayerseekError as e:
+        fail(str(e))
+    table = Table(title=f"{ds.name}: {method} on {backbone} {'+'.join(layer_list)}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in res.items():
+        if not k.startswith("_"):
+            table.add_row(k, f"{100 * v:.2f}" if k.startswith(("mAP", "mP", "R@")) else f"{v:.4f}")
+    console.print(table)
+    console.print(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening "
+                  f"{whiten_on or 'none'}; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
+                  highlight=False)
+    if errors:
+        err_console.print(f"{len(errors)} image(s) failed and were left out:")
+        for line in errors:
+            err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if json_out:
+        report = {"dataset": ds.name, "description": ds.describe(), "method": method, "backbone": backbone,
+                  "layers": list(layer_list), "weights": cfg.weights, "similarity": similarity, "qe": qe,
+                  "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
+                  "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
+                  "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
+                  "failed": errors, "versions": environment()}
+        json_out.write_text(_json.dumps(report, indent=2))
+        console.print(f"report written to {json_out}", highlight=False)
+    if plots:
+        from .eval.plots import write_plots
+
+        files = write_plots(ds, res["_ranks"], plots, f"{method} {'+'.join(layer_list)}")
+        console.print(f"{len(files)} plot(s) written to {plots}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -78,13 +78,18 @@ def load_image(
     bbox: tuple[float, float, float, float] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     data: bytes | None = None,
+    rotate: int = 0,
 ) -> np.ndarray:
     """Decode an image file into an upright H×W×3 uint8 RGB array.
 
     bbox (x1, y1, x2, y2), in pixels of the upright full-size image, crops before the resize
     (benchmark queries are cropped to their box). `data` decodes bytes already read (uploads);
-    `path` then only names the source in errors.
+    `path` then only names the source in errors. `rotate` (0, 90, 180, 270 degrees clockwise) is
+    applied after the EXIF orientation, before the crop: benchmarks that store some images
+    sideways (INRIA Holidays) list the turn that makes each upright.
     """
+    if rotate % 90:
+        raise ImageError(path, "unsupported", f"rotation {rotate} is not a multiple of 90 degrees")
     path = Path(path)
     if data is None:
         if not path.exists():
@@ -129,6 +134,9 @@ def load_image(
             except Exception:  # malformed EXIF: keep the stored orientation rather than fail
                 upright = img
             rgb = _to_rgb(upright)
+            if rotate % 360:
+                # PIL rotates counter-clockwise; expand keeps the whole image.
+                rgb = rgb.rotate(-(rotate % 360), expand=True)
         except OSError as e:
             text = str(e)
             if "truncated" in text or "broken data stream" in text or "image file is truncated" in text:

@@ -146,7 +146,7 @@ def crow(x: torch.Tensor, a: float = 2.0, b: float = 2.0) -> torch.Tensor:
     return (x * s[:, None]).sum(dim=(-2, -1)) * crow_channel_weights(x)
 
 
-def fcrow_channel_weights(x: torch.Tensor) -> torch.Tensor:
+def fcrow_channel_weights(x: torch.Tensor, terms: str = "counts") -> torch.Tensor:
     """FCroW channel weights (Wang et al., Neurocomputing 2019, Eq. 2):
     C_j = log( sum_i x_i / x_j + y_j / sum_i y_i ).   N x C.
 
@@ -158,29 +158,48 @@ def fcrow_channel_weights(x: torch.Tensor) -> torch.Tensor:
     count more), the second the channel's share of all zero responses -- the 'null range' the
     paper adds. Sums run over the C channels of the same image.
 
+    terms="mass" is the other literal reading of x_j, "the sum of non-zero responses": the sum of
+    channel j's activation values (y_j stays the count of zeros, the only reading of a sum of
+    zero responses that is not 0).
+
+    Note: y_j / sum_i y_i is a share of K channels, about 1/K, next to a first term of the order
+    of K; on VGG16 and MobileNetV2 maps the second term moves the weights by < 0.01%, so with
+    counts FCroW ranks like CroW (measured in docs/RESULTS.md).
+
     Guards, which change nothing for channels that fire: a channel with x_j = 0 is all zero, so
     its pooled value is 0 whatever its weight; it gets weight 0 instead of log(inf). A map with
     no zero at all has sum_i y_i = 0; the second term is then 0 for every channel (0/0 -> 0).
     """
-    nonzero = (x > 0).to(x.dtype).sum(dim=(-2, -1))  # x_j
-    zero = x.shape[-2] * x.shape[-1] - nonzero  # y_j
+    if terms not in ("counts", "mass"):
+        raise ValueError(f"terms must be 'counts' or 'mass', got {terms!r}")
+    count = (x > 0).to(x.dtype).sum(dim=(-2, -1))
+    nonzero = count if terms == "counts" else x.clamp(min=0).sum(dim=(-2, -1))  # x_j
+    zero = x.shape[-2] * x.shape[-1] - count  # y_j
     total_nonzero = nonzero.sum(dim=1, keepdim=True)
     total_zero = zero.sum(dim=1, keepdim=True)
-    first = total_nonzero / nonzero.clamp(min=1)
+    first = total_nonzero / torch.where(count > 0, nonzero, torch.ones_like(nonzero))
     second = torch.where(total_zero > 0, zero / total_zero.clamp(min=1), torch.zeros_like(zero))
-    return torch.where(nonzero > 0, torch.log(first + second), torch.zeros_like(first))
+    return torch.where(count > 0, torch.log(first + second), torch.zeros_like(first))
 
 
 @_accepts_numpy
-def fcrow(x: torch.Tensor) -> torch.Tensor:
+def fcrow(x: torch.Tensor, terms: str = "counts") -> torch.Tensor:
     """FCroW (Wang et al., Neurocomputing 2019, Sec. 3.2): the map times the spatial weights of
     Eq. 1 and the channel weights of Eq. 2, summed over space."""
     s = crow_spatial_weights(x, a=2.0, b=2.0)
-    return (x * s[:, None]).sum(dim=(-2, -1)) * fcrow_channel_weights(x)
+    return (x * s[:, None]).sum(dim=(-2, -1)) * fcrow_channel_weights(x, terms)
+
+
+@_accepts_numpy
+def fcrow_mass(x: torch.Tensor) -> torch.Tensor:
+    """FCroW with x_j read as the sum of channel j's activation values (see fcrow_channel_weights)."""
+    return fcrow(x, terms="mass")
 
 
 #: name -> pooling function (N x C x H x W -> N x C)
-POOLINGS: dict[str, Callable] = {"spoc": spoc, "mac": mac, "gem": gem, "rmac": rmac, "crow": crow, "fcrow": fcrow}
+POOLINGS: dict[str, Callable] = {
+    "spoc": spoc, "mac": mac, "gem": gem, "rmac": rmac, "crow": crow, "fcrow": fcrow, "fcrow_mass": fcrow_mass,
+}
 
 
 def get_pooling(name: str) -> Callable:

@@ -138,3 +138,20 @@ def test_bytes_input(data_dir):
     assert np.array_equal(a, b)
     with pytest.raises(ImageError, match="upload.jpg: empty"):
         load_image("upload.jpg", data=b"")
+
+
+def test_rotate_turns_clockwise(tmp_path):
+    from PIL import Image
+
+    from layerseek.errors import ImageError
+    from layerseek.images import load_image
+
+    arr = np.zeros((20, 30, 3), np.uint8)
+    arr[0, 0] = 255  # a white top-left corner
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    out = load_image(tmp_path / "a.png", max_side=None, rotate=90)
+    assert out.shape == (30, 20, 3)
+    np.testing.assert_array_equal(out, np.rot90(arr, k=-1))  # clockwise: top-left -> top-right
+    assert out[0, -1, 0] == 255
+    with pytest.raises(ImageError, match="a.png.*45"):
+        load_image(tmp_path / "a.png", rotate=45)

@@ -165,5 +165,17 @@ def test_numpy_in_numpy_out_torch_in_torch_out():
 
 def test_registry_lists_valid_names():
     assert get_pooling("gem") is gem
-    with pytest.raises(UnknownNameError, match="valid: crow, fcrow, gem, mac, rmac, spoc"):
+    with pytest.raises(UnknownNameError, match="valid: crow, fcrow, fcrow_mass, gem, mac, rmac, spoc"):
         get_pooling("vlad")
+
+
+def test_fcrow_mass_reading_by_hand():
+    x = np.zeros((1, 2, 2, 2), np.float32)
+    x[0, 0, 0, 0] = 3
+    x[0, 1] = [[1, 1], [1, 0]]
+    w = fcrow_channel_weights(torch.from_numpy(x), terms="mass")[0]
+    # x = activation sums (3, 3), y = zero counts (3, 1): C_0 = log(6/3 + 3/4), C_1 = log(6/3 + 1/4)
+    assert float(w[0]) == pytest.approx(math.log(2 + 0.75), rel=1e-6)
+    assert float(w[1]) == pytest.approx(math.log(2 + 0.25), rel=1e-6)
+    with pytest.raises(ValueError, match="counts"):
+        fcrow_channel_weights(torch.from_numpy(x), terms="values")

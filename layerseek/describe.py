@@ -1,0 +1,119 @@
+"""Global descriptors: every pooling of every layer from one forward pass, cached on disk.
+
+The cache key is the file's content hash, the backbone, its weights, the layers, the max side and
+the crop box, so a rerun with other fusion weights, similarities or post-processing only re-scores.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import FeatureExtractor
+from .images import load_image
+from .pooling import POOLINGS
+
+CACHE_VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pool_all(acts: dict[str, torch.Tensor], poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str, np.ndarray]:
+    """{layer: 1 x C x H x W} -> {"pooling/layer": C-vector float32} (raw, not normalised)."""
+    out = {}
+    for layer, x in acts.items():
+        for name in poolings:
+            out[f"{name}/{layer}"] = POOLINGS[name](x)[0].float().numpy().astype(np.float32)
+    return out
+
+
+@dataclass
+class Request:
+    """One image to describe: a file, optionally cropped to a box (benchmark queries)."""
+
+    path: Path
+    bbox: tuple[float, float, float, float] | None = None
+    rotate: int = 0  # degrees clockwise that make the stored image upright
+
+
+class DescriptorCache:
+    """Directory of .npz files, one per (image content, crop, extraction settings), each holding
+    every pooling of every layer extracted so far; asking for more layers later extracts only
+    those (one forward pass for all of them) and adds them to the file."""
+
+    def __init__(self, root: str | Path, fx: FeatureExtractor, max_side: int | None, weights_id: str = "default"):
+        self.root = Path(root)
+        self.fx = fx
+        self.max_side = max_side
+        self.settings = {"v": CACHE_VERSION, "backbone": fx.spec.name, "max_side": max_side, "weights": weights_id}
+        tag = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+        self.dir = self.root / f"{fx.spec.name}-{tag}"
+
+    def key(self, req: Request) -> str:
+        box = "" if req.bbox is None else "-" + "_".join(f"{v:.1f}" for v in req.bbox)
+        turn = f"-r{req.rotate % 360}" if req.rotate % 360 else ""
+        return file_sha256(req.path) + turn + box
+
+    def path_for(self, req: Request) -> Path:
+        k = self.key(req)
+        return self.dir / k[:2] / f"{k}.npz"
+
+    def get(self, req: Request) -> dict[str, np.ndarray] | None:
+        p = self.path_for(req)
+        if not p.is_file():
+            return None
+        try:
+            with np.load(p) as z:
+                return {k.replace("__", "/"): z[k] for k in z.files}
+        except (OSError, ValueError):
+            return None  # a half-written or damaged entry is recomputed
+
+    def put(self, req: Request, vectors: dict[str, np.ndarray]) -> None:
+        p = self.path_for(req)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k.replace("/", "__"): v for k, v in vectors.items()})
+        os.replace(tmp, p)
+
+    def describe(self, requests: Iterable[Request], progress=None, errors: list | None = None,
+                 poolings: Sequence[str] | None = None) -> list[dict | None]:
+        """Vectors of the extractor's layers for every request (None where the image failed; the
+        error goes to `errors`). Only `poolings` (default: all) need to be in the cache already;
+        a miss extracts the layer again and stores every pooling of it."""
+        need = list(poolings) if poolings else list(POOLINGS)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "settings.json").write_text(json.dumps(self.settings, indent=2))
+        out: list[dict | None] = []
+        for req in requests:
+            vec = self.get(req) or {}
+            # A layer is extracted again if any pooling of it is missing (e.g. one added later).
+            missing = [layer for layer in self.fx.layers if any(f"{p}/{layer}" not in vec for p in need)]
+            if missing:
+                try:
+                    img = load_image(req.path, max_side=self.max_side, bbox=req.bbox, rotate=req.rotate)
+                except Exception as e:  # noqa: BLE001 - reported, the batch goes on
+                    if errors is not None:
+                        errors.append(str(e))
+                    out.append(None)
+                    if progress:
+                        progress()
+                    continue
+                vec.update(pool_all(self.fx(img, missing)))
+                self.put(req, vec)
+            out.append({k: v for k, v in vec.items() if k.split("/", 1)[1] in self.fx.layers})
+            if progress:
+                progress()
+        return out

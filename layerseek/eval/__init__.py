@@ -1,0 +1,1 @@
+"""Benchmarks: dataset loaders for the real layouts, metrics, the eval runner."""

@@ -1,0 +1,112 @@
+"""The eval runner: describe a dataset (cached), score a method, compute the protocol's metrics."""
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..backbones import FeatureExtractor
+from ..backbones.weights import cache_dir
+from ..describe import DescriptorCache, Request
+from ..globaldesc import GlobalConfig, fit_whitenings, rank, score
+from . import metrics as M
+from .datasets import Dataset
+
+_EXTRACTORS: dict = {}
+
+
+def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) -> FeatureExtractor:
+    key = (backbone, tuple(layers))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = FeatureExtractor(backbone, layers, threads=threads)
+    return _EXTRACTORS[key]
+
+
+def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side: int = 1024,
+                     threads: int | None = None, show_progress: bool = True, poolings: Sequence[str] | None = None,
+                     cache_root=None):
+    """Pooled vectors of the database and the (cropped) queries, from the descriptor cache where
+    possible. Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
+    fx = extractor(backbone, layers, threads)
+    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side)
+    db_reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
+    q_reqs = [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
+    errors: list[str] = []
+    if show_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False) as bar:
+            task = bar.add_task(f"{ds.name} / {backbone}", total=len(db_reqs) + len(q_reqs), rate="")
+            t0 = time.perf_counter()
+
+            def tick():
+                bar.advance(task)
+                done = bar.tasks[0].completed
+                bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.2f} img/s")
+
+            db = cache.describe(db_reqs, tick, errors, poolings)
+            qs = cache.describe(q_reqs, tick, errors, poolings)
+    else:
+        db = cache.describe(db_reqs, None, errors, poolings)
+        qs = cache.describe(q_reqs, None, errors, poolings)
+    return db, qs, errors
+
+
+def protocol_metrics(ds: Dataset, ranks: np.ndarray, keep_db: list[int]) -> dict[str, float]:
+    """Metrics of ds.protocol from q x n' ranks over the database entries `keep_db`."""
+    ranks = [[keep_db[j] for j in row] for row in ranks]
+    qs = ds.queries
+    if ds.protocol == "revisited":
+        return M.revisited_scores(ranks, qs)
+    excl = [q.db_index for q in qs]
+    out = {"mAP": M.mean_ap(ranks, [q.positives for q in qs], [q.junk for q in qs], excl)}
+    if ds.protocol == "smvs":
+        for k in (1, 5):
+            out[f"R@{k}"] = float(np.mean([M.recall_at_k(r, q.positives, k, q.db_index) for r, q in zip(ranks, qs)]))
+        out["MRR"] = float(np.mean([M.reciprocal_rank(r, q.positives, q.db_index) for r, q in zip(ranks, qs)]))
+    elif ds.protocol == "ukbench":
+        out["N-S"] = float(np.mean([M.ns_score(r, q.positives) for r, q in zip(ranks, qs)]))
+    elif ds.protocol == "category":
+        for k in (10, 50):
+            out[f"P@{k}"] = float(np.mean([M.precision_at_k(r, q.positives, k, (), q.db_index) for r, q in zip(ranks, qs)]))
+    elif ds.protocol == "map":
+        out["mAP@7"] = float(np.nanmean([M.map_at_k([j for j in r if j != q.db_index], q.positives, 7)
+                                         for r, q in zip(ranks, qs)]))
+    return out
+
+
+PRIMARY = {"revisited": ["mAP_easy", "mAP_medium", "mAP_hard"], "smvs": ["R@1", "R@5", "mAP"], "map": ["mAP"],
+           "holidays": ["mAP"], "ukbench": ["N-S"], "category": ["mAP", "P@10"]}
+
+
+def evaluate_global(ds: Dataset, cfg: GlobalConfig, db_vecs, q_vecs, whiten_vecs=None) -> dict:
+    """Score and measure; images that failed to load are dropped from the database (and their
+    queries skipped) and counted."""
+    keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
+    keep_q = [i for i, v in enumerate(q_vecs) if v is not None]
+    remap = {old: new for new, old in enumerate(keep_db)}
+    whitenings = fit_whitenings(cfg, [v for v in whiten_vecs if v is not None]) if whiten_vecs else None
+    sub = Dataset(ds.name, ds.protocol, [ds.database[i] for i in keep_db], [ds.queries[i] for i in keep_q])
+    exclude = [remap.get(q.db_index) if q.db_index is not None else None for q in sub.queries]
+    t0 = time.perf_counter()
+    sims = score(cfg, [q_vecs[i] for i in keep_q], [db_vecs[i] for i in keep_db], whitenings, exclude)
+    ranks = rank(sims)
+    t_score = time.perf_counter() - t0
+    result = protocol_metrics(sub, ranks, keep_db)
+    result["_score_seconds"] = t_score
+    # For plots: per kept query (index into ds.queries), its ranking in original database indices.
+    result["_ranks"] = [(qi, [keep_db[j] for j in row[:1000]]) for qi, row in zip(keep_q, ranks)]
+    result["_failed"] = (len(db_vecs) - len(keep_db), len(q_vecs) - len(keep_q))
+    return result
+
+
+def environment() -> dict:
+    import torch
+
+    import layerseek
+
+    return {"layerseek": layerseek.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine()}

@@ -1,0 +1,80 @@
+"""Metrics on hand-computed cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from layerseek.eval import metrics as M
+from layerseek.eval.datasets import Query
+
+
+def test_ap_trapezoid_by_hand():
+    # positives at ranks 0 and 2: (1+1)/2 * 1/2 + (1/2 + 2/3)/2 * 1/2
+    assert M.average_precision([0, 1, 2], {0, 2}) == pytest.approx(0.5 + (0.5 + 2 / 3) / 4)
+    assert M.average_precision([5, 3], {5, 3}) == pytest.approx(1.0)
+    assert M.average_precision([1, 2, 3], {7}) == 0.0  # never retrieved
+    assert math.isnan(M.average_precision([1, 2], set()))
+
+
+def test_ap_junk_and_query_removed_first():
+    # junk 1 and the query 9 are taken out: list becomes [0, 2] -> AP 1.0
+    assert M.average_precision([9, 1, 0, 2], {0, 2}, junk={1}, exclude=9) == pytest.approx(1.0)
+    # the query listed among its own positives is not counted either (Holidays convention)
+    assert M.average_precision([9, 0, 4, 2], {9, 0, 2}, exclude=9) == pytest.approx(0.5 + (0.5 + 2 / 3) / 4)
+
+
+def test_mean_ap_skips_queries_without_positives():
+    assert M.mean_ap([[0, 1], [1, 0]], [{0}, set()]) == pytest.approx(1.0)
+
+
+def test_precision_recall_rr_ns_mapk():
+    assert M.precision_at_k([3, 1, 4, 1, 5], {1, 5}, 5) == pytest.approx(3 / 5)
+    assert M.precision_at_k([3, 1, 4], {1}, 2, junk={3}) == pytest.approx(0.5)
+    assert M.recall_at_k([3, 1, 4], {4}, 2) == 0.0 and M.recall_at_k([3, 1, 4], {4}, 3) == 1.0
+    assert M.reciprocal_rank([3, 1, 4], {4}) == pytest.approx(1 / 3)
+    assert M.reciprocal_rank([3, 1, 4], {4}, exclude=3) == pytest.approx(1 / 2)
+    assert M.ns_score([0, 2, 9, 1, 3], {0, 1, 2, 3}) == 3  # 3 is 5th
+    # AP@7: hits at ranks 1 and 3 of 3 positives -> (1/1 + 2/3) / 3
+    assert M.map_at_k([10, 0, 11, 12], {10, 11, 99}, 7) == pytest.approx((1 + 2 / 3) / 3)
+
+
+def test_revisited_protocols():
+    pos, junk = M.revisited_sets([1, 2], [3], [4], "easy")
+    assert pos == [1, 2] and sorted(junk) == [3, 4]
+    pos, junk = M.revisited_sets([1, 2], [3], [4], "medium")
+    assert sorted(pos) == [1, 2, 3] and junk == [4]
+    pos, junk = M.revisited_sets([1, 2], [3], [4], "hard")
+    assert pos == [3] and sorted(junk) == [1, 2, 4]
+    q = Query(path=None, positives=[0], hard=[1], junk=[2])
+    s = M.revisited_scores([[1, 2, 0]], [q], ks=(1,))
+    # Easy: list [0] after removing hard 1 and junk 2 -> 1.0. Hard: [1, 0] -> 1.0 at rank 0.
+    assert s["mAP_easy"] == pytest.approx(1.0) and s["mAP_hard"] == pytest.approx(1.0)
+    # Medium: [1, 0] both positive -> 1.0; mP@1 medium = 1.
+    assert s["mAP_medium"] == pytest.approx(1.0) and s["mP@1_medium"] == 1.0
+    s = M.revisited_scores([[0, 2, 1]], [q], ks=(1,))
+    assert s["mAP_hard"] == pytest.approx(1.0)  # easy 0 ignored under Hard
+    s = M.revisited_scores([[2, 0, 3, 1]], [Query(path=None, positives=[0], hard=[1])], ks=(1,))
+    # Medium: positives 0 (rank 1) and 1 (rank 3): (0 + 1/2)/2 * 1/2 + (1/3 + 2/4)/2 * 1/2 = 1/3
+    assert s["mAP_medium"] == pytest.approx(1 / 3)
+    assert s["mP@1_medium"] == 0.0
+
+
+def test_protocol_metrics_per_protocol():
+    import numpy as np
+
+    from layerseek.eval.datasets import Dataset
+    from layerseek.eval.runner import protocol_metrics
+
+    # UKBench: group {0,1,2,3}; query 0 finds itself, 1 and 3 in its top 4 -> N-S 3
+    uk = Dataset("u", "ukbench", [None] * 6, [Query(None, positives=[0, 1, 2, 3])])
+    out = protocol_metrics(uk, np.array([[0, 1, 4, 3, 2, 5]]), list(range(6)))
+    assert out["N-S"] == 3
+    # SMVS: positive at rank 2 -> R@1 0, R@5 1, MRR 0.5, trapezoid AP (0 + 1/2) / 2
+    sm = Dataset("s", "smvs", [None] * 4, [Query(None, positives=[2])])
+    out = protocol_metrics(sm, np.array([[1, 2, 0, 3]]), list(range(4)))
+    assert (out["R@1"], out["R@5"], out["MRR"], out["mAP"]) == (0.0, 1.0, 0.5, 0.25)
+    # category: the query itself (db 0) is skipped; P@10 over the 3 others of 4 positives
+    cat = Dataset("c", "category", [None] * 12, [Query(None, positives=[1, 2, 3, 4], db_index=0)])
+    out = protocol_metrics(cat, np.array([[0, 1, 5, 2, 6, 3, 7, 8, 9, 10, 11, 4]]), list(range(12)))
+    assert out["P@10"] == pytest.approx(0.3)
