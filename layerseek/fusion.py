@@ -174,12 +174,14 @@ def plot_simplex(results: Sequence[tuple[np.ndarray, float]], path: str, layer_n
     ax.scatter(*xy[best], marker="*", s=220, c="red", edgecolors="white",
                label=f"best {format_ratio(w[best])}: {s[best]:.3f}")
     ax.plot(*np.vstack([corners, corners[:1]]).T, "k-", lw=0.8)
-    for (x, y), name, dx, dy in zip(corners, layer_names, (-0.02, 0.02, 0.0), (-0.05, -0.05, 0.03)):
-        ax.text(x + dx, y + dy, f"{name} = 1", ha="center", fontsize=10)
+    for (x, y), name, dy in zip(corners, layer_names, (-0.06, -0.06, 0.03)):
+        ax.text(x, y + dy, f"{name} = 1", ha="center", fontsize=10)
+    ax.set_xlim(-0.12, 1.12)
+    ax.set_ylim(-0.1, np.sqrt(3) / 2 + 0.1)
     ax.set_aspect("equal")
     ax.axis("off")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(title or f"{metric} over the fusion-weight simplex")
+    ax.set_title(title or f"{metric} over the fusion-weight simplex", pad=14)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

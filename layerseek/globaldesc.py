@@ -76,10 +76,17 @@ def score(cfg: GlobalConfig, queries: Sequence[dict], database: Sequence[dict],
           whitenings: list[PCAWhitening] | None = None, exclude: Sequence[int | None] | None = None) -> np.ndarray:
     """q x n fused similarity. `exclude[i]` is query i's own database index (kept out of its
     query expansion)."""
-    q_mats = layer_matrices(cfg, queries, whitenings)
-    d_mats = layer_matrices(cfg, database, whitenings)
+    return score_matrices(cfg, layer_matrices(cfg, queries, whitenings), layer_matrices(cfg, database, whitenings),
+                          exclude)
+
+
+def score_matrices(cfg: GlobalConfig, q_mats: Sequence[np.ndarray], d_mats: Sequence[np.ndarray],
+                   exclude: Sequence[int | None] | None = None,
+                   layer_sims: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """`score` on per-layer matrices already normalised (and whitened); `layer_sims` may pass the
+    per-layer similarities when they are already computed (weight search)."""
     w = cfg.weight_vector()
-    fused = wmff(layer_similarities(cfg, q_mats, d_mats), w)
+    fused = wmff(layer_sims if layer_sims is not None else layer_similarities(cfg, q_mats, d_mats), w)
     if cfg.qe > 0:
         masked = fused.copy()
         if exclude is not None:
