@@ -194,6 +194,145 @@ def eval_(
         console.print(f"{len(files)} plot(s) written to {plots}", highlight=False)
 
 
+def _progress_bar(label: str):
+    """A rich progress bar with rate and ETA, as a (done, total) callback, and its context."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   console=err_console)
+    task = bar.add_task(label, total=None, rate="")
+    t0 = time.perf_counter()
+
+    def update(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        bar.update(task, completed=done, total=total, rate=f"{rate:.2f} img/s" if done else "")
+
+    return bar, update
+
+
+@app.command()
+def index(
+    folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively")],
+    index_path: Annotated[Path, typer.Option("--index", help="the index directory (created if new)")],
+    method: Annotated[Optional[str], typer.Option(help="fcrow (default), crow, spoc, mac, gem, rmac")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="vgg16 (default), mobilenet_v2, efficientnet_lite0")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
+    similarity: Annotated[Optional[str], typer.Option(help="cosine or correlation")] = None,
+    max_side: Annotated[Optional[int], typer.Option(help="longer image side (default 1024)")] = None,
+    ann: Annotated[Optional[str], typer.Option(help="auto (exact below 50k images, else HNSW), exact, hnsw")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
+    workers: Annotated[int, typer.Option(help="threads decoding images ahead of the network")] = 2,
+    batch: Annotated[int, typer.Option(help="images per committed transaction")] = 16,
+) -> None:
+    """Index the photos under FOLDER: new and changed files are added, deleted ones forgotten.
+    A killed run keeps what it committed; run the same command again to go on."""
+    from .index import Index
+
+    options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
+               "similarity": similarity, "max_side": max_side}
+    try:
+        idx = Index.open_or_create(index_path, method, threads, ann, **options)
+        bar, update = _progress_bar(f"indexing {folder}")
+        with idx, bar:
+            report = idx.add_folder(folder, batch=batch, workers=workers, progress=update)
+    except LayerseekError as e:
+        fail(str(e))
+    console.print(f"{index_path}: {report.summary()}", highlight=False)
+    for line in report.failed:
+        err_console.print(f"  failed: {line}", highlight=False, soft_wrap=True)
+    for line in report.skipped:
+        err_console.print(f"  not an image: {line}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def search(
+    index_path: Annotated[Path, typer.Argument(help="the index directory")],
+    image: Annotated[Path, typer.Argument(help="the example image")],
+    top: Annotated[int, typer.Option(help="how many results")] = 10,
+    qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    method: Annotated[Optional[str], typer.Option(help="must be the index's method (checked)")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="must be the index's backbone (checked)")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
+) -> None:
+    """The indexed images most like IMAGE, best first."""
+    import json as _json
+
+    from .index import Index
+
+    try:
+        with Index.open(index_path, threads) as idx:
+            idx.check_method(method, backbone=backbone)
+            t0 = time.perf_counter()
+            hits = idx.search(image, top=top, qe=qe)
+            dt = time.perf_counter() - t0
+    except LayerseekError as e:
+        fail(str(e))
+    if json_out:
+        print(_json.dumps({"query": str(image), "seconds": dt,
+                           "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score}
+                                       for i, h in enumerate(hits)]}, indent=2))
+        return
+    table = Table(title=f"{image} ({dt * 1000:.0f} ms)")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path")
+    for i, h in enumerate(hits, 1):
+        table.add_row(str(i), f"{h.score:.4f}", h.path)
+    console.print(table)
+
+
+@app.command()
+def info(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+         json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """What an index holds: method, backbone, parameters, size, failures."""
+    import json as _json
+
+    from .index import Index
+
+    try:
+        with Index.open(index_path) as idx:
+            data = idx.info()
+            failures = idx.catalog.failures()
+    except LayerseekError as e:
+        fail(str(e))
+    if json_out:
+        print(_json.dumps({**data, "failures": [{"path": p, "reason": r} for p, r in failures]}, indent=2))
+        return
+    p = data["params"]
+    console.print(f"{data['path']}: {data['images']} images, {data['failed']} failed", highlight=False)
+    console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
+                  f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}",
+                  highlight=False)
+    per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
+    console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
+                  f"made by layerseek {data['versions']['layerseek']}", highlight=False)
+    for path, reason in failures:
+        err_console.print(f"  failed: {path}: {reason}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def remove(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+           files: Annotated[list[Path], typer.Argument(help="indexed files to forget (the files stay on disk)")]) -> None:
+    """Forget files from an index."""
+    from .index import Index
+
+    try:
+        with Index.open(index_path) as idx:
+            missing = idx.remove(files)
+            left = idx.catalog.count()
+    except LayerseekError as e:
+        fail(str(e))
+    console.print(f"{len(files) - len(missing)} removed, {left} left", highlight=False)
+    if missing:
+        for p in missing:
+            err_console.print(f"  not in the index: {p}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -1,0 +1,383 @@
+"""A searchable index of a photo collection: incremental, resumable indexing, search, removal.
+
+    from layerseek.index import Index
+    idx = Index.create("photos.lsx", method="fcrow", backbone="mobilenet_v2")   # or Index.open(...)
+    report = idx.add_folder("~/Photos")          # new, changed and deleted files found
+    hits = idx.search("query.jpg", top=10)       # [Hit(id, path, score), ...]
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .describe import file_sha256
+from .errors import ImageError, LayerseekError
+from .images import is_image_name, load_image
+from .methods import GlobalMethod, make_method, method_from_params
+from .store.catalog import Catalog
+
+#: above this many images `ann="auto"` searches a FAISS HNSW graph instead of the exact matrix
+ANN_THRESHOLD = 50_000
+ANN_MODES = ("auto", "exact", "hnsw")
+
+
+@dataclass
+class Hit:
+    id: int
+    path: str
+    score: float
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reused: int = 0  # same content already indexed under another name: vector copied
+    failed: list[str] = field(default_factory=list)  # "path: reason"
+    skipped: list[str] = field(default_factory=list)  # not image files
+
+    def summary(self) -> str:
+        return (f"{self.added} added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged"
+                + (f", {self.reused} copied from identical files" if self.reused else "")
+                + f"; {len(self.failed)} failed, {len(self.skipped)} not images")
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+
+    import layerseek
+
+    return {"layerseek": layerseek.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+class Index:
+    def __init__(self, catalog: Catalog, method: GlobalMethod, threads: int | None = None):
+        self.catalog = catalog
+        self.method = method
+        self.threads = threads
+        self._fx = None
+        self._ann = None  # (generation, faiss index)
+        self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, method: str = "fcrow", threads: int | None = None, ann: str = "auto",
+               **options) -> Index:
+        if ann not in ANN_MODES:
+            raise LayerseekError(f"unknown search mode {ann!r}; valid: {', '.join(ANN_MODES)}")
+        m = make_method(method, **options)
+        dim = sum(s.stop - s.start for s in m.segments())
+        cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "versions": _versions()})
+        return cls(cat, m, threads)
+
+    @classmethod
+    def open(cls, path: str | Path, threads: int | None = None) -> Index:
+        cat = Catalog.open(path)
+        return cls(cat, method_from_params(cat.manifest["params"]), threads)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, method: str | None = None, threads: int | None = None,
+                       ann: str | None = None, **options) -> Index:
+        """Open an existing index (checking that the method asked for is its method) or create one."""
+        if Catalog.exists(path):
+            idx = cls.open(path, threads)
+            idx.check_method(method, **options)
+            return idx
+        return cls.create(path, method or "fcrow", threads, ann or "auto", **options)
+
+    def check_method(self, method: str | None = None, **options) -> None:
+        """Fail clearly when a method or option asked for differs from the index's."""
+        have = self.catalog.manifest["params"]
+        asked = {"method": method, **options}
+        for key, value in asked.items():
+            if value is None:
+                continue
+            mine = have.get(key)
+            if key == "layers":
+                value = list(value)
+            if value != mine:
+                raise LayerseekError(f"{self.catalog.root}: this index was built with {key} {mine!r}, not {value!r}; "
+                                     "search it with its own settings or build another index")
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- encoding ------------------------------------------------------------------------------
+    @property
+    def fx(self):
+        if self._fx is None:
+            from .backbones import FeatureExtractor
+
+            self._fx = FeatureExtractor(self.method.backbone, self.method.layers, threads=self.threads)
+        return self._fx
+
+    def encode_array(self, img: np.ndarray) -> np.ndarray:
+        return self.method.encode(self.fx(img))[0]
+
+    def encode_file(self, path: str | Path, data: bytes | None = None) -> np.ndarray:
+        return self.encode_array(load_image(path, max_side=self.method.max_side, data=data))
+
+    # -- indexing -----------------------------------------------------------------------------
+    def add_folder(self, folder: str | Path, batch: int = 16, workers: int = 2,
+                   progress: Callable[[int, int], None] | None = None, remove_missing: bool = True) -> IndexReport:
+        """Index every image under `folder` (recursively) that is new or changed, and forget the
+        indexed files under it that are gone. Work is committed every `batch` images, so a killed
+        run loses at most one batch and a rerun goes on from there."""
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise LayerseekError(f"{folder}: not a folder")
+        root = folder.resolve()
+        report = IndexReport()
+        seen: set[str] = set()
+        todo: list[tuple[str, int, int]] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                p = Path(dirpath) / name
+                if not is_image_name(p):
+                    report.skipped.append(str(p))
+                    continue
+                try:
+                    st = p.stat()
+                except OSError as e:
+                    report.failed.append(f"{p}: unreadable ({e.strerror})")
+                    continue
+                key = str(p)
+                seen.add(key)
+                e = self.catalog.by_path(key)
+                if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    report.unchanged += 1
+                    continue
+                failed = self.catalog.failure_record(key)
+                if failed == (st.st_size, st.st_mtime_ns):
+                    reason = dict(self.catalog.failures()).get(key, "failed before")
+                    report.failed.append(f"{key}: {reason} (unchanged since it failed)")
+                    continue
+                todo.append((key, st.st_size, st.st_mtime_ns))
+        if remove_missing:
+            gone = [e.path for e in self.catalog.entries(under=str(root)) if e.path not in seen]
+            gone += [p for p, _ in self.catalog.failures() if p.startswith(str(root) + "/") and p not in seen]
+            if gone:
+                with self._lock:
+                    self.catalog.commit_batch([], deletes=gone)
+                report.removed = len([p for p in gone if p])
+        self._index_files(todo, report, batch, workers, progress)
+        return report
+
+    def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
+                  progress: Callable[[int, int], None] | None = None) -> IndexReport:
+        """Index the given files (new or changed ones; the rest are counted unchanged)."""
+        report = IndexReport()
+        todo = []
+        for p in paths:
+            p = Path(p).expanduser().resolve()
+            try:
+                st = p.stat()
+            except OSError:
+                report.failed.append(f"{p}: missing")
+                continue
+            e = self.catalog.by_path(str(p))
+            if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                report.unchanged += 1
+            else:
+                todo.append((str(p), st.st_size, st.st_mtime_ns))
+        self._index_files(todo, report, batch, workers, progress)
+        return report
+
+    def _prepare(self, item):
+        """In a worker thread: hash the file and, unless its content is already indexed, decode it."""
+        path, size, mtime = item
+        try:
+            sha = file_sha256(path)
+        except OSError as e:
+            return item, None, None, ImageError(path, "unreadable", e.strerror or str(e))
+        existing = self.catalog_sha_known(sha, path)
+        if existing:
+            return item, sha, None, None
+        try:
+            return item, sha, load_image(path, max_side=self.method.max_side), None
+        except ImageError as e:
+            return item, sha, None, e
+
+    def catalog_sha_known(self, sha: str, path: str) -> bool:
+        # A separate read-only connection per thread: sqlite3 connections are not shared across threads.
+        import sqlite3
+
+        local = getattr(self, "_tl", None)
+        if local is None:
+            local = self._tl = threading.local()
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30)
+        return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+
+    def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress) -> None:
+        total = len(todo)
+        if progress:
+            progress(0, total)
+        if not todo:
+            return
+        ups, touches, fails = [], [], []
+        done = 0
+
+        def flush():
+            with self._lock:
+                self.catalog.commit_batch(ups, touches, fails)
+            ups.clear(), touches.clear(), fails.clear()
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            window: deque = deque()
+            it = iter(todo)
+            for item in it:  # keep a bounded number of decoded images in flight
+                window.append(pool.submit(self._prepare, item))
+                if len(window) >= 2 * max(1, workers):
+                    break
+            while window:
+                (path, size, mtime), sha, img, err = window.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    window.append(pool.submit(self._prepare, nxt))
+                old = self.catalog.by_path(path)
+                if err is not None:
+                    fails.append((path, f"{err.reason}" + (f" ({err.detail})" if err.detail else ""), size, mtime))
+                    report.failed.append(str(err))
+                elif old is not None and old.sha256 == sha:
+                    touches.append((path, size, mtime))
+                    report.unchanged += 1
+                elif img is None:  # identical content indexed under another name: copy its vector
+                    vec = self.catalog.vector_for_sha(sha)
+                    other = self.catalog.conn.execute("SELECT width, height FROM images WHERE sha256=? LIMIT 1",
+                                                      (sha,)).fetchone()
+                    ups.append((path, size, mtime, sha, other[0], other[1], vec))
+                    report.reused += 1
+                    report.updated += old is not None
+                    report.added += old is None
+                else:
+                    with self._lock:
+                        vec = self.encode_array(img)
+                    ups.append((path, size, mtime, sha, img.shape[1], img.shape[0], vec))
+                    report.updated += old is not None
+                    report.added += old is None
+                done += 1
+                if len(ups) + len(touches) + len(fails) >= batch:
+                    flush()
+                if progress:
+                    progress(done, total)
+        flush()
+
+    def remove(self, paths: Iterable[str | Path]) -> list[str]:
+        """Forget these files (the files themselves are not touched). Returns the paths that were
+        not in the index."""
+        keys, missing = [], []
+        for p in paths:
+            key = str(Path(p).expanduser().resolve())
+            if self.catalog.by_path(key) is not None:
+                keys.append(key)
+            else:
+                missing.append(str(p))
+        with self._lock:
+            self.catalog.commit_batch([], deletes=keys)
+        return missing
+
+    # -- search -------------------------------------------------------------------------------
+    def _search_vectors(self, q: np.ndarray, k: int, ids: np.ndarray, mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, scores) of the k best rows for one query vector."""
+        mode = self.catalog.manifest.get("ann", "auto")
+        if mode == "hnsw" or (mode == "auto" and len(ids) >= ANN_THRESHOLD):
+            import faiss
+
+            gen = self.catalog.generation()
+            if self._ann is None or self._ann[0] != gen:
+                self._ann = (gen, self._load_or_build_hnsw(gen, mat))
+            index = self._ann[1]
+            index.hnsw.efSearch = max(64, 2 * k)
+            scores, rows = index.search(q[None].astype(np.float32), k)
+            keep = rows[0] >= 0
+            return rows[0][keep], scores[0][keep]
+        sims = mat @ q
+        k = min(k, len(sims))
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.lexsort((top, -sims[top]))]
+        return top, sims[top]
+
+    def _load_or_build_hnsw(self, gen: int, mat: np.ndarray):
+        import faiss
+
+        path = self.catalog.root / "cache" / f"hnsw-{gen}.faiss"
+        if path.is_file():
+            try:
+                return faiss.read_index(str(path))
+            except RuntimeError:
+                pass
+        index = faiss.IndexHNSWFlat(mat.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.add(mat)
+        path.parent.mkdir(exist_ok=True)
+        for old in path.parent.glob("hnsw-*.faiss"):
+            old.unlink(missing_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, path)
+        return index
+
+    def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None) -> list[Hit]:
+        ids, mat = self.catalog.matrix()
+        if len(ids) == 0:
+            return []
+        extra = 1 if exclude_id is not None else 0
+        rows, scores = self._search_vectors(q, top + extra, ids, mat)
+        if qe > 0:
+            first = [r for r in rows if ids[r] != exclude_id][:qe]
+            if len(first) < qe:
+                first = [r for r in self._search_vectors(q, qe + extra, ids, mat)[0] if ids[r] != exclude_id][:qe]
+            q = self.method.expand(q, mat[first])
+            rows, scores = self._search_vectors(q, top + extra, ids, mat)
+        hits = []
+        for r, s in zip(rows, scores):
+            if ids[r] == exclude_id:
+                continue
+            e = self.catalog.by_id(int(ids[r]))
+            hits.append(Hit(int(ids[r]), e.path if e else "?", float(s)))
+        return hits[:top]
+
+    def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None) -> list[Hit]:
+        """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array."""
+        with self._lock:
+            if isinstance(image, np.ndarray):
+                q = self.encode_array(image)
+            else:
+                q = self.encode_file(image, data)
+        return self.search_vector(q, top, qe)
+
+    # -- information ---------------------------------------------------------------------------
+    def info(self) -> dict:
+        root = self.catalog.root
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        n = self.catalog.count()
+        mode = self.catalog.manifest.get("ann", "auto")
+        return {"path": str(root), "images": n, "failed": len(self.catalog.failures()),
+                "params": self.catalog.manifest["params"], "dim": self.catalog.dim,
+                "search": mode if mode != "auto" else ("hnsw" if n >= ANN_THRESHOLD else "exact") + " (auto)",
+                "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
+                "vector_bytes_per_image": 4 * self.catalog.dim, "generation": self.catalog.generation(),
+                "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

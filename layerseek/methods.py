@@ -1,0 +1,113 @@
+"""The named methods an index can be built with: a name and options -> an encoder (image ->
+one vector) and the parameters that must match at search time.
+
+The global methods (FCroW + WMFF and the pooling baselines) fuse per-layer similarities with
+weights w_i (Eq. 7). For cosine (and normalised correlation, which is the cosine of the centred
+vectors) that sum equals one inner product: concatenate the per-layer unit vectors scaled by
+sqrt(w_i), and q . d = sum_i w_i cos(q_i, d_i). So an index stores one vector per image and any
+inner-product search (exact, or FAISS) gives exactly the WMFF ranking.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .backbones import get_spec
+from .errors import LayerseekError, lookup
+from .fusion import l2n, parse_weights
+from .pooling import get_pooling
+
+INDEXABLE_SIMILARITIES = ("cosine", "correlation")
+
+
+@dataclass
+class GlobalMethod:
+    """pooling per layer -> L2 -> (centre, for correlation) -> x sqrt(w_i) -> concatenation."""
+
+    pooling: str = "fcrow"
+    backbone: str = "vgg16"
+    layers: tuple[str, ...] | None = None
+    weights: str | None = None  # ratios such as "1:2:4"; None = equal (SUM)
+    similarity: str = "cosine"
+    max_side: int = 1024
+
+    def __post_init__(self):
+        get_pooling(self.pooling)
+        spec = get_spec(self.backbone)
+        self.layers = tuple(self.layers) if self.layers else tuple(spec.default_layers)
+        bad = [n for n in self.layers if n not in spec.layers]
+        if bad:
+            raise LayerseekError(f"{self.backbone} has no layer {bad[0]!r}; valid: {', '.join(spec.layers)}")
+        if self.similarity not in INDEXABLE_SIMILARITIES:
+            raise LayerseekError(f"an index needs an inner-product similarity; valid: {', '.join(INDEXABLE_SIMILARITIES)}"
+                                 f" (got {self.similarity!r}; euclidean and kl are for `eval`)")
+        self.weight_vector()
+
+    @property
+    def name(self) -> str:
+        return self.pooling
+
+    def weight_vector(self) -> np.ndarray:
+        if self.weights is None:
+            return np.full(len(self.layers), 1.0 / len(self.layers))
+        return parse_weights(self.weights, len(self.layers))
+
+    def params(self) -> dict:
+        return {"method": self.pooling, **{k: v for k, v in asdict(self).items() if k != "pooling"},
+                "layers": list(self.layers)}
+
+    def _segment(self, v: np.ndarray) -> np.ndarray:
+        v = l2n(v)
+        if self.similarity == "correlation":
+            v = l2n(v - v.mean(axis=-1, keepdims=True))
+        return v
+
+    def encode_pooled(self, pooled: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-layer pooled vectors (each N x C_i or C_i) -> N x D (or D) fused vectors."""
+        w = self.weight_vector()
+        return np.concatenate([self._segment(np.asarray(p, np.float32)) * np.sqrt(wi)
+                               for p, wi in zip(pooled, w)], axis=-1).astype(np.float32)
+
+    def encode(self, acts: dict[str, torch.Tensor]) -> np.ndarray:
+        """{layer: N x C x H x W} -> N x D."""
+        pool = get_pooling(self.pooling)
+        return self.encode_pooled([pool(acts[layer]).float().numpy() for layer in self.layers])
+
+    def segments(self) -> list[slice]:
+        """Where each layer's part lies in the fused vector."""
+        spec = get_spec(self.backbone)
+        out, start = [], 0
+        for layer in self.layers:
+            c = spec.layers[layer].channels
+            out.append(slice(start, start + c))
+            start += c
+        return out
+
+    def expand(self, query: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """Average query expansion per layer (as `postprocess.average_query_expansion`): each
+        layer's part of the query plus its parts of the top-k vectors, re-normalised, re-weighted.
+        query D, top k x D."""
+        w = self.weight_vector()
+        parts = []
+        for s, wi in zip(self.segments(), w):
+            q = query[s] / np.sqrt(wi) if wi > 0 else query[s]
+            t = top[:, s] / np.sqrt(wi) if wi > 0 else top[:, s]
+            parts.append(l2n(q + t.sum(axis=0)) * np.sqrt(wi))
+        return np.concatenate(parts).astype(np.float32)
+
+
+#: method name -> factory(**options); `mof` joins when the local engine lands
+METHODS = {name: (lambda name=name: lambda **kw: GlobalMethod(pooling=name, **kw))()
+           for name in ("fcrow", "crow", "spoc", "mac", "gem", "rmac")}
+
+
+def make_method(name: str, **options) -> GlobalMethod:
+    return lookup(METHODS, name, "method")(**{k: v for k, v in options.items() if v is not None})
+
+
+def method_from_params(params: dict) -> GlobalMethod:
+    p = dict(params)
+    return make_method(p.pop("method"), **{k: (tuple(v) if k == "layers" else v) for k, v in p.items()})

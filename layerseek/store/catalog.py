@@ -1,0 +1,227 @@
+"""The index directory: an SQLite catalog of the indexed files with their vectors, and a manifest
+of the method that made them.
+
+Vectors live in the catalog beside their file's row, so adding, changing or removing an image is
+one SQLite transaction: a process killed at any moment (even SIGKILL) leaves either the old or the
+new state, never half of one. Search structures (the dense matrix, a FAISS index) are caches
+derived from the catalog, stamped with its generation and rebuilt when stale.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayerseekError
+
+SCHEMA_VERSION = 1
+CATALOG = "catalog.sqlite"
+MANIFEST = "manifest.json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    added REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
+CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, reason TEXT NOT NULL, size INTEGER, mtime_ns INTEGER);
+"""
+
+
+@dataclass
+class Entry:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Catalog:
+    """One index directory. Open with `Catalog.create` (new) or `Catalog.open` (existing)."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection, manifest: dict):
+        self.root = root
+        self.conn = conn
+        self.manifest = manifest
+
+    # -- opening -----------------------------------------------------------------------------
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # explicit transactions
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @classmethod
+    def exists(cls, root: str | Path) -> bool:
+        return (Path(root) / MANIFEST).is_file() and (Path(root) / CATALOG).is_file()
+
+    @classmethod
+    def create(cls, root: str | Path, manifest: dict) -> Catalog:
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise LayerseekError(f"{root}: exists and is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        if (root / MANIFEST).exists():
+            raise LayerseekError(f"{root}: already holds an index")
+        manifest = {"schema_version": SCHEMA_VERSION, "created": time.time(), **manifest}
+        conn = cls._connect(root / CATALOG)
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        # The manifest is written last: a directory without it is not an index yet.
+        write_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
+        return cls(root, conn, manifest)
+
+    @classmethod
+    def open(cls, root: str | Path) -> Catalog:
+        root = Path(root)
+        if not cls.exists(root):
+            raise LayerseekError(f"{root}: no index here (create one with `layerseek index DIR --index {root}`)")
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+        except ValueError as e:
+            raise LayerseekError(f"{root / MANIFEST}: damaged manifest ({e})") from None
+        conn = cls._connect(root / CATALOG)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise LayerseekError(f"{root / CATALOG}: not a layerseek catalog ({e})") from None
+        version = int(row[0]) if row else -1
+        if version != SCHEMA_VERSION or manifest.get("schema_version") != SCHEMA_VERSION:
+            raise LayerseekError(f"{root}: index schema version {version}, this layerseek reads {SCHEMA_VERSION}; "
+                                 "re-create the index")
+        return cls(root, conn, manifest)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    def generation(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def entries(self, under: str | None = None) -> Iterator[Entry]:
+        sql = "SELECT id, path, size, mtime_ns, sha256, width, height FROM images"
+        args: tuple = ()
+        if under is not None:
+            sql += " WHERE path = ? OR substr(path, 1, ?) = ?"
+            prefix = under.rstrip("/") + "/"
+            args = (under, len(prefix), prefix)
+        for row in self.conn.execute(sql + " ORDER BY id", args):
+            yield Entry(*row)
+
+    def by_path(self, path: str) -> Entry | None:
+        row = self.conn.execute("SELECT id, path, size, mtime_ns, sha256, width, height FROM images WHERE path=?",
+                                (path,)).fetchone()
+        return Entry(*row) if row else None
+
+    def by_id(self, id_: int) -> Entry | None:
+        row = self.conn.execute("SELECT id, path, size, mtime_ns, sha256, width, height FROM images WHERE id=?",
+                                (int(id_),)).fetchone()
+        return Entry(*row) if row else None
+
+    def vector_for_sha(self, sha: str) -> np.ndarray | None:
+        row = self.conn.execute("SELECT vector FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, n x dim float32 matrix) of everything indexed, cached in vectors-<generation>.npz."""
+        gen = self.generation()
+        cache = self.root / "cache" / f"vectors-{gen}.npz"
+        if cache.is_file():
+            try:
+                with np.load(cache) as z:
+                    return z["ids"], z["vectors"]
+            except (OSError, ValueError):
+                pass
+        rows = self.conn.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = (np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                if rows else np.zeros((0, self.dim), np.float32))
+        cache.parent.mkdir(exist_ok=True)
+        for old in cache.parent.glob("vectors-*.npz"):
+            old.unlink(missing_ok=True)
+        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=ids, vectors=vecs)
+        os.replace(tmp, cache)
+        return ids, vecs
+
+    def failures(self) -> list[tuple[str, str]]:
+        return self.conn.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
+
+    # -- writing: each call one transaction ---------------------------------------------------
+    def _bump(self) -> None:
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    def commit_batch(self, upserts: Iterable[tuple], touches: Iterable[tuple] = (), failures: Iterable[tuple] = (),
+                     deletes: Iterable[str] = ()) -> None:
+        """upserts: (path, size, mtime_ns, sha256, width, height, vector); touches: (path, size,
+        mtime_ns) for files whose content is unchanged; failures: (path, reason, size, mtime_ns);
+        deletes: paths. All or nothing."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            changed = False
+            for path, size, mtime, sha, w, h, vec in upserts:
+                vec = np.ascontiguousarray(vec, dtype=np.float32)
+                if vec.shape != (self.dim,):
+                    raise LayerseekError(f"{path}: vector of shape {vec.shape}, index holds {self.dim}")
+                c.execute("INSERT INTO images (path, size, mtime_ns, sha256, width, height, vector, added) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                          "mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, width=excluded.width, "
+                          "height=excluded.height, vector=excluded.vector, added=excluded.added",
+                          (path, size, mtime, sha, w, h, vec.tobytes(), time.time()))
+                c.execute("DELETE FROM failures WHERE path=?", (path,))
+                changed = True
+            for path, size, mtime in touches:
+                c.execute("UPDATE images SET size=?, mtime_ns=? WHERE path=?", (size, mtime, path))
+            for path, reason, size, mtime in failures:
+                c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)", (path, reason, size, mtime))
+            for path in deletes:
+                n = c.execute("DELETE FROM images WHERE path=?", (path,)).rowcount
+                c.execute("DELETE FROM failures WHERE path=?", (path,))
+                changed = changed or n > 0
+            if changed:
+                self._bump()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def failure_record(self, path: str) -> tuple[int, int] | None:
+        row = self.conn.execute("SELECT size, mtime_ns FROM failures WHERE path=?", (path,)).fetchone()
+        return (row[0], row[1]) if row else None

@@ -1,0 +1,210 @@
+"""The index: the fused vector equals WMFF, incremental and resumable indexing of real photos,
+search, removal, bad files, the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from layerseek.cli import app
+from layerseek.errors import LayerseekError
+from layerseek.fusion import l2n
+from layerseek.globaldesc import GlobalConfig, score
+from layerseek.index import Index
+from layerseek.methods import make_method
+from layerseek.postprocess import average_query_expansion
+
+OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 256}
+PARIS = ["paris_defense_000000.jpg", "paris_eiffel_000000.jpg", "paris_invalides_000002.jpg",
+         "paris_louvre_000004.jpg", "paris_moulinrouge_000003.jpg", "paris_eiffel_000004.jpg"]
+
+
+def _pooled(seed, n):
+    rng = np.random.default_rng(seed)
+    return [rng.random((n, 320)).astype(np.float32), rng.random((n, 1280)).astype(np.float32)]
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "correlation"])
+def test_fused_vector_inner_product_is_wmff(similarity):
+    m = make_method("gem", weights="1:3", similarity=similarity, **OPTS)
+    q, d = _pooled(0, 3), _pooled(1, 5)
+    ip = m.encode_pooled(q) @ m.encode_pooled(d).T
+    qd = [{"gem/s32": q[0][i], "gem/last": q[1][i]} for i in range(3)]
+    dd = [{"gem/s32": d[0][i], "gem/last": d[1][i]} for i in range(5)]
+    ref = score(GlobalConfig("gem", ("s32", "last"), "1:3", similarity), qd, dd)
+    np.testing.assert_allclose(ip, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_expand_is_per_layer_average_qe():
+    m = make_method("fcrow", weights="1:2", **OPTS)
+    q, d = _pooled(2, 1), _pooled(3, 4)
+    fused_q, fused_d = m.encode_pooled(q)[0], m.encode_pooled(d)
+    got = m.expand(fused_q, fused_d[[2, 0]])
+    ranks = np.array([[2, 0]])
+    ref = m.encode_pooled([average_query_expansion(l2n(a), l2n(b), ranks, 2) for a, b in zip(q, d)])[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def _photos(data_dir, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in PARIS:
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / n, folder / n)
+    return folder
+
+
+def test_index_search_update_remove(data_dir, tmp_path):
+    photos = _photos(data_dir, tmp_path / "photos")
+    (photos / "sub").mkdir()
+    shutil.move(photos / PARIS[5], photos / "sub" / PARIS[5])
+    good = (photos / PARIS[0]).read_bytes()
+    (photos / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (photos / "empty.png").write_bytes(b"")
+    (photos / "notes.txt").write_text("not a photo")
+    idx = Index.create(tmp_path / "idx", "fcrow", **OPTS)
+    r = idx.add_folder(photos)
+    assert (r.added, r.removed) == (6, 0)
+    assert len(r.failed) == 2 and any("empty.png: empty" in f for f in r.failed)
+    assert any("truncated.jpg" in f for f in r.failed)
+    assert r.skipped == [str((photos / "notes.txt").resolve())]
+    assert idx.catalog.count() == 6
+
+    # a photo of an indexed place (a crop, made smaller) finds it first
+    src = Image.open(photos / PARIS[3])
+    w, h = src.size
+    src.crop((w // 6, h // 6, w - w // 6, h - h // 6)).resize((300, 200)).save(tmp_path / "query.jpg")
+    hits = idx.search(tmp_path / "query.jpg", top=3)
+    assert hits[0].path.endswith(PARIS[3]) and hits[0].score > hits[1].score
+    assert [h.path for h in idx.search(tmp_path / "query.jpg", top=3, qe=1)][0].endswith(PARIS[3])
+
+    # nothing changed: nothing re-done (the failures stay reported)
+    r = idx.add_folder(photos)
+    assert (r.added, r.updated, r.unchanged, len(r.failed)) == (0, 0, 6, 2)
+
+    # delete one, add one, touch one, change one's content, copy one under a new name
+    (photos / PARIS[1]).unlink()
+    shutil.copy(data_dir / "paris6k-subset" / "jpg" / "paris_louvre_000015.jpg", photos / "new.jpg")
+    os.utime(photos / PARIS[2], ns=(1, 1))
+    shutil.copy(data_dir / "paris6k-subset" / "jpg" / "paris_defense_000002.jpg", photos / PARIS[4])
+    shutil.copy(photos / PARIS[0], photos / "copy.jpg")
+    before = idx.catalog.generation()
+    r = idx.add_folder(photos)
+    assert (r.added, r.removed, r.updated, r.reused) == (2, 1, 1, 1)
+    assert idx.catalog.count() == 7 and idx.catalog.generation() > before
+    assert idx.catalog.by_path(str((photos / PARIS[2]).resolve())).mtime_ns == 1
+    ids, mat = idx.catalog.matrix()
+    row = {idx.catalog.by_id(i).path: v for i, v in zip(ids, mat)}
+    np.testing.assert_array_equal(row[str((photos / "copy.jpg").resolve())], row[str((photos / PARIS[0]).resolve())])
+
+    # remove from the index only
+    missing = idx.remove([photos / PARIS[3], photos / "never.jpg"])
+    assert missing == [str(photos / "never.jpg")] and idx.catalog.count() == 6
+    assert (photos / PARIS[3]).exists()
+    assert not any(h.path.endswith(PARIS[3]) for h in idx.search(tmp_path / "query.jpg", top=10))
+    with pytest.raises(LayerseekError, match="notes.txt: not an image"):
+        idx.search(photos / "notes.txt")
+    idx.close()
+
+
+def test_hnsw_agrees_with_exact(data_dir, tmp_path):
+    photos = _photos(data_dir, tmp_path / "photos")
+    exact = Index.create(tmp_path / "exact", "gem", ann="exact", **OPTS)
+    exact.add_folder(photos)
+    hnsw = Index.create(tmp_path / "hnsw", "gem", ann="hnsw", **OPTS)
+    hnsw.add_folder(photos)
+    q = photos / PARIS[4]
+    a, b = exact.search(q, top=6), hnsw.search(q, top=6)
+    assert [h.path for h in a] == [h.path for h in b]
+    np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-4)
+    assert list((tmp_path / "hnsw" / "cache").glob("hnsw-*.faiss"))
+
+
+def test_method_mismatch_and_missing_index(data_dir, tmp_path):
+    Index.create(tmp_path / "idx", "fcrow", **OPTS).close()
+    with pytest.raises(LayerseekError, match="built with method 'fcrow', not 'gem'"):
+        Index.open_or_create(tmp_path / "idx", "gem")
+    with pytest.raises(LayerseekError, match="built with backbone 'mobilenet_v2', not 'vgg16'"):
+        Index.open_or_create(tmp_path / "idx", None, backbone="vgg16")
+    with pytest.raises(LayerseekError, match="no index here"):
+        Index.open(tmp_path / "nothing")
+    with pytest.raises(LayerseekError, match="valid: crow, fcrow, gem, mac, rmac, spoc"):
+        Index.create(tmp_path / "x", "avg")
+    with pytest.raises(LayerseekError, match="inner-product similarity"):
+        Index.create(tmp_path / "y", "gem", similarity="kl", **OPTS)
+
+
+def test_killed_indexer_resumes_without_loss_or_duplicates(data_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(0, 1000, 10):  # 100 small real photos
+        shutil.copy(data_dir / "corel1k" / "jpg" / f"{i}.jpg", photos / f"{i}.jpg")
+    cmd = [sys.executable, "-m", "layerseek.cli", "index", str(photos), "--index", str(tmp_path / "idx"),
+           "--method", "gem", "--backbone", "mobilenet_v2", "--layers", "last", "--max-side", "128",
+           "--batch", "4", "--threads", "1", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "idx" / "catalog.sqlite"
+    n_at_kill = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as c:
+                    n_at_kill = c.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            except sqlite3.OperationalError:
+                n_at_kill = 0
+            if n_at_kill >= 8:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    proc.wait(30)
+    assert 8 <= n_at_kill < 100, "the indexer was not caught mid-run"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "0 failed" in done.stdout
+    with sqlite3.connect(db) as c:
+        paths = [r[0] for r in c.execute("SELECT path FROM images")]
+    assert len(paths) == len(set(paths)) == 100
+    # the resumed index holds the same vectors as an uninterrupted one
+    clean = Index.create(tmp_path / "clean", "gem", backbone="mobilenet_v2", layers=("last",), max_side=128)
+    clean.add_folder(photos)
+    resumed = Index.open(tmp_path / "idx")
+    vec = lambda ix: {ix.catalog.by_id(i).path: v for i, v in zip(*ix.catalog.matrix())}  # noqa: E731
+    a, b = vec(clean), vec(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_index_search_info_remove(data_dir, tmp_path):
+    photos = _photos(data_dir, tmp_path / "photos")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    run = CliRunner().invoke
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--backbone", "mobilenet_v2",
+            "--layers", "s32,last", "--max-side", "256"]
+    r = run(app, args)
+    assert r.exit_code == 0, r.output
+    assert "6 added" in r.output and "1 failed" in r.output and "broken.jpg" in r.output
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--top", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["results"][0]["path"].endswith(PARIS[1]) and len(res["results"]) == 3
+    assert res["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # itself: unit-norm fused vector
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--backbone", "vgg16"])
+    assert r.exit_code == 1 and "built with backbone 'mobilenet_v2'" in " ".join(r.output.split())
+    r = run(app, ["info", str(tmp_path / "idx"), "--json"])
+    info = json.loads(r.output)
+    assert info["images"] == 6 and info["dim"] == 320 + 1280 and info["failed"] == 1
+    assert info["vector_bytes_per_image"] == 4 * 1600 and info["bytes_per_image"] > 4 * 1600
+    r = run(app, ["remove", str(tmp_path / "idx"), str(photos / PARIS[0])])
+    assert r.exit_code == 0 and "1 removed, 5 left" in r.output
+    r = run(app, ["remove", str(tmp_path / "idx"), str(photos / "zzz.jpg")])
+    assert r.exit_code == 1 and "not in the index" in r.output
