@@ -69,6 +69,7 @@ class Index:
         self.threads = threads
         self._fx = None
         self._ann = None  # (generation, faiss index)
+        self._matrix = None  # (generation, ids, vectors) kept in memory between searches
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -340,8 +341,16 @@ class Index:
         os.replace(tmp, path)
         return index
 
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the index, re-read only when the catalog's generation moved."""
+        gen = self.catalog.generation()
+        if self._matrix is None or self._matrix[0] != gen:
+            self._matrix = (gen, *self.catalog.matrix())
+        return self._matrix[1], self._matrix[2]
+
     def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None) -> list[Hit]:
-        ids, mat = self.catalog.matrix()
+        ids, mat = self.matrix()
+        q = np.asarray(q, dtype=np.float32)  # a float64 query would upcast the whole matrix (10x slower)
         if len(ids) == 0:
             return []
         extra = 1 if exclude_id is not None else 0

@@ -1,0 +1,109 @@
+"""Index build time, query latency (p50 / p99), disk per image and HNSW recall against exact
+search, at growing collection sizes, with synthetic descriptors.
+
+    .venv/bin/python bench/search.py --sizes 1000,10000,100000 --dim 1280 [--queries 200]
+
+The vectors are synthetic (clustered unit vectors in the dimension of VGG16 FCroW over conv3_3 +
+conv4_3 + conv5_3 = 1280), written through the real catalog (SQLite, one transaction per 1000
+images) and searched through `Index.search_vector`, so storage, loading and ranking are the real
+code; only the CNN is left out (its cost is in bench/extract.py). Queries are noisy copies of
+database vectors.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from layerseek.index import Index  # noqa: E402
+
+
+def synthetic(n: int, dim: int, rng, clusters: int = 256) -> np.ndarray:
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + 0.8 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def pct(values, p):
+    return float(np.percentile(values, p) * 1000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        tmp = Path(tempfile.mkdtemp(prefix="ls-bench-"))
+        idx = Index.create(tmp / "idx", "fcrow", backbone="vgg16", ann="exact")
+        assert idx.catalog.dim == args.dim, f"this method's dimension is {idx.catalog.dim}"
+        vecs = synthetic(n, args.dim, rng)
+        t0 = time.perf_counter()
+        for s in range(0, n, 1000):
+            ups = [(f"/synthetic/{i}.jpg", 1, 1, hashlib.sha256(str(i).encode()).hexdigest(), 1, 1, vecs[i])
+                   for i in range(s, min(n, s + 1000))]
+            idx.catalog.commit_batch(ups)
+        t_build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        idx.catalog.matrix()  # first load: reads the blobs, writes the cache
+        t_load_cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        idx.catalog.matrix()
+        t_load_warm = time.perf_counter() - t0
+        qi = rng.integers(0, n, args.queries)
+        queries = vecs[qi] + 0.3 * rng.standard_normal((args.queries, args.dim)).astype(np.float32) / np.sqrt(args.dim)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        res = {"n": n, "dim": args.dim, "build_s": t_build, "load_cold_s": t_load_cold, "load_warm_s": t_load_warm}
+        exact_top = []
+        for mode in ("exact", "hnsw"):
+            idx.catalog.manifest["ann"] = mode
+            t0 = time.perf_counter()
+            idx.search_vector(queries[0], args.k)  # builds the HNSW graph on first use
+            res[f"{mode}_first_s"] = time.perf_counter() - t0
+            times, tops = [], []
+            for q in queries:
+                t0 = time.perf_counter()
+                hits = idx.search_vector(q, args.k)
+                times.append(time.perf_counter() - t0)
+                tops.append([h.id for h in hits])
+            res[f"{mode}_p50_ms"], res[f"{mode}_p99_ms"] = pct(times, 50), pct(times, 99)
+            if mode == "exact":
+                exact_top = tops
+            else:
+                res["hnsw_recall@10"] = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact_top, tops)]))
+        size = sum(p.stat().st_size for p in (tmp / "idx").rglob("*") if p.is_file())
+        cat = (tmp / "idx" / "catalog.sqlite").stat().st_size
+        res["disk_bytes_per_image"] = size / n
+        res["catalog_bytes_per_image"] = cat / n
+        rows.append(res)
+        print(json.dumps(res), flush=True)
+        idx.close()
+        shutil.rmtree(tmp)
+    print()
+    print(f"{'images':>8} {'build s':>8} {'load s':>7} {'exact p50/p99 ms':>17} {'HNSW build s':>12} "
+          f"{'HNSW p50/p99 ms':>16} {'recall@10':>9} {'catalog B/img':>13} {'disk B/img':>10}")
+    for r in rows:
+        print(f"{r['n']:>8} {r['build_s']:>8.1f} {r['load_cold_s']:>7.2f} "
+              f"{r['exact_p50_ms']:>8.2f}/{r['exact_p99_ms']:<8.2f} {r['hnsw_first_s']:>12.1f} "
+              f"{r['hnsw_p50_ms']:>7.2f}/{r['hnsw_p99_ms']:<8.2f} {r['hnsw_recall@10']:>9.3f} "
+              f"{r['catalog_bytes_per_image']:>13.0f} {r['disk_bytes_per_image']:>10.0f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
