@@ -177,11 +177,11 @@ class Index:
                 todo.append((key, st.st_size, st.st_mtime_ns))
         if remove_missing:
             gone = [e.path for e in self.catalog.entries(under=str(root)) if e.path not in seen]
-            gone += [p for p, _ in self.catalog.failures() if p.startswith(str(root) + "/") and p not in seen]
-            if gone:
+            gone_failures = [p for p, _ in self.catalog.failures() if p.startswith(str(root) + "/") and p not in seen]
+            if gone or gone_failures:
                 with self._lock:
-                    self.catalog.commit_batch([], deletes=gone)
-                report.removed = len([p for p in gone if p])
+                    self.catalog.commit_batch([], deletes=gone + gone_failures)
+                report.removed = len(gone)
         self._index_files(todo, report, batch, workers, progress)
         return report
 

@@ -112,6 +112,10 @@ def test_index_search_update_remove(data_dir, tmp_path):
     assert not any(h.path.endswith(PARIS[3]) for h in idx.search(tmp_path / "query.jpg", top=10))
     with pytest.raises(LayerseekError, match="notes.txt: not an image"):
         idx.search(photos / "notes.txt")
+    # a failed file that is deleted is forgotten, and not counted as a removed image
+    (photos / "empty.png").unlink()
+    r = idx.add_folder(photos)
+    assert r.removed == 0 and len(r.failed) == 1 and len(idx.catalog.failures()) == 1
     idx.close()
 
 
