@@ -9,7 +9,7 @@ cropped queries: mAP Easy / Medium / Hard). PCA whitening is learned on Corel-1k
 third collection, never searched). WMFF weights are searched on a 0.1 grid of the simplex on one
 dataset and reported on the other (and, labelled as an oracle, on the same one). Descriptors come
 from the descriptor cache; what is missing is extracted first (VGG16 at max side 1024 takes about
-45 minutes for both datasets on 2 cores).
+45 minutes for both datasets and 20 more for Corel-1k on 2 cores).
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.eval.datasets import get_dataset  # noqa: E402
-from layerseek.eval.runner import describe_dataset, environment, protocol_metrics  # noqa: E402
-from layerseek.fusion import format_ratio, ordered_weights, plot_simplex, simplex_grid  # noqa: E402
+from layerseek.eval.runner import describe_dataset, protocol_metrics  # noqa: E402
+from layerseek.fusion import format_ratio, grid_search, ordered_weights, plot_simplex  # noqa: E402
+from layerseek.progress import progress_bar, versions  # noqa: E402
 from layerseek.globaldesc import GlobalConfig, fit_whitenings, layer_matrices, rank, score_matrices  # noqa: E402
 
 POOLINGS = ["spoc", "mac", "gem", "rmac", "crow", "fcrow"]
@@ -46,12 +47,17 @@ class Bench:
         self.data = {}
         for name in DATASETS:
             ds = get_dataset(name)
-            db, qs, errors = describe_dataset(ds, backbone, layers, max_side, poolings=POOLINGS)
+            bar, update = progress_bar(f"{name} / {backbone}")
+            with bar:
+                db, qs, errors = describe_dataset(ds, backbone, layers, max_side, None, update, POOLINGS)
             if errors or any(v is None for v in db + qs):
                 raise SystemExit(f"{name}: images failed: {errors}")
             self.data[name] = (ds, db, qs)
         corel = get_dataset("corel1k")
-        self.whiten_vecs, _, _ = describe_dataset(corel, backbone, layers, max_side, poolings=POOLINGS)
+        bar, update = progress_bar(f"corel1k / {backbone} (whitening)")
+        with bar:
+            self.whiten_vecs, _, _ = describe_dataset(corel, backbone, layers, max_side, None, update, POOLINGS,
+                                                      queries=False)
         self._whitenings = {}
         self._mats = {}
 
@@ -84,11 +90,8 @@ class Bench:
 
     def search(self, dataset, pooling, layers, qe, whiten, step=0.1):
         """[(weights, target metric)] over the simplex grid, best first."""
-        out = []
-        for w in simplex_grid(len(layers), step):
-            m = self.run(dataset, pooling, layers, list(w), qe, whiten)
-            out.append((w, m[TARGET[dataset]]))
-        return sorted(out, key=lambda r: -r[1])
+        return grid_search(len(layers), lambda w: self.run(dataset, pooling, layers, list(w), qe, whiten)[TARGET[dataset]],
+                           step)
 
 
 def cell(dataset: str, m: dict) -> str:
@@ -198,7 +201,7 @@ def main() -> None:
     for label, pooling, layers, w, qe, wh in rows:
         say(f"| {label} | " + " | ".join(cell(d, b.run(d, pooling, layers, w, qe, wh)) for d in DATASETS) + " |")
     say("")
-    env = environment()
+    env = versions()
     say(f"layerseek {env['layerseek']}, torch {env['torch']}, numpy {env['numpy']}; "
         f"{time.perf_counter() - t0:.0f} s for this table from cached descriptors.")
     args.out.parent.mkdir(parents=True, exist_ok=True)

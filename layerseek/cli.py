@@ -138,8 +138,9 @@ def eval_(
 
     from .backbones import get_spec
     from .eval.datasets import get_dataset
-    from .eval.runner import PRIMARY, describe_dataset, environment, evaluate_global
+    from .eval.runner import PRIMARY, describe_dataset, evaluate_global
     from .globaldesc import GlobalConfig
+    from .progress import progress_bar, versions
 
     try:
         spec = get_spec(backbone)
@@ -149,17 +150,20 @@ def eval_(
         if rotations:
             from .eval.datasets import read_rotations
 
-            ds.rotations = read_rotations(rotations)
-            for q in ds.queries:
-                q.rotate = ds.rotations.get(q.path.name, 0)
+            ds.apply_rotations(read_rotations(rotations))
         console.print(ds.describe(), highlight=False)
         t0 = time.perf_counter()
-        db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, poolings=[method], cache_root=cache)
+        bar, update = progress_bar(f"{ds.name} / {backbone}", err_console)
+        with bar:
+            db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, update, [method], cache)
         t_extract = time.perf_counter() - t0
         wv = None
         if whiten_on:
             wds = get_dataset(whiten_on)
-            wdb, _, werr = describe_dataset(wds, backbone, layer_list, max_side, threads, poolings=[method], cache_root=cache)
+            bar, update = progress_bar(f"{wds.name} / {backbone} (whitening)", err_console)
+            with bar:  # only its database trains the whitening
+                wdb, _, werr = describe_dataset(wds, backbone, layer_list, max_side, threads, update, [method], cache,
+                                                queries=False)
             wv, errors = wdb, errors + werr
         res = evaluate_global(ds, cfg, db, qs, wv)
     except LayerseekError as e:
@@ -184,7 +188,7 @@ def eval_(
                   "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
-                  "failed": errors, "versions": environment()}
+                  "failed": errors, "versions": versions()}
         json_out.write_text(_json.dumps(report, indent=2))
         console.print(f"report written to {json_out}", highlight=False)
     if plots:
@@ -192,24 +196,6 @@ def eval_(
 
         files = write_plots(ds, res["_ranks"], plots, f"{method} {'+'.join(layer_list)}")
         console.print(f"{len(files)} plot(s) written to {plots}", highlight=False)
-
-
-def _progress_bar(label: str):
-    """A rich progress bar with rate and ETA, as a (done, total) callback, and its context."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                   console=err_console)
-    task = bar.add_task(label, total=None, rate="")
-    t0 = time.perf_counter()
-
-    def update(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        bar.update(task, completed=done, total=total, rate=f"{rate:.2f} img/s" if done else "")
-
-    return bar, update
 
 
 @app.command()
@@ -230,12 +216,13 @@ def index(
     """Index the photos under FOLDER: new and changed files are added, deleted ones forgotten.
     A killed run keeps what it committed; run the same command again to go on."""
     from .index import Index
+    from .progress import progress_bar
 
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
                "similarity": similarity, "max_side": max_side}
     try:
         idx = Index.open_or_create(index_path, method, threads, ann, **options)
-        bar, update = _progress_bar(f"indexing {folder}")
+        bar, update = progress_bar(f"indexing {folder}", err_console)
         with idx, bar:
             report = idx.add_folder(folder, batch=batch, workers=workers, progress=update)
     except LayerseekError as e:

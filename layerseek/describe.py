@@ -1,7 +1,9 @@
 """Global descriptors: every pooling of every layer from one forward pass, cached on disk.
 
-The cache key is the file's content hash, the backbone, its weights, the layers, the max side and
-the crop box, so a rerun with other fusion weights, similarities or post-processing only re-scores.
+An entry is keyed by the file's content hash, crop box and rotation, in a folder per (backbone,
+weights, max side); it holds every pooling of every layer extracted so far. A rerun with other
+fusion weights, similarities or post-processing only re-scores, and asking for a new layer
+extracts just that layer.
 """
 from __future__ import annotations
 

@@ -137,13 +137,16 @@ def search_weights(
     if constraint not in CONSTRAINTS:
         raise LayerseekError(f"unknown constraint {constraint!r}; valid: {', '.join(CONSTRAINTS)}")
     totals = np.array([float(np.sum(s)) for s in similarities])
-    results = []
-    for w in simplex_grid(len(similarities), step):
-        if constraint == "weights" and not ordered_weights(w):
-            continue
-        if constraint == "contribution" and not ordered_contributions(w, totals):
-            continue
-        results.append((w, float(score(wmff(similarities, w)))))
+    allowed = {"none": None, "weights": ordered_weights,
+               "contribution": lambda w: ordered_contributions(w, totals)}[constraint]
+    return grid_search(len(similarities), lambda w: score(wmff(similarities, w)), step, allowed)
+
+
+def grid_search(n_layers: int, score_of_weights: Callable[[np.ndarray], float], step: float = 0.05,
+                allowed: Callable[[np.ndarray], bool] | None = None) -> list[tuple[np.ndarray, float]]:
+    """`score_of_weights(w)` at every simplex grid point that `allowed` accepts, best first; for
+    scores that are not a function of the fused similarity alone (e.g. with query expansion)."""
+    results = [(w, float(score_of_weights(w))) for w in simplex_grid(n_layers, step) if allowed is None or allowed(w)]
     results.sort(key=lambda r: -r[1])
     return results
 

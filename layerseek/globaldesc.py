@@ -8,7 +8,7 @@ with each layer's vector averaged over the top k of the fused ranking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +27,6 @@ class GlobalConfig:
     qe: int = 0  # query expansion over the top k (0 = off)
     qe_alpha: float = 0.0  # 0: average QE; > 0: alpha-QE
     whiten_dim: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         get_pooling(self.pooling)

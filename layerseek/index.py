@@ -21,6 +21,7 @@ from .describe import file_sha256
 from .errors import ImageError, LayerseekError
 from .images import is_image_name, load_image
 from .methods import GlobalMethod, make_method, method_from_params
+from .progress import versions
 from .store.catalog import Catalog
 
 #: above this many images `ann="auto"` searches a FAISS HNSW graph instead of the exact matrix
@@ -51,17 +52,6 @@ class IndexReport:
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images")
 
 
-def _versions() -> dict:
-    import platform
-
-    import torch
-
-    import layerseek
-
-    return {"layerseek": layerseek.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 class Index:
     def __init__(self, catalog: Catalog, method: GlobalMethod, threads: int | None = None):
         self.catalog = catalog
@@ -80,7 +70,7 @@ class Index:
             raise LayerseekError(f"unknown search mode {ann!r}; valid: {', '.join(ANN_MODES)}")
         m = make_method(method, **options)
         dim = sum(s.stop - s.start for s in m.segments())
-        cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "versions": _versions()})
+        cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "versions": versions()})
         return cls(cat, m, threads)
 
     @classmethod
@@ -170,9 +160,8 @@ class Index:
                     report.unchanged += 1
                     continue
                 failed = self.catalog.failure_record(key)
-                if failed == (st.st_size, st.st_mtime_ns):
-                    reason = dict(self.catalog.failures()).get(key, "failed before")
-                    report.failed.append(f"{key}: {reason} (unchanged since it failed)")
+                if failed is not None and failed[:2] == (st.st_size, st.st_mtime_ns):
+                    report.failed.append(f"{key}: {failed[2]} (unchanged since it failed)")
                     continue
                 todo.append((key, st.st_size, st.st_mtime_ns))
         if remove_missing:
@@ -182,26 +171,6 @@ class Index:
                 with self._lock:
                     self.catalog.commit_batch([], deletes=gone + gone_failures)
                 report.removed = len(gone)
-        self._index_files(todo, report, batch, workers, progress)
-        return report
-
-    def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
-                  progress: Callable[[int, int], None] | None = None) -> IndexReport:
-        """Index the given files (new or changed ones; the rest are counted unchanged)."""
-        report = IndexReport()
-        todo = []
-        for p in paths:
-            p = Path(p).expanduser().resolve()
-            try:
-                st = p.stat()
-            except OSError:
-                report.failed.append(f"{p}: missing")
-                continue
-            e = self.catalog.by_path(str(p))
-            if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                report.unchanged += 1
-            else:
-                todo.append((str(p), st.st_size, st.st_mtime_ns))
         self._index_files(todo, report, batch, workers, progress)
         return report
 
@@ -266,10 +235,8 @@ class Index:
                     touches.append((path, size, mtime))
                     report.unchanged += 1
                 elif img is None:  # identical content indexed under another name: copy its vector
-                    vec = self.catalog.vector_for_sha(sha)
-                    other = self.catalog.conn.execute("SELECT width, height FROM images WHERE sha256=? LIMIT 1",
-                                                      (sha,)).fetchone()
-                    ups.append((path, size, mtime, sha, other[0], other[1], vec))
+                    vec, width, height = self.catalog.indexed_content(sha)
+                    ups.append((path, size, mtime, sha, width, height, vec))
                     report.reused += 1
                     report.updated += old is not None
                     report.added += old is None

@@ -19,6 +19,7 @@ from .backbones import get_spec
 from .errors import LayerseekError, lookup
 from .fusion import l2n, parse_weights
 from .pooling import get_pooling
+from .postprocess import average_query_expansion
 
 INDEXABLE_SIMILARITIES = ("cosine", "correlation")
 
@@ -87,15 +88,13 @@ class GlobalMethod:
         return out
 
     def expand(self, query: np.ndarray, top: np.ndarray) -> np.ndarray:
-        """Average query expansion per layer (as `postprocess.average_query_expansion`): each
-        layer's part of the query plus its parts of the top-k vectors, re-normalised, re-weighted.
+        """Average query expansion per layer (`postprocess.average_query_expansion` on each
+        layer's part, which is unit-norm once the sqrt(w_i) scale is taken off), re-weighted.
         query D, top k x D."""
-        w = self.weight_vector()
-        parts = []
-        for s, wi in zip(self.segments(), w):
-            q = query[s] / np.sqrt(wi) if wi > 0 else query[s]
-            t = top[:, s] / np.sqrt(wi) if wi > 0 else top[:, s]
-            parts.append(l2n(q + t.sum(axis=0)) * np.sqrt(wi))
+        parts, first = [], np.arange(len(top))[None]
+        for s, wi in zip(self.segments(), self.weight_vector()):
+            scale = np.sqrt(wi) if wi > 0 else 1.0
+            parts.append(average_query_expansion(query[None, s] / scale, top[:, s] / scale, first, len(top))[0] * np.sqrt(wi))
         return np.concatenate(parts).astype(np.float32)
 
 

@@ -42,7 +42,7 @@ def test_eval_generic_file_table_json_plots(data_dir, tmp_path, monkeypatch):
     # the reported mAP is the one the Python API computes (queries 300 and 500 are db entries
     # 0 and 3 and are never counted as their own match)
     ds = load_ground_truth_file(f)
-    db, qs, _ = describe_dataset(ds, "mobilenet_v2", ["s32", "last"], 160, show_progress=False,
+    db, qs, _ = describe_dataset(ds, "mobilenet_v2", ["s32", "last"], 160,
                                  cache_root=tmp_path / "cache")
     sims = score(GlobalConfig("gem", ("s32", "last"), "1:2"), qs, db, exclude=[0, 3])
     ranks = rank(sims)

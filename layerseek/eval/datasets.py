@@ -31,6 +31,12 @@ class Dataset:
     note: str = ""
     rotations: dict[str, int] = field(default_factory=dict)  # file name -> degrees clockwise
 
+    def apply_rotations(self, turns: dict[str, int]) -> None:
+        """Turn the listed files (name -> degrees clockwise) upright, queries included."""
+        self.rotations = dict(turns)
+        for q in self.queries:
+            q.rotate = self.rotations.get(q.path.name, 0)
+
     def describe(self) -> str:
         s = f"{self.name}: {len(self.database)} database images, {len(self.queries)} queries"
         if self.dropped_db or self.dropped_queries:
@@ -143,13 +149,14 @@ def load_holidays(root: str | Path, rotations: str | Path | None = None, name: s
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(files):
         groups.setdefault(int(p.stem) // 100, []).append(i)
-    turns = read_rotations(rotations) if rotations else {}
     queries = []
     for g, members in sorted(groups.items()):
         qi = min(members, key=lambda i: int(files[i].stem))
-        queries.append(Query(files[qi], positives=[i for i in members if i != qi], db_index=qi,
-                             rotate=turns.get(files[qi].name, 0)))
-    return Dataset(name, "holidays", files, queries, rotations=turns)
+        queries.append(Query(files[qi], positives=[i for i in members if i != qi], db_index=qi))
+    ds = Dataset(name, "holidays", files, queries)
+    if rotations:
+        ds.apply_rotations(read_rotations(rotations))
+    return ds
 
 
 def load_ukbench(root: str | Path, name: str = "ukbench") -> Dataset:

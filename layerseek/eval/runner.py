@@ -1,9 +1,8 @@
 """The eval runner: describe a dataset (cached), score a method, compute the protocol's metrics."""
 from __future__ import annotations
 
-import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,34 +24,25 @@ def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) 
 
 
 def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side: int = 1024,
-                     threads: int | None = None, show_progress: bool = True, poolings: Sequence[str] | None = None,
-                     cache_root=None):
-    """Pooled vectors of the database and the (cropped) queries, from the descriptor cache where
-    possible. Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
+                     threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+                     poolings: Sequence[str] | None = None, cache_root=None, queries: bool = True):
+    """Pooled vectors of the database and (unless queries=False, e.g. for a collection that only
+    trains a whitening) the cropped queries, from the descriptor cache where possible.
+    Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
     fx = extractor(backbone, layers, threads)
     cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side)
-    db_reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
-    q_reqs = [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
+    reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
+    if queries:
+        reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
     errors: list[str] = []
-    if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    done = [0]
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False) as bar:
-            task = bar.add_task(f"{ds.name} / {backbone}", total=len(db_reqs) + len(q_reqs), rate="")
-            t0 = time.perf_counter()
+    def tick():
+        done[0] += 1
+        progress(done[0], len(reqs))
 
-            def tick():
-                bar.advance(task)
-                done = bar.tasks[0].completed
-                bar.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.2f} img/s")
-
-            db = cache.describe(db_reqs, tick, errors, poolings)
-            qs = cache.describe(q_reqs, tick, errors, poolings)
-    else:
-        db = cache.describe(db_reqs, None, errors, poolings)
-        qs = cache.describe(q_reqs, None, errors, poolings)
-    return db, qs, errors
+    out = cache.describe(reqs, tick if progress else None, errors, poolings)
+    return out[: len(ds.database)], out[len(ds.database):], errors
 
 
 def protocol_metrics(ds: Dataset, ranks: np.ndarray, keep_db: list[int]) -> dict[str, float]:
@@ -103,10 +93,3 @@ def evaluate_global(ds: Dataset, cfg: GlobalConfig, db_vecs, q_vecs, whiten_vecs
     return result
 
 
-def environment() -> dict:
-    import torch
-
-    import layerseek
-
-    return {"layerseek": layerseek.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}

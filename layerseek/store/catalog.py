@@ -153,9 +153,10 @@ class Catalog:
                                 (int(id_),)).fetchone()
         return Entry(*row) if row else None
 
-    def vector_for_sha(self, sha: str) -> np.ndarray | None:
-        row = self.conn.execute("SELECT vector FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+    def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int] | None:
+        """(vector, width, height) of a file with this content already indexed, if any."""
+        row = self.conn.execute("SELECT vector, width, height FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
+        return (np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2]) if row else None
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, n x dim float32 matrix) of everything indexed, cached in vectors-<generation>.npz."""
@@ -222,6 +223,7 @@ class Catalog:
             c.execute("ROLLBACK")
             raise
 
-    def failure_record(self, path: str) -> tuple[int, int] | None:
-        row = self.conn.execute("SELECT size, mtime_ns FROM failures WHERE path=?", (path,)).fetchone()
-        return (row[0], row[1]) if row else None
+    def failure_record(self, path: str) -> tuple[int, int, str] | None:
+        """(size, mtime_ns, reason) of the last failed attempt on this file, if any."""
+        row = self.conn.execute("SELECT size, mtime_ns, reason FROM failures WHERE path=?", (path,)).fetchone()
+        return tuple(row) if row else None
