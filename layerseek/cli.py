@@ -1,6 +1,7 @@
 """The `layerseek` command."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -125,7 +126,7 @@ def eval_(
     similarity: Annotated[str, typer.Option(help="cosine, correlation, euclidean, kl")] = "cosine",
     qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
     qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: average QE)")] = 0.0,
-    whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other dataset")] = None,
+    whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (dataset name, ground-truth .json or folder)")] = None,
     max_side: Annotated[int, typer.Option(help="longer image side")] = 1024,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write a JSON report here")] = None,
@@ -198,6 +199,16 @@ def eval_(
         console.print(f"{len(files)} plot(s) written to {plots}", highlight=False)
 
 
+def collection_name(name: str | None) -> str | None:
+    """A collection to learn from, as stored in an index's parameters: registry names as they are,
+    folders and files as absolute paths (so the same collection compares equal from any cwd)."""
+    from .eval.datasets import DATASETS
+
+    if name is None or name in DATASETS or not Path(name).expanduser().exists():
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
 @app.command()
 def index(
     folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively")],
@@ -209,6 +220,8 @@ def index(
     similarity: Annotated[Optional[str], typer.Option(help="cosine or correlation")] = None,
     max_side: Annotated[Optional[int], typer.Option(help="longer image side (default 1024)")] = None,
     ann: Annotated[Optional[str], typer.Option(help="auto (exact below 50k images, else HNSW), exact, hnsw")] = None,
+    whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (a dataset "
+                                                          "name, ground-truth .json or folder) when the index is created")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
     workers: Annotated[int, typer.Option(help="threads decoding images ahead of the network")] = 2,
     batch: Annotated[int, typer.Option(help="images per committed transaction")] = 16,
@@ -219,9 +232,12 @@ def index(
     from .progress import progress_bar
 
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
-               "similarity": similarity, "max_side": max_side}
+               "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on)}
     try:
-        idx = Index.open_or_create(index_path, method, threads, ann, **options)
+        wbar, wupdate = (progress_bar(f"learning whitening on {whiten_on}", err_console) if whiten_on
+                         else (contextlib.nullcontext(), None))
+        with wbar:
+            idx = Index.open_or_create(index_path, method, threads, ann, wupdate, **options)
         bar, update = progress_bar(f"indexing {folder}", err_console)
         with idx, bar:
             report = idx.add_folder(folder, batch=batch, workers=workers, progress=update)

@@ -52,6 +52,23 @@ class IndexReport:
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images")
 
 
+def learn_whitening(method: GlobalMethod, collection: str, threads: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Fit `method`'s per-layer whitening on a collection's images (descriptors cached as for
+    `eval`). Returns the images that failed."""
+    from .eval.datasets import get_dataset
+    from .eval.runner import describe_dataset
+
+    ds = get_dataset(collection)
+    db, _, errors = describe_dataset(ds, method.backbone, method.layers, method.max_side, threads, progress,
+                                     [method.pooling], queries=False)
+    vecs = [v for v in db if v is not None]
+    if len(vecs) < 2:
+        raise LayerseekError(f"{collection}: whitening needs at least 2 readable images, found {len(vecs)}")
+    method.fit_whitening([np.stack([v[f"{method.pooling}/{layer}"] for v in vecs]) for layer in method.layers])
+    return errors
+
+
 class Index:
     def __init__(self, catalog: Catalog, method: GlobalMethod, threads: int | None = None):
         self.catalog = catalog
@@ -65,10 +82,18 @@ class Index:
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, method: str = "fcrow", threads: int | None = None, ann: str = "auto",
-               **options) -> Index:
+               whitening_progress: Callable[[int, int], None] | None = None, **options) -> Index:
+        """A new, empty index. With `whiten_on` (a dataset name, ground-truth file or folder) a PCA
+        whitening per layer is learned on that collection first and stored in the index."""
         if ann not in ANN_MODES:
             raise LayerseekError(f"unknown search mode {ann!r}; valid: {', '.join(ANN_MODES)}")
+        if Catalog.exists(path):
+            raise LayerseekError(f"{path}: already holds an index")
         m = make_method(method, **options)
+        if m.whiten_on:
+            learn_whitening(m, m.whiten_on, threads, whitening_progress)
+            Path(path).mkdir(parents=True, exist_ok=True)
+            m.save_whitening(path)  # before the manifest: a directory without one is not an index yet
         dim = sum(s.stop - s.start for s in m.segments())
         cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "versions": versions()})
         return cls(cat, m, threads)
@@ -76,17 +101,18 @@ class Index:
     @classmethod
     def open(cls, path: str | Path, threads: int | None = None) -> Index:
         cat = Catalog.open(path)
-        return cls(cat, method_from_params(cat.manifest["params"]), threads)
+        return cls(cat, method_from_params(cat.manifest["params"]).load_whitening(cat.root), threads)
 
     @classmethod
     def open_or_create(cls, path: str | Path, method: str | None = None, threads: int | None = None,
-                       ann: str | None = None, **options) -> Index:
+                       ann: str | None = None, whitening_progress: Callable[[int, int], None] | None = None,
+                       **options) -> Index:
         """Open an existing index (checking that the method asked for is its method) or create one."""
         if Catalog.exists(path):
             idx = cls.open(path, threads)
             idx.check_method(method, **options)
             return idx
-        return cls.create(path, method or "fcrow", threads, ann or "auto", **options)
+        return cls.create(path, method or "fcrow", threads, ann or "auto", whitening_progress, **options)
 
     def check_method(self, method: str | None = None, **options) -> None:
         """Fail clearly when a method or option asked for differs from the index's."""

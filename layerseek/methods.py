@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from .backbones import get_spec
 from .errors import LayerseekError, lookup
 from .fusion import l2n, parse_weights
 from .pooling import get_pooling
-from .postprocess import average_query_expansion
+from .postprocess import PCAWhitening, average_query_expansion
 
 INDEXABLE_SIMILARITIES = ("cosine", "correlation")
 
@@ -34,8 +35,10 @@ class GlobalMethod:
     weights: str | None = None  # ratios such as "1:2:4"; None = equal (SUM)
     similarity: str = "cosine"
     max_side: int = 1024
+    whiten_on: str | None = None  # the collection the per-layer PCA whitening was learned on
 
     def __post_init__(self):
+        self.whitenings: list[PCAWhitening] | None = None  # learned state, not a parameter
         get_pooling(self.pooling)
         spec = get_spec(self.backbone)
         self.layers = tuple(self.layers) if self.layers else tuple(spec.default_layers)
@@ -60,8 +63,38 @@ class GlobalMethod:
         return {"method": self.pooling, **{k: v for k, v in asdict(self).items() if k != "pooling"},
                 "layers": list(self.layers)}
 
-    def _segment(self, v: np.ndarray) -> np.ndarray:
+    # -- whitening (learned on another collection, stored beside the index) ---------------------
+    def fit_whitening(self, pooled: Sequence[np.ndarray]) -> GlobalMethod:
+        """Learn one PCA whitening per layer from that layer's pooled vectors (N x C_i each) of a
+        collection other than the one indexed."""
+        self.whitenings = [PCAWhitening().fit(l2n(np.asarray(p, np.float64))) for p in pooled]
+        return self
+
+    def whitening_files(self, folder: Path) -> list[Path]:
+        return [Path(folder) / f"whitening-{layer}.npz" for layer in self.layers]
+
+    def save_whitening(self, folder: str | Path) -> None:
+        for w, path in zip(self._need_whitenings(), self.whitening_files(Path(folder))):
+            w.save(path)
+
+    def load_whitening(self, folder: str | Path) -> GlobalMethod:
+        if self.whiten_on:
+            missing = [p for p in self.whitening_files(Path(folder)) if not p.is_file()]
+            if missing:
+                raise LayerseekError(f"{missing[0]}: missing; this index was built with whitening on "
+                                     f"{self.whiten_on!r}; build it again")
+            self.whitenings = [PCAWhitening.load(p) for p in self.whitening_files(Path(folder))]
+        return self
+
+    def _need_whitenings(self) -> list[PCAWhitening]:
+        if self.whitenings is None:
+            raise LayerseekError(f"whitening on {self.whiten_on!r} is not learned yet: fit_whitening or load_whitening first")
+        return self.whitenings
+
+    def _segment(self, v: np.ndarray, layer: int) -> np.ndarray:
         v = l2n(v)
+        if self.whiten_on:
+            v = self._need_whitenings()[layer].transform(v).astype(np.float32)
         if self.similarity == "correlation":
             v = l2n(v - v.mean(axis=-1, keepdims=True))
         return v
@@ -69,8 +102,8 @@ class GlobalMethod:
     def encode_pooled(self, pooled: Sequence[np.ndarray]) -> np.ndarray:
         """Per-layer pooled vectors (each N x C_i or C_i) -> N x D (or D) fused vectors."""
         w = self.weight_vector()
-        return np.concatenate([self._segment(np.asarray(p, np.float32)) * np.sqrt(wi)
-                               for p, wi in zip(pooled, w)], axis=-1).astype(np.float32)
+        return np.concatenate([self._segment(np.asarray(p, np.float32), i) * np.sqrt(wi)
+                               for i, (p, wi) in enumerate(zip(pooled, w))], axis=-1).astype(np.float32)
 
     def encode(self, acts: dict[str, torch.Tensor]) -> np.ndarray:
         """{layer: N x C x H x W} -> N x D."""
@@ -81,8 +114,9 @@ class GlobalMethod:
         """Where each layer's part lies in the fused vector."""
         spec = get_spec(self.backbone)
         out, start = [], 0
-        for layer in self.layers:
-            c = spec.layers[layer].channels
+        for i, layer in enumerate(self.layers):
+            # whitening may keep fewer dimensions than channels (the rank of its training set)
+            c = len(self.whitenings[i].eigenvalues_) if self.whitenings else spec.layers[layer].channels
             out.append(slice(start, start + c))
             start += c
         return out

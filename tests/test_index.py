@@ -212,3 +212,52 @@ def test_cli_index_search_info_remove(data_dir, tmp_path):
     assert r.exit_code == 0 and "1 removed, 5 left" in r.output
     r = run(app, ["remove", str(tmp_path / "idx"), str(photos / "zzz.jpg")])
     assert r.exit_code == 1 and "not in the index" in r.output
+
+
+def test_whitened_fused_vector_is_wmff_of_whitened_layers():
+    from layerseek.globaldesc import fit_whitenings
+
+    m = make_method("gem", weights="1:3", whiten_on="train", **OPTS)
+    train = _pooled(4, 400)
+    m.fit_whitening(train)
+    q, d = _pooled(0, 3), _pooled(1, 5)
+    ip = m.encode_pooled(q) @ m.encode_pooled(d).T
+    cfg = GlobalConfig("gem", ("s32", "last"), "1:3")
+    as_dicts = lambda p: [{"gem/s32": p[0][i], "gem/last": p[1][i]} for i in range(len(p[0]))]  # noqa: E731
+    ref = score(cfg, as_dicts(q), as_dicts(d), fit_whitenings(cfg, as_dicts(train)))
+    np.testing.assert_allclose(ip, ref, rtol=1e-4, atol=1e-5)
+    # without whitening the scores are different: the test would notice it being skipped
+    assert not np.allclose(ip, make_method("gem", weights="1:3", **OPTS).encode_pooled(q)
+                           @ make_method("gem", weights="1:3", **OPTS).encode_pooled(d).T, atol=1e-3)
+    with pytest.raises(LayerseekError, match="not learned yet"):
+        make_method("gem", whiten_on="train", **OPTS).encode_pooled(q)
+
+
+def test_index_whiten_on_a_folder(data_dir, tmp_path):
+    photos = _photos(data_dir, tmp_path / "photos")
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(0, 1000, 50):  # 20 Corel photos: another collection
+        shutil.copy(data_dir / "corel1k" / "jpg" / f"{i}.jpg", train / f"{i}.jpg")
+    run = CliRunner().invoke
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--backbone", "mobilenet_v2",
+            "--layers", "s32,last", "--max-side", "256", "--whiten-on", str(train)]
+    r = run(app, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "idx" / "whitening-s32.npz").is_file() and (tmp_path / "idx" / "whitening-last.npz").is_file()
+    info = json.loads(run(app, ["info", str(tmp_path / "idx"), "--json"]).output)
+    assert info["params"]["whiten_on"] == str(train.resolve())
+    assert info["dim"] == 19 + 19  # whitening keeps the rank of 20 training vectors per layer
+    idx = Index.open(tmp_path / "idx")
+    hits = idx.search(photos / PARIS[2], top=3)
+    assert hits[0].path.endswith(PARIS[2]) and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    # the same whitening is used at search time as at index time
+    ids, mat = idx.catalog.matrix()
+    np.testing.assert_allclose(idx.encode_file(photos / PARIS[2]), mat[list(ids).index(hits[0].id)], atol=1e-5)
+    idx.close()
+    # asking for another whitening, or none, on the existing index fails clearly
+    r = run(app, args[:-1] + [str(photos)])
+    assert r.exit_code == 1 and "built with whiten_on" in " ".join(r.output.split())
+    (tmp_path / "idx" / "whitening-last.npz").unlink()
+    with pytest.raises(LayerseekError, match="whitening-last.npz: missing"):
+        Index.open(tmp_path / "idx")

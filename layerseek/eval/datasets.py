@@ -326,8 +326,23 @@ DATASETS = {
 }
 
 
+def load_folder(folder: str | Path) -> Dataset:
+    """Every image under a folder (recursively) as a database without queries: a collection to
+    learn from (whitening, vocabularies), not to evaluate on."""
+    folder = _need_dir(Path(folder).expanduser(), "image folder")
+    images = _image_files(folder)
+    if not images:
+        raise LayerseekError(f"{folder}: no image files in this folder")
+    return Dataset(folder.name, "none", images, [])
+
+
 def get_dataset(name: str, root: str | Path | None = None) -> Dataset:
-    """A dataset by registry name, or a generic ground-truth JSON file by path."""
+    """A dataset by registry name, a generic ground-truth JSON file by path, or a folder of images
+    (a collection without queries)."""
+    if name in DATASETS:
+        return DATASETS[name](Path(root) if root else None)
     if name.endswith(".json") or Path(name).is_file():
         return load_ground_truth_file(name)
+    if Path(name).is_dir():
+        return load_folder(name)
     return lookup(DATASETS, name, "dataset")(Path(root) if root else None)
