@@ -336,6 +336,26 @@ def remove(index_path: Annotated[Path, typer.Argument(help="the index directory"
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port")] = 8000,
+          max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload, MiB")] = 20.0,
+          threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None) -> None:
+    """Serve an index: a web page at / (drop an image, see its matches), the HTTP API and its
+    docs at /docs. Set LAYERSEEK_TOKEN to allow adding and removing images over HTTP."""
+    import uvicorn
+
+    from .server.app import create_app
+
+    try:
+        api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads)
+    except LayerseekError as e:
+        fail(str(e))
+    console.print(f"serving {index_path} at http://{host}:{port}/  (API docs: /docs)", highlight=False)
+    uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

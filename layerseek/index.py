@@ -174,22 +174,8 @@ class Index:
                 if not is_image_name(p):
                     report.skipped.append(str(p))
                     continue
-                try:
-                    st = p.stat()
-                except OSError as e:
-                    report.failed.append(f"{p}: unreadable ({e.strerror})")
-                    continue
-                key = str(p)
-                seen.add(key)
-                e = self.catalog.by_path(key)
-                if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                    report.unchanged += 1
-                    continue
-                failed = self.catalog.failure_record(key)
-                if failed is not None and failed[:2] == (st.st_size, st.st_mtime_ns):
-                    report.failed.append(f"{key}: {failed[2]} (unchanged since it failed)")
-                    continue
-                todo.append((key, st.st_size, st.st_mtime_ns))
+                seen.add(str(p))
+                self._plan(p, report, todo)
         if remove_missing:
             gone = [e.path for e in self.catalog.entries(under=str(root)) if e.path not in seen]
             gone_failures = [p for p, _ in self.catalog.failures() if p.startswith(str(root) + "/") and p not in seen]
@@ -199,6 +185,37 @@ class Index:
                 report.removed = len(gone)
         self._index_files(todo, report, batch, workers, progress)
         return report
+
+    def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
+                  progress: Callable[[int, int], None] | None = None) -> IndexReport:
+        """Index these image files (new or changed ones; unchanged ones are left as they are)."""
+        report, todo = IndexReport(), []
+        for p in paths:
+            p = Path(p).expanduser().resolve()
+            if not p.is_file():
+                report.failed.append(f"{p}: missing")
+            else:
+                self._plan(p, report, todo)
+        self._index_files(todo, report, batch, workers, progress)
+        return report
+
+    def _plan(self, p: Path, report: IndexReport, todo: list) -> None:
+        """Queue file p unless it is indexed and unchanged, or failed and unchanged since."""
+        try:
+            st = p.stat()
+        except OSError as e:
+            report.failed.append(f"{p}: unreadable ({e.strerror})")
+            return
+        key = str(p)
+        e = self.catalog.by_path(key)
+        if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            report.unchanged += 1
+            return
+        failed = self.catalog.failure_record(key)
+        if failed is not None and failed[:2] == (st.st_size, st.st_mtime_ns):
+            report.failed.append(f"{key}: {failed[2]} (unchanged since it failed)")
+            return
+        todo.append((key, st.st_size, st.st_mtime_ns))
 
     def _prepare(self, item):
         """In a worker thread: hash the file and, unless its content is already indexed, decode it."""

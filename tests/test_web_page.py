@@ -1,0 +1,133 @@
+"""The web page end to end: `layerseek serve` in its own process, driven in real headless Chromium
+(Debian's `chromium`) by Playwright. The test installs Chromium with apt-get when it is missing
+and it may (root); set LAYERSEEK_SKIP_BROWSER=1 to skip it on a machine where it may not."""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from layerseek.index import Index
+
+PARIS = ["paris_defense_000000.jpg", "paris_eiffel_000000.jpg", "paris_invalides_000002.jpg",
+         "paris_louvre_000004.jpg", "paris_moulinrouge_000003.jpg"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if os.environ.get("LAYERSEEK_SKIP_BROWSER") == "1":
+        pytest.skip("LAYERSEEK_SKIP_BROWSER=1: no browser test")
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True,
+                              text=True, timeout=900)
+        if done.returncode == 0 and shutil.which("chromium"):
+            return shutil.which("chromium")
+        pytest.fail(f"could not install chromium: {done.stderr[-500:]}")
+    pytest.fail("chromium is missing: `apt-get install chromium` (or set LAYERSEEK_SKIP_BROWSER=1)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    photos = root / "photos"
+    photos.mkdir()
+    for n in PARIS:
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / n, photos / n)
+    with Index.create(root / "idx", "gem", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
+        idx.add_folder(photos)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(root / "idx"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
+            time.sleep(0.2)
+    yield url, photos, root
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    exe = _chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1200, "height": 900})
+        yield pg
+        browser.close()
+
+
+def _results(page) -> list[str]:
+    page.wait_for_selector("#results .hit", timeout=60_000)
+    return [n.split(". ", 1)[1] for n in page.locator("#results .hit .name").all_inner_texts()]
+
+
+def test_pick_an_image_see_matches_open_one(server, page, tmp_path):
+    url, photos, root = server
+    page.goto(url + "/")
+    page.wait_for_function("document.getElementById('info').textContent.includes('5 images')", timeout=30_000)
+    page.set_input_files("#file", str(photos / PARIS[2]))
+    names = _results(page)
+    assert names[0] == PARIS[2] and len(names) == 5
+    assert "5 matches" in page.inner_text("#status")
+    scores = [float(s) for s in page.locator("#results .hit .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0, abs=1e-3)
+    # every thumbnail really loaded
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=30_000)
+    page.screenshot(path=str(root / "page.png"))
+    page.locator("#results .hit").first.click()
+    page.wait_for_selector("#viewer.open", timeout=10_000)
+    page.wait_for_function("document.getElementById('full').complete && document.getElementById('full').naturalWidth > 0",
+                           timeout=30_000)
+    assert PARIS[2] in page.inner_text("#caption")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#viewer")
+
+
+def test_drop_an_image_and_see_errors(server, page):
+    url, photos, _ = server
+    page.goto(url + "/")
+    b64 = base64.b64encode((photos / PARIS[4]).read_bytes()).decode()
+    make_transfer = """([b64, name, type]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, {type}));
+        return dt; }"""
+    dt = page.evaluate_handle(make_transfer, [b64, "dropped.jpg", "image/jpeg"])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
+    assert _results(page)[0] == PARIS[4]
+    # a file that is not an image: a clear error on the page, no results
+    dt = page.evaluate_handle(make_transfer, [base64.b64encode(b"just text").decode(), "notes.txt", "text/plain"])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
+    page.wait_for_selector("#status.error", timeout=30_000)
+    assert "415" in page.inner_text("#status") and "notes.txt: not an image" in page.inner_text("#status")
+    assert page.locator("#results .hit").count() == 0
