@@ -19,6 +19,7 @@ import torch
 
 from .backbones import FeatureExtractor
 from .images import load_image
+from .local.windows import LOCAL_POOLINGS, dense_window_descriptors
 from .pooling import POOLINGS
 
 CACHE_VERSION = 1
@@ -41,6 +42,16 @@ def pool_all(acts: dict[str, torch.Tensor], poolings: Sequence[str] = tuple(POOL
     return out
 
 
+def pool_windows(acts: dict[str, torch.Tensor], spec) -> dict[str, np.ndarray]:
+    """{layer: 1 x C x H x W} -> {"sum/layer" and "max/layer": n x C window descriptors} (float16:
+    unit vectors lose nothing that matters to the vocabulary, and the cache is half the size)."""
+    out = {}
+    for pooling in LOCAL_POOLINGS:
+        for layer, d in dense_window_descriptors(acts, {n: spec.layers[n].stride for n in acts}, pooling).items():
+            out[f"{pooling}/{layer}"] = d.astype(np.float16)
+    return out
+
+
 @dataclass
 class Request:
     """One image to describe: a file, optionally cropped to a box (benchmark queries)."""
@@ -55,11 +66,17 @@ class DescriptorCache:
     every pooling of every layer extracted so far; asking for more layers later extracts only
     those (one forward pass for all of them) and adds them to the file."""
 
-    def __init__(self, root: str | Path, fx: FeatureExtractor, max_side: int | None, weights_id: str = "default"):
+    def __init__(self, root: str | Path, fx: FeatureExtractor, max_side: int | None, weights_id: str = "default",
+                 local: bool = False):
         self.root = Path(root)
         self.fx = fx
         self.max_side = max_side
+        self.local = local  # MOF's dense-window descriptors instead of the global poolings
         self.settings = {"v": CACHE_VERSION, "backbone": fx.spec.name, "max_side": max_side, "weights": weights_id}
+        if local:
+            from .local.windows import STEP, WINDOW
+
+            self.settings["local"] = {"window": WINDOW, "step": STEP, "dtype": "float16"}
         tag = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = self.root / f"{fx.spec.name}-{tag}"
 
@@ -95,7 +112,7 @@ class DescriptorCache:
         """Vectors of the extractor's layers for every request (None where the image failed; the
         error goes to `errors`). Only `poolings` (default: all) need to be in the cache already;
         a miss extracts the layer again and stores every pooling of it."""
-        need = list(poolings) if poolings else list(POOLINGS)
+        need = list(poolings) if poolings else list(LOCAL_POOLINGS if self.local else POOLINGS)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "settings.json").write_text(json.dumps(self.settings, indent=2))
         out: list[dict | None] = []
@@ -113,7 +130,8 @@ class DescriptorCache:
                     if progress:
                         progress()
                     continue
-                vec.update(pool_all(self.fx(img, missing)))
+                acts = self.fx(img, missing)
+                vec.update(pool_windows(acts, self.fx.spec) if self.local else pool_all(acts))
                 self.put(req, vec)
             out.append({k: v for k, v in vec.items() if k.split("/", 1)[1] in self.fx.layers})
             if progress:

@@ -25,12 +25,14 @@ def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) 
 
 def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side: int = 1024,
                      threads: int | None = None, progress: Callable[[int, int], None] | None = None,
-                     poolings: Sequence[str] | None = None, cache_root=None, queries: bool = True):
+                     poolings: Sequence[str] | None = None, cache_root=None, queries: bool = True,
+                     local: bool = False):
     """Pooled vectors of the database and (unless queries=False, e.g. for a collection that only
-    trains a whitening) the cropped queries, from the descriptor cache where possible.
+    trains a whitening) the cropped queries, from the descriptor cache where possible. `local`:
+    MOF's dense-window descriptors ("sum/layer", "max/layer": n x C) instead of pooled vectors.
     Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
     fx = extractor(backbone, layers, threads)
-    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side)
+    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side, local=local)
     reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
     if queries:
         reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]

@@ -1,0 +1,1 @@
+"""MOF: dense-window local descriptors, vocabularies, Hamming Embedding, inverted files."""

@@ -1,0 +1,176 @@
+"""The inverted file of one layer: per visual word, the (image id, HE signature) of every database
+descriptor assigned to it; document frequencies for IDF (Eq. 4) and per-image term-frequency norms
+(Eq. 8). Scoring follows Eqs. 3 (BoW) and 5-7 (BoW + HE).
+
+Entries live in two word-sorted segments: a large base and a small recent one. Adding an image
+re-sorts only the recent segment; it is merged into the base when it grows past a fraction of it,
+so adding costs amortised O(log n) per entry. Removing marks the image as gone at once (its
+entries stop counting, IDF and N are updated) and its entries are dropped at the next merge.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .quantize import hamming
+
+
+class _Segment:
+    """Entries sorted by word, with offsets[w]:offsets[w + 1] the entries of word w."""
+
+    def __init__(self, k: int, nbytes: int, words=None, ids=None, codes=None):
+        if words is None:
+            words, ids, codes = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, nbytes), np.uint8)
+        order = np.argsort(words, kind="stable")
+        self.ids = np.ascontiguousarray(ids[order])
+        self.codes = np.ascontiguousarray(codes[order])
+        self.words = np.ascontiguousarray(words[order])
+        self.offsets = np.searchsorted(self.words, np.arange(k + 1)).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def gather(self, qwords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(entry index, query pair index) of every entry in the lists of `qwords`."""
+        starts, ends = self.offsets[qwords], self.offsets[qwords + 1]
+        lens = ends - starts
+        total = int(lens.sum())
+        if total == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pair = np.repeat(np.arange(len(qwords)), lens)
+        first = np.cumsum(lens) - lens
+        entry = np.arange(total) - np.repeat(first, lens) + np.repeat(starts, lens)
+        return entry, pair
+
+
+class InvertedFile:
+    def __init__(self, k: int, nbytes: int, merge_fraction: float = 0.125, merge_min: int = 200_000):
+        self.k = k
+        self.nbytes = nbytes
+        self.merge_fraction = merge_fraction
+        self.merge_min = merge_min
+        self.df = np.zeros(k, np.int64)  # images containing each word
+        self.norms: dict[int, float] = {}  # image id -> sqrt(sum_w tf_w^2)
+        self._base = _Segment(k, nbytes)
+        self._recent = _Segment(k, nbytes)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._gone: set[int] = set()
+
+    # -- building ------------------------------------------------------------------------------
+    def add(self, image_id: int, words: np.ndarray, codes: np.ndarray) -> None:
+        """One image's descriptors: words n x m (m assignments each), codes n x m x nbytes."""
+        image_id = int(image_id)
+        if image_id in self.norms:
+            raise ValueError(f"image {image_id} is already in the inverted file")
+        self._gone.discard(image_id)
+        words = np.asarray(words, np.int32).reshape(-1)
+        codes = np.asarray(codes, np.uint8).reshape(-1, self.nbytes)
+        tf = np.bincount(words, minlength=self.k)
+        self.df += tf > 0
+        self.norms[image_id] = float(np.sqrt(np.sum(tf.astype(np.float64) ** 2)))
+        self._pending.append((words, np.full(len(words), image_id, np.int64), codes))
+
+    def remove(self, image_id: int) -> bool:
+        image_id = int(image_id)
+        if image_id not in self.norms:
+            return False
+        self._settle()
+        words = np.concatenate([s.words[s.ids == image_id] for s in (self._base, self._recent)])
+        self.df -= np.bincount(words, minlength=self.k) > 0
+        del self.norms[image_id]
+        self._gone.add(image_id)
+        return True
+
+    def _settle(self) -> None:
+        """Fold pending adds into the recent segment; merge it into the base when large."""
+        if self._pending:
+            parts = [(self._recent.words, self._recent.ids, self._recent.codes)] + self._pending
+            self._pending = []
+            self._recent = _Segment(self.k, self.nbytes, *(np.concatenate(p) for p in zip(*parts)))
+        if len(self._recent) > max(self.merge_min, self.merge_fraction * len(self._base)) or (
+                self._gone and len(self._recent) == 0 and len(self._base) and self._gone_fraction() > 0.25):
+            self.compact()
+
+    def _gone_fraction(self) -> float:
+        return len(self._gone) / max(1, len(self._gone) + len(self.norms))
+
+    def compact(self) -> None:
+        """One base segment without removed images."""
+        if self._pending:
+            self._settle()
+        parts = [(s.words, s.ids, s.codes) for s in (self._base, self._recent)]
+        words, ids, codes = (np.concatenate(p) for p in zip(*parts))
+        if self._gone:
+            keep = ~np.isin(ids, np.fromiter(self._gone, np.int64))
+            words, ids, codes = words[keep], ids[keep], codes[keep]
+            self._gone = set()
+        self._base = _Segment(self.k, self.nbytes, words, ids, codes)
+        self._recent = _Segment(self.k, self.nbytes)
+
+    # -- scoring -------------------------------------------------------------------------------
+    @property
+    def n_images(self) -> int:
+        return len(self.norms)
+
+    def idf(self) -> np.ndarray:
+        """Eq. 4: log(N / n_w); 0 for words no image holds."""
+        n = max(self.n_images, 1)
+        return np.where(self.df > 0, np.log(n / np.maximum(self.df, 1)), 0.0)
+
+    def votes(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
+              ) -> dict[int, float]:
+        """Un-normalised score per image: sum over query assignments x of the matching entries'
+        idf(w)^2 (Eq. 3), times exp(-d^2 / sigma^2) and only where d < dt with HE (Eqs. 5-7).
+        qwords: n x m, qcodes: n x m x nbytes or None for plain BoW."""
+        self._settle()
+        qw = np.asarray(qwords, np.int64).reshape(-1)
+        qc = None if qcodes is None else np.asarray(qcodes, np.uint8).reshape(-1, self.nbytes)
+        idf2 = self.idf() ** 2
+        ids_all, w_all = [], []
+        for seg in (self._base, self._recent):
+            entry, pair = seg.gather(qw)
+            if len(entry) == 0:
+                continue
+            weight = idf2[qw[pair]]
+            if qc is not None:
+                d = hamming(seg.codes[entry], qc[pair])
+                ok = d < dt
+                entry, weight, d = entry[ok], weight[ok], d[ok]
+                weight = weight * np.exp(-(d.astype(np.float64) ** 2) / sigma ** 2)
+            ids_all.append(seg.ids[entry])
+            w_all.append(weight)
+        if not ids_all:
+            return {}
+        ids = np.concatenate(ids_all)
+        uniq, inv = np.unique(ids, return_inverse=True)
+        sums = np.bincount(inv, weights=np.concatenate(w_all))
+        return {int(i): float(s) for i, s in zip(uniq, sums) if int(i) not in self._gone}
+
+    def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
+               ) -> dict[int, float]:
+        """Eq. 8 for this layer: the votes divided by the image's and the query's term-frequency
+        norms, so that each layer's scores are on the same scale before late fusion."""
+        qtf = np.bincount(np.asarray(qwords, np.int64).reshape(-1), minlength=self.k)
+        qnorm = float(np.sqrt(np.sum(qtf.astype(np.float64) ** 2))) or 1.0
+        return {i: v / (self.norms[i] * qnorm) for i, v in self.votes(qwords, qcodes, dt, sigma).items()}
+
+    # -- storage -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        self.compact()
+        ids = np.fromiter(self.norms, np.int64, len(self.norms))
+        np.savez(path, words=self._base.words, ids=self._base.ids, codes=self._base.codes, df=self.df,
+                 norm_ids=ids, norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes)
+
+    @classmethod
+    def load(cls, path: str | Path) -> InvertedFile:
+        with np.load(path) as z:
+            inv = cls(int(z["k"]), int(z["nbytes"]))
+            inv._base = _Segment(inv.k, inv.nbytes, z["words"], z["ids"], z["codes"])
+            inv.df = z["df"]
+            inv.norms = dict(zip(z["norm_ids"].tolist(), z["norms"].tolist()))
+        return inv
+
+    def nbytes_used(self) -> int:
+        self._settle()
+        return sum(s.ids.nbytes + s.codes.nbytes + s.words.nbytes // 2 for s in (self._base, self._recent))

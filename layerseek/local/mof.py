@@ -1,0 +1,149 @@
+"""MOF, Multi-layer Orderless Fusion (seed 000): per layer a vocabulary, Hamming Embedding and an
+inverted file over dense-window descriptors; the layers' scores added (late fusion, Eq. 8).
+
+    model = MOFModel(layers=("s16", "s32", "last"), words=2000).fit(training_descriptors)
+    engine = MOFEngine(model)
+    engine.add(image_id, model.encode(descriptors, db=True))
+    engine.search(model.encode(query_descriptors))         # [(image id, score), ...] best first
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayerseekError
+from .invfile import InvertedFile
+from .quantize import HammingEmbedding, Vocabulary
+
+
+@dataclass
+class MOFParams:
+    layers: tuple[str, ...] = ("s16", "s32", "last")
+    words: int = 20000  # vocabulary size per layer (paper: 20k)
+    ma: int = 3  # multiple assignment of query descriptors (paper: 3)
+    ma_db: int = 1  # assignments of database descriptors (1 keeps the index small, as in Jegou et al.)
+    bits: int = 128  # HE signature length (paper: 128; the layer's dimension if smaller)
+    dt: int = 52  # Hamming threshold (paper: 52)
+    sigma: float = 30.0  # HE weighting (paper: 30)
+    he: bool = True  # False: plain BoW with TF-IDF (Eq. 3)
+    seed: int = 1234
+
+    def __post_init__(self):
+        self.layers = tuple(self.layers)
+        if not self.layers:
+            raise LayerseekError("MOF needs at least one layer")
+        for name in ("words", "ma", "ma_db", "bits"):
+            if getattr(self, name) < 1:
+                raise LayerseekError(f"MOF: {name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class MOFModel:
+    """The learned part of MOF: per layer a Vocabulary and a HammingEmbedding."""
+
+    params: MOFParams = field(default_factory=MOFParams)
+
+    def __post_init__(self):
+        self.vocabularies: dict[str, Vocabulary] = {}
+        self.embeddings: dict[str, HammingEmbedding] = {}
+
+    def fit(self, descriptors: Mapping[str, np.ndarray], max_train: int = 500_000) -> MOFModel:
+        """descriptors: {layer: n x C} from a training collection (never the one searched)."""
+        p = self.params
+        rng = np.random.default_rng(p.seed)
+        for layer in p.layers:
+            x = np.ascontiguousarray(descriptors[layer], dtype=np.float32)
+            if len(x) > max_train:
+                x = x[rng.choice(len(x), max_train, replace=False)]
+            voc = Vocabulary(p.words, seed=p.seed).fit(x)
+            nearest = voc.assign(x, 1)[:, 0]
+            self.vocabularies[layer] = voc
+            self.embeddings[layer] = HammingEmbedding(p.bits, p.seed).fit(x, nearest, p.words)
+        return self
+
+    def encode(self, descriptors: Mapping[str, np.ndarray], db: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{layer: n x C} -> {layer: (words n x m, signatures n x m x nbytes)}; m = ma_db for the
+        database side, ma for queries."""
+        if not self.vocabularies:
+            raise LayerseekError("MOF model: fit or load it first")
+        m = self.params.ma_db if db else self.params.ma
+        out = {}
+        for layer in self.params.layers:
+            x = descriptors[layer]
+            words = self.vocabularies[layer].assign(x, m)
+            out[layer] = (words.astype(np.int32), self.embeddings[layer].signatures(x, words))
+        return out
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for layer in self.params.layers:
+            self.vocabularies[layer].save(folder / f"vocabulary-{layer}.npz")
+            self.embeddings[layer].save(folder / f"he-{layer}.npz")
+        (folder / "mof.json").write_text(json.dumps(asdict(self.params), indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> MOFModel:
+        folder = Path(folder)
+        try:
+            params = MOFParams(**json.loads((folder / "mof.json").read_text()))
+            model = cls(params)
+            for layer in params.layers:
+                model.vocabularies[layer] = Vocabulary.load(folder / f"vocabulary-{layer}.npz")
+                model.embeddings[layer] = HammingEmbedding.load(folder / f"he-{layer}.npz")
+        except (OSError, ValueError, KeyError) as e:
+            raise LayerseekError(f"{folder}: no usable MOF model ({e})") from None
+        return model
+
+
+class MOFEngine:
+    """One inverted file per layer; a query's score is the sum of its layers' Eq. 8 scores."""
+
+    def __init__(self, model: MOFModel):
+        self.model = model
+        p = model.params
+        self.files = {layer: InvertedFile(p.words, model.embeddings[layer].nbytes) for layer in p.layers}
+
+    def add(self, image_id: int, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        for layer, inv in self.files.items():
+            inv.add(image_id, *encoded[layer])
+
+    def remove(self, image_id: int) -> bool:
+        return all([inv.remove(image_id) for inv in self.files.values()])
+
+    def __len__(self) -> int:
+        return next(iter(self.files.values())).n_images
+
+    def layer_scores(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], he: bool | None = None
+                     ) -> dict[str, dict[int, float]]:
+        p = self.model.params
+        he = p.he if he is None else he
+        return {layer: inv.scores(encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma)
+                for layer, inv in self.files.items()}
+
+    def search(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], top: int | None = None,
+               layers: Sequence[str] | None = None, he: bool | None = None) -> list[tuple[int, float]]:
+        """(image id, fused score) best first; images sharing no word with the query are left out."""
+        fused: dict[int, float] = {}
+        for layer, scores in self.layer_scores(encoded, he).items():
+            if layers is not None and layer not in layers:
+                continue
+            for i, s in scores.items():
+                fused[i] = fused.get(i, 0.0) + s
+        ranked = sorted(fused.items(), key=lambda t: (-t[1], t[0]))
+        return ranked[:top] if top else ranked
+
+    def save(self, folder: str | Path) -> None:
+        for layer, inv in self.files.items():
+            inv.save(Path(folder) / f"invfile-{layer}.npz")
+
+    def load_files(self, folder: str | Path) -> MOFEngine:
+        self.files = {layer: InvertedFile.load(Path(folder) / f"invfile-{layer}.npz") for layer in self.files}
+        return self
+
+    def nbytes(self) -> int:
+        return sum(inv.nbytes_used() for inv in self.files.values())

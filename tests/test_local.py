@@ -1,0 +1,246 @@
+"""MOF's local engine: dense windows against the per-crop definition, HE codes against their
+definition, inverted-file scores against a brute-force reference, and the life cycle."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from layerseek.errors import LayerseekError
+from layerseek.images import load_image
+from layerseek.local.invfile import InvertedFile
+from layerseek.local.mof import MOFEngine, MOFModel, MOFParams
+from layerseek.local.quantize import HammingEmbedding, Vocabulary, hamming
+from layerseek.local.windows import crop_window_descriptors, dense_window_descriptors, window_grid, window_pool
+
+
+@pytest.mark.parametrize("pooling", ["sum", "max"])
+@pytest.mark.parametrize("stride", [4, 16, 32])
+def test_window_pool_equals_explicit_windows(pooling, stride):
+    rng = np.random.default_rng(stride)
+    h, w = 480 // stride, 352 // stride
+    x = torch.from_numpy(rng.random((1, 5, h, w)).astype(np.float32))
+    got = window_pool(x, stride, pooling).numpy()
+    k, s = 224 // stride, 32 // stride
+    ref = []
+    for y in range(0, h - k + 1, s):
+        for xx in range(0, w - k + 1, s):
+            cell = x[0, :, y:y + k, xx:xx + k].numpy()
+            ref.append(cell.max(axis=(1, 2)) if pooling == "max" else cell.sum(axis=(1, 2)))
+    np.testing.assert_allclose(got, np.array(ref), rtol=1e-4)
+    assert len(got) == len(window_grid(480, 352)) == 9 * 5  # the grid in pixels has the same windows
+
+
+def test_small_image_gives_one_window_over_all_of_it():
+    x = torch.ones(1, 3, 4, 9)  # 128 x 288 px at stride 32: shorter than a window vertically
+    got = window_pool(x, 32, "sum")
+    assert got.shape == (3, 3) and float(got[0, 0]) == 4 * 7
+
+
+def test_fast_windows_equal_exact_crops_for_a_local_operator():
+    """Geometry: with a 'network' whose cells see only their own pixels (4 x 4 average pooling,
+    stride 4), pooling windows from the whole map equals running each 224 px crop exactly."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (320, 416, 3)).astype(np.uint8)
+
+    def forward(a):
+        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+        return {"p4": torch.nn.functional.avg_pool2d(x, 4)}
+
+    for pooling in ("sum", "max"):
+        fast = dense_window_descriptors(forward(img), {"p4": 4}, pooling)["p4"]
+        exact = crop_window_descriptors(img, forward, pooling)["p4"]
+        assert fast.shape == exact.shape == (len(window_grid(320, 416)), 3)
+        np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_windows_agree_with_exact_crops_away_from_borders(data_dir, make_extractor):
+    """A real network is not local: in one pass over the image, cells near a window's edge see
+    pixels outside it, where the crop sees zero padding. Stated tolerance, measured on windows not
+    touching the image border (MobileNetV2, max side 480): cosine between a window's fast and exact
+    descriptor >= 0.9 (max pooling, s16), >= 0.85 (max and sum, last), >= 0.6 (sum, s16: a linear
+    bottleneck layer with signed values, where the edge cells weigh most); and a window's fast
+    descriptor is on average closer to its own crop than to crops three or more steps away."""
+    fx = make_extractor("mobilenet_v2", ["s16", "last"])
+    img = load_image(data_dir / "paris6k-subset" / "jpg" / "paris_louvre_000004.jpg", max_side=480)
+    h, w = img.shape[:2]
+    corners = window_grid(h, w)
+    inner = [i for i, (y, x) in enumerate(corners) if 0 < y < h - 224 - 16 and 0 < x < w - 224 - 16]
+    assert len(inner) >= 6
+    grid = np.array(corners) // 32
+    for pooling, tols in (("max", {"s16": 0.9, "last": 0.85}), ("sum", {"s16": 0.6, "last": 0.85})):
+        fast = dense_window_descriptors(fx(img), {"s16": 16, "last": 32}, pooling)
+        exact = crop_window_descriptors(img, lambda c: fx(c), pooling, corners=corners)
+        for layer, tol in tols.items():
+            sims = fast[layer] @ exact[layer].T
+            own = np.diag(sims)[inner]
+            assert own.min() >= tol, (pooling, layer, own.min())
+            far = [sims[i, np.abs(grid - grid[i]).max(1) >= 3].mean() for i in inner]
+            assert own.mean() > np.mean(far), (pooling, layer)
+
+
+def test_hamming_codes_equal_their_definition():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 160)).astype(np.float32)
+    words = rng.integers(0, 6, 300)
+    he = HammingEmbedding(bits=128, seed=3).fit(x, words, k=7)  # word 6 has no training descriptor
+    p = he.projection_
+    np.testing.assert_allclose(p @ p.T, np.eye(128), atol=1e-5)  # orthonormal rows
+    proj = x @ p.T
+    np.testing.assert_allclose(he.medians_[2], np.median(proj[words == 2], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(he.medians_[6], np.median(proj, axis=0), rtol=1e-5)
+    q = rng.standard_normal((4, 160)).astype(np.float32)
+    qw = np.array([[0, 2], [6, 1], [3, 3], [5, 4]])
+    codes = he.signatures(q, qw)
+    assert codes.shape == (4, 2, 16)
+    for i in range(4):
+        for j in range(2):
+            bits = [(q[i] @ p[b]) > he.medians_[qw[i, j], b] for b in range(128)]
+            assert np.array_equal(np.unpackbits(codes[i, j]).astype(bool), bits)
+    assert hamming(codes[0, 0], codes[0, 0]) == 0
+    assert hamming(codes[0, 0], codes[1, 0]) == sum(np.unpackbits(codes[0, 0]) != np.unpackbits(codes[1, 0]))
+    assert HammingEmbedding(128).fit(x[:, :96], words, 7).nbytes == 12  # h = d when d < 128
+
+
+def test_vocabulary_assignment_and_training_size_checks():
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((8, 16)).astype(np.float32) * 5
+    x = (centres[rng.integers(0, 8, 2000)] + rng.standard_normal((2000, 16)) * 0.1).astype(np.float32)
+    voc = Vocabulary(8, seed=2).fit(x)
+    words = voc.assign(x, ma=3)
+    assert words.shape == (2000, 3)
+    d = ((x[:, None, :] - voc.centroids_[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(words[:, 0], d.argmin(1))  # exact nearest word first
+    np.testing.assert_array_equal(words, np.argsort(d, axis=1)[:, :3])
+    with pytest.warns(UserWarning, match="only 2000 training descriptors for 100 words"):
+        Vocabulary(100, niter=2).fit(x)
+    with pytest.raises(LayerseekError, match="cannot make 5000 words"):
+        Vocabulary(5000).fit(x)
+    approx = Vocabulary(8, seed=2, approximate=True).fit(x)  # HNSW assignment agrees on easy data
+    assert np.mean(approx.assign(x)[:, 0] == np.argmin(((x[:, None] - approx.centroids_[None]) ** 2).sum(-1), 1)) > 0.99
+
+
+def _brute_force_scores(db, q_words, q_codes, he, k, dt=52, sigma=30.0):
+    """Eqs. 3-8 by explicit loops over every (query assignment, database descriptor) pair."""
+    n = len(db)
+    df = np.zeros(k)
+    for words, _ in db.values():
+        df[np.unique(words)] += 1
+    idf = np.where(df > 0, np.log(n / np.maximum(df, 1)), 0)
+    q_tf = np.bincount(q_words.reshape(-1), minlength=k)
+    out = {}
+    for image, (words, codes) in db.items():
+        total = 0.0
+        for a in range(q_words.shape[0]):
+            for b in range(q_words.shape[1]):
+                for e in range(words.shape[0]):
+                    for f in range(words.shape[1]):
+                        if words[e, f] != q_words[a, b]:
+                            continue
+                        s = idf[q_words[a, b]] ** 2
+                        if he:
+                            d = int(np.sum(np.unpackbits(codes[e, f]) != np.unpackbits(q_codes[a, b])))
+                            if d >= dt:
+                                continue
+                            s *= np.exp(-d * d / sigma ** 2)
+                        total += s
+        if total > 0:
+            tf = np.bincount(words.reshape(-1), minlength=k)
+            out[image] = total / (np.sqrt((tf ** 2).sum()) * np.sqrt((q_tf ** 2).sum()))
+    return out
+
+
+def _random_db(rng, n_images, k, nbytes=16, m=1):
+    db = {}
+    for i in range(n_images):
+        n = int(rng.integers(3, 12))
+        db[10 + 3 * i] = (rng.integers(0, k, (n, m)).astype(np.int32), rng.integers(0, 256, (n, m, nbytes), dtype=np.uint8))
+    return db
+
+
+@pytest.mark.parametrize("he", [False, True])
+def test_inverted_file_scores_equal_brute_force(he):
+    rng = np.random.default_rng(5)
+    k = 9
+    db = _random_db(rng, 12, k)
+    # signatures near each other so that some pairs pass the threshold and some do not
+    base = rng.integers(0, 256, 16, dtype=np.uint8)
+    for words, codes in db.values():
+        flips = rng.random(codes.shape + (8,)) < 0.25
+        codes[:] = np.packbits(np.unpackbits(np.broadcast_to(base, codes.shape), axis=-1) ^ flips.reshape(*codes.shape[:-1], -1), axis=-1)
+    inv = InvertedFile(k, 16)
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    qw = rng.integers(0, k, (6, 3)).astype(np.int32)
+    qc = np.broadcast_to(base, (6, 3, 16)).copy()
+    got = inv.scores(qw, qc if he else None)
+    ref = _brute_force_scores(db, qw, qc, he, k)
+    assert got.keys() == ref.keys() and len(ref) > 3
+    for i in ref:
+        assert got[i] == pytest.approx(ref[i], rel=1e-9)
+    if he:  # the threshold really removed some pairs
+        assert sum(_brute_force_scores(db, qw, qc, False, k).values()) > sum(ref.values())
+
+
+def test_inverted_file_add_remove_compact_and_save(tmp_path):
+    rng = np.random.default_rng(7)
+    k = 11
+    db = _random_db(rng, 30, k)
+    inv = InvertedFile(k, 16, merge_min=40)  # small merge threshold: base and recent both in use
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    qw, qc = rng.integers(0, k, (5, 3)), rng.integers(0, 256, (5, 3, 16), dtype=np.uint8)
+    inv.scores(qw, qc)
+    gone = list(db)[::4]
+    for i in gone:
+        assert inv.remove(i)
+    assert not inv.remove(gone[0]) and inv.n_images == 30 - len(gone)
+    fresh = InvertedFile(k, 16)
+    for i, (w, c) in db.items():
+        if i not in gone:
+            fresh.add(i, w, c)
+    for he in (False, True):
+        a, b = inv.scores(qw, qc if he else None), fresh.scores(qw, qc if he else None)
+        assert a.keys() == b.keys() and not set(gone) & a.keys()
+        assert all(a[i] == pytest.approx(b[i]) for i in a)
+    np.testing.assert_array_equal(inv.df, fresh.df)
+    inv.save(tmp_path / "inv.npz")
+    loaded = InvertedFile.load(tmp_path / "inv.npz")
+    assert loaded.scores(qw, qc) == pytest.approx(fresh.scores(qw, qc))
+    with pytest.raises(ValueError, match="already"):
+        loaded.add(list(fresh.norms)[0], *db[list(fresh.norms)[0]])
+
+
+def test_mof_model_engine_late_fusion_and_save(tmp_path):
+    rng = np.random.default_rng(9)
+    train = {"a": rng.standard_normal((3000, 32)).astype(np.float32), "b": rng.standard_normal((3000, 64)).astype(np.float32)}
+    params = MOFParams(layers=("a", "b"), words=16, bits=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MOFModel(params).fit(train)
+    images = {i: {"a": rng.standard_normal((20, 32)).astype(np.float32), "b": rng.standard_normal((20, 64)).astype(np.float32)}
+              for i in range(8)}
+    engine = MOFEngine(model)
+    for i, d in images.items():
+        enc = model.encode(d, db=True)
+        assert enc["a"][0].shape == (20, 1) and enc["a"][1].shape == (20, 1, 4)
+        engine.add(i, enc)
+    noisy = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for k, v in images[3].items()}
+    q = model.encode(noisy)
+    assert q["b"][0].shape == (20, 3)
+    ranked = engine.search(q)
+    assert ranked[0][0] == 3
+    per_layer = engine.layer_scores(q)
+    for i, s in ranked:  # late fusion: the sum of the layers' scores
+        assert s == pytest.approx(per_layer["a"].get(i, 0) + per_layer["b"].get(i, 0))
+    model.save(tmp_path / "m")
+    engine.save(tmp_path / "m")
+    again = MOFEngine(MOFModel.load(tmp_path / "m")).load_files(tmp_path / "m")
+    reloaded = again.search(again.model.encode(noisy))
+    assert [i for i, _ in reloaded] == [i for i, _ in ranked]
+    assert [s for _, s in reloaded] == pytest.approx([s for _, s in ranked])
+    assert engine.remove(3) and engine.search(q)[0][0] != 3
+    with pytest.raises(LayerseekError, match="no usable MOF model"):
+        MOFModel.load(tmp_path / "nothing")
