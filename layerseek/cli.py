@@ -213,7 +213,7 @@ def collection_name(name: str | None) -> str | None:
 def index(
     folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively")],
     index_path: Annotated[Path, typer.Option("--index", help="the index directory (created if new)")],
-    method: Annotated[Optional[str], typer.Option(help="fcrow (default), crow, spoc, mac, gem, rmac")] = None,
+    method: Annotated[Optional[str], typer.Option(help="fcrow (default), crow, spoc, mac, gem, rmac, mof")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="vgg16 (default), mobilenet_v2, efficientnet_lite0")] = None,
     layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
     weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
@@ -222,6 +222,12 @@ def index(
     ann: Annotated[Optional[str], typer.Option(help="auto (exact below 50k images, else HNSW), exact, hnsw")] = None,
     whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (a dataset "
                                                           "name, ground-truth .json or folder) when the index is created")] = None,
+    train_on: Annotated[Optional[str], typer.Option(help="mof: learn the vocabularies on this other collection "
+                                                         "(dataset name, ground-truth .json or folder)")] = None,
+    words: Annotated[Optional[int], typer.Option(help="mof: visual words per layer (default 20000)")] = None,
+    window_pooling: Annotated[Optional[str], typer.Option(help="mof: sum or max over each 224 px window")] = None,
+    ma: Annotated[Optional[int], typer.Option(help="mof: words each query descriptor is assigned to (default 3)")] = None,
+    he: Annotated[Optional[bool], typer.Option("--he/--no-he", help="mof: Hamming Embedding (default on)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
     workers: Annotated[int, typer.Option(help="threads decoding images ahead of the network")] = 2,
     batch: Annotated[int, typer.Option(help="images per committed transaction")] = 16,
@@ -232,10 +238,12 @@ def index(
     from .progress import progress_bar
 
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
-               "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on)}
+               "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on),
+               "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he}
+    learn_on = whiten_on or train_on
     try:
-        wbar, wupdate = (progress_bar(f"learning whitening on {whiten_on}", err_console) if whiten_on
-                         else (contextlib.nullcontext(), None))
+        wbar, wupdate = (progress_bar(f"learning on {learn_on}", err_console)
+                         if learn_on and not Path(index_path, "manifest.json").is_file() else (contextlib.nullcontext(), None))
         with wbar:
             idx = Index.open_or_create(index_path, method, threads, ann, wupdate, **options)
         bar, update = progress_bar(f"indexing {folder}", err_console)
@@ -307,9 +315,15 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
         return
     p = data["params"]
     console.print(f"{data['path']}: {data['images']} images, {data['failed']} failed", highlight=False)
-    console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
-                  f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}",
-                  highlight=False)
+    if p["method"] == "mof":
+        console.print(f"method mof on {p['backbone']} {'+'.join(p['layers'])}, {p['pooling']}-pooled windows, "
+                      f"{p['words']} words per layer learned on {p['train_on']}, MA {p['ma']}, HE {'on' if p['he'] else 'off'}, "
+                      f"max side {p['max_side']}; {data['vector_bytes_per_image']} bytes of words and signatures "
+                      f"per image; search {data['search']}", highlight=False)
+    else:
+        console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
+                      f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}",
+                      highlight=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)

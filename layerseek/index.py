@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -77,12 +79,13 @@ class Index:
         self._fx = None
         self._ann = None  # (generation, faiss index)
         self._matrix = None  # (generation, ids, vectors) kept in memory between searches
+        self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, method: str = "fcrow", threads: int | None = None, ann: str = "auto",
-               whitening_progress: Callable[[int, int], None] | None = None, **options) -> Index:
+               learn_progress: Callable[[int, int], None] | None = None, **options) -> Index:
         """A new, empty index. With `whiten_on` (a dataset name, ground-truth file or folder) a PCA
         whitening per layer is learned on that collection first and stored in the index."""
         if ann not in ANN_MODES:
@@ -90,29 +93,41 @@ class Index:
         if Catalog.exists(path):
             raise LayerseekError(f"{path}: already holds an index")
         m = make_method(method, **options)
-        if m.whiten_on:
-            learn_whitening(m, m.whiten_on, threads, whitening_progress)
+        # Learned state is written before the manifest: a directory without one is not an index yet.
+        if m.kind == "local":
+            if not m.train_on:
+                raise LayerseekError("mof learns its vocabularies on another collection: give --train-on "
+                                     "(a dataset name, ground-truth .json or folder of photos)")
+            m.fit(m.train_on, threads, learn_progress)
             Path(path).mkdir(parents=True, exist_ok=True)
-            m.save_whitening(path)  # before the manifest: a directory without one is not an index yet
-        dim = sum(s.stop - s.start for s in m.segments())
+            m.save_model(path)
+            dim = 0  # the catalog holds each image's words and signatures as bytes
+        else:
+            if m.whiten_on:
+                learn_whitening(m, m.whiten_on, threads, learn_progress)
+                Path(path).mkdir(parents=True, exist_ok=True)
+                m.save_whitening(path)
+            dim = sum(s.stop - s.start for s in m.segments())
         cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "versions": versions()})
         return cls(cat, m, threads)
 
     @classmethod
     def open(cls, path: str | Path, threads: int | None = None) -> Index:
         cat = Catalog.open(path)
-        return cls(cat, method_from_params(cat.manifest["params"]).load_whitening(cat.root), threads)
+        m = method_from_params(cat.manifest["params"])
+        m = m.load_model(cat.root) if m.kind == "local" else m.load_whitening(cat.root)
+        return cls(cat, m, threads)
 
     @classmethod
     def open_or_create(cls, path: str | Path, method: str | None = None, threads: int | None = None,
-                       ann: str | None = None, whitening_progress: Callable[[int, int], None] | None = None,
+                       ann: str | None = None, learn_progress: Callable[[int, int], None] | None = None,
                        **options) -> Index:
         """Open an existing index (checking that the method asked for is its method) or create one."""
         if Catalog.exists(path):
             idx = cls.open(path, threads)
             idx.check_method(method, **options)
             return idx
-        return cls.create(path, method or "fcrow", threads, ann or "auto", whitening_progress, **options)
+        return cls.create(path, method or "fcrow", threads, ann or "auto", learn_progress, **options)
 
     def check_method(self, method: str | None = None, **options) -> None:
         """Fail clearly when a method or option asked for differs from the index's."""
@@ -381,12 +396,74 @@ class Index:
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array."""
+        if self.method.kind == "local" and qe:
+            raise LayerseekError("query expansion is for the global methods; a mof index has none")
         with self._lock:
-            if isinstance(image, np.ndarray):
-                q = self.encode_array(image)
+            img = image if isinstance(image, np.ndarray) else load_image(image, max_side=self.method.max_side, data=data)
+            if self.method.kind == "local":
+                q = self.method.encode_query(self.fx(img))
             else:
-                q = self.encode_file(image, data)
+                q = self.encode_array(img)
+        if self.method.kind == "local":
+            return self.search_local(q, top)
         return self.search_vector(q, top, qe)
+
+    # -- MOF ----------------------------------------------------------------------------------
+    def engine(self):
+        """The MOF inverted files, in step with the catalog: images added, changed or removed
+        since they were last saved are added to or removed from them, never rebuilt whole."""
+        from .local.method import unpack
+        from .local.mof import MOFEngine
+
+        gen = self.catalog.generation()
+        if self._engine is not None and self._engine[0] == gen:
+            return self._engine[1]
+        cache = self.catalog.root / "cache"
+        if self._engine is None:
+            engine, held = MOFEngine(self.method.model), {}
+            saved = sorted(cache.glob("mof-*"), key=lambda p: int(p.name.split("-")[1]))
+            if saved:
+                try:
+                    engine.load_files(saved[-1])
+                    held = json.loads((saved[-1] / "held.json").read_text())
+                    held = {int(k): v for k, v in held.items()}
+                except (OSError, ValueError, KeyError):
+                    engine, held = MOFEngine(self.method.model), {}
+        else:
+            _, engine, held = self._engine
+        now = self.catalog.shas()
+        for i in [i for i, sha in held.items() if now.get(i) != sha]:
+            engine.remove(i)
+            del held[i]
+        todo = [i for i in now if i not in held]
+        for i, sha, payload in self.catalog.payloads(todo):
+            engine.add(i, unpack(payload))
+            held[i] = sha
+        if todo or not (cache / f"mof-{gen}").is_dir():
+            self._save_engine(engine, held, gen)
+        self._engine = (gen, engine, held)
+        return engine
+
+    def _save_engine(self, engine, held: dict, gen: int) -> None:
+        cache = self.catalog.root / "cache"
+        tmp = cache / f"mof-{gen}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        engine.save(tmp)
+        (tmp / "held.json").write_text(json.dumps(held))
+        final = cache / f"mof-{gen}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in cache.glob("mof-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def search_local(self, encoded: dict, top: int = 10) -> list[Hit]:
+        hits = []
+        for i, s in self.engine().search(encoded, top):
+            e = self.catalog.by_id(i)
+            hits.append(Hit(i, e.path if e else "?", float(s)))
+        return hits
 
     # -- information ---------------------------------------------------------------------------
     def info(self) -> dict:
@@ -396,7 +473,8 @@ class Index:
         mode = self.catalog.manifest.get("ann", "auto")
         return {"path": str(root), "images": n, "failed": len(self.catalog.failures()),
                 "params": self.catalog.manifest["params"], "dim": self.catalog.dim,
-                "search": mode if mode != "auto" else ("hnsw" if n >= ANN_THRESHOLD else "exact") + " (auto)",
+                "search": "inverted files (BoW + HE)" if self.method.kind == "local" else
+                          mode if mode != "auto" else ("hnsw" if n >= ANN_THRESHOLD else "exact") + " (auto)",
                 "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
-                "vector_bytes_per_image": 4 * self.catalog.dim, "generation": self.catalog.generation(),
+                "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(), "generation": self.catalog.generation(),
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

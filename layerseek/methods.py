@@ -37,6 +37,8 @@ class GlobalMethod:
     max_side: int = 1024
     whiten_on: str | None = None  # the collection the per-layer PCA whitening was learned on
 
+    kind = "global"  # one vector per image (not a dataclass field: no annotation)
+
     def __post_init__(self):
         self.whitenings: list[PCAWhitening] | None = None  # learned state, not a parameter
         get_pooling(self.pooling)
@@ -132,13 +134,25 @@ class GlobalMethod:
         return np.concatenate(parts).astype(np.float32)
 
 
-#: method name -> factory(**options); `mof` joins when the local engine lands
-METHODS = {name: (lambda name=name: lambda **kw: GlobalMethod(pooling=name, **kw))()
-           for name in ("fcrow", "crow", "spoc", "mac", "gem", "rmac")}
+def _mof(**options):
+    from .local.method import LocalMethod
+
+    return LocalMethod(**options)
 
 
-def make_method(name: str, **options) -> GlobalMethod:
-    return lookup(METHODS, name, "method")(**{k: v for k, v in options.items() if v is not None})
+#: method name -> factory(**options): the global poolings (one vector per image) and MOF (local)
+METHODS = {**{name: (lambda name=name: lambda **kw: GlobalMethod(pooling=name, **kw))()
+              for name in ("fcrow", "crow", "spoc", "mac", "gem", "rmac")}, "mof": _mof}
+
+
+def make_method(name: str, **options):
+    factory = lookup(METHODS, name, "method")
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        return factory(**given)
+    except TypeError as e:  # an option of another method
+        bad = str(e).rsplit(" ", 1)[-1].strip("'")
+        raise LayerseekError(f"option {bad!r} does not apply to method {name!r}") from None
 
 
 def method_from_params(params: dict) -> GlobalMethod:

@@ -197,6 +197,11 @@ def test_inverted_file_add_remove_compact_and_save(tmp_path):
     for i in gone:
         assert inv.remove(i)
     assert not inv.remove(gone[0]) and inv.n_images == 30 - len(gone)
+    gone = list(gone)
+    # an id removed and added again with other content (a changed file keeps its catalog id)
+    db[gone[1]] = _random_db(rng, 1, k)[10]
+    inv.add(gone[1], *db[gone[1]])
+    gone.remove(gone[1])
     fresh = InvertedFile(k, 16)
     for i, (w, c) in db.items():
         if i not in gone:

@@ -157,7 +157,26 @@ class Catalog:
     def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int] | None:
         """(vector, width, height) of a file with this content already indexed, if any."""
         row = self.conn.execute("SELECT vector, width, height FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
-        return (np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2]) if row else None
+        if not row:
+            return None
+        return (np.frombuffer(row[0], dtype=np.float32).copy() if self.dim else bytes(row[0]), row[1], row[2])
+
+    def payload_bytes(self) -> int | None:
+        """Mean stored bytes per image."""
+        v = self.conn.execute("SELECT AVG(LENGTH(vector)) FROM images").fetchone()[0]
+        return None if v is None else round(v)
+
+    def shas(self) -> dict[int, str]:
+        """id -> content hash of everything indexed."""
+        return dict(self.conn.execute("SELECT id, sha256 FROM images"))
+
+    def payloads(self, ids: Iterable[int]) -> Iterator[tuple[int, str, bytes]]:
+        """(id, sha256, stored bytes) of these images: the encoded local descriptors of an index
+        whose manifest has dim 0 (MOF)."""
+        for i in ids:
+            row = self.conn.execute("SELECT sha256, vector FROM images WHERE id=?", (int(i),)).fetchone()
+            if row:
+                yield int(i), row[0], bytes(row[1])
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, n x dim float32 matrix) of everything indexed, cached in vectors-<generation>.npz."""
@@ -199,9 +218,12 @@ class Catalog:
         try:
             changed = False
             for path, size, mtime, sha, w, h, vec in upserts:
-                vec = np.ascontiguousarray(vec, dtype=np.float32)
-                if vec.shape != (self.dim,):
-                    raise LayerseekError(f"{path}: vector of shape {vec.shape}, index holds {self.dim}")
+                if self.dim == 0:  # a payload of bytes (MOF's encoded local descriptors)
+                    vec = np.frombuffer(bytes(vec), np.uint8)
+                else:
+                    vec = np.ascontiguousarray(vec, dtype=np.float32)
+                    if vec.shape != (self.dim,):
+                        raise LayerseekError(f"{path}: vector of shape {vec.shape}, index holds {self.dim}")
                 c.execute("INSERT INTO images (path, size, mtime_ns, sha256, width, height, vector, added) "
                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
                           "mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, width=excluded.width, "

@@ -1,0 +1,104 @@
+"""MOF behind an index: vocabularies learned on another collection at creation, payloads in the
+catalog, inverted files kept in step with adds, changes and removals, the CLI."""
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from layerseek.cli import app
+from layerseek.errors import LayerseekError
+from layerseek.index import Index
+from layerseek.local.method import unpack
+from layerseek.local.mof import MOFEngine
+
+PARIS = ["paris_defense_000000.jpg", "paris_eiffel_000000.jpg", "paris_invalides_000002.jpg",
+         "paris_louvre_000004.jpg", "paris_moulinrouge_000003.jpg"]
+OPTS = {"backbone": "mobilenet_v2", "layers": ("s16", "s32"), "max_side": 384, "words": 24}
+
+
+@pytest.fixture(scope="module")
+def folders(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mof")
+    photos, train = root / "photos", root / "train"
+    photos.mkdir(), train.mkdir()
+    for n in PARIS:
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / n, photos / n)
+    for i in range(1, 41):  # another collection: 40 SMVS camera-phone photos
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Canon" / f"{i:03d}.jpg", train / f"{i:03d}.jpg")
+    return root, photos, train
+
+
+def _fresh_scores(idx, encoded):
+    """Scores from inverted files built from scratch out of the catalog's payloads."""
+    engine = MOFEngine(idx.method.model)
+    for i, _, payload in idx.catalog.payloads(idx.catalog.shas()):
+        engine.add(i, unpack(payload))
+    return engine.search(encoded)
+
+
+def test_mof_index_lifecycle(folders, tmp_path):
+    root, photos, train = folders
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idx = Index.create(tmp_path / "idx", "mof", train_on=str(train), **OPTS)
+    assert (tmp_path / "idx" / "mof" / "vocabulary-s16.npz").is_file()
+    r = idx.add_folder(photos)
+    assert r.added == 5 and not r.failed
+    hits = idx.search(photos / PARIS[2], top=5)
+    assert hits[0].path.endswith(PARIS[2]) and hits[0].score > 2 * hits[1].score
+    info = idx.info()
+    assert info["params"]["method"] == "mof" and info["dim"] == 0 and info["vector_bytes_per_image"] > 1000
+    assert "inverted files" in info["search"]
+
+    # remove one, change one's content, add one: the inverted files follow without a rebuild
+    engine = idx.engine()
+    idx.remove([photos / PARIS[0]])
+    shutil.copy(photos.parent / "train" / "005.jpg", photos / PARIS[4])
+    shutil.copy(photos.parent / "train" / "007.jpg", photos / "new.jpg")
+    r = idx.add_folder(photos)
+    assert (r.added, r.updated) == (2, 1)  # PARIS[0] is back: remove() only forgets, the folder still has it
+    assert idx.engine() is engine and len(engine) == 6
+    q = idx.method.encode_query(idx.fx(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(photos / "new.jpg").convert("RGB"))))
+    got, ref = idx.engine().search(q), _fresh_scores(idx, q)
+    assert [i for i, _ in got] == [i for i, _ in ref]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in ref], rtol=1e-9)
+    assert idx.search(photos / PARIS[4], top=1)[0].path.endswith(PARIS[4])
+    idx.close()
+
+    # a new process reads the saved inverted files and gets the same answers
+    again = Index.open(tmp_path / "idx")
+    a = [(h.id, round(h.score, 9)) for h in again.search(photos / PARIS[3], top=6)]
+    held = again._engine[2]
+    assert set(held) == set(again.catalog.shas())
+    assert a[0][0] == again.catalog.by_path(str((photos / PARIS[3]).resolve())).id
+    with pytest.raises(LayerseekError, match="query expansion is for the global methods"):
+        again.search(photos / PARIS[3], qe=2)
+    again.close()
+
+
+def test_mof_needs_a_training_collection_and_its_own_options(folders, tmp_path):
+    with pytest.raises(LayerseekError, match="--train-on"):
+        Index.create(tmp_path / "a", "mof", **OPTS)
+    with pytest.raises(LayerseekError, match="option 'words' does not apply to method 'gem'"):
+        Index.create(tmp_path / "b", "gem", words=100)
+    with pytest.raises(LayerseekError, match="MOF needs convolutional layers"):
+        Index.create(tmp_path / "c", "mof", backbone="mobilenet_v2", layers=("logits",), train_on="x")
+    r = CliRunner().invoke(app, ["index", str(folders[1]), "--index", str(tmp_path / "d"), "--method", "mof"])
+    assert r.exit_code == 1 and "--train-on" in r.output
+
+
+def test_cli_mof_index_and_search(folders, tmp_path):
+    root, photos, train = folders
+    run = CliRunner().invoke
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--method", "mof", "--backbone", "mobilenet_v2",
+                  "--layers", "s16,s32", "--max-side", "384", "--words", "24", "--train-on", str(train),
+                  "--window-pooling", "max"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["info", str(tmp_path / "idx")])
+    assert "method mof on mobilenet_v2 s16+s32, max-pooled windows, 24 words" in " ".join(r.output.split())
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--json"])
+    assert r.exit_code == 0 and '"path": "' + str((photos / PARIS[1]).resolve()) in r.output
