@@ -140,7 +140,7 @@ def test_method_mismatch_and_missing_index(data_dir, tmp_path):
         Index.open_or_create(tmp_path / "idx", None, backbone="vgg16")
     with pytest.raises(LayerseekError, match="no index here"):
         Index.open(tmp_path / "nothing")
-    with pytest.raises(LayerseekError, match="valid: crow, fcrow, gem, mac, rmac, spoc"):
+    with pytest.raises(LayerseekError, match="valid: crow, fcrow, gem, mac, mof, rmac, spoc"):
         Index.create(tmp_path / "x", "avg")
     with pytest.raises(LayerseekError, match="inner-product similarity"):
         Index.create(tmp_path / "y", "gem", similarity="kl", **OPTS)
