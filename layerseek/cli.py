@@ -133,20 +133,38 @@ def eval_(
     plots: Annotated[Optional[Path], typer.Option(help="draw the precision-recall curve and per-query top results here")] = None,
     rotations: Annotated[Optional[Path], typer.Option(help="Holidays: '<file> <degrees>' list making images upright")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="descriptor cache folder (default: the user cache)")] = None,
+    train_on: Annotated[Optional[str], typer.Option(help="mof / --rerank: learn the vocabularies on this other collection")] = None,
+    words: Annotated[int, typer.Option(help="mof: visual words per layer")] = 20000,
+    window_pooling: Annotated[str, typer.Option(help="mof: sum or max over each 224 px window")] = "sum",
+    ma: Annotated[int, typer.Option(help="mof: words per query descriptor")] = 3,
+    he: Annotated[bool, typer.Option("--he/--no-he", help="mof: Hamming Embedding")] = True,
+    mof_layers: Annotated[Optional[str], typer.Option(help="mof layers with --rerank (default: the backbone's MOF layers)")] = None,
+    max_train: Annotated[int, typer.Option(help="mof: training descriptors per layer (sampled)")] = 500_000,
+    rerank: Annotated[int, typer.Option(help="two-stage: MOF re-scores the global method's top N (0: off)")] = 0,
 ) -> None:
-    """Evaluate a global-descriptor method on a benchmark and print the protocol's table."""
+    """Evaluate a method on a benchmark and print the protocol's table: a global descriptor
+    (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
+    (`--method gem --rerank 100 --train-on OTHER`)."""
     import json as _json
 
     from .backbones import get_spec
     from .eval.datasets import get_dataset
-    from .eval.runner import PRIMARY, describe_dataset, evaluate_global
+    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, train_mof
     from .globaldesc import GlobalConfig
+    from .local.method import DEFAULT_LAYERS, LocalMethod
     from .progress import progress_bar, versions
 
     try:
         spec = get_spec(backbone)
-        layer_list = tuple(layers.split(",")) if layers else spec.default_layers
-        cfg = GlobalConfig(method, layer_list, weights, similarity, qe, qe_alpha)
+        use_mof = method == "mof" or rerank > 0
+        if use_mof and not train_on:
+            fail("MOF learns its vocabularies on another collection: give --train-on (a dataset name, .json or folder)")
+        if method == "mof":
+            layer_list = tuple(layers.split(",")) if layers else DEFAULT_LAYERS.get(backbone, spec.default_layers)
+            cfg = None
+        else:
+            layer_list = tuple(layers.split(",")) if layers else spec.default_layers
+            cfg = GlobalConfig(method, layer_list, weights, similarity, qe, qe_alpha)
         ds = get_dataset(dataset, root)
         if rotations:
             from .eval.datasets import read_rotations
@@ -154,30 +172,59 @@ def eval_(
             ds.apply_rotations(read_rotations(rotations))
         console.print(ds.describe(), highlight=False)
         t0 = time.perf_counter()
-        bar, update = progress_bar(f"{ds.name} / {backbone}", err_console)
-        with bar:
-            db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, update, [method], cache)
+        errors, res = [], None
+        if cfg is not None:
+            bar, update = progress_bar(f"{ds.name} / {backbone}", err_console)
+            with bar:
+                db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, update, [method], cache)
+        if use_mof:
+            mof = LocalMethod(backbone, tuple(mof_layers.split(",")) if mof_layers and cfg is not None else
+                              (None if cfg is not None else layer_list), max_side, window_pooling, words, ma, he,
+                              train_on)
+            described = {}
+            for name, d in (("data", ds), ("training", get_dataset(train_on))):
+                bar, update = progress_bar(f"{d.name} / {backbone} windows ({name})", err_console)
+                with bar:
+                    ldb, lqs, lerr = describe_dataset(d, backbone, mof.layers, max_side, threads, update, cache_root=cache,
+                                                      local=True)
+                described[name], errors = (ldb, lqs), errors + lerr
+            model = train_mof(mof.mof_params(), described["training"][0] + described["training"][1], window_pooling,
+                              tag=f"{collection_name(train_on)}/{backbone}/{max_side}", max_train=max_train)
         t_extract = time.perf_counter() - t0
         wv = None
-        if whiten_on:
+        if cfg is not None and whiten_on:
             wds = get_dataset(whiten_on)
             bar, update = progress_bar(f"{wds.name} / {backbone} (whitening)", err_console)
             with bar:  # only its database trains the whitening
                 wdb, _, werr = describe_dataset(wds, backbone, layer_list, max_side, threads, update, [method], cache,
                                                 queries=False)
             wv, errors = wdb, errors + werr
-        res = evaluate_global(ds, cfg, db, qs, wv)
+        if cfg is not None:
+            res = evaluate_global(ds, cfg, db, qs, wv)
+        if use_mof:
+            shortlist = None
+            if res is not None:
+                shortlist = {qi: ranking for qi, ranking in res["_ranks"]}
+            res = evaluate_mof(ds, model, window_pooling, *described["data"], shortlist=shortlist, rerank=rerank)
     except LayerseekError as e:
         fail(str(e))
-    table = Table(title=f"{ds.name}: {method} on {backbone} {'+'.join(layer_list)}")
+    title = f"{ds.name}: {method} on {backbone} {'+'.join(layer_list)}"
+    if rerank:
+        title += f", top {rerank} re-scored by MOF {'+'.join(mof.layers)}"
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in res.items():
         if not k.startswith("_"):
             table.add_row(k, f"{100 * v:.2f}" if k.startswith(("mAP", "mP", "R@")) else f"{v:.4f}")
     console.print(table)
-    console.print(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening "
-                  f"{whiten_on or 'none'}; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
+    settings = []
+    if cfg is not None:
+        settings.append(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening {whiten_on or 'none'}")
+    if use_mof:
+        settings.append(f"MOF {'+'.join(mof.layers)}: {window_pooling}-pooled windows, {words} words learned on {train_on}, "
+                        f"MA {ma}, {'BoW+HE' if he else 'BoW'}")
+    console.print("; ".join(settings) + f"; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
                   highlight=False)
     if errors:
         err_console.print(f"{len(errors)} image(s) failed and were left out:")
@@ -185,8 +232,9 @@ def eval_(
             err_console.print(f"  {line}", highlight=False, soft_wrap=True)
     if json_out:
         report = {"dataset": ds.name, "description": ds.describe(), "method": method, "backbone": backbone,
-                  "layers": list(layer_list), "weights": cfg.weights, "similarity": similarity, "qe": qe,
-                  "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
+                  "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
+                  "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
+                  "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
                   "failed": errors, "versions": versions()}

@@ -69,3 +69,49 @@ def test_eval_bad_names_fail_with_choices(tmp_path):
     assert r.exit_code == 1 and "fcrow" in r.output
     r = CliRunner().invoke(app, ["eval", "smvs", "--similarity", "dot"])
     assert r.exit_code == 1 and "cosine" in r.output
+
+
+def test_eval_mof_and_two_stage(data_dir, tmp_path):
+    import warnings
+
+    from layerseek.eval.runner import evaluate_mof, train_mof
+    from layerseek.local.mof import MOFParams
+
+    f = _collection(data_dir, tmp_path)
+    train = tmp_path / "train"
+    train.mkdir()
+    for i in range(0, 1000, 50):  # another collection: 20 other Corel images
+        shutil.copy(data_dir / "corel1k" / "jpg" / f"{i + 7}.jpg", train / f"{i + 7}.jpg")
+    common = ["--backbone", "mobilenet_v2", "--max-side", "384", "--cache", str(tmp_path / "cache"),
+              "--train-on", str(train), "--words", "8", "--max-train", "100000"]
+    r = CliRunner().invoke(app, ["eval", str(f), "--method", "mof", "--layers", "s16,s32", *common,
+                                 "--json", str(tmp_path / "mof.json")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "mof.json").read_text())
+    assert report["mof"]["words"] == 8 and report["mof"]["layers"] == ["s16", "s32"] and report["rerank"] == 0
+    # the same number from Python
+    ds = load_ground_truth_file(f)
+    db, qs, _ = describe_dataset(ds, "mobilenet_v2", ["s16", "s32"], 384, cache_root=tmp_path / "cache", local=True)
+    from layerseek.eval.datasets import load_folder
+
+    tdb, tqs, _ = describe_dataset(load_folder(train), "mobilenet_v2", ["s16", "s32"], 384,
+                                   cache_root=tmp_path / "cache", local=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = train_mof(MOFParams(layers=("s16", "s32"), words=8), tdb + tqs, "sum",
+                          tag=f"{train.resolve()}/mobilenet_v2/384", max_train=100000)
+    res = evaluate_mof(ds, model, "sum", db, qs)
+    assert report["metrics"]["mAP"] == res["mAP"]
+
+    # two stages: the global method's top 3 re-ordered by MOF score, the rest in global order
+    shortlist = {0: [5, 4, 3, 2, 1, 0], 1: [0, 1, 2, 3, 4, 5]}
+    two = evaluate_mof(ds, model, "sum", db, qs, shortlist=shortlist, rerank=3)
+    mof_only = dict(evaluate_mof(ds, model, "sum", db, qs)["_ranks"])
+    for qi, ranking in two["_ranks"]:
+        head = ranking[:3]
+        assert sorted(head) == sorted(shortlist[qi][:3]) and ranking[3:] == shortlist[qi][3:]
+        assert head == [j for j in mof_only[qi] if j in head]  # MOF's order among the three
+    r = CliRunner().invoke(app, ["eval", str(f), "--method", "gem", "--layers", "s32,last", "--rerank", "3", *common])
+    assert r.exit_code == 0 and "top 3 re-scored by MOF s16+s32+last" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["eval", str(f), "--method", "mof", "--backbone", "mobilenet_v2"])
+    assert r.exit_code == 1 and "--train-on" in r.output

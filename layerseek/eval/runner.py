@@ -112,7 +112,12 @@ def train_mof(params, train_vecs, pooling: str, cache_root=None, tag: str = "", 
 
     from ..local.mof import MOFModel
 
-    key = hashlib.sha256(json.dumps({**asdict(params), "pooling": pooling, "tag": tag, "max_train": max_train}, sort_keys=True,
+    vecs = [v for v in train_vecs if v is not None]
+    content = hashlib.sha256()  # what the model learns from, so a changed collection trains anew
+    for v in vecs:
+        content.update(np.ascontiguousarray(v[f"{pooling}/{params.layers[0]}"]).tobytes())
+    key = hashlib.sha256(json.dumps({**asdict(params), "pooling": pooling, "tag": tag, "max_train": max_train,
+                                     "content": content.hexdigest()}, sort_keys=True,
                                     default=list).encode()).hexdigest()[:16]
     folder = Path(cache_root or cache_dir() / "mof-models") / key
     if (folder / "mof.json").is_file():
@@ -120,7 +125,6 @@ def train_mof(params, train_vecs, pooling: str, cache_root=None, tag: str = "", 
             return MOFModel.load(folder)
         except Exception:  # noqa: BLE001 - a damaged entry is trained again
             pass
-    vecs = [v for v in train_vecs if v is not None]
     train = {layer: np.concatenate([np.asarray(v[f"{pooling}/{layer}"], np.float32) for v in vecs])
              for layer in params.layers}
     model = MOFModel(params).fit(train, max_train)
@@ -128,24 +132,34 @@ def train_mof(params, train_vecs, pooling: str, cache_root=None, tag: str = "", 
     return model
 
 
-def evaluate_mof(ds: Dataset, model, pooling: str, db_vecs, q_vecs, layers=None, he: bool | None = None) -> dict:
+def evaluate_mof(ds: Dataset, model, pooling: str, db_vecs, q_vecs, layers=None, he: bool | None = None,
+                 shortlist: dict[int, list[int]] | None = None, rerank: int = 0) -> dict:
     """MOF on a described dataset: the database into inverted files, each query scored (Eqs. 3-8),
     images with no shared word ranked last. `layers` (a subset of the model's) and `he` select
-    the configuration without retraining."""
+    the configuration without retraining. Two stages: with `shortlist` (query index -> another
+    method's ranking, in database indices), MOF re-orders that ranking's first `rerank` images
+    and the rest keeps its order."""
     from ..local.mof import MOFEngine
 
     layers = list(layers or model.params.layers)
     keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
     keep_q = [i for i, v in enumerate(q_vecs) if v is not None]
     sub = Dataset(ds.name, ds.protocol, [ds.database[i] for i in keep_db], [ds.queries[i] for i in keep_q])
+    remap = {old: new for new, old in enumerate(keep_db)}
     engine = MOFEngine(model)
     for new, old in enumerate(keep_db):
         engine.add(new, model.encode(local_descriptors(db_vecs[old], pooling, model.params.layers), db=True))
     t0 = time.perf_counter()
     ranks = []
     for qi in keep_q:
-        found = [i for i, _ in engine.search(model.encode(local_descriptors(q_vecs[qi], pooling, model.params.layers)),
-                                             layers=layers, he=he)]
+        scores = dict(engine.search(model.encode(local_descriptors(q_vecs[qi], pooling, model.params.layers)),
+                                    layers=layers, he=he))
+        if shortlist is not None:
+            first = [remap[j] for j in shortlist[qi] if j in remap]
+            head = sorted(first[:rerank], key=lambda j: -scores.get(j, 0.0))  # stable: ties keep stage-1 order
+            found = head + first[rerank:]
+        else:
+            found = sorted(scores, key=lambda j: (-scores[j], j))
         seen = set(found)
         ranks.append(found + [j for j in range(len(keep_db)) if j not in seen])
     t_score = time.perf_counter() - t0
