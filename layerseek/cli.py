@@ -316,6 +316,9 @@ def search(
     method: Annotated[Optional[str], typer.Option(help="must be the index's method (checked)")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="must be the index's backbone (checked)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
+    rerank_with: Annotated[Optional[Path], typer.Option(help="two stages: a mof index of the same photos re-scores "
+                                                              "this index's shortlist")] = None,
+    shortlist: Annotated[int, typer.Option(help="two stages: how many of the first stage's best are re-scored")] = 100,
 ) -> None:
     """The indexed images most like IMAGE, best first."""
     import json as _json
@@ -326,7 +329,11 @@ def search(
         with Index.open(index_path, threads) as idx:
             idx.check_method(method, backbone=backbone)
             t0 = time.perf_counter()
-            hits = idx.search(image, top=top, qe=qe)
+            if rerank_with is not None:
+                with Index.open(rerank_with, threads) as local:
+                    hits = idx.search_two_stage(image, local, top=top, shortlist=shortlist)
+            else:
+                hits = idx.search(image, top=top, qe=qe)
             dt = time.perf_counter() - t0
     except LayerseekError as e:
         fail(str(e))

@@ -408,6 +408,25 @@ class Index:
             return self.search_local(q, top)
         return self.search_vector(q, top, qe)
 
+    def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
+                         data: bytes | None = None) -> list[Hit]:
+        """Two stages: this (global) index shortlists its `shortlist` best images, the MOF index
+        `local` of the same photos re-scores them. Returns the re-ordered head with MOF scores;
+        a shortlisted file the MOF index lacks keeps its place after the scored ones."""
+        if self.method.kind != "global" or local.method.kind != "local":
+            raise LayerseekError("two-stage search needs a global index first and a mof index second")
+        first = self.search(image, top=max(shortlist, top), data=data)
+        with local._lock:
+            img = image if isinstance(image, np.ndarray) else load_image(image, max_side=local.method.max_side, data=data)
+            q = local.method.encode_query(local.fx(img))
+        scores = dict(local.engine().search(q))
+        rescored = []
+        for h in first[:shortlist]:
+            e = local.catalog.by_path(h.path)
+            rescored.append(Hit(h.id, h.path, scores.get(e.id, 0.0) if e else float("nan")))
+        head = sorted(rescored, key=lambda h: -h.score if h.score == h.score else float("inf"))  # stable; nan last
+        return (head + first[shortlist:])[:top]
+
     # -- MOF ----------------------------------------------------------------------------------
     def engine(self):
         """The MOF inverted files, in step with the catalog: images added, changed or removed

@@ -2,6 +2,7 @@
 catalog, inverted files kept in step with adds, changes and removals, the CLI."""
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 
@@ -41,7 +42,8 @@ def _fresh_scores(idx, encoded):
 
 
 def test_mof_index_lifecycle(folders, tmp_path):
-    root, photos, train = folders
+    root, shared_photos, train = folders
+    photos = shutil.copytree(shared_photos, tmp_path / "photos")  # this test changes its photos
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         idx = Index.create(tmp_path / "idx", "mof", train_on=str(train), **OPTS)
@@ -57,8 +59,8 @@ def test_mof_index_lifecycle(folders, tmp_path):
     # remove one, change one's content, add one: the inverted files follow without a rebuild
     engine = idx.engine()
     idx.remove([photos / PARIS[0]])
-    shutil.copy(photos.parent / "train" / "005.jpg", photos / PARIS[4])
-    shutil.copy(photos.parent / "train" / "007.jpg", photos / "new.jpg")
+    shutil.copy(train / "005.jpg", photos / PARIS[4])
+    shutil.copy(train / "007.jpg", photos / "new.jpg")
     r = idx.add_folder(photos)
     assert (r.added, r.updated) == (2, 1)  # PARIS[0] is back: remove() only forgets, the folder still has it
     assert idx.engine() is engine and len(engine) == 6
@@ -102,3 +104,19 @@ def test_cli_mof_index_and_search(folders, tmp_path):
     assert "method mof on mobilenet_v2 s16+s32, max-pooled windows, 24 words" in " ".join(r.output.split())
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--json"])
     assert r.exit_code == 0 and '"path": "' + str((photos / PARIS[1]).resolve()) in r.output
+    # two stages: a global index of the same photos shortlists, the mof index re-scores
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "gem"), "--method", "gem", "--backbone", "mobilenet_v2",
+                  "--layers", "s32,last", "--max-side", "384"])
+    assert r.exit_code == 0, r.output
+    with Index.open(tmp_path / "gem") as g, Index.open(tmp_path / "idx") as m:
+        first = g.search(photos / PARIS[3], top=5)
+        two = g.search_two_stage(photos / PARIS[3], m, top=5, shortlist=3)
+        alone = {h.path: h.score for h in m.search(photos / PARIS[3], top=10)}
+    assert sorted(h.path for h in two[:3]) == sorted(h.path for h in first[:3])
+    assert [h.path for h in two[3:]] == [h.path for h in first[3:]]
+    assert [h.score for h in two[:3]] == sorted((alone.get(h.path, 0.0) for h in first[:3]), reverse=True)
+    r = run(app, ["search", str(tmp_path / "gem"), str(photos / PARIS[3]), "--rerank-with", str(tmp_path / "idx"),
+                  "--shortlist", "3", "--top", "5", "--json"])
+    assert r.exit_code == 0 and [h["path"] for h in json.loads(r.output)["results"]] == [h.path for h in two]
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[3]), "--rerank-with", str(tmp_path / "gem")])
+    assert r.exit_code == 1 and "global index first and a mof index second" in " ".join(r.output.split())

@@ -139,9 +139,16 @@ def evaluate_mof(ds: Dataset, model, pooling: str, db_vecs, q_vecs, layers=None,
     the configuration without retraining. Two stages: with `shortlist` (query index -> another
     method's ranking, in database indices), MOF re-orders that ranking's first `rerank` images
     and the rest keeps its order."""
+    layers = tuple(layers or model.params.layers)
+    return evaluate_mof_combos(ds, model, pooling, db_vecs, q_vecs, [layers], he, shortlist, rerank)[layers]
+
+
+def evaluate_mof_combos(ds: Dataset, model, pooling: str, db_vecs, q_vecs, combos, he: bool | None = None,
+                        shortlist: dict[int, list[int]] | None = None, rerank: int = 0) -> dict[tuple, dict]:
+    """`evaluate_mof` for several layer combinations at once: each query's per-layer scores are
+    computed once and fused (added) per combination."""
     from ..local.mof import MOFEngine
 
-    layers = list(layers or model.params.layers)
     keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
     keep_q = [i for i, v in enumerate(q_vecs) if v is not None]
     sub = Dataset(ds.name, ds.protocol, [ds.database[i] for i in keep_db], [ds.queries[i] for i in keep_q])
@@ -149,23 +156,32 @@ def evaluate_mof(ds: Dataset, model, pooling: str, db_vecs, q_vecs, layers=None,
     engine = MOFEngine(model)
     for new, old in enumerate(keep_db):
         engine.add(new, model.encode(local_descriptors(db_vecs[old], pooling, model.params.layers), db=True))
+    combos = [tuple(c) for c in combos]
+    ranks: dict[tuple, list] = {c: [] for c in combos}
     t0 = time.perf_counter()
-    ranks = []
     for qi in keep_q:
-        scores = dict(engine.search(model.encode(local_descriptors(q_vecs[qi], pooling, model.params.layers)),
-                                    layers=layers, he=he))
-        if shortlist is not None:
-            first = [remap[j] for j in shortlist[qi] if j in remap]
-            head = sorted(first[:rerank], key=lambda j: -scores.get(j, 0.0))  # stable: ties keep stage-1 order
-            found = head + first[rerank:]
-        else:
-            found = sorted(scores, key=lambda j: (-scores[j], j))
-        seen = set(found)
-        ranks.append(found + [j for j in range(len(keep_db)) if j not in seen])
-    t_score = time.perf_counter() - t0
-    result = protocol_metrics(sub, np.array(ranks, dtype=np.int64).reshape(len(keep_q), len(keep_db)), keep_db)
-    result["_score_seconds"] = t_score
-    result["_ranks"] = [(qi, [keep_db[j] for j in row[:1000]]) for qi, row in zip(keep_q, ranks)]
-    result["_failed"] = (len(db_vecs) - len(keep_db), len(q_vecs) - len(keep_q))
-    result["_index_bytes"] = engine.nbytes()
-    return result
+        per_layer = engine.layer_scores(model.encode(local_descriptors(q_vecs[qi], pooling, model.params.layers)), he)
+        for combo in combos:
+            scores: dict[int, float] = {}
+            for layer in combo:
+                for i, v in per_layer[layer].items():
+                    scores[i] = scores.get(i, 0.0) + v
+            if shortlist is not None:
+                first = [remap[j] for j in shortlist[qi] if j in remap]
+                head = sorted(first[:rerank], key=lambda j: -scores.get(j, 0.0))  # stable: ties keep stage-1 order
+                found = head + first[rerank:]
+            else:
+                found = sorted(scores, key=lambda j: (-scores[j], j))
+            seen = set(found)
+            ranks[combo].append(found + [j for j in range(len(keep_db)) if j not in seen])
+    t_score = (time.perf_counter() - t0) / len(combos)
+    out = {}
+    for combo in combos:
+        r = ranks[combo]
+        result = protocol_metrics(sub, np.array(r, dtype=np.int64).reshape(len(keep_q), len(keep_db)), keep_db)
+        result["_score_seconds"] = t_score
+        result["_ranks"] = [(qi, [keep_db[j] for j in row[:1000]]) for qi, row in zip(keep_q, r)]
+        result["_failed"] = (len(db_vecs) - len(keep_db), len(q_vecs) - len(keep_q))
+        result["_index_bytes"] = engine.nbytes()
+        out[combo] = result
+    return out

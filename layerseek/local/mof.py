@@ -9,6 +9,7 @@ inverted file over dense-window descriptors; the layers' scores added (late fusi
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +101,18 @@ class MOFModel:
         return model
 
 
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="mof")
+    return _POOL
+
+
 class MOFEngine:
     """One inverted file per layer; a query's score is the sum of its layers' Eq. 8 scores."""
 
@@ -122,8 +135,13 @@ class MOFEngine:
                      ) -> dict[str, dict[int, float]]:
         p = self.model.params
         he = p.he if he is None else he
-        return {layer: inv.scores(encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma)
-                for layer, inv in self.files.items()}
+
+        def one(item):
+            layer, inv = item
+            return layer, inv.scores(encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma)
+
+        # numpy releases the GIL in the heavy steps: the layers are scored side by side
+        return dict(_pool().map(one, self.files.items()))
 
     def search(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], top: int | None = None,
                layers: Sequence[str] | None = None, he: bool | None = None) -> list[tuple[int, float]]:
