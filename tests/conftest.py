@@ -34,3 +34,22 @@ def vgg16_all():
 @pytest.fixture(scope="session")
 def make_extractor():
     return _extractor
+
+
+#: a few real Paris photos of different landmarks, used by the index, server and page tests
+PARIS = ["paris_defense_000000.jpg", "paris_eiffel_000000.jpg", "paris_invalides_000002.jpg",
+         "paris_louvre_000004.jpg", "paris_moulinrouge_000003.jpg", "paris_eiffel_000004.jpg"]
+
+
+@pytest.fixture(scope="session")
+def copy_paris(data_dir):
+    """copy(folder, n=6): the first n PARIS photos copied into a new folder, which is returned."""
+    import shutil
+
+    def copy(folder: Path, n: int = len(PARIS)) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in PARIS[:n]:
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / name, folder / name)
+        return folder
+
+    return copy

@@ -2,27 +2,22 @@
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import PARIS
 from layerseek.index import Index
 from layerseek.server.app import create_app
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 256}
-PARIS = ["paris_defense_000000.jpg", "paris_eiffel_000000.jpg", "paris_invalides_000002.jpg",
-         "paris_louvre_000004.jpg", "paris_moulinrouge_000003.jpg", "paris_eiffel_000004.jpg"]
 
 
 @pytest.fixture(scope="module")
-def index_dir(data_dir, tmp_path_factory):
+def index_dir(copy_paris, tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
-    photos = root / "photos"
-    photos.mkdir()
-    for n in PARIS:
-        shutil.copy(data_dir / "paris6k-subset" / "jpg" / n, photos / n)
+    photos = copy_paris(root / "photos")
     with Index.create(root / "idx", "gem", **OPTS) as idx:
         assert idx.add_folder(photos).added == 6
     return root

@@ -46,12 +46,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(data_dir, tmp_path_factory):
+def server(copy_paris, tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
-    photos = root / "photos"
-    photos.mkdir()
-    for n in PARIS:
-        shutil.copy(data_dir / "paris6k-subset" / "jpg" / n, photos / n)
+    photos = copy_paris(root / "photos", 5)
     with Index.create(root / "idx", "gem", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
         idx.add_folder(photos)
     port = _free_port()
