@@ -126,6 +126,11 @@ class Index:
         if Catalog.exists(path):
             idx = cls.open(path, threads)
             idx.check_method(method, **options)
+            have = idx.catalog.manifest.get("ann", "auto")
+            if ann is not None and ann != have:
+                idx.close()
+                raise LayerseekError(f"{path}: this index searches with --ann {have}, fixed when it was created; "
+                                     "build another index for another search mode")
             return idx
         return cls.create(path, method or "fcrow", threads, ann or "auto", learn_progress, **options)
 

@@ -138,6 +138,9 @@ def test_method_mismatch_and_missing_index(data_dir, tmp_path):
         Index.open_or_create(tmp_path / "idx", "gem")
     with pytest.raises(LayerseekError, match="built with backbone 'mobilenet_v2', not 'vgg16'"):
         Index.open_or_create(tmp_path / "idx", None, backbone="vgg16")
+    with pytest.raises(LayerseekError, match="searches with --ann auto, fixed when it was created"):
+        Index.open_or_create(tmp_path / "idx", None, ann="hnsw")
+    Index.open_or_create(tmp_path / "idx", None, ann="auto").close()
     with pytest.raises(LayerseekError, match="no index here"):
         Index.open(tmp_path / "nothing")
     with pytest.raises(LayerseekError, match="valid: crow, fcrow, gem, mac, mof, rmac, spoc"):
