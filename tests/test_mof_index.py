@@ -120,3 +120,13 @@ def test_cli_mof_index_and_search(folders, tmp_path):
     assert r.exit_code == 0 and [h["path"] for h in json.loads(r.output)["results"]] == [h.path for h in two]
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[3]), "--rerank-with", str(tmp_path / "gem")])
     assert r.exit_code == 1 and "global index first and a mof index second" in " ".join(r.output.split())
+    # the HTTP API serves a mof index the same way
+    from fastapi.testclient import TestClient
+
+    from layerseek.server.app import create_app
+
+    with TestClient(create_app(tmp_path / "idx")) as c:
+        assert c.get("/health").json()["method"] == "mof"
+        res = c.post("/search?top=3", files={"file": ("q.jpg", (photos / PARIS[1]).read_bytes(), "image/jpeg")}).json()
+        assert len(res["results"]) == 3 and res["results"][0]["score"] > 0
+        assert c.post("/search?qe=2", files={"file": ("q.jpg", (photos / PARIS[1]).read_bytes(), "image/jpeg")}).status_code == 400
