@@ -410,7 +410,10 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
           host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port")] = 8000,
           max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload, MiB")] = 20.0,
-          threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None) -> None:
+          threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
+          rerank_with: Annotated[Optional[Path], typer.Option(help="two stages: a mof index of the same photos "
+                                                                    "re-scores each search's shortlist")] = None,
+          shortlist: Annotated[int, typer.Option(help="two stages: how many are re-scored")] = 100) -> None:
     """Serve an index: a web page at / (drop an image, see its matches), the HTTP API and its
     docs at /docs. Set LAYERSEEK_TOKEN to allow adding and removing images over HTTP."""
     import uvicorn
@@ -418,7 +421,8 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
     from .server.app import create_app
 
     try:
-        api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads)
+        api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads,
+                         rerank_with=rerank_with, shortlist=shortlist)
     except LayerseekError as e:
         fail(str(e))
     console.print(f"serving {index_path} at http://{host}:{port}/  (API docs: /docs)", highlight=False)

@@ -130,3 +130,9 @@ def test_cli_mof_index_and_search(folders, tmp_path):
         res = c.post("/search?top=3", files={"file": ("q.jpg", (photos / PARIS[1]).read_bytes(), "image/jpeg")}).json()
         assert len(res["results"]) == 3 and res["results"][0]["score"] > 0
         assert c.post("/search?qe=2", files={"file": ("q.jpg", (photos / PARIS[1]).read_bytes(), "image/jpeg")}).status_code == 400
+    with TestClient(create_app(tmp_path / "gem", rerank_with=tmp_path / "idx", shortlist=3)) as c:
+        assert c.get("/health").json()["shortlist"] == 3
+        res = c.post("/search?top=5", files={"file": ("q.jpg", (photos / PARIS[3]).read_bytes(), "image/jpeg")}).json()
+        assert [h["path"] for h in res["results"]] == [h.path for h in two]
+    with pytest.raises(LayerseekError, match="a global index and a mof index"):
+        create_app(tmp_path / "idx", rerank_with=tmp_path / "gem")

@@ -45,10 +45,14 @@ def _safe_name(name: str | None) -> str:
 
 
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               threads: int | None = None) -> FastAPI:
+               threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100) -> FastAPI:
     """The app for one index. `token` defaults to $LAYERSEEK_TOKEN (None: adding and removing are
-    off)."""
+    off). `rerank_with`: a mof index of the same photos that re-scores this (global) index's
+    `shortlist` best of every search (two stages)."""
     idx = Index.open(index_path, threads)
+    local = Index.open(rerank_with, threads) if rerank_with else None
+    if local is not None and (idx.method.kind, local.method.kind) != ("global", "local"):
+        raise LayerseekError("two-stage serving needs a global index and a mof index to re-rank with")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     # One request at a time touches the index: the network and SQLite connection are shared, and
     # on a CPU the forward pass is the bottleneck anyway.
@@ -60,6 +64,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     async def lifespan(app: FastAPI):
         yield
         idx.close()
+        if local is not None:
+            local.close()
 
     app = FastAPI(title="layerseek", version=idx.catalog.manifest["versions"]["layerseek"], lifespan=lifespan,
                   description=f"Search {idx.catalog.root} ({params['method']} on {params['backbone']}) by example image.")
@@ -118,7 +124,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         with lock:
             n = idx.catalog.count()
         return {"status": "ok", "images": n, "method": params["method"], "backbone": params["backbone"],
-                "layers": params["layers"], "adding": token is not None, "max_upload": max_upload}
+                "layers": params["layers"], "adding": token is not None, "max_upload": max_upload,
+                "rerank_with": str(local.catalog.root) if local else None, "shortlist": shortlist if local else None}
 
     @app.post("/search")
     async def search(file: UploadFile = File(..., description="the example image"),
@@ -127,7 +134,10 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         t0 = time.perf_counter()
         try:
             with lock:
-                hits = idx.search(file.filename or "upload", top=top, qe=qe, data=data)
+                if local is not None:
+                    hits = idx.search_two_stage(file.filename or "upload", local, top=top, shortlist=shortlist, data=data)
+                else:
+                    hits = idx.search(file.filename or "upload", top=top, qe=qe, data=data)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
@@ -182,6 +192,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             os.replace(tmp, dest)
         with lock:
             report = idx.add_files([dest])
+            if local is not None:  # two stages: both indexes hold the same photos
+                local.add_files([dest])
             e = idx.catalog.by_path(str(dest.resolve()))
         if e is None:
             raise HTTPException(415, "; ".join(report.failed) or f"{name}: could not be indexed")
@@ -196,6 +208,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             if e is None:
                 raise HTTPException(404, f"no image {image_id} in the index")
             idx.remove([e.path])
+            if local is not None:
+                local.remove([e.path])
             left = idx.catalog.count()
         uploads = (idx.catalog.root / UPLOADS).resolve()
         if Path(e.path).parent == uploads:  # only copies the server itself stored
