@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .images import is_image_name, load_image
 from .methods import GlobalMethod, make_method, method_from_params
 from .progress import versions
 from .store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from .local.method import LocalMethod
 
 #: above this many images `ann="auto"` searches a FAISS HNSW graph instead of the exact matrix
 ANN_THRESHOLD = 50_000
@@ -72,7 +76,7 @@ def learn_whitening(method: GlobalMethod, collection: str, threads: int | None =
 
 
 class Index:
-    def __init__(self, catalog: Catalog, method: GlobalMethod, threads: int | None = None):
+    def __init__(self, catalog: Catalog, method: GlobalMethod | LocalMethod, threads: int | None = None):
         self.catalog = catalog
         self.method = method
         self.threads = threads
