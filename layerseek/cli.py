@@ -135,7 +135,8 @@ def eval_(
     cache: Annotated[Optional[Path], typer.Option(help="descriptor cache folder (default: the user cache)")] = None,
     train_on: Annotated[Optional[str], typer.Option(help="mof / --rerank: learn the vocabularies on this other collection")] = None,
     words: Annotated[int, typer.Option(help="mof: visual words per layer")] = 20000,
-    window_pooling: Annotated[str, typer.Option(help="mof: sum or max over each 224 px window")] = "sum",
+    window_pooling: Annotated[Optional[str], typer.Option(help="mof: sum or max over each 224 px window "
+                                                               "(default: max on vgg16, sum on mobilenet_v2)")] = None,
     ma: Annotated[int, typer.Option(help="mof: words per query descriptor")] = 3,
     he: Annotated[bool, typer.Option("--he/--no-he", help="mof: Hamming Embedding")] = True,
     mof_layers: Annotated[Optional[str], typer.Option(help="mof layers with --rerank (default: the backbone's MOF layers)")] = None,
@@ -188,6 +189,7 @@ def eval_(
                     ldb, lqs, lerr = describe_dataset(d, backbone, mof.layers, max_side, threads, update, cache_root=cache,
                                                       local=True)
                 described[name], errors = (ldb, lqs), errors + lerr
+            window_pooling = mof.pooling
             model = train_mof(mof.mof_params(), described["training"][0] + described["training"][1], window_pooling,
                               tag=f"{collection_name(train_on)}/{backbone}/{max_side}", max_train=max_train)
         t_extract = time.perf_counter() - t0
@@ -273,7 +275,8 @@ def index(
     train_on: Annotated[Optional[str], typer.Option(help="mof: learn the vocabularies on this other collection "
                                                          "(dataset name, ground-truth .json or folder)")] = None,
     words: Annotated[Optional[int], typer.Option(help="mof: visual words per layer (default 20000)")] = None,
-    window_pooling: Annotated[Optional[str], typer.Option(help="mof: sum or max over each 224 px window")] = None,
+    window_pooling: Annotated[Optional[str], typer.Option(help="mof: sum or max over each 224 px window "
+                                                               "(default: max on vgg16, sum on mobilenet_v2)")] = None,
     ma: Annotated[Optional[int], typer.Option(help="mof: words each query descriptor is assigned to (default 3)")] = None,
     he: Annotated[Optional[bool], typer.Option("--he/--no-he", help="mof: Hamming Embedding (default on)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,

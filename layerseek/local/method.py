@@ -18,6 +18,9 @@ from .windows import LOCAL_POOLINGS, dense_window_descriptors
 #: MOF's layers per backbone when none are given: a mid-level, the last conv and the semantic layer
 DEFAULT_LAYERS = {"mobilenet_v2": ("s16", "s32", "last"), "vgg16": ("conv3_3", "conv5_3", "pool5"),
                   "efficientnet_lite0": ("s16", "s32", "last")}
+#: the window pooling that measured better per backbone (docs/RESULTS.md): max with plain ReLU
+#: (VGG16), sum where ReLU6 clips the maxima (MobileNetV2)
+DEFAULT_POOLING = {"vgg16": "max", "mobilenet_v2": "sum", "efficientnet_lite0": "sum"}
 
 
 @dataclass
@@ -25,7 +28,7 @@ class LocalMethod:
     backbone: str = "mobilenet_v2"
     layers: tuple[str, ...] | None = None
     max_side: int = 1024
-    pooling: str = "sum"  # window pooling (see docs/RESULTS.md for why)
+    pooling: str | None = None  # window pooling; None: the better one measured for the backbone
     words: int = 20000
     ma: int = 3
     he: bool = True
@@ -37,6 +40,7 @@ class LocalMethod:
     def __post_init__(self):
         self.model: MOFModel | None = None
         spec = get_spec(self.backbone)
+        self.pooling = self.pooling or DEFAULT_POOLING.get(self.backbone, "sum")
         self.layers = tuple(self.layers) if self.layers else DEFAULT_LAYERS.get(self.backbone, spec.default_layers[-3:])
         bad = [n for n in self.layers if n not in spec.layers or not spec.layers[n].stride]
         if bad:
