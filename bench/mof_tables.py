@@ -60,7 +60,7 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = train_mof(MOFParams(layers=layers, words=args.words), tdb + tqs, pooling,
-                                  tag=f"{TRAIN_ON[name]}/{args.backbone}/{args.max_side}", max_train=args.max_train)
+                                  max_train=args.max_train)
             print(f"{name} {pooling}: model {time.perf_counter() - t0:.0f} s", flush=True)
             for he in (False, True):
                 t0 = time.perf_counter()

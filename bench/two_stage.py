@@ -46,7 +46,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = train_mof(MOFParams(layers=mlayers, words=args.words), tdb + tqs, args.window_pooling,
-                              tag=f"{TRAIN_ON[name]}/{args.backbone}/{args.max_side}", max_train=args.max_train)
+                              max_train=args.max_train)
         g = evaluate_global(ds, GlobalConfig(args.global_method, glayers), db, qs)
         rows = [(f"{args.global_method} alone", g), ("MOF alone", evaluate_mof(ds, model, args.window_pooling, ldb, lqs))]
         shortlist = dict(g["_ranks"])

@@ -150,9 +150,9 @@ def eval_(
 
     from .backbones import get_spec
     from .eval.datasets import get_dataset
-    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, train_mof
+    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof
     from .globaldesc import GlobalConfig
-    from .local.method import DEFAULT_LAYERS, LocalMethod
+    from .local.method import LocalMethod
     from .progress import progress_bar, versions
 
     try:
@@ -160,9 +160,13 @@ def eval_(
         use_mof = method == "mof" or rerank > 0
         if use_mof and not train_on:
             fail("MOF learns its vocabularies on another collection: give --train-on (a dataset name, .json or folder)")
+        mof, cfg = None, None
+        if use_mof:  # --layers are MOF's with --method mof, --mof-layers with --rerank
+            mof_layer_names = layers if method == "mof" else mof_layers
+            mof = LocalMethod(backbone, tuple(mof_layer_names.split(",")) if mof_layer_names else None, max_side,
+                              window_pooling, words, ma, he, train_on)
         if method == "mof":
-            layer_list = tuple(layers.split(",")) if layers else DEFAULT_LAYERS.get(backbone, spec.default_layers)
-            cfg = None
+            layer_list = mof.layers
         else:
             layer_list = tuple(layers.split(",")) if layers else spec.default_layers
             cfg = GlobalConfig(method, layer_list, weights, similarity, qe, qe_alpha)
@@ -179,19 +183,13 @@ def eval_(
             with bar:
                 db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, update, [method], cache)
         if use_mof:
-            mof = LocalMethod(backbone, tuple(mof_layers.split(",")) if mof_layers and cfg is not None else
-                              (None if cfg is not None else layer_list), max_side, window_pooling, words, ma, he,
-                              train_on)
-            described = {}
-            for name, d in (("data", ds), ("training", get_dataset(train_on))):
-                bar, update = progress_bar(f"{d.name} / {backbone} windows ({name})", err_console)
-                with bar:
-                    ldb, lqs, lerr = describe_dataset(d, backbone, mof.layers, max_side, threads, update, cache_root=cache,
-                                                      local=True)
-                described[name], errors = (ldb, lqs), errors + lerr
-            window_pooling = mof.pooling
-            model = train_mof(mof.mof_params(), described["training"][0] + described["training"][1], window_pooling,
-                              tag=f"{collection_name(train_on)}/{backbone}/{max_side}", max_train=max_train)
+            bar, update = progress_bar(f"{ds.name} / {backbone} windows", err_console)
+            with bar:
+                ldb, lqs, lerr = describe_dataset(ds, backbone, mof.layers, max_side, threads, update, cache_root=cache,
+                                                  local=True)
+            bar, update = progress_bar(f"{train_on} / {backbone} windows (training)", err_console)
+            with bar:
+                errors += lerr + mof.fit(train_on, threads, update, max_train, cache)
         t_extract = time.perf_counter() - t0
         wv = None
         if cfg is not None and whiten_on:
@@ -207,7 +205,7 @@ def eval_(
             shortlist = None
             if res is not None:
                 shortlist = {qi: ranking for qi, ranking in res["_ranks"]}
-            res = evaluate_mof(ds, model, window_pooling, *described["data"], shortlist=shortlist, rerank=rerank)
+            res = evaluate_mof(ds, mof.model, mof.pooling, ldb, lqs, shortlist=shortlist, rerank=rerank)
     except LayerseekError as e:
         fail(str(e))
     title = f"{ds.name}: {method} on {backbone} {'+'.join(layer_list)}"
@@ -224,7 +222,7 @@ def eval_(
     if cfg is not None:
         settings.append(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening {whiten_on or 'none'}")
     if use_mof:
-        settings.append(f"MOF {'+'.join(mof.layers)}: {window_pooling}-pooled windows, {words} words learned on {train_on}, "
+        settings.append(f"MOF {'+'.join(mof.layers)}: {mof.pooling}-pooled windows, {words} words learned on {train_on}, "
                         f"MA {ma}, {'BoW+HE' if he else 'BoW'}")
     console.print("; ".join(settings) + f"; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
                   highlight=False)

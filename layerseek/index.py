@@ -25,6 +25,7 @@ from .errors import ImageError, LayerseekError
 from .images import is_image_name, load_image
 from .methods import GlobalMethod, make_method, method_from_params
 from .progress import versions
+from .local.mof import rerank_head
 from .store.catalog import Catalog
 
 if TYPE_CHECKING:
@@ -173,8 +174,14 @@ class Index:
     def encode_array(self, img: np.ndarray) -> np.ndarray:
         return self.method.encode(self.fx(img))[0]
 
-    def encode_file(self, path: str | Path, data: bytes | None = None) -> np.ndarray:
-        return self.encode_array(load_image(path, max_side=self.method.max_side, data=data))
+    def encode_query(self, image: str | Path | np.ndarray, data: bytes | None = None):
+        """A query image (file, its bytes or an H x W x 3 array) as this index's method encodes
+        queries: a fused vector (global) or words and signatures with multiple assignment (mof)."""
+        with self._lock:
+            img = image if isinstance(image, np.ndarray) else load_image(image, max_side=self.method.max_side, data=data)
+            if self.method.kind == "local":
+                return self.method.encode_query(self.fx(img))
+            return self.encode_array(img)
 
     # -- indexing -----------------------------------------------------------------------------
     def add_folder(self, folder: str | Path, batch: int = 16, workers: int = 2,
@@ -407,12 +414,7 @@ class Index:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array."""
         if self.method.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
-        with self._lock:
-            img = image if isinstance(image, np.ndarray) else load_image(image, max_side=self.method.max_side, data=data)
-            if self.method.kind == "local":
-                q = self.method.encode_query(self.fx(img))
-            else:
-                q = self.encode_array(img)
+        q = self.encode_query(image, data)
         if self.method.kind == "local":
             return self.search_local(q, top)
         return self.search_vector(q, top, qe)
@@ -425,16 +427,16 @@ class Index:
         if self.method.kind != "global" or local.method.kind != "local":
             raise LayerseekError("two-stage search needs a global index first and a mof index second")
         first = self.search(image, top=max(shortlist, top), data=data)
-        with local._lock:
-            img = image if isinstance(image, np.ndarray) else load_image(image, max_side=local.method.max_side, data=data)
-            q = local.method.encode_query(local.fx(img))
-        scores = dict(local.engine().search(q))
-        rescored = []
+        scores = dict(local.engine().search(local.encode_query(image, data)))
+        local_id = {}
         for h in first[:shortlist]:
             e = local.catalog.by_path(h.path)
-            rescored.append(Hit(h.id, h.path, scores.get(e.id, 0.0) if e else float("nan")))
-        head = sorted(rescored, key=lambda h: -h.score if h.score == h.score else float("inf"))  # stable; nan last
-        return (head + first[shortlist:])[:top]
+            local_id[h.id] = e.id if e else None
+        # a shortlisted file the MOF index lacks scores nan and goes after the scored ones
+        mof_score = {i: (scores.get(j, 0.0) if j is not None else float("nan")) for i, j in local_id.items()}
+        by_id = {h.id: h for h in first}
+        order = rerank_head([h.id for h in first], mof_score, shortlist)
+        return [Hit(i, by_id[i].path, mof_score[i] if i in mof_score else by_id[i].score) for i in order][:top]
 
     # -- MOF ----------------------------------------------------------------------------------
     def engine(self):

@@ -98,8 +98,7 @@ def test_eval_mof_and_two_stage(data_dir, tmp_path):
                                    cache_root=tmp_path / "cache", local=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = train_mof(MOFParams(layers=("s16", "s32"), words=8), tdb + tqs, "sum",
-                          tag=f"{train.resolve()}/mobilenet_v2/384", max_train=100000)
+        model = train_mof(MOFParams(layers=("s16", "s32"), words=8), tdb + tqs, "sum", max_train=100000)
     res = evaluate_mof(ds, model, "sum", db, qs)
     assert report["metrics"]["mAP"] == res["mAP"]
 

@@ -256,7 +256,7 @@ def test_index_whiten_on_a_folder(data_dir, tmp_path):
     assert hits[0].path.endswith(PARIS[2]) and hits[0].score == pytest.approx(1.0, abs=1e-4)
     # the same whitening is used at search time as at index time
     ids, mat = idx.catalog.matrix()
-    np.testing.assert_allclose(idx.encode_file(photos / PARIS[2]), mat[list(ids).index(hits[0].id)], atol=1e-5)
+    np.testing.assert_allclose(idx.encode_query(photos / PARIS[2]), mat[list(ids).index(hits[0].id)], atol=1e-5)
     idx.close()
     # asking for another whitening, or none, on the existing index fails clearly
     r = run(app, args[:-1] + [str(photos)])

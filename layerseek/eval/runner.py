@@ -10,6 +10,7 @@ import numpy as np
 from ..backbones import FeatureExtractor
 from ..backbones.weights import cache_dir
 from ..describe import DescriptorCache, Request
+from ..errors import LayerseekError
 from ..globaldesc import GlobalConfig, fit_whitenings, rank, score
 from . import metrics as M
 from .datasets import Dataset
@@ -96,16 +97,15 @@ def evaluate_global(ds: Dataset, cfg: GlobalConfig, db_vecs, q_vecs, whiten_vecs
     return result
 
 
-
-
 def local_descriptors(vec: dict, pooling: str, layers) -> dict[str, np.ndarray]:
     """One image's cached window descriptors of the given pooling, per layer, as float32."""
     return {layer: np.asarray(vec[f"{pooling}/{layer}"], np.float32) for layer in layers}
 
 
-def train_mof(params, train_vecs, pooling: str, cache_root=None, tag: str = "", max_train: int = 500_000):
+def train_mof(params, train_vecs, pooling: str, cache_root=None, max_train: int = 500_000):
     """A MOF model learned on a training collection's window descriptors; kept on disk under a key
-    of everything it depends on, so table runs train each vocabulary once."""
+    of everything it depends on (parameters, pooling, sample size and the descriptors themselves),
+    so each vocabulary is trained once."""
     import hashlib
     import json
     from dataclasses import asdict
@@ -113,10 +113,12 @@ def train_mof(params, train_vecs, pooling: str, cache_root=None, tag: str = "", 
     from ..local.mof import MOFModel
 
     vecs = [v for v in train_vecs if v is not None]
+    if not vecs:
+        raise LayerseekError("no readable image to learn the MOF vocabularies from")
     content = hashlib.sha256()  # what the model learns from, so a changed collection trains anew
     for v in vecs:
         content.update(np.ascontiguousarray(v[f"{pooling}/{params.layers[0]}"]).tobytes())
-    key = hashlib.sha256(json.dumps({**asdict(params), "pooling": pooling, "tag": tag, "max_train": max_train,
+    key = hashlib.sha256(json.dumps({**asdict(params), "pooling": pooling, "max_train": max_train,
                                      "content": content.hexdigest()}, sort_keys=True,
                                     default=list).encode()).hexdigest()[:16]
     folder = Path(cache_root or cache_dir() / "mof-models") / key
@@ -147,7 +149,7 @@ def evaluate_mof_combos(ds: Dataset, model, pooling: str, db_vecs, q_vecs, combo
                         shortlist: dict[int, list[int]] | None = None, rerank: int = 0) -> dict[tuple, dict]:
     """`evaluate_mof` for several layer combinations at once: each query's per-layer scores are
     computed once and fused (added) per combination."""
-    from ..local.mof import MOFEngine
+    from ..local.mof import MOFEngine, rerank_head
 
     keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
     keep_q = [i for i, v in enumerate(q_vecs) if v is not None]
@@ -167,9 +169,7 @@ def evaluate_mof_combos(ds: Dataset, model, pooling: str, db_vecs, q_vecs, combo
                 for i, v in per_layer[layer].items():
                     scores[i] = scores.get(i, 0.0) + v
             if shortlist is not None:
-                first = [remap[j] for j in shortlist[qi] if j in remap]
-                head = sorted(first[:rerank], key=lambda j: -scores.get(j, 0.0))  # stable: ties keep stage-1 order
-                found = head + first[rerank:]
+                found = rerank_head([remap[j] for j in shortlist[qi] if j in remap], scores, rerank)
             else:
                 found = sorted(scores, key=lambda j: (-scores[j], j))
             seen = set(found)

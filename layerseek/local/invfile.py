@@ -34,13 +34,19 @@ class _Segment:
             words, ids, codes = np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, nbytes), np.uint8)
         order = np.argsort(words, kind="stable")
         self.ids = np.ascontiguousarray(ids[order])
-        self.codes = np.ascontiguousarray(codes[order])
-        self.codes64 = _as_words(self.codes)  # the same bits as 64-bit words: 8x fewer popcounts
+        self.nbytes = nbytes
+        # the signatures are kept once, as 64-bit words (8x fewer popcounts than bytes)
+        self.codes64 = _as_words(np.ascontiguousarray(codes[order]))
         self.words = np.ascontiguousarray(words[order])
         self.offsets = np.searchsorted(self.words, np.arange(k + 1)).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The packed signatures, n x nbytes uint8 (a view)."""
+        return self.codes64.view(np.uint8)[:, :self.nbytes]
 
     def gather(self, qwords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(entry index, query pair index) of every entry in the lists of `qwords`."""
@@ -193,4 +199,4 @@ class InvertedFile:
 
     def nbytes_used(self) -> int:
         self._settle()
-        return sum(s.ids.nbytes + s.codes.nbytes + s.words.nbytes // 2 for s in (self._base, self._recent))
+        return sum(s.ids.nbytes + s.codes64.nbytes + s.words.nbytes for s in (self._base, self._recent))

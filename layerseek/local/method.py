@@ -57,22 +57,21 @@ class LocalMethod:
         return {"method": "mof", **asdict(self), "layers": list(self.layers)}
 
     # -- the learned model ---------------------------------------------------------------------
-    def fit(self, collection: str, threads: int | None = None,
-            progress: Callable[[int, int], None] | None = None) -> list[str]:
+    def fit(self, collection: str, threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+            max_train: int = 500_000, descriptor_cache=None) -> list[str]:
         """Learn vocabularies and HE medians on a collection (a dataset name, ground-truth file or
-        folder; every image of it, queries included). Returns the images that failed."""
+        folder; every image of it, queries included; window descriptors and the model cached as for
+        `eval`). Returns the images that failed."""
         from ..eval.datasets import get_dataset
-        from ..eval.runner import describe_dataset
+        from ..eval.runner import describe_dataset, train_mof
 
         ds = get_dataset(collection)
         db, qs, errors = describe_dataset(ds, self.backbone, self.layers, self.max_side, threads, progress,
-                                          local=True)
-        vecs = [v for v in db + qs if v is not None]
-        if not vecs:
-            raise LayerseekError(f"{collection}: no readable image to learn the MOF vocabularies from")
-        train = {layer: np.concatenate([np.asarray(v[f"{self.pooling}/{layer}"], np.float32) for v in vecs])
-                 for layer in self.layers}
-        self.model = MOFModel(self.mof_params()).fit(train)
+                                          cache_root=descriptor_cache, local=True)
+        try:
+            self.model = train_mof(self.mof_params(), db + qs, self.pooling, max_train=max_train)
+        except LayerseekError as e:
+            raise LayerseekError(f"{collection}: {e}") from None
         return errors
 
     def save_model(self, folder: str | Path) -> None:

@@ -101,6 +101,16 @@ class MOFModel:
         return model
 
 
+def rerank_head(ranking: Sequence[int], scores: Mapping[int, float], n: int) -> list[int]:
+    """Two stages: the first n of another method's ranking re-ordered by these (MOF) scores, best
+    first (missing: 0; nan: last; ties keep the first stage's order), the rest left as it was."""
+    def key(i):
+        s = scores.get(i, 0.0)
+        return (s != s, -s if s == s else 0.0)  # nan sorts after every number
+
+    return sorted(ranking[:n], key=key) + list(ranking[n:])
+
+
 _POOL = None
 
 
