@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -280,6 +281,14 @@ def index(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
     workers: Annotated[int, typer.Option(help="threads decoding images ahead of the network")] = 2,
     batch: Annotated[int, typer.Option(help="images per committed transaction")] = 16,
+    store: Annotated[Optional[str], typer.Option(help="where the global vectors are searched, set when the index is "
+                                                      "created: faiss (default), milvus: (milvus-lite file in the index), "
+                                                      "milvus:///abs/file.db, milvus://HOST:PORT[?collection=NAME]")] = None,
+    ray: Annotated[Optional[str], typer.Option(help="run decoding and the network on Ray: `--ray` or `--ray local` "
+                                                    "starts a local Ray, `--ray auto` joins the cluster of this machine, "
+                                                    "`--ray ray://HOST:10001` a remote one")] = None,
+    ray_workers: Annotated[Optional[int], typer.Option(help="Ray worker actors, one model each (default: one per GPU, "
+                                                            "else one per CPU)")] = None,
 ) -> None:
     """Index the photos under FOLDER: new and changed files are added, deleted ones forgotten.
     A killed run keeps what it committed; run the same command again to go on."""
@@ -294,10 +303,11 @@ def index(
         wbar, wupdate = (progress_bar(f"learning on {learn_on}", err_console)
                          if learn_on and not Path(index_path, "manifest.json").is_file() else (contextlib.nullcontext(), None))
         with wbar:
-            idx = Index.open_or_create(index_path, method, threads, ann, wupdate, **options)
-        bar, update = progress_bar(f"indexing {folder}", err_console)
+            idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store, **options)
+        bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), err_console)
         with idx, bar:
-            report = idx.add_folder(folder, batch=batch, workers=workers, progress=update)
+            report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
+                                    ray_workers=ray_workers)
     except LayerseekError as e:
         fail(str(e))
     console.print(f"{index_path}: {report.summary()}", highlight=False)
@@ -430,8 +440,18 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
     uvicorn.run(api, host=host, port=port, log_level="warning")
 
 
+def bare_flag_values(argv: list[str], option: str = "--ray", default: str = "local") -> list[str]:
+    """`--ray` given without an address (last, or followed by another option) means `--ray local`:
+    Typer's options always take their value, so the default is written in."""
+    out = list(argv)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] == option and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, default)
+    return out
+
+
 def main() -> None:  # pragma: no cover
-    app()
+    app(args=bare_flag_values(sys.argv[1:]), prog_name="layerseek")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,13 +27,10 @@ from .methods import GlobalMethod, make_method, method_from_params
 from .progress import versions
 from .local.mof import rerank_head
 from .store.catalog import Catalog
+from .store.vectors import ANN_MODES, ANN_THRESHOLD, MilvusStore, open_store, parse_store, store_address  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from .local.method import LocalMethod
-
-#: above this many images `ann="auto"` searches a FAISS HNSW graph instead of the exact matrix
-ANN_THRESHOLD = 50_000
-ANN_MODES = ("auto", "exact", "hnsw")
 
 
 @dataclass
@@ -82,22 +79,28 @@ class Index:
         self.method = method
         self.threads = threads
         self._fx = None
-        self._ann = None  # (generation, faiss index)
-        self._matrix = None  # (generation, ids, vectors) kept in memory between searches
+        self._store = None  # where the global vectors are searched (opened on first use)
         self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, method: str = "fcrow", threads: int | None = None, ann: str = "auto",
-               learn_progress: Callable[[int, int], None] | None = None, **options) -> Index:
+               learn_progress: Callable[[int, int], None] | None = None, store: str | None = None,
+               **options) -> Index:
         """A new, empty index. With `whiten_on` (a dataset name, ground-truth file or folder) a PCA
-        whitening per layer is learned on that collection first and stored in the index."""
+        whitening per layer is learned on that collection first and stored in the index. `store`
+        says where the global vectors are searched: "faiss" (default, embedded) or a Milvus
+        address (see `layerseek.store.vectors`)."""
         if ann not in ANN_MODES:
             raise LayerseekError(f"unknown search mode {ann!r}; valid: {', '.join(ANN_MODES)}")
         if Catalog.exists(path):
             raise LayerseekError(f"{path}: already holds an index")
+        store_spec = parse_store(store, path)
         m = make_method(method, **options)
+        if m.kind == "local" and store_spec["kind"] != "faiss":
+            raise LayerseekError("the Milvus store holds global vectors; a mof index keeps its inverted files "
+                                 "in the index directory (leave out --store)")
         # Learned state is written before the manifest: a directory without one is not an index yet.
         if m.kind == "local":
             if not m.train_on:
@@ -113,7 +116,15 @@ class Index:
                 Path(path).mkdir(parents=True, exist_ok=True)
                 m.save_whitening(path)
             dim = sum(s.stop - s.start for s in m.segments())
-        cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "versions": versions()})
+        if store_spec["kind"] != "faiss":
+            Path(path).mkdir(parents=True, exist_ok=True)
+            milvus = MilvusStore(None, store_spec)
+            try:
+                milvus.create(dim, ann)
+            finally:
+                milvus.close()
+        cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "store": store_spec,
+                                    "versions": versions()})
         return cls(cat, m, threads)
 
     @classmethod
@@ -126,18 +137,24 @@ class Index:
     @classmethod
     def open_or_create(cls, path: str | Path, method: str | None = None, threads: int | None = None,
                        ann: str | None = None, learn_progress: Callable[[int, int], None] | None = None,
-                       **options) -> Index:
+                       store: str | None = None, **options) -> Index:
         """Open an existing index (checking that the method asked for is its method) or create one."""
         if Catalog.exists(path):
             idx = cls.open(path, threads)
             idx.check_method(method, **options)
             have = idx.catalog.manifest.get("ann", "auto")
+            have_store = idx.catalog.manifest.get("store", {"kind": "faiss"})
+            problem = None
             if ann is not None and ann != have:
+                problem = f"searches with --ann {have}"
+            elif store is not None and parse_store(store, path) != have_store:
+                problem = f"keeps its vectors in --store {store_address(have_store)}"
+            if problem:
                 idx.close()
-                raise LayerseekError(f"{path}: this index searches with --ann {have}, fixed when it was created; "
-                                     "build another index for another search mode")
+                raise LayerseekError(f"{path}: this index {problem}, fixed when it was created; build another index "
+                                     "for another setting")
             return idx
-        return cls.create(path, method or "fcrow", threads, ann or "auto", learn_progress, **options)
+        return cls.create(path, method or "fcrow", threads, ann or "auto", learn_progress, store, **options)
 
     def check_method(self, method: str | None = None, **options) -> None:
         """Fail clearly when a method or option asked for differs from the index's."""
@@ -154,7 +171,23 @@ class Index:
                                      "search it with its own settings or build another index")
 
     def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
         self.catalog.close()
+
+    @property
+    def store(self):
+        """Where the global vectors are searched: FaissStore or MilvusStore, in step with the catalog."""
+        if self._store is None:
+            self._store = open_store(self.catalog)
+        return self._store
+
+    def _commit(self, upserts=(), touches=(), failures=(), deletes=()) -> None:
+        """One catalog transaction, then the vector store brought in step (under the lock)."""
+        with self._lock:
+            self.catalog.commit_batch(upserts, touches, failures, deletes)
+            if self.catalog.logs_changes:
+                self.store.sync()
 
     def __enter__(self):
         return self
@@ -185,10 +218,13 @@ class Index:
 
     # -- indexing -----------------------------------------------------------------------------
     def add_folder(self, folder: str | Path, batch: int = 16, workers: int = 2,
-                   progress: Callable[[int, int], None] | None = None, remove_missing: bool = True) -> IndexReport:
+                   progress: Callable[[int, int], None] | None = None, remove_missing: bool = True,
+                   ray: str | None = None, ray_workers: int | None = None) -> IndexReport:
         """Index every image under `folder` (recursively) that is new or changed, and forget the
         indexed files under it that are gone. Work is committed every `batch` images, so a killed
-        run loses at most one batch and a rerun goes on from there."""
+        run loses at most one batch and a rerun goes on from there. With `ray` (an address, or
+        "local" for a Ray started here) decoding and the network run as a Ray Data pipeline of
+        `ray_workers` actors (default: one per GPU, else one per CPU)."""
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise LayerseekError(f"{folder}: not a folder")
@@ -211,14 +247,14 @@ class Index:
             gone = [e.path for e in self.catalog.entries(under=str(root)) if e.path not in seen]
             gone_failures = [p for p, _ in self.catalog.failures() if p.startswith(str(root) + "/") and p not in seen]
             if gone or gone_failures:
-                with self._lock:
-                    self.catalog.commit_batch([], deletes=gone + gone_failures)
+                self._commit(deletes=gone + gone_failures)
                 report.removed = len(gone)
-        self._index_files(todo, report, batch, workers, progress)
+        self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
 
     def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
-                  progress: Callable[[int, int], None] | None = None) -> IndexReport:
+                  progress: Callable[[int, int], None] | None = None, ray: str | None = None,
+                  ray_workers: int | None = None) -> IndexReport:
         """Index these image files (new or changed ones; unchanged ones are left as they are)."""
         report, todo = IndexReport(), []
         for p in paths:
@@ -227,7 +263,7 @@ class Index:
                 report.failed.append(f"{p}: missing")
             else:
                 self._plan(p, report, todo)
-        self._index_files(todo, report, batch, workers, progress)
+        self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
 
     def _plan(self, p: Path, report: IndexReport, todo: list) -> None:
@@ -275,20 +311,13 @@ class Index:
             conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30)
         return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
 
-    def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress) -> None:
-        total = len(todo)
-        if progress:
-            progress(0, total)
-        if not todo:
-            return
-        ups, touches, fails = [], [], []
-        done = 0
+    def _encode_image(self, img: np.ndarray) -> tuple:
+        with self._lock:
+            return self.encode_array(img), img.shape[1], img.shape[0]
 
-        def flush():
-            with self._lock:
-                self.catalog.commit_batch(ups, touches, fails)
-            ups.clear(), touches.clear(), fails.clear()
-
+    def _local_results(self, todo, workers: int):
+        """Yield ((path, size, mtime_ns), sha256, (vector, width, height) or None when the content
+        is indexed already, ImageError or None): threads hash and decode ahead, the network runs here."""
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             window: deque = deque()
             it = iter(todo)
@@ -297,34 +326,59 @@ class Index:
                 if len(window) >= 2 * max(1, workers):
                     break
             while window:
-                (path, size, mtime), sha, img, err = window.popleft().result()
+                item, sha, img, err = window.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
                     window.append(pool.submit(self._prepare, nxt))
-                old = self.catalog.by_path(path)
-                if err is not None:
-                    fails.append((path, f"{err.reason}" + (f" ({err.detail})" if err.detail else ""), size, mtime))
-                    report.failed.append(str(err))
-                elif old is not None and old.sha256 == sha:
-                    touches.append((path, size, mtime))
-                    report.unchanged += 1
-                elif img is None:  # identical content indexed under another name: copy its vector
-                    vec, width, height = self.catalog.indexed_content(sha)
-                    ups.append((path, size, mtime, sha, width, height, vec))
-                    report.reused += 1
-                    report.updated += old is not None
-                    report.added += old is None
+                yield item, sha, (None if img is None else self._encode_image(img)), err
+
+    def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress,
+                     ray: str | None = None, ray_workers: int | None = None) -> None:
+        """Encode `todo` (locally, or on Ray when `ray` is an address) and commit the results
+        every `batch` files."""
+        total = len(todo)
+        if progress:
+            progress(0, total)
+        if not todo:
+            return
+        if ray:
+            from .distributed import ray_results
+
+            results = ray_results(self, todo, ray, ray_workers)
+        else:
+            results = self._local_results(todo, workers)
+        ups, touches, fails = [], [], []
+
+        def flush():
+            self._commit(ups, touches, fails)
+            ups.clear(), touches.clear(), fails.clear()
+
+        for done, ((path, size, mtime), sha, enc, err) in enumerate(results, 1):
+            old = self.catalog.by_path(path)
+            if err is None and old is not None and old.sha256 == sha:
+                touches.append((path, size, mtime))
+                report.unchanged += 1
+            elif err is None and enc is None:  # identical content indexed under another name: copy its vector
+                enc = self.catalog.indexed_content(sha)
+                if enc is None:  # Ray's content filter tests a 64-bit prefix: rarely, a false match
+                    try:
+                        enc = self._encode_image(load_image(path, max_side=self.method.max_side))
+                    except ImageError as e:
+                        err = e
                 else:
-                    with self._lock:
-                        vec = self.encode_array(img)
-                    ups.append((path, size, mtime, sha, img.shape[1], img.shape[0], vec))
-                    report.updated += old is not None
-                    report.added += old is None
-                done += 1
-                if len(ups) + len(touches) + len(fails) >= batch:
-                    flush()
-                if progress:
-                    progress(done, total)
+                    report.reused += 1
+            if err is not None:
+                fails.append((path, f"{err.reason}" + (f" ({err.detail})" if err.detail else ""), size, mtime))
+                report.failed.append(str(err))
+            elif enc is not None:
+                vec, width, height = enc
+                ups.append((path, size, mtime, sha, width, height, vec))
+                report.updated += old is not None
+                report.added += old is None
+            if len(ups) + len(touches) + len(fails) >= batch:
+                flush()
+            if progress:
+                progress(done, total)
         flush()
 
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
@@ -337,77 +391,40 @@ class Index:
                 keys.append(key)
             else:
                 missing.append(str(p))
-        with self._lock:
-            self.catalog.commit_batch([], deletes=keys)
+        self._commit(deletes=keys)
         return missing
 
     # -- search -------------------------------------------------------------------------------
-    def _search_vectors(self, q: np.ndarray, k: int, ids: np.ndarray, mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row indices, scores) of the k best rows for one query vector."""
-        mode = self.catalog.manifest.get("ann", "auto")
-        if mode == "hnsw" or (mode == "auto" and len(ids) >= ANN_THRESHOLD):
-            import faiss
-
-            gen = self.catalog.generation()
-            if self._ann is None or self._ann[0] != gen:
-                self._ann = (gen, self._load_or_build_hnsw(gen, mat))
-            index = self._ann[1]
-            index.hnsw.efSearch = max(64, 2 * k)
-            scores, rows = index.search(q[None].astype(np.float32), k)
-            keep = rows[0] >= 0
-            return rows[0][keep], scores[0][keep]
-        sims = mat @ q
-        k = min(k, len(sims))
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        top = top[np.lexsort((top, -sims[top]))]
-        return top, sims[top]
-
-    def _load_or_build_hnsw(self, gen: int, mat: np.ndarray):
-        import faiss
-
-        path = self.catalog.root / "cache" / f"hnsw-{gen}.faiss"
-        if path.is_file():
-            try:
-                return faiss.read_index(str(path))
-            except RuntimeError:
-                pass
-        index = faiss.IndexHNSWFlat(mat.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        index.add(mat)
-        path.parent.mkdir(exist_ok=True)
-        for old in path.parent.glob("hnsw-*.faiss"):
-            old.unlink(missing_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-        return index
-
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the index, re-read only when the catalog's generation moved."""
-        gen = self.catalog.generation()
-        if self._matrix is None or self._matrix[0] != gen:
-            self._matrix = (gen, *self.catalog.matrix())
-        return self._matrix[1], self._matrix[2]
+        """(ids, vectors) of the index (read from the catalog; kept in memory by the FAISS store)."""
+        if isinstance(self.store, MilvusStore):
+            return self.catalog.matrix()
+        return self.store.matrix()
+
+    def _top(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            if self.catalog.logs_changes:
+                self.store.sync()  # another process may have changed the catalog
+            return self.store.search(q, k)
 
     def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None) -> list[Hit]:
-        ids, mat = self.matrix()
+        """The `top` best images for a vector of this index's method, from its store (FAISS or
+        Milvus); with `qe`, average query expansion over the first `qe` (vectors from the catalog)."""
         q = np.asarray(q, dtype=np.float32)  # a float64 query would upcast the whole matrix (10x slower)
-        if len(ids) == 0:
-            return []
         extra = 1 if exclude_id is not None else 0
-        rows, scores = self._search_vectors(q, top + extra, ids, mat)
+        ids, scores = self._top(q, top + extra)
         if qe > 0:
-            first = [r for r in rows if ids[r] != exclude_id][:qe]
+            first = [i for i in ids if i != exclude_id][:qe]
             if len(first) < qe:
-                first = [r for r in self._search_vectors(q, qe + extra, ids, mat)[0] if ids[r] != exclude_id][:qe]
-            q = self.method.expand(q, mat[first])
-            rows, scores = self._search_vectors(q, top + extra, ids, mat)
+                first = [i for i in self._top(q, qe + extra)[0] if i != exclude_id][:qe]
+            q = self.method.expand(q, self.catalog.vectors(first))
+            ids, scores = self._top(q, top + extra)
         hits = []
-        for r, s in zip(rows, scores):
-            if ids[r] == exclude_id:
+        for i, s in zip(ids, scores):
+            if i == exclude_id:
                 continue
-            e = self.catalog.by_id(int(ids[r]))
-            hits.append(Hit(int(ids[r]), e.path if e else "?", float(s)))
+            e = self.catalog.by_id(int(i))
+            hits.append(Hit(int(i), e.path if e else "?", float(s)))
         return hits[:top]
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None) -> list[Hit]:
@@ -500,11 +517,10 @@ class Index:
         root = self.catalog.root
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         n = self.catalog.count()
-        mode = self.catalog.manifest.get("ann", "auto")
         return {"path": str(root), "images": n, "failed": len(self.catalog.failures()),
                 "params": self.catalog.manifest["params"], "dim": self.catalog.dim,
-                "search": "inverted files (BoW + HE)" if self.method.kind == "local" else
-                          mode if mode != "auto" else ("hnsw" if n >= ANN_THRESHOLD else "exact") + " (auto)",
+                "search": "inverted files (BoW + HE)" if self.method.kind == "local" else self.store.describe(n),
+                "store": store_address(self.catalog.manifest.get("store", {"kind": "faiss"})),
                 "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
                 "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(), "generation": self.catalog.generation(),
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

@@ -41,6 +41,14 @@ CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
 CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, reason TEXT NOT NULL, size INTEGER, mtime_ns INTEGER);
 """
 
+# Changes to the vectors, logged in the same transaction as the change itself when the vectors are
+# also searched outside the catalog (a Milvus collection): the store applies the log after each
+# commit and again at the next open, so a process killed between the two never leaves it behind.
+_CHANGES = """
+CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, image_id INTEGER NOT NULL,
+                                    op TEXT NOT NULL CHECK (op IN ('up', 'del')));
+"""
+
 
 @dataclass
 class Entry:
@@ -93,7 +101,7 @@ class Catalog:
             raise LayerseekError(f"{root}: already holds an index")
         manifest = {"schema_version": SCHEMA_VERSION, "created": time.time(), **manifest}
         conn = cls._connect(root / CATALOG)
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + _CHANGES)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
         # The manifest is written last: a directory without it is not an index yet.
@@ -118,7 +126,10 @@ class Catalog:
         if version != SCHEMA_VERSION or manifest.get("schema_version") != SCHEMA_VERSION:
             raise LayerseekError(f"{root}: index schema version {version}, this layerseek reads {SCHEMA_VERSION}; "
                                  "re-create the index")
-        return cls(root, conn, manifest)
+        cat = cls(root, conn, manifest)
+        if cat.logs_changes:
+            conn.executescript(_CHANGES)  # indexes made before the log existed
+        return cat
 
     def close(self) -> None:
         self.conn.close()
@@ -127,6 +138,11 @@ class Catalog:
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
+
+    @property
+    def logs_changes(self) -> bool:
+        """Whether changes are logged for a vector store outside the catalog."""
+        return self.manifest.get("store", {"kind": "faiss"})["kind"] != "faiss"
 
     def generation(self) -> int:
         return int(self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
@@ -201,6 +217,62 @@ class Catalog:
         os.replace(tmp, cache)
         return ids, vecs
 
+    def vectors(self, ids: Iterable[int]) -> np.ndarray:
+        """len(ids) x dim float32: the stored vectors of these images, in the order given."""
+        ids = [int(i) for i in ids]
+        found = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT id, vector FROM images WHERE id IN ({marks})", chunk))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise LayerseekError(f"{self.root}: image id {missing[0]} is not in the catalog")
+        return np.frombuffer(b"".join(found[i] for i in ids), np.float32).reshape(len(ids), self.dim).copy()
+
+    def iter_vectors(self, chunk: int = 1000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of everything indexed, `chunk` rows at a time (never all in memory)."""
+        last = -1
+        while True:
+            rows = self.conn.execute("SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                                     (last, chunk)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield (np.array([r[0] for r in rows], np.int64),
+                   np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim))
+
+    # -- the change log (only where logs_changes) ---------------------------------------------
+    def last_change(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+    def changes_after(self, seq: int) -> tuple[int, list[int], list[int]]:
+        """(last seq, ids to upsert, ids to delete) of the changes after `seq`: the last change of
+        each image wins, and an upserted image no longer in the catalog counts as deleted."""
+        rows = self.conn.execute("SELECT seq, image_id, op FROM changes WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+        last = {}
+        for _, i, op in rows:
+            last[i] = op
+        present = {i for (i,) in self.conn.execute("SELECT id FROM images")} if last else set()
+        up = [i for i, op in last.items() if op == "up" and i in present]
+        return (rows[-1][0] if rows else seq), up, [i for i in last if i not in up]
+
+    def store_seq(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='store_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_store_seq(self, seq: int) -> None:
+        """Mark the log up to `seq` as applied to the store, and forget it."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('store_seq', ?)", (str(seq),))
+            c.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
     def failures(self) -> list[tuple[str, str]]:
         return self.conn.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
 
@@ -224,11 +296,14 @@ class Catalog:
                     vec = np.ascontiguousarray(vec, dtype=np.float32)
                     if vec.shape != (self.dim,):
                         raise LayerseekError(f"{path}: vector of shape {vec.shape}, index holds {self.dim}")
-                c.execute("INSERT INTO images (path, size, mtime_ns, sha256, width, height, vector, added) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
-                          "mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, width=excluded.width, "
-                          "height=excluded.height, vector=excluded.vector, added=excluded.added",
-                          (path, size, mtime, sha, w, h, vec.tobytes(), time.time()))
+                (image_id,) = c.execute(
+                    "INSERT INTO images (path, size, mtime_ns, sha256, width, height, vector, added) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                    "mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, width=excluded.width, "
+                    "height=excluded.height, vector=excluded.vector, added=excluded.added RETURNING id",
+                    (path, size, mtime, sha, w, h, vec.tobytes(), time.time())).fetchone()
+                if self.logs_changes:
+                    c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'up')", (image_id,))
                 c.execute("DELETE FROM failures WHERE path=?", (path,))
                 changed = True
             for path, size, mtime in touches:
@@ -236,9 +311,11 @@ class Catalog:
             for path, reason, size, mtime in failures:
                 c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)", (path, reason, size, mtime))
             for path in deletes:
-                n = c.execute("DELETE FROM images WHERE path=?", (path,)).rowcount
+                gone = c.execute("DELETE FROM images WHERE path=? RETURNING id", (path,)).fetchall()
                 c.execute("DELETE FROM failures WHERE path=?", (path,))
-                changed = changed or n > 0
+                if gone and self.logs_changes:
+                    c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'del')", (gone[0][0],))
+                changed = changed or bool(gone)
             if changed:
                 self._bump()
             c.execute("COMMIT")

@@ -1,0 +1,311 @@
+"""Where an index's global vectors are searched: the embedded FAISS store (the default) or a
+Milvus collection (`--store milvus://...`).
+
+The catalog holds every vector either way; it is the truth a store is derived from. The FAISS
+store reads them into one matrix (exact search) or a FAISS HNSW graph, both caches stamped with
+the catalog's generation. The Milvus store keeps a collection of (id, vector) in step with the
+catalog through the catalog's change log: each change is logged in the transaction that makes it
+and applied to Milvus afterwards (upserts and deletes, so applying twice is harmless); a process
+killed in between catches up at the next open. A collection that went missing is rebuilt from
+the catalog.
+
+Store addresses (`parse_store`):
+    faiss                               the default: embedded FAISS, nothing to run
+    milvus:                             milvus-lite, a file milvus.db inside the index directory
+    milvus:///abs/path/file.db          milvus-lite at that file
+    milvus://HOST:PORT                  a Milvus server or cluster (http); milvus+https:// for TLS
+    ...?collection=NAME&db=DB           collection (default: one named after the index) and database
+The token of a secured Milvus comes from $LAYERSEEK_MILVUS_TOKEN ("user:password" or an API key)
+and is never written into the index.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from ..errors import LayerseekError
+from .catalog import Catalog
+
+#: above this many images `ann="auto"` searches a FAISS HNSW graph instead of the exact matrix
+ANN_THRESHOLD = 50_000
+ANN_MODES = ("auto", "exact", "hnsw")
+#: HNSW graph parameters shared by both stores, so that their figures compare
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
+
+
+def hnsw_ef(k: int) -> int:
+    """efSearch for a top-k query: at least 64, and twice k."""
+    return max(64, 2 * k)
+
+
+def exact_top(sims: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k largest similarities, best first; ties by row (a stable, repeatable order)."""
+    k = min(k, len(sims))
+    top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+    return top[np.lexsort((top, -sims[top]))]
+
+
+class FaissStore:
+    """The embedded store: the catalog's vectors as one matrix, or a FAISS HNSW graph over it."""
+
+    kind = "faiss"
+
+    def __init__(self, catalog: Catalog, spec: dict | None = None):
+        self.catalog = catalog
+        self._matrix = None  # (generation, ids, vectors)
+        self._ann = None  # (generation, faiss index)
+
+    @property
+    def mode(self) -> str:
+        return self.catalog.manifest.get("ann", "auto")
+
+    def uses_hnsw(self, n: int) -> bool:
+        return self.mode == "hnsw" or (self.mode == "auto" and n >= ANN_THRESHOLD)
+
+    def describe(self, n: int) -> str:
+        return self.mode if self.mode != "auto" else ("hnsw" if self.uses_hnsw(n) else "exact") + " (auto)"
+
+    def sync(self) -> None:
+        """Nothing to do: the matrix and graph are re-read when the catalog's generation moves."""
+
+    def close(self) -> None:
+        pass
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the index, re-read only when the catalog's generation moved."""
+        gen = self.catalog.generation()
+        if self._matrix is None or self._matrix[0] != gen:
+            self._matrix = (gen, *self.catalog.matrix())
+        return self._matrix[1], self._matrix[2]
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best images for one query vector, best first."""
+        ids, mat = self.matrix()
+        if len(ids) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if self.uses_hnsw(len(ids)):
+            gen = self.catalog.generation()
+            if self._ann is None or self._ann[0] != gen:
+                self._ann = (gen, self._load_or_build_hnsw(gen, mat))
+            index = self._ann[1]
+            index.hnsw.efSearch = hnsw_ef(k)
+            scores, rows = index.search(q[None].astype(np.float32), k)
+            keep = rows[0] >= 0
+            return ids[rows[0][keep]], scores[0][keep]
+        rows = exact_top(mat @ q, k)
+        return ids[rows], (mat[rows] @ q)
+
+    def _load_or_build_hnsw(self, gen: int, mat: np.ndarray):
+        import faiss
+
+        path = self.catalog.root / "cache" / f"hnsw-{gen}.faiss"
+        if path.is_file():
+            try:
+                return faiss.read_index(str(path))
+            except RuntimeError:
+                pass
+        index = faiss.IndexHNSWFlat(mat.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.add(mat)
+        path.parent.mkdir(exist_ok=True)
+        for old in path.parent.glob("hnsw-*.faiss"):
+            old.unlink(missing_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, path)
+        return index
+
+
+# -- Milvus ------------------------------------------------------------------------------------
+def parse_store(address: str | None, root: str | Path) -> dict:
+    """A store address -> its settings as the manifest keeps them: {"kind": "faiss"} or
+    {"kind": "milvus", "uri": ..., "collection": ..., "db": ...}. Fails with the valid forms."""
+    if address in (None, "", "faiss"):
+        return {"kind": "faiss"}
+    forms = "faiss, milvus:, milvus:///path/file.db, milvus://HOST:PORT, milvus+https://HOST:PORT"
+    parts = urlsplit(address)
+    if parts.scheme not in ("milvus", "milvus+http", "milvus+https"):
+        raise LayerseekError(f"unknown store {address!r}; valid: {forms}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"collection", "db"}
+    if unknown:
+        raise LayerseekError(f"store {address!r}: unknown setting {sorted(unknown)[0]!r}; valid: collection, db")
+    root = Path(root).expanduser().resolve()
+    if parts.netloc:
+        if parts.path not in ("", "/"):
+            raise LayerseekError(f"store {address!r}: a server address has no path; name the collection "
+                                 "with ?collection=NAME")
+        scheme = "https" if parts.scheme == "milvus+https" else "http"
+        uri = f"{scheme}://{parts.netloc}"
+    else:
+        path = Path(parts.path) if parts.path else root / "milvus.db"
+        if not path.is_absolute():
+            raise LayerseekError(f"store {address!r}: a milvus-lite file needs an absolute path (milvus:///abs/file.db)")
+        if path.suffix != ".db":
+            raise LayerseekError(f"store {address!r}: a milvus-lite file name ends in .db")
+        uri = str(path)
+    name = query.get("collection") or default_collection(root)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name):
+        raise LayerseekError(f"store {address!r}: collection name {name!r} must be letters, digits and _ "
+                             "and not start with a digit")
+    return {"kind": "milvus", "uri": uri, "collection": name, "db": query.get("db", "")}
+
+
+def default_collection(root: Path) -> str:
+    """One collection per index directory: its name, and a hash of its full path."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", root.name)[:40]
+    return f"layerseek_{stem}_{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
+
+
+def store_address(spec: dict) -> str:
+    """The settings back as an address (for `info`)."""
+    if spec["kind"] == "faiss":
+        return "faiss"
+    uri = spec["uri"]
+    base = ("milvus+https://" + uri[8:]) if uri.startswith("https://") else (
+        "milvus://" + uri[7:] if uri.startswith("http://") else "milvus://" + uri)
+    return base + f"?collection={spec['collection']}" + (f"&db={spec['db']}" if spec["db"] else "")
+
+
+class MilvusStore:
+    """A Milvus collection (INT64 primary key `id`, FLOAT_VECTOR `vec`, inner product) in step
+    with the catalog through its change log."""
+
+    kind = "milvus"
+    CHUNK = 1000  # rows per upsert: well under Milvus's 64 MB message limit at dim 4096
+
+    def __init__(self, catalog: Catalog, spec: dict):
+        self.catalog = catalog
+        self.spec = spec
+        self._client = None
+        self._loaded = False
+
+    @property
+    def mode(self) -> str:
+        return self.catalog.manifest.get("ann", "auto")
+
+    @property
+    def lite(self) -> bool:
+        return not self.spec["uri"].startswith(("http://", "https://"))
+
+    def index_type(self, mode: str | None = None) -> str:
+        """exact -> FLAT; hnsw -> HNSW (the FAISS store's M and efConstruction); auto -> FLAT on
+        milvus-lite, AUTOINDEX (Milvus's own choice) on a server."""
+        return {"exact": "FLAT", "hnsw": "HNSW"}.get(mode or self.mode, "FLAT" if self.lite else "AUTOINDEX")
+
+    def describe(self, n: int) -> str:
+        return f"milvus {self.index_type()}" + (" (milvus-lite)" if self.lite else "")
+
+    @property
+    def client(self):
+        if self._client is None:
+            # gRPC's fork notices are noise next to Ray's worker processes
+            os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+            try:
+                from pymilvus import MilvusClient
+            except ImportError:
+                raise LayerseekError("the Milvus store needs pymilvus (and milvus-lite for a local file): "
+                                     "pip install 'layerseek[milvus]'") from None
+            kwargs = {"uri": self.spec["uri"]}
+            if os.environ.get("LAYERSEEK_MILVUS_TOKEN"):
+                kwargs["token"] = os.environ["LAYERSEEK_MILVUS_TOKEN"]
+            if self.spec.get("db"):
+                kwargs["db_name"] = self.spec["db"]
+            try:
+                self._client = MilvusClient(**kwargs)
+            except Exception as e:  # pymilvus raises its own exception types for every failure
+                why = str(e)
+                if self.lite:
+                    why += " (milvus-lite opens a file in one process at a time: is `layerseek serve` running on it?)"
+                raise LayerseekError(f"{self.spec['uri']}: cannot open Milvus: {why}") from None
+        return self._client
+
+    def create(self, dim: int, mode: str) -> None:
+        """Make the collection for `dim`-dimensional vectors searched in `mode` (exact, hnsw,
+        auto). A collection of that name already there is replaced only when empty."""
+        from pymilvus import DataType, MilvusClient
+
+        c, name = self.client, self.spec["collection"]
+        if c.has_collection(name):
+            rows = int(c.get_collection_stats(name).get("row_count", 0))
+            if rows:
+                raise LayerseekError(f"{self.spec['uri']}: collection {name!r} already holds {rows} vectors; "
+                                     "name another with ?collection=NAME or drop it")
+            c.drop_collection(name)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
+        params = c.prepare_index_params()
+        kind = self.index_type(mode)
+        params.add_index(field_name="vec", index_type=kind, metric_type="IP",
+                         params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION} if kind == "HNSW" else {})
+        # Strong consistency: a search sees every write acknowledged before it
+        c.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        self._loaded = True  # created with its index: loaded
+
+    def sync(self) -> None:
+        """Apply the catalog's change log (a collection that went missing is rebuilt whole)."""
+        c, name = self.client, self.spec["collection"]
+        if not c.has_collection(name):
+            self.rebuild()
+            return
+        if not self._loaded:  # a collection is searchable once loaded; a restarted Milvus releases it
+            c.load_collection(name)
+            self._loaded = True
+        seq = self.catalog.store_seq()
+        if self.catalog.last_change() <= seq:
+            return
+        last, up, gone = self.catalog.changes_after(seq)
+        if gone:
+            c.delete(name, ids=gone)
+        for start in range(0, len(up), self.CHUNK):
+            chunk = up[start:start + self.CHUNK]
+            self._upsert(np.asarray(chunk, np.int64), self.catalog.vectors(chunk))
+        self.catalog.set_store_seq(last)
+
+    def rebuild(self) -> None:
+        """A new collection filled from the catalog, chunk by chunk."""
+        last = self.catalog.last_change()
+        self.create(self.catalog.dim, self.mode)
+        for ids, vecs in self.catalog.iter_vectors(self.CHUNK):
+            self._upsert(ids, vecs)
+        self.catalog.set_store_seq(last)
+
+    def _upsert(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        self.client.upsert(self.spec["collection"], [{"id": int(i), "vec": v} for i, v in zip(ids, vecs)])
+
+    def count(self) -> int:
+        res = self.client.query(self.spec["collection"], filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best images, best first (call `sync` first)."""
+        params = {"metric_type": "IP", "params": {"ef": hnsw_ef(k)} if self.index_type() == "HNSW" else {}}
+        res = self.client.search(self.spec["collection"], data=[np.asarray(q, np.float32)], limit=min(k, 16384),
+                                 anns_field="vec", search_params=params, output_fields=["id"])
+        hits = res[0] if res else []
+        return (np.array([h["id"] for h in hits], np.int64), np.array([h["distance"] for h in hits], np.float32))
+
+    def drop(self) -> None:
+        if self.client.has_collection(self.spec["collection"]):
+            self.client.drop_collection(self.spec["collection"])
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client, self._loaded = None, False
+
+
+#: store kind -> class
+STORES = {"faiss": FaissStore, "milvus": MilvusStore}
+
+
+def open_store(catalog: Catalog, spec: dict | None = None) -> FaissStore | MilvusStore:
+    """The store of an index (its manifest's "store" settings unless `spec` is given)."""
+    spec = spec or catalog.manifest.get("store") or {"kind": "faiss"}
+    return STORES[spec["kind"]](catalog, spec)
