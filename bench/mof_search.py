@@ -7,12 +7,20 @@ over the vocabulary (the best case: every list the same length) or from a Zipf l
 closer to real descriptors, where a few words hold many entries.
 
     python bench/mof_search.py --sizes 1000,10000,100000 --words 20000 --layers 3
+    python bench/mof_search.py --sizes 100000 --on-disk /var/tmp/mof-bench   # lists memory-mapped
+
+With `--on-disk FOLDER` the inverted files are saved there and read back memory-mapped, as an index
+does, and each query is timed twice: cold (every list file evicted from the page cache with
+posix_fadvise before the query, so its lists come from the disk) and warm (right after).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +43,21 @@ def engine_over(files):
     return engine
 
 
+def evict(folder: Path) -> None:
+    """Drop the folder's files from the page cache (clean pages; no root needed)."""
+    for p in folder.rglob("*.npy"):
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -45,6 +68,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent for the words (0: uniform)")
     ap.add_argument("--he", type=int, default=1)
+    ap.add_argument("--on-disk", type=Path, default=None, help="save the lists here and query them memory-mapped")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"| images | layers | words | distribution | add, s | in-memory bytes/image | query p50, ms | query p99, ms |")
@@ -63,12 +87,45 @@ def main() -> None:
         queries = [[(draw_words(rng, args.windows * args.ma, args.words, args.zipf).reshape(-1, args.ma),
                      rng.integers(0, 256, (args.windows, args.ma, 16), dtype=np.uint8)) for _ in files]
                    for _ in range(args.queries)]
+        dist = f"Zipf {args.zipf}" if args.zipf else "uniform"
+        if args.on_disk:
+            folder = args.on_disk / f"n{n}"
+            shutil.rmtree(folder, ignore_errors=True)
+            t0 = time.perf_counter()
+            engine.save(folder)
+            t_save = time.perf_counter() - t0
+            del files, engine
+            def load():
+                return engine_over([InvertedFile.load(folder / f"invfile-{j}") for j in range(args.layers)])
+
+            rss_before = rss_mib()
+            engine = load()
+            rss_load = rss_mib() - rss_before
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            cold, warm = [], []
+            for q in queries:
+                enc = {str(j): (w, c) for j, (w, c) in enumerate(q)}
+                # pages mapped by a process are not evicted: open the files afresh after evicting
+                del engine
+                evict(folder)
+                engine = load()
+                t0 = time.perf_counter()
+                engine.search(enc, top=100, he=bool(args.he))
+                cold.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                engine.search(enc, top=100, he=bool(args.he))
+                warm.append(time.perf_counter() - t0)
+            print(f"| {n:,} | {dist} | on disk: {size / 2**20:,.0f} MiB, saved in {t_save:.1f} s | "
+                  f"RSS after load +{rss_load:,.0f} MiB | cold p50 {1000 * np.percentile(cold, 50):.0f} ms, "
+                  f"p99 {1000 * np.percentile(cold, 99):.0f} | warm p50 {1000 * np.percentile(warm, 50):.0f} ms, "
+                  f"p99 {1000 * np.percentile(warm, 99):.0f} |", flush=True)
+            del engine
+            continue
         times = []
         for q in queries:
             t0 = time.perf_counter()
             engine.search({str(j): (w, c) for j, (w, c) in enumerate(q)}, top=100, he=bool(args.he))
             times.append(time.perf_counter() - t0)
-        dist = f"Zipf {args.zipf}" if args.zipf else "uniform"
         print(f"| {n:,} | {args.layers} | {args.words} | {dist} | {t_add:.1f} | {mem / n:,.0f} | "
               f"{1000 * np.percentile(times, 50):.0f} | {1000 * np.percentile(times, 99):.0f} |", flush=True)
         del files, engine

@@ -211,11 +211,63 @@ def test_inverted_file_add_remove_compact_and_save(tmp_path):
         assert a.keys() == b.keys() and not set(gone) & a.keys()
         assert all(a[i] == pytest.approx(b[i]) for i in a)
     np.testing.assert_array_equal(inv.df, fresh.df)
-    inv.save(tmp_path / "inv.npz")
-    loaded = InvertedFile.load(tmp_path / "inv.npz")
+    inv.save(tmp_path / "inv")
+    loaded = InvertedFile.load(tmp_path / "inv")
     assert loaded.scores(qw, qc) == pytest.approx(fresh.scores(qw, qc))
     with pytest.raises(ValueError, match="already"):
         loaded.add(list(fresh.norms)[0], *db[list(fresh.norms)[0]])
+
+
+def test_streamed_merge_equals_a_stable_sort(monkeypatch):
+    """merge_segments, a few entries at a time, against concatenate + filter + stable argsort."""
+    from layerseek.local import invfile
+
+    monkeypatch.setattr(invfile, "CHUNK", 7)  # many chunks, runs of a word split across them
+    rng = np.random.default_rng(3)
+    k, nb = 9, 12
+    segs = []
+    for n in (60, 25):
+        w, ids = rng.integers(0, k, n).astype(np.int32), rng.integers(0, 15, n).astype(np.int64)
+        segs.append(invfile._Segment(k, nb, w, ids, rng.integers(0, 256, (n, nb), dtype=np.uint8)))
+    gone = np.array([3, 11], np.int64)
+    got = invfile.merge_segments(segs, gone, k, nb)
+    w, ids, codes = (np.concatenate(p) for p in zip(*[(s.words, s.ids, s.codes) for s in segs]))
+    keep = ~np.isin(ids, gone)
+    order = np.argsort(w[keep], kind="stable")
+    np.testing.assert_array_equal(got.words, w[keep][order])
+    np.testing.assert_array_equal(got.ids, ids[keep][order])
+    np.testing.assert_array_equal(got.codes, codes[keep][order])
+    np.testing.assert_array_equal(got.offsets, np.searchsorted(got.words, np.arange(k + 1)))
+
+
+def test_inverted_file_on_disk_answers_and_keeps_changing(tmp_path):
+    rng = np.random.default_rng(5)
+    k = 13
+    db = _random_db(rng, 40, k)
+    inv, fresh = InvertedFile(k, 16), InvertedFile(k, 16)
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    inv.save(tmp_path / "a")
+    disk = InvertedFile.load(tmp_path / "a")
+    assert disk.on_disk and isinstance(disk._base.codes64, np.memmap) and not InvertedFile.load(tmp_path / "a", mmap=False).on_disk
+    # change it while its base is memory-mapped: remove two, add one, save elsewhere (streamed)
+    assert disk.remove(16) and disk.remove(22)
+    extra = _random_db(rng, 1, k)[10]
+    disk.add(999, *extra)
+    db = {i: v for i, v in db.items() if i not in (16, 22)} | {999: extra}
+    for i, (w, c) in db.items():
+        fresh.add(i, w, c)
+    qw, qc = rng.integers(0, k, (6, 3)), rng.integers(0, 256, (6, 3, 16), dtype=np.uint8)
+    assert disk.scores(qw, qc) == pytest.approx(fresh.scores(qw, qc))
+    disk.save(tmp_path / "b")
+    assert disk.on_disk and not disk._gone
+    again = InvertedFile.load(tmp_path / "b")
+    for he in (False, True):
+        assert again.scores(qw, qc if he else None) == pytest.approx(fresh.scores(qw, qc if he else None))
+    np.testing.assert_array_equal(again.df, fresh.df)
+    empty = InvertedFile(k, 16)
+    empty.save(tmp_path / "empty")
+    assert InvertedFile.load(tmp_path / "empty").scores(qw, qc) == {}
 
 
 def test_mof_model_engine_late_fusion_and_save(tmp_path):

@@ -6,6 +6,10 @@ Entries live in two word-sorted segments: a large base and a small recent one. A
 re-sorts only the recent segment; it is merged into the base when it grows past a fraction of it,
 so adding costs amortised O(log n) per entry. Removing marks the image as gone at once (its
 entries stop counting, IDF and N are updated) and its entries are dropped at the next merge.
+
+On disk (`save`, `load`) the base segment is one .npy file per array, memory-mapped when loaded:
+a query reads only the lists of its words, so an index larger than RAM still answers, and merges
+and saves stream the base CHUNK entries at a time instead of holding it in memory.
 """
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .quantize import hamming
+
+#: entries merged per step when segments are combined (bounds the memory of merges and saves)
+CHUNK = 1 << 20
 
 
 def _as_words(codes: np.ndarray) -> np.ndarray:
@@ -40,6 +47,13 @@ class _Segment:
         self.words = np.ascontiguousarray(words[order])
         self.offsets = np.searchsorted(self.words, np.arange(k + 1)).astype(np.int64)
 
+    @classmethod
+    def presorted(cls, nbytes: int, words, ids, codes64, offsets) -> _Segment:
+        """A segment of arrays already in word order (kept as they are: memory maps stay on disk)."""
+        seg = cls.__new__(cls)
+        seg.nbytes, seg.words, seg.ids, seg.codes64, seg.offsets = nbytes, words, ids, codes64, np.asarray(offsets)
+        return seg
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -59,6 +73,44 @@ class _Segment:
         first = np.cumsum(lens) - lens
         entry = np.arange(total) - np.repeat(first, lens) + np.repeat(starts, lens)
         return entry, pair
+
+
+def _in_memory(name: str, shape: tuple, dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
+def merge_segments(segments: list[_Segment], gone: np.ndarray, k: int, nbytes: int, alloc=_in_memory) -> _Segment:
+    """The entries of word-sorted `segments` as one segment, without the images in `gone`; within
+    a word, earlier segments' entries first (the order a stable sort of the concatenation gives).
+    Streams CHUNK entries at a time into the arrays `alloc(name, shape, dtype)` returns (in
+    memory, or memory-mapped files)."""
+    def chunks(seg):
+        for a in range(0, len(seg), CHUNK):
+            ids = np.asarray(seg.ids[a:a + CHUNK])
+            keep = ~np.isin(ids, gone) if len(gone) else slice(None)
+            yield np.asarray(seg.words[a:a + CHUNK])[keep], ids[keep], np.asarray(seg.codes64[a:a + CHUNK])[keep]
+
+    counts = np.zeros(k, np.int64)
+    for seg in segments:
+        for w, _, _ in chunks(seg):
+            counts += np.bincount(w, minlength=k)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n, width = int(offsets[-1]), -(-nbytes // 8)
+    words, ids, codes64 = alloc("words", (n,), np.int32), alloc("ids", (n,), np.int64), alloc("codes64", (n, width), np.uint64)
+    cursor = offsets[:-1].copy()  # where the next entry of each word goes
+    for seg in segments:
+        for w, i, c in chunks(seg):  # w is sorted: any slice of a word-sorted segment is
+            pos = cursor[w] + np.arange(len(w)) - np.searchsorted(w, w)
+            words[pos], ids[pos], codes64[pos] = w, i, c
+            cursor += np.bincount(w, minlength=k)
+    return _Segment.presorted(nbytes, words, ids, codes64, offsets)
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None)
+    except ValueError:  # an empty array cannot be memory-mapped
+        return np.load(path)
 
 
 class InvertedFile:
@@ -100,12 +152,15 @@ class InvertedFile:
         self._gone.add(image_id)
         return True
 
-    def _settle(self) -> None:
-        """Fold pending adds into the recent segment; merge it into the base when large."""
+    def _fold_pending(self) -> None:
         if self._pending:
             parts = [(self._recent.words, self._recent.ids, self._recent.codes)] + self._pending
             self._pending = []
             self._recent = _Segment(self.k, self.nbytes, *(np.concatenate(p) for p in zip(*parts)))
+
+    def _settle(self) -> None:
+        """Fold pending adds into the recent segment; merge it into the base when large."""
+        self._fold_pending()
         if len(self._recent) > max(self.merge_min, self.merge_fraction * len(self._base)) or (
                 self._gone and len(self._recent) == 0 and len(self._base) and self._gone_fraction() > 0.25):
             self.compact()
@@ -113,18 +168,13 @@ class InvertedFile:
     def _gone_fraction(self) -> float:
         return len(self._gone) / max(1, len(self._gone) + len(self.norms))
 
-    def compact(self) -> None:
-        """One base segment without removed images."""
-        if self._pending:
-            self._settle()
-        parts = [(s.words, s.ids, s.codes) for s in (self._base, self._recent)]
-        words, ids, codes = (np.concatenate(p) for p in zip(*parts))
-        if self._gone:
-            keep = ~np.isin(ids, np.fromiter(self._gone, np.int64))
-            words, ids, codes = words[keep], ids[keep], codes[keep]
-            self._gone = set()
-        self._base = _Segment(self.k, self.nbytes, words, ids, codes)
+    def compact(self, alloc=_in_memory) -> None:
+        """One base segment without removed images (in memory, or where `alloc` puts it)."""
+        self._fold_pending()
+        gone = np.fromiter(self._gone, np.int64, len(self._gone))
+        self._base = merge_segments([self._base, self._recent], gone, self.k, self.nbytes, alloc)
         self._recent = _Segment(self.k, self.nbytes)
+        self._gone = set()
 
     # -- scoring -------------------------------------------------------------------------------
     @property
@@ -182,21 +232,51 @@ class InvertedFile:
         return {i: v / (self.norms[i] * qnorm) for i, v in self.votes(qwords, qcodes, dt, sigma).items()}
 
     # -- storage -------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        self.compact()
+    def save(self, folder: str | Path) -> None:
+        """Write a folder of .npy arrays, merging base, recent and removals on the way (streamed).
+        Afterwards this inverted file reads its base from those files (memory-mapped)."""
+        folder = Path(folder)
+        if self.on_disk and Path(self._base.ids.filename).parent.resolve() == folder.resolve():
+            raise ValueError(f"{folder}: this inverted file is read from there; save it to another folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        maps = []
+
+        def to_file(name, shape, dtype):
+            if 0 in shape:  # an empty file cannot be memory-mapped
+                return np.empty(shape, dtype)
+            m = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+            maps.append((name, m))
+            return m
+
+        self.compact(to_file)
+        for name in ("words", "ids", "codes64"):
+            if not (folder / f"{name}.npy").is_file():
+                np.save(folder / f"{name}.npy", getattr(self._base, name))
+        for _, m in maps:
+            m.flush()
         ids = np.fromiter(self.norms, np.int64, len(self.norms))
-        np.savez(path, words=self._base.words, ids=self._base.ids, codes=self._base.codes, df=self.df,
-                 norm_ids=ids, norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes)
+        np.savez(folder / "meta.npz", offsets=self._base.offsets, df=self.df, norm_ids=ids,
+                 norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes)
 
     @classmethod
-    def load(cls, path: str | Path) -> InvertedFile:
-        with np.load(path) as z:
+    def load(cls, folder: str | Path, mmap: bool = True) -> InvertedFile:
+        """Read a saved inverted file; with `mmap` its lists stay on disk and are paged in as
+        queries touch them."""
+        folder = Path(folder)
+        with np.load(folder / "meta.npz") as z:
             inv = cls(int(z["k"]), int(z["nbytes"]))
-            inv._base = _Segment(inv.k, inv.nbytes, z["words"], z["ids"], z["codes"])
             inv.df = z["df"]
             inv.norms = dict(zip(z["norm_ids"].tolist(), z["norms"].tolist()))
+            offsets = z["offsets"]
+        arrays = [_load_array(folder / f"{name}.npy", mmap) for name in ("words", "ids", "codes64")]
+        inv._base = _Segment.presorted(inv.nbytes, *arrays, offsets)
         return inv
 
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self._base.ids, np.memmap)
+
     def nbytes_used(self) -> int:
+        """Bytes of the entries, wherever they are (memory, or memory-mapped files)."""
         self._settle()
         return sum(s.ids.nbytes + s.codes64.nbytes + s.words.nbytes for s in (self._base, self._recent))

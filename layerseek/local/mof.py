@@ -166,11 +166,13 @@ class MOFEngine:
         return ranked[:top] if top else ranked
 
     def save(self, folder: str | Path) -> None:
+        """One folder of arrays per layer (after which the lists are read from those files)."""
         for layer, inv in self.files.items():
-            inv.save(Path(folder) / f"invfile-{layer}.npz")
+            inv.save(Path(folder) / f"invfile-{layer}")
 
-    def load_files(self, folder: str | Path) -> MOFEngine:
-        self.files = {layer: InvertedFile.load(Path(folder) / f"invfile-{layer}.npz") for layer in self.files}
+    def load_files(self, folder: str | Path, mmap: bool = True) -> MOFEngine:
+        """Read saved inverted files; with `mmap` (default) their lists stay on disk."""
+        self.files = {layer: InvertedFile.load(Path(folder) / f"invfile-{layer}", mmap) for layer in self.files}
         return self
 
     def nbytes(self) -> int:
