@@ -2,6 +2,11 @@
 search, at growing collection sizes, with synthetic descriptors.
 
     .venv/bin/python bench/search.py --sizes 1000,10000,100000,1000000 --dim 1280 [--queries 200]
+    .venv/bin/python bench/search.py --sizes 10000,100000 --milvus milvus:   # + the Milvus store
+
+With `--milvus ADDRESS` the same vectors are also put in Milvus collections (FLAT and HNSW with the
+FAISS graph's M and efConstruction, filled from the catalog by `MilvusStore.rebuild`) and the same
+queries searched through `Index.search_vector` with that store; recall is against FAISS exact.
 
 The vectors are synthetic (clustered unit vectors in the dimension of VGG16 FCroW over conv3_3 +
 conv4_3 + conv5_3 = 1280), written through the real catalog (SQLite, one transaction per 1000
@@ -25,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.index import Index  # noqa: E402
+from layerseek.store.vectors import MilvusStore, parse_store  # noqa: E402
 
 
 def synthetic(n: int, dim: int, rng, clusters: int = 256, chunk: int = 100_000) -> np.ndarray:
@@ -49,6 +55,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--json")
+    ap.add_argument("--milvus", help="also measure the Milvus store at this address (milvus: = milvus-lite)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = []
@@ -76,22 +83,35 @@ def main() -> None:
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         res = {"n": n, "dim": args.dim, "build_s": t_build, "load_cold_s": t_load_cold, "load_warm_s": t_load_warm}
         exact_top = []
-        for mode in ("exact", "hnsw"):
+        stores = [("", "exact"), ("", "hnsw")] + ([("milvus_", "exact"), ("milvus_", "hnsw")] if args.milvus else [])
+        for prefix, mode in stores:
             idx.catalog.manifest["ann"] = mode
+            key = prefix + mode
+            if prefix:  # a Milvus collection per mode, filled from the catalog
+                spec = {**parse_store(args.milvus, tmp / "idx"), "collection": f"bench_{mode}_{n}"}
+                store = MilvusStore(idx.catalog, spec)
+                t0 = time.perf_counter()
+                store.rebuild()
+                res[f"{key}_fill_s"] = time.perf_counter() - t0
+                idx._store = store
             t0 = time.perf_counter()
             idx.search_vector(queries[0], args.k)  # builds the HNSW graph on first use
-            res[f"{mode}_first_s"] = time.perf_counter() - t0
+            res[f"{key}_first_s"] = time.perf_counter() - t0
             times, tops = [], []
             for q in queries:
                 t0 = time.perf_counter()
                 hits = idx.search_vector(q, args.k)
                 times.append(time.perf_counter() - t0)
                 tops.append([h.id for h in hits])
-            res[f"{mode}_p50_ms"], res[f"{mode}_p99_ms"] = pct(times, 50), pct(times, 99)
-            if mode == "exact":
+            res[f"{key}_p50_ms"], res[f"{key}_p99_ms"] = pct(times, 50), pct(times, 99)
+            if key == "exact":
                 exact_top = tops
             else:
-                res["hnsw_recall@10"] = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact_top, tops)]))
+                res[f"{key}_recall@10"] = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact_top, tops)]))
+            if prefix:
+                store.drop()
+                store.close()
+                idx._store = None
         size = sum(p.stat().st_size for p in (tmp / "idx").rglob("*") if p.is_file())
         cat = (tmp / "idx" / "catalog.sqlite").stat().st_size
         res["disk_bytes_per_image"] = size / n
@@ -108,6 +128,13 @@ def main() -> None:
               f"{r['exact_p50_ms']:>8.2f}/{r['exact_p99_ms']:<8.2f} {r['hnsw_first_s']:>12.1f} "
               f"{r['hnsw_p50_ms']:>7.2f}/{r['hnsw_p99_ms']:<8.2f} {r['hnsw_recall@10']:>9.3f} "
               f"{r['catalog_bytes_per_image']:>13.0f} {r['disk_bytes_per_image']:>10.0f}")
+    if args.milvus:
+        print(f"\n{'images':>8} {'FLAT fill s':>11} {'FLAT p50/p99 ms':>16} {'recall@10':>9} {'HNSW fill s':>11} "
+              f"{'HNSW p50/p99 ms':>16} {'recall@10':>9}   (Milvus at {args.milvus})")
+        for r in rows:
+            print(f"{r['n']:>8} {r['milvus_exact_fill_s']:>11.1f} {r['milvus_exact_p50_ms']:>7.2f}/{r['milvus_exact_p99_ms']:<8.2f} "
+                  f"{r['milvus_exact_recall@10']:>9.3f} {r['milvus_hnsw_fill_s']:>11.1f} "
+                  f"{r['milvus_hnsw_p50_ms']:>7.2f}/{r['milvus_hnsw_p99_ms']:<8.2f} {r['milvus_hnsw_recall@10']:>9.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

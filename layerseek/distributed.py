@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ class _Encoder:
         self.fx = FeatureExtractor(self.method.backbone, self.method.layers, threads=threads, device=device)
         self.known = known
         self.forward_batch = forward_batch
+        self.decoders = ThreadPoolExecutor(max_workers=max(2, threads))
 
     def _encode(self, acts) -> bytes:
         acts = {k: v.cpu() for k, v in acts.items()}
@@ -98,23 +100,30 @@ class _Encoder:
         n = len(batch["path"])
         sha, payload, width, height = [""] * n, [b""] * n, [0] * n, [0] * n
         reason, detail = [""] * n, [""] * n
-        images, where = [], []
-        for i, path in enumerate(batch["path"]):
+
+        def decode(i):
+            path = batch["path"][i]
             try:
                 sha[i] = file_sha256(path)
             except OSError as e:
                 reason[i], detail[i] = "unreadable", e.strerror or str(e)
-                continue
+                return None
             if has_prefix(self.known, sha[i]):
-                continue  # indexed already (the driver copies its vector)
+                return None  # indexed already (the driver copies its vector)
             try:
-                img = load_image(path, max_side=self.method.max_side)
+                return load_image(path, max_side=self.method.max_side)
             except ImageError as e:
                 reason[i], detail[i] = e.reason, e.detail
-                continue
-            height[i], width[i] = img.shape[:2]
-            images.append(img)
-            where.append(i)
+                return None
+
+        # decoding (which releases the GIL) in threads: the network waits less for the files
+        decoded = list(self.decoders.map(decode, range(n)))
+        images, where = [], []
+        for i, img in enumerate(decoded):
+            if img is not None:
+                height[i], width[i] = img.shape[:2]
+                images.append(img)
+                where.append(i)
         for j, acts in self.fx.extract(images, batch_size=self.forward_batch):
             i = where[j]
             try:
@@ -147,15 +156,16 @@ def ray_results(index, todo: list[tuple[str, int, int]], address: str = LOCAL, w
     else:
         workers = workers or cpus
         threads = max(1, cpus // workers)
-        per_worker = {"num_cpus": threads}
+        per_worker = {"num_cpus": min(threads, cpus / workers)}  # more workers than CPUs: they share
         device, forward_batch = "cpu", 1  # one image per pass on CPUs: the local path's exact numbers
     method = index.method
     ctor = dict(params=index.catalog.manifest["params"], state=learned_state(index.catalog.root),
                 known=sha_prefixes(index.catalog.shas().values()), threads=threads, device=device,
                 forward_batch=forward_batch)
     items = [{"path": p, "size": s, "mtime": m} for p, s, m in todo]
-    # enough blocks that every worker has work from the start, few enough that scheduling stays cheap
-    blocks = min(len(items), max(2 * workers, -(-len(items) // 64)))
+    # a block's results reach the driver (and are committed) when the whole block is done: small
+    # blocks keep the loss on a kill to a few batches; past 20,000 blocks they grow instead
+    blocks = min(len(items), max(2 * workers, min(20_000, -(-len(items) // files_per_task))))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     out = ds.map_batches(_Encoder, fn_constructor_kwargs=ctor, batch_size=files_per_task, batch_format="numpy",
                          compute=ray.data.ActorPoolStrategy(size=workers), **per_worker)
