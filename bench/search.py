@@ -104,6 +104,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
                 tops.append([h.id for h in hits])
             res[f"{key}_p50_ms"], res[f"{key}_p99_ms"] = pct(times, 50), pct(times, 99)
+            print(f"  {n} {key}: p50 {res[f'{key}_p50_ms']:.2f} ms", file=sys.stderr, flush=True)
             if key == "exact":
                 exact_top = tops
             else:

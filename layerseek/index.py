@@ -334,6 +334,13 @@ class Index:
 
     def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress,
                      ray: str | None = None, ray_workers: int | None = None) -> None:
+        self._encode_and_commit(todo, report, batch, workers, progress, ray, ray_workers)
+        if self.catalog.logs_changes and todo:  # a run cut short is sealed by the next one
+            with self._lock:
+                self.store.flush()
+
+    def _encode_and_commit(self, todo, report: IndexReport, batch: int, workers: int, progress,
+                           ray: str | None = None, ray_workers: int | None = None) -> None:
         """Encode `todo` (locally, or on Ray when `ray` is an address) and commit the results
         every `batch` files."""
         total = len(todo)
@@ -392,6 +399,9 @@ class Index:
             else:
                 missing.append(str(p))
         self._commit(deletes=keys)
+        if self.catalog.logs_changes:
+            with self._lock:
+                self.store.flush()
         return missing
 
     # -- search -------------------------------------------------------------------------------

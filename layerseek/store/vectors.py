@@ -73,6 +73,9 @@ class FaissStore:
     def sync(self) -> None:
         """Nothing to do: the matrix and graph are re-read when the catalog's generation moves."""
 
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -248,8 +251,21 @@ class MilvusStore:
         c.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
         self._loaded = True  # created with its index: loaded
 
+    def _failed(self, doing: str, e: Exception) -> LayerseekError:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return LayerseekError(f"{self.spec['uri']}: Milvus failed while {doing} ({first}); the catalog keeps "
+                              "every change and the next run applies what Milvus missed")
+
     def sync(self) -> None:
         """Apply the catalog's change log (a collection that went missing is rebuilt whole)."""
+        try:
+            self._sync()
+        except LayerseekError:
+            raise
+        except Exception as e:  # pymilvus raises MilvusException, gRPC errors, ...
+            raise self._failed("applying changes", e) from None
+
+    def _sync(self) -> None:
         c, name = self.client, self.spec["collection"]
         if not c.has_collection(name):
             self.rebuild()
@@ -268,12 +284,21 @@ class MilvusStore:
             self._upsert(np.asarray(chunk, np.int64), self.catalog.vectors(chunk))
         self.catalog.set_store_seq(last)
 
+    def flush(self) -> None:
+        """Seal what was written (after a batch of work): Milvus indexes sealed segments and scans
+        growing ones, so an unflushed collection searches slowly (milvus-lite: 60x at 10k)."""
+        try:
+            self.client.flush(self.spec["collection"])
+        except Exception as e:
+            raise self._failed("flushing", e) from None
+
     def rebuild(self) -> None:
         """A new collection filled from the catalog, chunk by chunk."""
         last = self.catalog.last_change()
         self.create(self.catalog.dim, self.mode)
         for ids, vecs in self.catalog.iter_vectors(self.CHUNK):
             self._upsert(ids, vecs)
+        self.flush()
         self.catalog.set_store_seq(last)
 
     def _upsert(self, ids: np.ndarray, vecs: np.ndarray) -> None:
@@ -286,8 +311,13 @@ class MilvusStore:
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images, best first (call `sync` first)."""
         params = {"metric_type": "IP", "params": {"ef": hnsw_ef(k)} if self.index_type() == "HNSW" else {}}
-        res = self.client.search(self.spec["collection"], data=[np.asarray(q, np.float32)], limit=min(k, 16384),
-                                 anns_field="vec", search_params=params, output_fields=["id"])
+        try:
+            res = self.client.search(self.spec["collection"], data=[np.asarray(q, np.float32)], limit=min(k, 16384),
+                                     anns_field="vec", search_params=params, output_fields=["id"])
+        except LayerseekError:
+            raise
+        except Exception as e:
+            raise self._failed("searching", e) from None
         hits = res[0] if res else []
         return (np.array([h["id"] for h in hits], np.int64), np.array([h["distance"] for h in hits], np.float32))
 
