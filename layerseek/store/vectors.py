@@ -247,8 +247,10 @@ class MilvusStore:
         kind = self.index_type(mode)
         params.add_index(field_name="vec", index_type=kind, metric_type="IP",
                          params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION} if kind == "HNSW" else {})
-        # Strong consistency: a search sees every write acknowledged before it
-        c.create_collection(name, schema=schema, index_params=params, consistency_level="Strong")
+        # Session consistency: a search sees this client's own writes at once (Strong would also
+        # wait for the cluster's next time tick, 200 ms per query on a server); other processes'
+        # writes show within that tick
+        c.create_collection(name, schema=schema, index_params=params, consistency_level="Session")
         self._loaded = True  # created with its index: loaded
 
     def _failed(self, doing: str, e: Exception) -> LayerseekError:
@@ -313,7 +315,8 @@ class MilvusStore:
         params = {"metric_type": "IP", "params": {"ef": hnsw_ef(k)} if self.index_type() == "HNSW" else {}}
         try:
             res = self.client.search(self.spec["collection"], data=[np.asarray(q, np.float32)], limit=min(k, 16384),
-                                     anns_field="vec", search_params=params, output_fields=["id"])
+                                     anns_field="vec", search_params=params, output_fields=["id"],
+                                     consistency_level="Session")
         except LayerseekError:
             raise
         except Exception as e:
