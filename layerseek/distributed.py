@@ -137,7 +137,8 @@ class _Encoder:
 
 
 def ray_results(index, todo: list[tuple[str, int, int]], address: str = LOCAL, workers: int | None = None,
-                files_per_task: int = 8) -> Iterator[tuple[tuple[str, int, int], str, tuple | None, str | None]]:
+                files_per_task: int = 8) -> Iterator[tuple[tuple[str, int, int], str | None, tuple | None,
+                                                           ImageError | None]]:
     """Encode `todo` [(path, size, mtime_ns)] on Ray. Yields, in completion order,
     ((path, size, mtime_ns), sha256, (vector or payload, width, height) or None when the content is
     indexed already, ImageError or None), as `Index._local_results` does."""

@@ -76,6 +76,8 @@ def test_mof_index_lifecycle(folders, tmp_path):
     a = [(h.id, round(h.score, 9)) for h in again.search(photos / PARIS[3], top=6)]
     held = again._engine[2]
     assert set(held) == set(again.catalog.shas())
+    # its lists are read from the saved files, memory-mapped, not loaded into memory
+    assert all(inv.on_disk for inv in again._engine[1].files.values())
     assert a[0][0] == again.catalog.by_path(str((photos / PARIS[3]).resolve())).id
     with pytest.raises(LayerseekError, match="query expansion is for the global methods"):
         again.search(photos / PARIS[3], qe=2)
