@@ -388,8 +388,8 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                       f"per image; search {data['search']}", highlight=False)
     else:
         console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
-                      f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}",
-                      highlight=False)
+                      f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
+                      + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)

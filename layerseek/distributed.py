@@ -116,20 +116,28 @@ class _Encoder:
                 reason[i], detail[i] = e.reason, e.detail
                 return None
 
-        # decoding (which releases the GIL) in threads: the network waits less for the files
-        decoded = list(self.decoders.map(decode, range(n)))
-        images, where = [], []
-        for i, img in enumerate(decoded):
-            if img is not None:
-                height[i], width[i] = img.shape[:2]
-                images.append(img)
-                where.append(i)
-        for j, acts in self.fx.extract(images, batch_size=self.forward_batch):
-            i = where[j]
+        def encode(i, acts):
             try:
                 payload[i] = self._encode(acts)
             except Exception as e:  # one image must not stop the batch
                 reason[i], detail[i] = "unreadable", f"encoding failed: {type(e).__name__}: {e}"
+
+        # decoding (which releases the GIL) runs in threads ahead of the network
+        decoded = self.decoders.map(decode, range(n))
+        if self.forward_batch == 1:  # each image through the network while the next ones decode
+            for i, img in enumerate(decoded):
+                if img is not None:
+                    height[i], width[i] = img.shape[:2]
+                    encode(i, self.fx(img))
+        else:  # GPU: same-size images batched
+            images, where = [], []
+            for i, img in enumerate(decoded):
+                if img is not None:
+                    height[i], width[i] = img.shape[:2]
+                    images.append(img)
+                    where.append(i)
+            for j, acts in self.fx.extract(images, batch_size=self.forward_batch):
+                encode(where[j], acts)
         return {"path": batch["path"], "size": batch["size"], "mtime": batch["mtime"],
                 "sha": np.array(sha, dtype=object), "payload": np.array(payload, dtype=object),
                 "width": np.array(width, np.int64), "height": np.array(height, np.int64),
