@@ -115,7 +115,17 @@ def main() -> None:
                 t0 = time.perf_counter()
                 engine.search(enc, top=100, he=bool(args.he))
                 warm.append(time.perf_counter() - t0)
-            print(f"| {n:,} | {dist} | on disk: {size / 2**20:,.0f} MiB, saved in {t_save:.1f} s | "
+            # ten more images, saved as an index saves after a change: the base is linked, not rewritten
+            for j, inv in enumerate(engine.files.values()):
+                for i in range(n, n + 10):
+                    inv.add(i, draw_words(rng, args.windows, args.words, args.zipf)[:, None],
+                            rng.integers(0, 256, (args.windows, 1, 16), dtype=np.uint8))
+            t0 = time.perf_counter()
+            engine.save(folder.with_name(folder.name + "-next"))
+            t_resave = time.perf_counter() - t0
+            shutil.rmtree(folder.with_name(folder.name + "-next"))
+            print(f"| {n:,} | {dist} | on disk: {size / 2**20:,.0f} MiB, saved in {t_save:.1f} s, "
+                  f"again after 10 more images in {t_resave:.2f} s | "
                   f"RSS after load +{rss_load:,.0f} MiB | cold p50 {1000 * np.percentile(cold, 50):.0f} ms, "
                   f"p99 {1000 * np.percentile(cold, 99):.0f} | warm p50 {1000 * np.percentile(warm, 50):.0f} ms, "
                   f"p99 {1000 * np.percentile(warm, 99):.0f} |", flush=True)

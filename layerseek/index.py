@@ -511,6 +511,8 @@ class Index:
         final = cache / f"mof-{gen}"
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        # read from the files under their final name: the next save links their unchanged bases
+        engine.load_files(final)
         for old in cache.glob("mof-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)

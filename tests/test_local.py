@@ -230,9 +230,10 @@ def test_streamed_merge_equals_a_stable_sort(monkeypatch):
         w, ids = rng.integers(0, k, n).astype(np.int32), rng.integers(0, 15, n).astype(np.int64)
         segs.append(invfile._Segment(k, nb, w, ids, rng.integers(0, 256, (n, nb), dtype=np.uint8)))
     gone = np.array([3, 11], np.int64)
-    got = invfile.merge_segments(segs, gone, k, nb)
+    got = invfile.merge_segments(segs, [gone, gone[:1]], k, nb)  # segment 1 keeps its id 11
     w, ids, codes = (np.concatenate(p) for p in zip(*[(s.words, s.ids, s.codes) for s in segs]))
     keep = ~np.isin(ids, gone)
+    keep[len(segs[0]):] = ids[len(segs[0]):] != gone[0]
     order = np.argsort(w[keep], kind="stable")
     np.testing.assert_array_equal(got.words, w[keep][order])
     np.testing.assert_array_equal(got.ids, ids[keep][order])
@@ -255,16 +256,30 @@ def test_inverted_file_on_disk_answers_and_keeps_changing(tmp_path):
     extra = _random_db(rng, 1, k)[10]
     disk.add(999, *extra)
     db = {i: v for i, v in db.items() if i not in (16, 22)} | {999: extra}
+    # an id that comes back (a changed file keeps its id), goes again and comes back again
+    first, second = _random_db(rng, 2, k).values()
+    assert disk.remove(13)
+    disk.add(13, *first)
+    assert disk.remove(13)
+    disk.add(13, *second)
+    db[13] = second
     for i, (w, c) in db.items():
         fresh.add(i, w, c)
     qw, qc = rng.integers(0, k, (6, 3)), rng.integers(0, 256, (6, 3, 16), dtype=np.uint8)
     assert disk.scores(qw, qc) == pytest.approx(fresh.scores(qw, qc))
-    disk.save(tmp_path / "b")
-    assert disk.on_disk and not disk._gone
+    disk.save(tmp_path / "b")  # a few changes: the base files are linked, the changes go to delta.npz
+    assert (tmp_path / "b" / "ids.npy").stat().st_ino == (tmp_path / "a" / "ids.npy").stat().st_ino
     again = InvertedFile.load(tmp_path / "b")
+    assert again._gone == {13, 16, 22} and len(again._recent) == len(extra[0]) + len(second[0])
     for he in (False, True):
         assert again.scores(qw, qc if he else None) == pytest.approx(fresh.scores(qw, qc if he else None))
     np.testing.assert_array_equal(again.df, fresh.df)
+    again.merge_min, again.merge_fraction = 0, 0.0  # now any recent entry calls for a merge (streamed)
+    again.save(tmp_path / "c")
+    assert (tmp_path / "c" / "ids.npy").stat().st_ino != (tmp_path / "a" / "ids.npy").stat().st_ino
+    merged = InvertedFile.load(tmp_path / "c")
+    assert not merged._gone and len(merged._recent) == 0 and len(merged._base) == sum(len(w) for w, _ in db.values())
+    assert merged.scores(qw, qc) == pytest.approx(fresh.scores(qw, qc))
     empty = InvertedFile(k, 16)
     empty.save(tmp_path / "empty")
     assert InvertedFile.load(tmp_path / "empty").scores(qw, qc) == {}

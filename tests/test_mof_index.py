@@ -58,12 +58,17 @@ def test_mof_index_lifecycle(folders, tmp_path):
 
     # remove one, change one's content, add one: the inverted files follow without a rebuild
     engine = idx.engine()
+    base_file = next((tmp_path / "idx" / "cache").glob("mof-*/invfile-s16/ids.npy"))
+    inode = base_file.stat().st_ino
     idx.remove([photos / PARIS[0]])
     shutil.copy(train / "005.jpg", photos / PARIS[4])
     shutil.copy(train / "007.jpg", photos / "new.jpg")
     r = idx.add_folder(photos)
     assert (r.added, r.updated) == (2, 1)  # PARIS[0] is back: remove() only forgets, the folder still has it
     assert idx.engine() is engine and len(engine) == 6
+    # saved again without rewriting the lists: the base file is the same file under the new generation
+    (now,) = (tmp_path / "idx" / "cache").glob("mof-*/invfile-s16/ids.npy")
+    assert now != base_file and now.stat().st_ino == inode
     q = idx.method.encode_query(idx.fx(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(photos / "new.jpg").convert("RGB"))))
     got, ref = idx.engine().search(q), _fresh_scores(idx, q)
     assert [i for i, _ in got] == [i for i, _ in ref]

@@ -4,8 +4,10 @@ descriptor assigned to it; document frequencies for IDF (Eq. 4) and per-image te
 
 Entries live in two word-sorted segments: a large base and a small recent one. Adding an image
 re-sorts only the recent segment; it is merged into the base when it grows past a fraction of it,
-so adding costs amortised O(log n) per entry. Removing marks the image as gone at once (its
-entries stop counting, IDF and N are updated) and its entries are dropped at the next merge.
+so adding costs amortised O(log n) per entry. Removing drops the image's recent entries at once
+and marks its base entries dead (they stop counting; IDF and N are updated); dead entries are
+dropped at the next merge. An id may come back (a changed file keeps its catalog id): its new
+entries are recent ones, its dead base entries stay dead.
 
 On disk (`save`, `load`) the base segment is one .npy file per array, memory-mapped when loaded:
 a query reads only the lists of its words, so an index larger than RAM still answers, and merges
@@ -13,6 +15,8 @@ and saves stream the base CHUNK entries at a time instead of holding it in memor
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,31 +83,43 @@ def _in_memory(name: str, shape: tuple, dtype) -> np.ndarray:
     return np.empty(shape, dtype)
 
 
-def merge_segments(segments: list[_Segment], gone: np.ndarray, k: int, nbytes: int, alloc=_in_memory) -> _Segment:
-    """The entries of word-sorted `segments` as one segment, without the images in `gone`; within
-    a word, earlier segments' entries first (the order a stable sort of the concatenation gives).
-    Streams CHUNK entries at a time into the arrays `alloc(name, shape, dtype)` returns (in
-    memory, or memory-mapped files)."""
-    def chunks(seg):
+def merge_segments(segments: list[_Segment], gone: list[np.ndarray], k: int, nbytes: int, alloc=_in_memory
+                   ) -> _Segment:
+    """The entries of word-sorted `segments` as one segment, without the images in `gone[i]` from
+    segment i; within a word, earlier segments' entries first (the order a stable sort of the
+    concatenation gives). Streams CHUNK entries at a time into the arrays `alloc(name, shape,
+    dtype)` returns (in memory, or memory-mapped files)."""
+    def chunks(seg, gone):
         for a in range(0, len(seg), CHUNK):
             ids = np.asarray(seg.ids[a:a + CHUNK])
             keep = ~np.isin(ids, gone) if len(gone) else slice(None)
             yield np.asarray(seg.words[a:a + CHUNK])[keep], ids[keep], np.asarray(seg.codes64[a:a + CHUNK])[keep]
 
     counts = np.zeros(k, np.int64)
-    for seg in segments:
-        for w, _, _ in chunks(seg):
+    for seg, dead in zip(segments, gone):
+        for w, _, _ in chunks(seg, dead):
             counts += np.bincount(w, minlength=k)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     n, width = int(offsets[-1]), -(-nbytes // 8)
     words, ids, codes64 = alloc("words", (n,), np.int32), alloc("ids", (n,), np.int64), alloc("codes64", (n, width), np.uint64)
     cursor = offsets[:-1].copy()  # where the next entry of each word goes
-    for seg in segments:
-        for w, i, c in chunks(seg):  # w is sorted: any slice of a word-sorted segment is
+    for seg, dead in zip(segments, gone):
+        for w, i, c in chunks(seg, dead):  # w is sorted: any slice of a word-sorted segment is
             pos = cursor[w] + np.arange(len(w)) - np.searchsorted(w, w)
             words[pos], ids[pos], codes64[pos] = w, i, c
             cursor += np.bincount(w, minlength=k)
     return _Segment.presorted(nbytes, words, ids, codes64, offsets)
+
+
+BASE_ARRAYS = ("words", "ids", "codes64")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A second name for an unchanged file (a copy where links are not possible)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:
@@ -124,7 +140,7 @@ class InvertedFile:
         self._base = _Segment(k, nbytes)
         self._recent = _Segment(k, nbytes)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._gone: set[int] = set()
+        self._gone: set[int] = set()  # images whose base entries are dead
 
     # -- building ------------------------------------------------------------------------------
     def add(self, image_id: int, words: np.ndarray, codes: np.ndarray) -> None:
@@ -132,8 +148,6 @@ class InvertedFile:
         image_id = int(image_id)
         if image_id in self.norms:
             raise ValueError(f"image {image_id} is already in the inverted file")
-        if image_id in self._gone:  # its old entries must go before the id means something new
-            self.compact()
         words = np.asarray(words, np.int32).reshape(-1)
         codes = np.asarray(codes, np.uint8).reshape(-1, self.nbytes)
         tf = np.bincount(words, minlength=self.k)
@@ -145,10 +159,19 @@ class InvertedFile:
         image_id = int(image_id)
         if image_id not in self.norms:
             return False
-        self._settle()
-        words = np.concatenate([s.words[s.ids == image_id] for s in (self._base, self._recent)])
-        self.df -= np.bincount(words, minlength=self.k) > 0
+        self._fold_pending()
+        r = self._recent
+        mine = r.ids == image_id
+        words = [r.words[mine]]
+        if image_id not in self._gone:  # its base entries, unless they died before it came back
+            words.append(self._base.words[self._base.ids == image_id])
+        self.df -= np.bincount(np.concatenate(words), minlength=self.k) > 0
         del self.norms[image_id]
+        if mine.any():
+            keep = ~mine
+            w = r.words[keep]
+            self._recent = _Segment.presorted(self.nbytes, w, r.ids[keep], r.codes64[keep],
+                                              np.searchsorted(w, np.arange(self.k + 1)))
         self._gone.add(image_id)
         return True
 
@@ -158,11 +181,15 @@ class InvertedFile:
             self._pending = []
             self._recent = _Segment(self.k, self.nbytes, *(np.concatenate(p) for p in zip(*parts)))
 
+    def _needs_merge(self) -> bool:
+        return len(self._recent) > max(self.merge_min, self.merge_fraction * len(self._base)) or (
+            bool(self._gone) and len(self._recent) == 0 and len(self._base) > 0 and self._gone_fraction() > 0.25)
+
     def _settle(self) -> None:
-        """Fold pending adds into the recent segment; merge it into the base when large."""
+        """Fold pending adds into the recent segment; merge it into the base when large (in
+        memory; a base on disk is merged by the next `save`, streamed to its files)."""
         self._fold_pending()
-        if len(self._recent) > max(self.merge_min, self.merge_fraction * len(self._base)) or (
-                self._gone and len(self._recent) == 0 and len(self._base) and self._gone_fraction() > 0.25):
+        if not self.on_disk and self._needs_merge():
             self.compact()
 
     def _gone_fraction(self) -> float:
@@ -172,7 +199,8 @@ class InvertedFile:
         """One base segment without removed images (in memory, or where `alloc` puts it)."""
         self._fold_pending()
         gone = np.fromiter(self._gone, np.int64, len(self._gone))
-        self._base = merge_segments([self._base, self._recent], gone, self.k, self.nbytes, alloc)
+        self._base = merge_segments([self._base, self._recent], [gone, np.zeros(0, np.int64)], self.k, self.nbytes,
+                                    alloc)
         self._recent = _Segment(self.k, self.nbytes)
         self._gone = set()
 
@@ -204,7 +232,7 @@ class InvertedFile:
         qw = qw[useful]
         if qc64 is not None:
             qc64 = qc64[useful]
-        ids_all, w_all = [], []
+        sums = np.zeros(0)
         for seg in (self._base, self._recent):
             entry, pair = seg.gather(qw)
             if len(entry) == 0:
@@ -214,14 +242,17 @@ class InvertedFile:
                 d = hamming(seg.codes64[entry], qc64[pair])
                 ok = d < dt
                 entry, pair, weight = entry[ok], pair[ok], weight[ok] * he_weight[d[ok]]
-            ids_all.append(seg.ids[entry])
-            w_all.append(weight)
-        if not ids_all:
-            return {}
-        ids = np.concatenate(ids_all)
-        sums = np.bincount(ids, weights=np.concatenate(w_all))
+            part = np.bincount(seg.ids[entry], weights=weight)
+            if seg is self._base and self._gone:  # dead base entries count for nothing
+                dead = np.fromiter(self._gone, np.int64, len(self._gone))
+                part[dead[dead < len(part)]] = 0.0
+            if len(part) > len(sums):
+                part[:len(sums)] += sums
+                sums = part
+            else:
+                sums[:len(part)] += part
         hit = np.flatnonzero(sums)
-        return {int(i): float(sums[i]) for i in hit if int(i) not in self._gone}
+        return {int(i): float(sums[i]) for i in hit}
 
     def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
                ) -> dict[int, float]:
@@ -232,13 +263,37 @@ class InvertedFile:
         return {i: v / (self.norms[i] * qnorm) for i, v in self.votes(qwords, qcodes, dt, sigma).items()}
 
     # -- storage -------------------------------------------------------------------------------
+    def _base_folder(self) -> Path | None:
+        """Where the memory-mapped base is read from, while those files are still there."""
+        if not self.on_disk:
+            return None
+        src = Path(self._base.ids.filename).parent
+        return src if all((src / f"{n}.npy").is_file() for n in BASE_ARRAYS) else None
+
     def save(self, folder: str | Path) -> None:
-        """Write a folder of .npy arrays, merging base, recent and removals on the way (streamed).
-        Afterwards this inverted file reads its base from those files (memory-mapped)."""
+        """Write a folder of .npy arrays (the base), delta.npz (recent entries and removals) and
+        meta.npz. A base on disk that needs no merge is linked, not rewritten, so saving after a
+        few changes costs only their size; otherwise base, recent and removals are merged on the
+        way, streamed. Afterwards the base is read from the files (memory-mapped)."""
         folder = Path(folder)
-        if self.on_disk and Path(self._base.ids.filename).parent.resolve() == folder.resolve():
+        src = self._base_folder()
+        if src is not None and src.resolve() == folder.resolve():
             raise ValueError(f"{folder}: this inverted file is read from there; save it to another folder")
         folder.mkdir(parents=True, exist_ok=True)
+        self._fold_pending()
+        if src is not None and not self._needs_merge():
+            for name in BASE_ARRAYS:
+                _link_or_copy(src / f"{name}.npy", folder / f"{name}.npy")
+        else:
+            self._merge_into(folder)
+        r = self._recent
+        np.savez(folder / "delta.npz", words=r.words, ids=r.ids, codes64=r.codes64,
+                 gone=np.fromiter(sorted(self._gone), np.int64, len(self._gone)))
+        ids = np.fromiter(self.norms, np.int64, len(self.norms))
+        np.savez(folder / "meta.npz", offsets=self._base.offsets, df=self.df, norm_ids=ids,
+                 norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes)
+
+    def _merge_into(self, folder: Path) -> None:
         maps = []
 
         def to_file(name, shape, dtype):
@@ -249,14 +304,11 @@ class InvertedFile:
             return m
 
         self.compact(to_file)
-        for name in ("words", "ids", "codes64"):
+        for name in BASE_ARRAYS:
             if not (folder / f"{name}.npy").is_file():
                 np.save(folder / f"{name}.npy", getattr(self._base, name))
         for _, m in maps:
             m.flush()
-        ids = np.fromiter(self.norms, np.int64, len(self.norms))
-        np.savez(folder / "meta.npz", offsets=self._base.offsets, df=self.df, norm_ids=ids,
-                 norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes)
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> InvertedFile:
@@ -268,8 +320,12 @@ class InvertedFile:
             inv.df = z["df"]
             inv.norms = dict(zip(z["norm_ids"].tolist(), z["norms"].tolist()))
             offsets = z["offsets"]
-        arrays = [_load_array(folder / f"{name}.npy", mmap) for name in ("words", "ids", "codes64")]
+        arrays = [_load_array(folder / f"{name}.npy", mmap) for name in BASE_ARRAYS]
         inv._base = _Segment.presorted(inv.nbytes, *arrays, offsets)
+        with np.load(folder / "delta.npz") as z:
+            w = z["words"]
+            inv._recent = _Segment.presorted(inv.nbytes, w, z["ids"], z["codes64"], np.searchsorted(w, np.arange(inv.k + 1)))
+            inv._gone = set(z["gone"].tolist())
         return inv
 
     @property
