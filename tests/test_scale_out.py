@@ -216,6 +216,9 @@ def test_milvus_catches_up_after_a_kill_and_rebuilds_a_lost_collection(photos, t
 def test_milvus_errors_are_one_line(photos, tmp_path):
     with pytest.raises(LayerseekError, match="a mof index keeps its inverted files"):
         Index.create(tmp_path / "m", "mof", store="milvus:", train_on=str(photos), **MOF)
+    with pytest.raises(LayerseekError, match="http://127.0.0.1:1: cannot open Milvus"):
+        Index.create(tmp_path / "nowhere", "gem", store="milvus://127.0.0.1:1", **GLOBAL)
+    assert not (tmp_path / "nowhere" / "manifest.json").exists()
     idx = Index.create(tmp_path / "idx", "gem", store="milvus:", **GLOBAL)
     idx.close()
     with pytest.raises(LayerseekError, match="keeps its vectors in --store milvus:"):

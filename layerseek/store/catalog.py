@@ -217,14 +217,17 @@ class Catalog:
         os.replace(tmp, cache)
         return ids, vecs
 
+    def _rows_for_ids(self, sql: str, ids: list[int]) -> Iterator[tuple]:
+        """The rows of `sql`, whose "IN ({})" takes the ids, 500 ids a statement (under any
+        SQLite build's limit on parameters)."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            yield from self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
+
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         """len(ids) x dim float32: the stored vectors of these images, in the order given."""
         ids = [int(i) for i in ids]
-        found = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(f"SELECT id, vector FROM images WHERE id IN ({marks})", chunk))
+        found = dict(self._rows_for_ids("SELECT id, vector FROM images WHERE id IN ({})", ids))
         missing = [i for i in ids if i not in found]
         if missing:
             raise LayerseekError(f"{self.root}: image id {missing[0]} is not in the catalog")
@@ -253,8 +256,9 @@ class Catalog:
         last = {}
         for _, i, op in rows:
             last[i] = op
-        present = {i for (i,) in self.conn.execute("SELECT id FROM images")} if last else set()
-        up = [i for i, op in last.items() if op == "up" and i in present]
+        wanted = [i for i, op in last.items() if op == "up"]
+        present = {i for (i,) in self._rows_for_ids("SELECT id FROM images WHERE id IN ({})", wanted)}
+        up = [i for i in wanted if i in present]
         return (rows[-1][0] if rows else seq), up, [i for i in last if i not in up]
 
     def store_seq(self) -> int:

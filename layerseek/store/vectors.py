@@ -231,6 +231,14 @@ class MilvusStore:
     def create(self, dim: int, mode: str) -> None:
         """Make the collection for `dim`-dimensional vectors searched in `mode` (exact, hnsw,
         auto). A collection of that name already there is replaced only when empty."""
+        try:
+            self._create(dim, mode)
+        except LayerseekError:
+            raise
+        except Exception as e:
+            raise self._failed(f"creating collection {self.spec['collection']!r}", e) from None
+
+    def _create(self, dim: int, mode: str) -> None:
         from pymilvus import DataType, MilvusClient
 
         c, name = self.client, self.spec["collection"]
@@ -279,8 +287,8 @@ class MilvusStore:
         if self.catalog.last_change() <= seq:
             return
         last, up, gone = self.catalog.changes_after(seq)
-        if gone:
-            c.delete(name, ids=gone)
+        for start in range(0, len(gone), self.CHUNK):
+            c.delete(name, ids=gone[start:start + self.CHUNK])
         for start in range(0, len(up), self.CHUNK):
             chunk = up[start:start + self.CHUNK]
             self._upsert(np.asarray(chunk, np.int64), self.catalog.vectors(chunk))
