@@ -93,6 +93,28 @@ def test_ray_extraction_matches_local_and_is_incremental(ray_local, photos, tmp_
     local.close(), on_ray.close()
 
 
+def test_worker_batched_forward_path_matches_one_at_a_time(photos, tmp_path):
+    """The GPU workers' path (same-size images batched through the network) run here on the CPU,
+    in-process, against the CPU workers' one-image-at-a-time path; bad files become error rows."""
+    from layerseek.distributed import _Encoder, learned_state
+
+    idx = Index.create(tmp_path / "idx", "fcrow", **GLOBAL)
+    files = sorted(str(p) for p in photos.iterdir()) + [str(photos / "missing.jpg")]
+    batch = {"path": np.array(files, dtype=object), "size": np.zeros(len(files), np.int64),
+             "mtime": np.zeros(len(files), np.int64)}
+    known = sha_prefixes([])
+    args = dict(params=idx.catalog.manifest["params"], state=learned_state(idx.catalog.root), known=known,
+                threads=2, device="cpu")
+    one, batched = _Encoder(**args, forward_batch=1)(batch), _Encoder(**args, forward_batch=8)(batch)
+    assert list(one["reason"]) == list(batched["reason"])
+    assert one["reason"][-1] == "unreadable" and "No such file" in one["detail"][-1]
+    assert sum(1 for r in one["reason"] if r) == 2  # broken.jpg and missing.jpg
+    for a, b in zip(one["payload"], batched["payload"]):
+        if a:
+            np.testing.assert_allclose(np.frombuffer(b, np.float32), np.frombuffer(a, np.float32), atol=1e-5)
+    idx.close()
+
+
 def test_ray_run_killed_midway_resumes(ray_local, photos, tmp_path):
     idx = Index.create(tmp_path / "idx", "fcrow", **GLOBAL)
     seen = []
