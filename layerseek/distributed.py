@@ -179,7 +179,16 @@ def ray_results(index, todo: list[tuple[str, int, int]], address: str = LOCAL, w
     out = ds.map_batches(_Encoder, fn_constructor_kwargs=ctor, batch_size=files_per_task, batch_format="numpy",
                          compute=ray.data.ActorPoolStrategy(size=workers), **per_worker)
     is_local = method.kind == "local"
-    for b in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+    batches = iter(out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+    while True:
+        try:
+            b = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:  # a worker that cannot start (no layerseek or weights on a node) ...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LayerseekError(f"Ray at {address!r}: the extraction failed ({first}); what was done before "
+                                 "is committed, run the command again to go on") from None
         for i in range(len(b["path"])):
             item = (str(b["path"][i]), int(b["size"][i]), int(b["mtime"][i]))
             err = ImageError(item[0], b["reason"][i], b["detail"][i]) if b["reason"][i] else None
