@@ -199,10 +199,3 @@ def ray_results(index, todo: list[tuple[str, int, int]], address: str = LOCAL, w
                 enc = (vec, int(b["width"][i]), int(b["height"][i]))
             yield item, b["sha"][i] or None, enc, err
 
-
-def cluster_summary() -> str:
-    """Ray's view of the cluster this process is connected to (for the CLI)."""
-    import ray
-
-    r = ray.cluster_resources()
-    return f"Ray: {len(ray.nodes())} node(s), {int(r.get('CPU', 0))} CPUs, {int(r.get('GPU', 0))} GPUs"

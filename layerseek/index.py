@@ -143,7 +143,7 @@ class Index:
             idx = cls.open(path, threads)
             idx.check_method(method, **options)
             have = idx.catalog.manifest.get("ann", "auto")
-            have_store = idx.catalog.manifest.get("store", {"kind": "faiss"})
+            have_store = idx.catalog.store_settings
             problem = None
             if ann is not None and ann != have:
                 problem = f"searches with --ann {have}"
@@ -186,8 +186,12 @@ class Index:
         """One catalog transaction, then the vector store brought in step (under the lock)."""
         with self._lock:
             self.catalog.commit_batch(upserts, touches, failures, deletes)
-            if self.catalog.logs_changes:
-                self.store.sync()
+            self.store.sync()
+
+    def _seal(self) -> None:
+        """After a run of work: the store indexes what was written (Milvus flushes; FAISS: nothing)."""
+        with self._lock:
+            self.store.flush()
 
     def __enter__(self):
         return self
@@ -335,9 +339,8 @@ class Index:
     def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress,
                      ray: str | None = None, ray_workers: int | None = None) -> None:
         self._encode_and_commit(todo, report, batch, workers, progress, ray, ray_workers)
-        if self.catalog.logs_changes and todo:  # a run cut short is sealed by the next one
-            with self._lock:
-                self.store.flush()
+        if todo:  # a run cut short is sealed by the next one
+            self._seal()
 
     def _encode_and_commit(self, todo, report: IndexReport, batch: int, workers: int, progress,
                            ray: str | None = None, ray_workers: int | None = None) -> None:
@@ -399,22 +402,13 @@ class Index:
             else:
                 missing.append(str(p))
         self._commit(deletes=keys)
-        if self.catalog.logs_changes:
-            with self._lock:
-                self.store.flush()
+        self._seal()
         return missing
 
     # -- search -------------------------------------------------------------------------------
-    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the index (read from the catalog; kept in memory by the FAISS store)."""
-        if isinstance(self.store, MilvusStore):
-            return self.catalog.matrix()
-        return self.store.matrix()
-
     def _top(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            if self.catalog.logs_changes:
-                self.store.sync()  # another process may have changed the catalog
+            self.store.sync()  # another process may have changed the catalog
             return self.store.search(q, k)
 
     def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None) -> list[Hit]:
@@ -532,7 +526,7 @@ class Index:
         return {"path": str(root), "images": n, "failed": len(self.catalog.failures()),
                 "params": self.catalog.manifest["params"], "dim": self.catalog.dim,
                 "search": "inverted files (BoW + HE)" if self.method.kind == "local" else self.store.describe(n),
-                "store": store_address(self.catalog.manifest.get("store", {"kind": "faiss"})),
+                "store": store_address(self.catalog.store_settings),
                 "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
                 "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(), "generation": self.catalog.generation(),
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

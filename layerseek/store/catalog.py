@@ -140,9 +140,15 @@ class Catalog:
         return int(self.manifest["dim"])
 
     @property
+    def store_settings(self) -> dict:
+        """Where the vectors are searched (`store.vectors.parse_store`); indexes made before
+        stores existed have the embedded FAISS one."""
+        return self.manifest.get("store") or {"kind": "faiss"}
+
+    @property
     def logs_changes(self) -> bool:
         """Whether changes are logged for a vector store outside the catalog."""
-        return self.manifest.get("store", {"kind": "faiss"})["kind"] != "faiss"
+        return self.store_settings["kind"] != "faiss"
 
     def generation(self) -> int:
         return int(self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])

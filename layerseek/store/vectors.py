@@ -277,11 +277,11 @@ class MilvusStore:
 
     def _sync(self) -> None:
         c, name = self.client, self.spec["collection"]
-        if not c.has_collection(name):
-            self.rebuild()
-            return
-        if not self._loaded:  # a collection is searchable once loaded; a restarted Milvus releases it
-            c.load_collection(name)
+        if not self._loaded:  # once per client, not per query: is it there, and searchable (loaded)?
+            if not c.has_collection(name):
+                self.rebuild()
+                return
+            c.load_collection(name)  # a restarted Milvus releases its collections
             self._loaded = True
         seq = self.catalog.store_seq()
         if self.catalog.last_change() <= seq:
@@ -321,10 +321,20 @@ class MilvusStore:
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images, best first (call `sync` first)."""
         params = {"metric_type": "IP", "params": {"ef": hnsw_ef(k)} if self.index_type() == "HNSW" else {}}
+        def ask():
+            return self.client.search(self.spec["collection"], data=[np.asarray(q, np.float32)], limit=min(k, 16384),
+                                      anns_field="vec", search_params=params, output_fields=["id"],
+                                      consistency_level="Session")
+
         try:
-            res = self.client.search(self.spec["collection"], data=[np.asarray(q, np.float32)], limit=min(k, 16384),
-                                     anns_field="vec", search_params=params, output_fields=["id"],
-                                     consistency_level="Session")
+            try:
+                res = ask()
+            except Exception:
+                if self.client.has_collection(self.spec["collection"]):
+                    raise
+                self._loaded = False  # dropped behind our back: rebuilt from the catalog, asked again
+                self.sync()
+                res = ask()
         except LayerseekError:
             raise
         except Exception as e:
@@ -335,6 +345,7 @@ class MilvusStore:
     def drop(self) -> None:
         if self.client.has_collection(self.spec["collection"]):
             self.client.drop_collection(self.spec["collection"])
+        self._loaded = False
 
     def close(self) -> None:
         if self._client is not None:
@@ -348,5 +359,5 @@ STORES = {"faiss": FaissStore, "milvus": MilvusStore}
 
 def open_store(catalog: Catalog, spec: dict | None = None) -> FaissStore | MilvusStore:
     """The store of an index (its manifest's "store" settings unless `spec` is given)."""
-    spec = spec or catalog.manifest.get("store") or {"kind": "faiss"}
+    spec = spec or catalog.store_settings
     return STORES[spec["kind"]](catalog, spec)
