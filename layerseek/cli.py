@@ -26,6 +26,16 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+#: `index` finished, but some files failed or some folders could not be read.
+EXIT_SOME_FAILED = 3
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line naming the file: "PATH: Permission denied"."""
+    where = e.filename if e.filename is not None else ""
+    return f"{where}: {e.strerror or e}" if where else str(e.strerror or e)
+
+
 def fail(message: str, code: int = 1) -> None:
     err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -289,9 +299,16 @@ def index(
                                                     "`--ray ray://HOST:10001` a remote one")] = None,
     ray_workers: Annotated[Optional[int], typer.Option(help="Ray worker actors, one model each (default: one per GPU, "
                                                             "else one per CPU)")] = None,
+    allow_mass_removal: Annotated[bool, typer.Option("--allow-mass-removal", "--prune",
+                                                     help="forget the indexed files of a folder that is missing, empty "
+                                                          "or unreadable, or more than half of them at once (refused "
+                                                          "without this)")] = False,
 ) -> None:
     """Index the photos under FOLDER: new and changed files are added, deleted ones forgotten.
-    A killed run keeps what it committed; run the same command again to go on."""
+    A killed run keeps what it committed; run the same command again to go on.
+
+    Exit status: 0 all done; 1 nothing done (an error, or a removal refused); 3 done, but some
+    files failed or some folders could not be read (listed at the end)."""
     from .index import Index
     from .progress import progress_bar
 
@@ -307,14 +324,20 @@ def index(
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), err_console)
         with idx, bar:
             report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
-                                    ray_workers=ray_workers)
+                                    ray_workers=ray_workers, allow_mass_removal=allow_mass_removal)
     except LayerseekError as e:
         fail(str(e))
+    except OSError as e:  # e.g. an index location that cannot be written
+        fail(os_error_line(e))
     console.print(f"{index_path}: {report.summary()}", highlight=False)
     for line in report.failed:
         err_console.print(f"  failed: {line}", highlight=False, soft_wrap=True)
+    for line in report.unreadable:
+        err_console.print(f"  folder not read (its entries kept): {line}", highlight=False, soft_wrap=True)
     for line in report.skipped:
         err_console.print(f"  not an image: {line}", highlight=False, soft_wrap=True)
+    if report.failed or report.unreadable:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command()
@@ -424,7 +447,9 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
           threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
           rerank_with: Annotated[Optional[Path], typer.Option(help="two stages: a mof index of the same photos "
                                                                     "re-scores each search's shortlist")] = None,
-          shortlist: Annotated[int, typer.Option(help="two stages: how many are re-scored")] = 100) -> None:
+          shortlist: Annotated[int, typer.Option(help="two stages: how many are re-scored")] = 100,
+          max_queue: Annotated[int, typer.Option(help="searches and additions that may wait for the network; "
+                                                      "more get 503 with Retry-After")] = 16) -> None:
     """Serve an index: a web page at / (drop an image, see its matches), the HTTP API and its
     docs at /docs. Set LAYERSEEK_TOKEN to allow adding and removing images over HTTP."""
     import uvicorn
@@ -433,7 +458,7 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
 
     try:
         api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads,
-                         rerank_with=rerank_with, shortlist=shortlist)
+                         rerank_with=rerank_with, shortlist=shortlist, max_queue=max_queue)
     except LayerseekError as e:
         fail(str(e))
     console.print(f"serving {index_path} at http://{host}:{port}/  (API docs: /docs)", highlight=False)
@@ -451,7 +476,11 @@ def bare_flag_values(argv: list[str], option: str = "--ray", default: str = "loc
 
 
 def main() -> None:  # pragma: no cover
-    app(args=bare_flag_values(sys.argv[1:]), prog_name="layerseek")
+    try:
+        app(args=bare_flag_values(sys.argv[1:]), prog_name="layerseek")
+    except OSError as e:  # a file or folder the OS refused, as one line
+        err_console.print(f"[red]error:[/red] {os_error_line(e)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

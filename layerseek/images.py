@@ -16,8 +16,12 @@ from .errors import ImageError
 
 #: The field's standard: the longer side is brought down to 1024 px (never up).
 DEFAULT_MAX_SIDE = 1024
-#: Decompression-bomb limit, in pixels of the stored image (before any resize).
-DEFAULT_MAX_PIXELS = 180_000_000
+#: Decompression-bomb limit, in pixels actually decoded (checked from the header, before any
+#: decoding): 50 M pixels keep one decode under about 200 MB (RGBA, or 16-bit grey as float32).
+#: A JPEG reduced to max_side decodes at 1/2, 1/4 or 1/8 scale, so a 200 M pixel phone photo
+#: passes; a 13000 x 13000 PNG (169 M pixels, whatever its file size) does not.
+DEFAULT_MAX_DECODE_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_DECODE_PIXELS  # the name earlier code used
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -54,7 +58,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(white, rgba).convert("RGB")
     if mode.startswith("I;16") or mode in ("I", "F"):
         # 16-bit and 32-bit grey: scale the stored range to 0..255 instead of clipping.
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
         if mode == "F" and arr.max() <= 1.0:
             top = 1.0
@@ -62,6 +66,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(grey, "L").convert("RGB")
     # L, 1, CMYK, YCbCr, LAB, HSV: Pillow converts these directly.
     return img.convert("RGB")
+
+
+def draft_size(width: int, height: int, want_w: int, want_h: int) -> tuple[int, int]:
+    """The size a JPEG decodes at when asked for at least want_w x want_h (Pillow's `draft`: the
+    largest of 1/1, 1/2, 1/4, 1/8 that still covers the request)."""
+    for scale in (8, 4, 2):
+        w, h = -(-width // scale), -(-height // scale)
+        if w >= want_w and h >= want_h:
+            return w, h
+    return width, height
 
 
 def resized_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -76,7 +90,7 @@ def load_image(
     path: str | Path,
     max_side: int | None = DEFAULT_MAX_SIDE,
     bbox: tuple[float, float, float, float] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
     data: bytes | None = None,
     rotate: int = 0,
 ) -> np.ndarray:
@@ -117,17 +131,18 @@ def load_image(
 
     with img:
         w, h = img.size
-        if w * h > max_pixels:
-            raise ImageError(path, "too large", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
         if w == 0 or h == 0:
             raise ImageError(path, "empty", f"{w}x{h} pixels")
-        fmt = img.format
+        # JPEG can decode at 1/2, 1/4, 1/8 scale for free; ask for twice the target size so the
+        # final LANCZOS resize still does the anti-aliasing.
+        draft = img.format == "JPEG" and bool(max_side) and bbox is None
+        want = tuple(2 * v for v in resized_size(w, h, max_side)) if draft else (w, h)
+        dw, dh = draft_size(w, h, *want) if draft else (w, h)
+        if dw * dh > max_pixels:
+            raise ImageError(path, "too large", f"{w}x{h}: {dw * dh} pixels to decode > limit {max_pixels}")
         try:
-            if max_side and bbox is None and fmt == "JPEG":
-                # JPEG can decode at 1/2, 1/4, 1/8 scale for free; ask for twice the target size
-                # so the final LANCZOS resize still does the anti-aliasing.
-                tw, th = resized_size(w, h, max_side)
-                img.draft(img.mode, (2 * tw, 2 * th))
+            if draft:
+                img.draft(img.mode, want)
             img.load()
             try:
                 upright = ImageOps.exif_transpose(img)

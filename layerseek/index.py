@@ -26,11 +26,24 @@ from .images import is_image_name, load_image
 from .methods import GlobalMethod, make_method, method_from_params
 from .progress import versions
 from .local.mof import rerank_head
-from .store.catalog import Catalog
+from .store.catalog import Catalog, is_under
 from .store.vectors import ANN_MODES, ANN_THRESHOLD, MilvusStore, open_store, parse_store, store_address  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from .local.method import LocalMethod
+
+
+#: Share of a folder's indexed files that one `index` run may forget without --allow-mass-removal.
+MASS_REMOVAL_SHARE = 0.5
+#: ... counted only from this many files on (deleting one photo of two is not a lost drive).
+MASS_REMOVAL_MIN = 3
+
+
+def absolute(path: str | Path) -> Path:
+    """An absolute path with its folders resolved but not its last component: a symlink keeps
+    its own name (as a folder walk from a resolved root names it)."""
+    p = Path(path).expanduser()
+    return Path(os.path.realpath(p.parent)) / p.name
 
 
 @dataclass
@@ -49,11 +62,13 @@ class IndexReport:
     reused: int = 0  # same content already indexed under another name: vector copied
     failed: list[str] = field(default_factory=list)  # "path: reason"
     skipped: list[str] = field(default_factory=list)  # not image files
+    unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
 
     def summary(self) -> str:
         return (f"{self.added} added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged"
                 + (f", {self.reused} copied from identical files" if self.reused else "")
-                + f"; {len(self.failed)} failed, {len(self.skipped)} not images")
+                + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
+                + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else ""))
 
 
 def learn_whitening(method: GlobalMethod, collection: str, threads: int | None = None,
@@ -223,38 +238,82 @@ class Index:
     # -- indexing -----------------------------------------------------------------------------
     def add_folder(self, folder: str | Path, batch: int = 16, workers: int = 2,
                    progress: Callable[[int, int], None] | None = None, remove_missing: bool = True,
-                   ray: str | None = None, ray_workers: int | None = None) -> IndexReport:
+                   ray: str | None = None, ray_workers: int | None = None,
+                   allow_mass_removal: bool = False) -> IndexReport:
         """Index every image under `folder` (recursively) that is new or changed, and forget the
         indexed files under it that are gone. Work is committed every `batch` images, so a killed
         run loses at most one batch and a rerun goes on from there. With `ray` (an address, or
         "local" for a Ray started here) decoding and the network run as a Ray Data pipeline of
-        `ray_workers` actors (default: one per GPU, else one per CPU)."""
+        `ray_workers` actors (default: one per GPU, else one per CPU).
+
+        Forgetting needs evidence: a folder that is missing, unreadable or empty while the index
+        holds files under it, or a run that would forget more than MASS_REMOVAL_SHARE of them, is
+        refused (LayerseekError, nothing changed) unless `allow_mass_removal`. Entries under
+        subfolders that cannot be listed are kept, and those folders reported."""
         folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            raise LayerseekError(f"{folder}: not a folder")
         root = folder.resolve()
+        held = sum(1 for _ in self.catalog.entries(under=str(root))) if remove_missing else 0
+        confirm = "run again with --allow-mass-removal (or --prune) to forget them"
+        if not folder.is_dir():
+            if not held:
+                raise LayerseekError(f"{folder}: not a folder")
+            if not allow_mass_removal:
+                raise LayerseekError(f"{folder}: missing or not a folder, and the index holds {held} files under it; "
+                                     f"nothing was removed ({confirm})")
+            report = IndexReport()
+            self._forget_under(root, set(), [], report)
+            return report
         report = IndexReport()
         seen: set[str] = set()
         todo: list[tuple[str, int, int]] = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        unreadable: list[str] = []
+
+        def cannot_list(err: OSError) -> None:
+            unreadable.append(err.filename or str(err))
+            report.unreadable.append(f"{err.filename}: {err.strerror or err}")
+
+        listed = 0
+        for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
+                listed += 1
                 p = Path(dirpath) / name
                 if not is_image_name(p):
                     report.skipped.append(str(p))
                     continue
                 seen.add(str(p))
                 self._plan(p, report, todo)
+        if held and not allow_mass_removal:
+            if str(root) in unreadable:
+                raise LayerseekError(f"{folder}: cannot be read, and the index holds {held} files under it; nothing "
+                                     f"was removed ({confirm})")
+            if not listed:
+                raise LayerseekError(f"{folder}: empty (a drive not mounted?), and the index holds {held} files under "
+                                     f"it; nothing was removed ({confirm})")
+        self.catalog.add_root(str(root))
         if remove_missing:
-            gone = [e.path for e in self.catalog.entries(under=str(root)) if e.path not in seen]
-            gone_failures = [p for p, _ in self.catalog.failures() if p.startswith(str(root) + "/") and p not in seen]
-            if gone or gone_failures:
-                self._commit(deletes=gone + gone_failures)
-                report.removed = len(gone)
+            self._forget_under(root, seen, unreadable, report, held if not allow_mass_removal else None)
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
+
+    def _forget_under(self, root: Path, seen: set[str], unreadable: list[str], report: IndexReport,
+                      held: int | None = None) -> None:
+        """Forget the entries (and failure records) under `root` not `seen`, except those under an
+        `unreadable` folder. With `held` (entries under root), refuse to forget more than
+        MASS_REMOVAL_SHARE of them (and at least MASS_REMOVAL_MIN)."""
+        def kept(p: str) -> bool:
+            return p in seen or any(is_under(p, u) for u in unreadable)
+
+        gone = [e.path for e in self.catalog.entries(under=str(root)) if not kept(e.path)]
+        if held is not None and len(gone) >= MASS_REMOVAL_MIN and len(gone) > MASS_REMOVAL_SHARE * held:
+            raise LayerseekError(f"{root}: {len(gone)} of the {held} indexed files under it are gone; nothing was "
+                                 f"removed (run again with --allow-mass-removal, or --prune, to forget them)")
+        gone_failures = [p for p, _ in self.catalog.failures() if is_under(p, str(root)) and not kept(p)]
+        if gone or gone_failures:
+            self._commit(deletes=gone + gone_failures)
+            report.removed = len(gone)
 
     def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
                   progress: Callable[[int, int], None] | None = None, ray: str | None = None,
@@ -262,10 +321,13 @@ class Index:
         """Index these image files (new or changed ones; unchanged ones are left as they are)."""
         report, todo = IndexReport(), []
         for p in paths:
-            p = Path(p).expanduser().resolve()
+            p = absolute(p)
             if not p.is_file():
                 report.failed.append(f"{p}: missing")
             else:
+                real = os.path.realpath(p)
+                if self.catalog.root_of(real) is None:
+                    self.catalog.add_root(real)  # a file indexed on its own is its own root
                 self._plan(p, report, todo)
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
@@ -391,15 +453,22 @@ class Index:
                 progress(done, total)
         flush()
 
+    def find(self, path: str | Path) -> list:
+        """The catalog entries a user's path names: the indexed file itself, or (for a symlink
+        indexed under its own name) the link or the file it points to."""
+        named = self.catalog.by_path(str(absolute(path)))
+        if named is not None:
+            return [named]
+        return self.catalog.by_real_path(os.path.realpath(Path(path).expanduser()))
+
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
-        """Forget these files (the files themselves are not touched). Returns the paths that were
-        not in the index."""
+        """Forget these files (the files themselves are not touched); a symlink may be named by
+        its own path or its target's. Returns the paths that were not in the index."""
         keys, missing = [], []
         for p in paths:
-            key = str(Path(p).expanduser().resolve())
-            if self.catalog.by_path(key) is not None:
-                keys.append(key)
-            else:
+            found = self.find(p)
+            keys += [e.path for e in found]
+            if not found:
                 missing.append(str(p))
         self._commit(deletes=keys)
         self._seal()

@@ -10,30 +10,51 @@
 
 Adding and removing need `Authorization: Bearer <token>` with the token from the environment
 variable LAYERSEEK_TOKEN; without it those two routes answer 403. The OpenAPI docs are at /docs.
+
+What the server will do for a client is bounded:
+- a request body larger than the upload limit is refused (413) while it streams, chunked or not,
+  before it reaches the disk; the write routes check the token before reading any of it;
+- images larger than `images.DEFAULT_MAX_DECODE_PIXELS` decoded pixels are refused from their header;
+- searches and additions run one at a time in a worker thread, off the event loop, with at most
+  `max_queue` waiting (503 + Retry-After beyond): /health, files and thumbnails answer meanwhile;
+- only files still as they were indexed are served: the real path recorded at index time, under an
+  indexed root, same size, mtime and content hash (else 404, and the entry is flagged);
+- without the token, results show paths relative to their indexed folder, not the server's own.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import io
+import math
 import mimetypes
 import os
 import re
+import sqlite3
+import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from ..errors import ImageError, LayerseekError
 from ..images import IMAGE_SUFFIXES, load_image
 from ..index import Index
+from ..store.catalog import Catalog, Entry, is_under
 
 TOKEN_ENV = "LAYERSEEK_TOKEN"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 16  # searches/additions waiting for the worker before 503
+MAX_ID = 2 ** 63 - 1  # SQLite's integer range
+_MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the file
 UPLOADS = "uploads"  # images added over HTTP are stored in the index directory, under this folder
 _ACCEPTED_TYPES = ("image/", "application/octet-stream")
 
@@ -44,25 +65,132 @@ def _safe_name(name: str | None) -> str:
     return base[-80:]
 
 
+class Refused(HTTPException):
+    """A request refused for its size or its token. An HTTPException, so that FastAPI passes it on
+    as it is when it comes from reading the body (any other error there becomes a 400)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(status, detail, headers={"Connection": "close"})
+
+
+class RequestGuard:
+    """Pure ASGI middleware: refuses a body over `limit` bytes while it streams (the declared
+    Content-Length first, then the bytes as they arrive, chunked or not), so an oversized upload
+    never reaches the disk; and answers the write routes' token check before any body is read."""
+
+    def __init__(self, app, limit: int, check_write):
+        self.app, self.limit, self.check_write = app, limit, check_write
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            self.check_write(scope["method"], scope["path"], headers.get("authorization"))
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.limit:
+                raise Refused(413, f"upload too large: {int(length)} bytes > limit {self.limit - _MULTIPART_SLACK}")
+        except Refused as r:
+            return await JSONResponse({"detail": r.detail}, r.status_code, headers=r.headers)(scope, receive, send)
+        seen, started = 0, False
+
+        async def bounded_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise Refused(413, f"upload too large: more than {self.limit - _MULTIPART_SLACK} bytes")
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded_receive, tracked_send)
+        except Exception as e:  # FastAPI may wrap it (body parsing, task groups)
+            refused = _find_refused(e)
+            if refused is None or started:
+                raise
+            await JSONResponse({"detail": refused.detail}, refused.status_code, headers=refused.headers)(
+                scope, receive, send)
+
+
+def _find_refused(e: BaseException | None) -> Refused | None:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, Refused):
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            found = [r for r in map(_find_refused, e.exceptions) if r is not None]
+            return found[0] if found else None
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme is required)."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def verified_file(e: Entry, roots: list[str], read: bool = True) -> bytes | None:
+    """The bytes of an indexed file, only if it is still what was indexed: its real path the one
+    recorded, under an indexed root, a regular file of the catalogued size and mtime, and (with
+    `read`) the catalogued content hash. Raises LookupError naming what differs."""
+    real = os.path.realpath(e.path)
+    if real != (e.real_path or e.path):
+        raise LookupError(f"now points to {real}, not the file that was indexed")
+    if not any(is_under(real, r) for r in roots):
+        raise LookupError("is outside the indexed folders")
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise LookupError(f"cannot be opened ({err.strerror})") from None
+    with os.fdopen(fd, "rb") as f:  # checked and read through one descriptor: no swap in between
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise LookupError("is not a regular file")
+        if (st.st_size, st.st_mtime_ns) != (e.size, e.mtime_ns):
+            raise LookupError("changed since it was indexed (size or time)")
+        if not read:
+            return None
+        data = f.read(e.size + 1)
+    if hashlib.sha256(data).hexdigest() != e.sha256:
+        raise LookupError("changed since it was indexed (content)")
+    return data
+
+
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100) -> FastAPI:
+               threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100,
+               max_queue: int = DEFAULT_MAX_QUEUE) -> FastAPI:
     """The app for one index. `token` defaults to $LAYERSEEK_TOKEN (None: adding and removing are
     off). `rerank_with`: a mof index of the same photos that re-scores this (global) index's
-    `shortlist` best of every search (two stages)."""
+    `shortlist` best of every search (two stages). `max_queue`: searches and additions that may
+    wait for the worker before the server answers 503."""
     idx = Index.open(index_path, threads)
     local = Index.open(rerank_with, threads) if rerank_with else None
     if local is not None and (idx.method.kind, local.method.kind) != ("global", "local"):
         raise LayerseekError("two-stage serving needs a global index and a mof index to re-rank with")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
-    # One request at a time touches the index: the network and SQLite connection are shared, and
-    # on a CPU the forward pass is the bottleneck anyway.
-    lock = threading.Lock()
+    # The network and the index's SQLite connection are used by one worker thread, one job at a
+    # time (on a CPU the forward pass is the bottleneck anyway); lookups for files, thumbnails and
+    # /health go through a second connection and never wait for it.
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerseek-index")
+    reader: Catalog = idx.catalog.reader()
+    read_lock = threading.Lock()
+    queue = {"pending": 0, "seconds": 1.0}  # jobs waiting or running; a running mean of their time
     params = idx.catalog.manifest["params"]
     thumbs = idx.catalog.root / "cache" / "thumbs"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        worker.shutdown(wait=True)
+        reader.close()
         idx.close()
         if local is not None:
             local.close()
@@ -71,13 +199,34 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                   description=f"Search {idx.catalog.root} ({params['method']} on {params['backbone']}) by example image.")
     app.state.index = idx
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse an oversized upload from its declared length, before the body is read.
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > max_upload + 64 * 1024:
-            return JSONResponse({"detail": f"upload too large: {int(length)} bytes > limit {max_upload}"}, 413)
-        return await call_next(request)
+    def token_ok(authorization: str | None) -> bool:
+        given = bearer(authorization)
+        return token is not None and given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+    def check_write(method: str, path: str, authorization: str | None) -> None:
+        if not ((method == "POST" and path.rstrip("/") == "/images") or (method == "DELETE" and path.startswith("/images/"))):
+            return
+        if token is None:
+            raise Refused(403, f"adding and removing images over HTTP is off: start the server with {TOKEN_ENV} set")
+        if not token_ok(authorization):
+            raise Refused(401, "missing or wrong token (send 'Authorization: Bearer <token>')")
+
+    app.add_middleware(RequestGuard, limit=max_upload + _MULTIPART_SLACK, check_write=check_write)
+
+    async def run_job(fn, *args):
+        """Run fn(*args) on the index worker, off the event loop; 503 when too many wait."""
+        if queue["pending"] >= max_queue:
+            wait = max(1, math.ceil(queue["pending"] * queue["seconds"]))
+            raise HTTPException(503, f"busy: {queue['pending']} requests are waiting; try again in {wait} s",
+                                headers={"Retry-After": str(wait)})
+        queue["pending"] += 1
+        try:
+            t0 = time.perf_counter()
+            out = await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+            queue["seconds"] = 0.8 * queue["seconds"] + 0.2 * (time.perf_counter() - t0)
+            return out
+        finally:
+            queue["pending"] -= 1
 
     async def read_upload(file: UploadFile) -> bytes:
         name = file.filename or "upload"
@@ -95,25 +244,31 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         return HTTPException(413 if e.reason == "too large" else 415 if e.reason in ("not an image", "unsupported") else 400,
                              str(e))
 
-    def hit_json(rank: int, h) -> dict:
-        return {"rank": rank, "id": h.id, "path": h.path, "name": Path(h.path).name, "score": round(h.score, 6),
-                "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+    def shown_path(path: str, full: bool) -> str:
+        """The path a client sees: absolute for the token holder, else relative to its indexed folder."""
+        if full:
+            return path
+        with read_lock:
+            root = reader.root_of(path)
+        return os.path.relpath(path, root) if root and root != path else Path(path).name
 
-    def check_token(authorization: str | None) -> None:
-        if token is None:
-            raise HTTPException(403, f"adding and removing images over HTTP is off: start the server with {TOKEN_ENV} set")
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong token (send 'Authorization: Bearer <token>')")
+    def hit_json(rank: int, h, full: bool) -> dict:
+        return {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": Path(h.path).name,
+                "score": round(h.score, 6), "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
 
-    def entry_or_404(image_id: int):
-        with lock:
-            e = idx.catalog.by_id(image_id)
+    def served_entry(image_id: int, read: bool) -> tuple[Entry, bytes | None]:
+        """The catalog entry and (with `read`) the verified bytes of an image, or 404."""
+        with read_lock:
+            e = reader.by_id(image_id)
+            roots = reader.roots()
         if e is None:
             raise HTTPException(404, f"no image {image_id} in the index")
-        if not Path(e.path).is_file():
-            raise HTTPException(404, f"image {image_id} ({e.path}) is no longer on disk")
-        return e
+        try:
+            return e, verified_file(e, roots, read)
+        except LookupError as why:
+            with read_lock, contextlib.suppress(sqlite3.Error):  # a read-only index stays unflagged
+                reader.flag(e.id, str(why))
+            raise HTTPException(404, f"image {image_id} is not served: the file {why}") from None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -121,44 +276,52 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
     @app.get("/health")
     def health() -> dict:
-        with lock:
-            n = idx.catalog.count()
+        with read_lock:
+            n = reader.count()
         return {"status": "ok", "images": n, "method": params["method"], "backbone": params["backbone"],
                 "layers": params["layers"], "adding": token is not None, "max_upload": max_upload,
+                "queue": queue["pending"], "max_queue": max_queue,
                 "rerank_with": str(local.catalog.root) if local else None, "shortlist": shortlist if local else None}
+
+    def do_search(name: str, data: bytes, top: int, qe: int):
+        if local is not None:
+            return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
+        return idx.search(name, top=top, qe=qe, data=data)
 
     @app.post("/search")
     async def search(file: UploadFile = File(..., description="the example image"),
-                     top: int = Query(12, ge=1, le=1000), qe: int = Query(0, ge=0, le=50)) -> dict:
+                     top: int = Query(12, ge=1, le=1000), qe: int = Query(0, ge=0, le=50),
+                     authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            with lock:
-                if local is not None:
-                    hits = idx.search_two_stage(file.filename or "upload", local, top=top, shortlist=shortlist, data=data)
-                else:
-                    hits = idx.search(file.filename or "upload", top=top, qe=qe, data=data)
+            hits = await run_job(do_search, file.filename or "upload", data, top, qe)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
             raise HTTPException(400, str(e)) from None
+        full = token_ok(authorization)
         return {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
-                "results": [hit_json(i, h) for i, h in enumerate(hits, 1)]}
+                "results": [hit_json(i, h, full) for i, h in enumerate(hits, 1)]}
 
     @app.get("/images/{image_id}")
-    def image(image_id: int) -> FileResponse:
-        e = entry_or_404(image_id)
+    def image(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
+        e, data = served_entry(image_id, read=True)
         media = mimetypes.guess_type(e.path)[0] or "application/octet-stream"
-        return FileResponse(e.path, media_type=media)
+        return Response(data, media_type=media)
 
     @app.get("/thumbnails/{image_id}")
-    def thumbnail(image_id: int, size: int = Query(256, ge=64, le=1024)) -> Response:
-        e = entry_or_404(image_id)
-        cached = thumbs / f"{e.sha256[:24]}-{size}.jpg"
-        if cached.is_file():
+    def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID), size: int = Query(256, ge=64, le=1024)) -> Response:
+        with read_lock:
+            known = reader.by_id(image_id)
+        cached = thumbs / f"{known.sha256[:24]}-{size}.jpg" if known else None
+        have = cached is not None and cached.is_file()
+        # a cached thumbnail shows the indexed content; served only while the file is as indexed
+        e, data = served_entry(image_id, read=not have)
+        if have:
             return FileResponse(cached, media_type="image/jpeg")
         try:
-            arr = load_image(e.path, max_side=size)
+            arr = load_image(e.path, max_side=size, data=data)
         except ImageError as err:
             raise HTTPException(404, str(err)) from None
         from PIL import Image
@@ -171,10 +334,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         os.replace(tmp, cached)
         return Response(buf.getvalue(), media_type="image/jpeg")
 
+    def do_add(dest: Path):
+        report = idx.add_files([dest])
+        if local is not None:  # two stages: both indexes hold the same photos
+            local.add_files([dest])
+        return report, idx.catalog.by_path(str(dest.resolve()))
+
     @app.post("/images", status_code=201)
     async def add_image(file: UploadFile = File(..., description="an image to add to the index"),
                         authorization: str | None = Header(None)) -> dict:
-        check_token(authorization)
+        # the token was checked before the body was read (RequestGuard)
         data = await read_upload(file)
         name = _safe_name(file.filename)
         if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
@@ -190,27 +359,26 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             tmp = dest.with_name(dest.name + ".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, dest)
-        with lock:
-            report = idx.add_files([dest])
-            if local is not None:  # two stages: both indexes hold the same photos
-                local.add_files([dest])
-            e = idx.catalog.by_path(str(dest.resolve()))
+        report, e = await run_job(do_add, dest)
         if e is None:
             raise HTTPException(415, "; ".join(report.failed) or f"{name}: could not be indexed")
         return {"id": e.id, "path": e.path, "image": f"/images/{e.id}", "thumbnail": f"/thumbnails/{e.id}",
                 "added": report.added, "unchanged": report.unchanged}
 
+    def do_delete(image_id: int):
+        e = idx.catalog.by_id(image_id)
+        if e is None:
+            return None, 0
+        idx.remove([e.path])
+        if local is not None:
+            local.remove([e.path])
+        return e, idx.catalog.count()
+
     @app.delete("/images/{image_id}")
-    def delete_image(image_id: int, authorization: str | None = Header(None)) -> dict:
-        check_token(authorization)
-        with lock:
-            e = idx.catalog.by_id(image_id)
-            if e is None:
-                raise HTTPException(404, f"no image {image_id} in the index")
-            idx.remove([e.path])
-            if local is not None:
-                local.remove([e.path])
-            left = idx.catalog.count()
+    async def delete_image(image_id: int = PathParam(ge=1, le=MAX_ID), authorization: str | None = Header(None)) -> dict:
+        e, left = await run_job(do_delete, image_id)
+        if e is None:
+            raise HTTPException(404, f"no image {image_id} in the index")
         uploads = (idx.catalog.root / UPLOADS).resolve()
         if Path(e.path).parent == uploads:  # only copies the server itself stored
             Path(e.path).unlink(missing_ok=True)

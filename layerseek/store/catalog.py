@@ -41,6 +41,15 @@ CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
 CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, reason TEXT NOT NULL, size INTEGER, mtime_ns INTEGER);
 """
 
+# Where each file really is, and the folders the user indexed: the server opens a file only when
+# its real path is still the one recorded and lies under an indexed root (a symlink swapped in
+# later serves nothing). `flag` marks an entry found changed on disk since it was indexed.
+# Added in place to catalogs made before them (same schema version: the columns may be NULL).
+_PROVENANCE = """
+CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added REAL NOT NULL);
+"""
+_IMAGE_COLUMNS = {"real_path": "TEXT", "flag": "TEXT"}
+
 # Changes to the vectors, logged in the same transaction as the change itself when the vectors are
 # also searched outside the catalog (a Milvus collection): the store applies the log after each
 # commit and again at the next open, so a process killed between the two never leaves it behind.
@@ -59,6 +68,16 @@ class Entry:
     sha256: str
     width: int
     height: int
+    real_path: str | None = None  # the file a symlink pointed to when it was indexed (else path)
+    flag: str | None = None  # why the file on disk no longer matches, once found so
+
+
+_ENTRY_SQL = "SELECT id, path, size, mtime_ns, sha256, width, height, real_path, flag FROM images"
+
+
+def is_under(path: str, root: str) -> bool:
+    """Whether `path` is `root` or lies below it (both absolute, normalised)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -102,6 +121,7 @@ class Catalog:
         manifest = {"schema_version": SCHEMA_VERSION, "created": time.time(), **manifest}
         conn = cls._connect(root / CATALOG)
         conn.executescript(_SCHEMA + _CHANGES)
+        cls._migrate(conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
         # The manifest is written last: a directory without it is not an index yet.
@@ -126,10 +146,24 @@ class Catalog:
         if version != SCHEMA_VERSION or manifest.get("schema_version") != SCHEMA_VERSION:
             raise LayerseekError(f"{root}: index schema version {version}, this layerseek reads {SCHEMA_VERSION}; "
                                  "re-create the index")
+        cls._migrate(conn)
         cat = cls(root, conn, manifest)
         if cat.logs_changes:
             conn.executescript(_CHANGES)  # indexes made before the log existed
         return cat
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+        for col, kind in _IMAGE_COLUMNS.items():
+            if col not in have:
+                conn.execute(f"ALTER TABLE images ADD COLUMN {col} {kind}")
+        conn.executescript(_PROVENANCE + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
+
+    def reader(self) -> Catalog:
+        """Another connection to the same catalog, for reads beside a writer (WAL: readers never
+        wait for it)."""
+        return Catalog(self.root, self._connect(self.root / CATALOG), self.manifest)
 
     def close(self) -> None:
         self.conn.close()
@@ -157,7 +191,7 @@ class Catalog:
         return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
     def entries(self, under: str | None = None) -> Iterator[Entry]:
-        sql = "SELECT id, path, size, mtime_ns, sha256, width, height FROM images"
+        sql = _ENTRY_SQL
         args: tuple = ()
         if under is not None:
             sql += " WHERE path = ? OR substr(path, 1, ?) = ?"
@@ -167,13 +201,18 @@ class Catalog:
             yield Entry(*row)
 
     def by_path(self, path: str) -> Entry | None:
-        row = self.conn.execute("SELECT id, path, size, mtime_ns, sha256, width, height FROM images WHERE path=?",
-                                (path,)).fetchone()
+        row = self.conn.execute(_ENTRY_SQL + " WHERE path=?", (path,)).fetchone()
         return Entry(*row) if row else None
 
+    def by_real_path(self, real: str) -> list[Entry]:
+        """The entries whose file is `real` (itself, or through a symlink)."""
+        return [Entry(*r) for r in self.conn.execute(_ENTRY_SQL + " WHERE real_path=? OR (real_path IS NULL AND path=?)"
+                                                     " ORDER BY id", (real, real))]
+
     def by_id(self, id_: int) -> Entry | None:
-        row = self.conn.execute("SELECT id, path, size, mtime_ns, sha256, width, height FROM images WHERE id=?",
-                                (int(id_),)).fetchone()
+        if not 0 < int(id_) < 2 ** 63:  # SQLite's integer range
+            return None
+        row = self.conn.execute(_ENTRY_SQL + " WHERE id=?", (int(id_),)).fetchone()
         return Entry(*row) if row else None
 
     def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int] | None:
@@ -283,6 +322,25 @@ class Catalog:
             c.execute("ROLLBACK")
             raise
 
+    def roots(self) -> list[str]:
+        """The folders (and single files) that were indexed, as absolute real paths."""
+        return [r for (r,) in self.conn.execute("SELECT path FROM roots ORDER BY path")]
+
+    def root_of(self, path: str) -> str | None:
+        """The longest indexed root that `path` lies under, if any."""
+        best = None
+        for r in self.roots():
+            if is_under(path, r) and (best is None or len(r) > len(best)):
+                best = r
+        return best
+
+    def add_root(self, path: str) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (path, time.time()))
+
+    def flag(self, id_: int, reason: str) -> None:
+        """Mark an entry whose file no longer matches what was indexed (the next `index` re-reads it)."""
+        self.conn.execute("UPDATE images SET flag=? WHERE id=?", (reason, int(id_)))
+
     def failures(self) -> list[tuple[str, str]]:
         return self.conn.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
 
@@ -307,17 +365,19 @@ class Catalog:
                     if vec.shape != (self.dim,):
                         raise LayerseekError(f"{path}: vector of shape {vec.shape}, index holds {self.dim}")
                 (image_id,) = c.execute(
-                    "INSERT INTO images (path, size, mtime_ns, sha256, width, height, vector, added) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                    "INSERT INTO images (path, size, mtime_ns, sha256, width, height, vector, added, real_path) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
                     "mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, width=excluded.width, "
-                    "height=excluded.height, vector=excluded.vector, added=excluded.added RETURNING id",
-                    (path, size, mtime, sha, w, h, vec.tobytes(), time.time())).fetchone()
+                    "height=excluded.height, vector=excluded.vector, added=excluded.added, "
+                    "real_path=excluded.real_path, flag=NULL RETURNING id",
+                    (path, size, mtime, sha, w, h, vec.tobytes(), time.time(), os.path.realpath(path))).fetchone()
                 if self.logs_changes:
                     c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'up')", (image_id,))
                 c.execute("DELETE FROM failures WHERE path=?", (path,))
                 changed = True
             for path, size, mtime in touches:
-                c.execute("UPDATE images SET size=?, mtime_ns=? WHERE path=?", (size, mtime, path))
+                c.execute("UPDATE images SET size=?, mtime_ns=?, real_path=?, flag=NULL WHERE path=?",
+                          (size, mtime, os.path.realpath(path), path))
             for path, reason, size, mtime in failures:
                 c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)", (path, reason, size, mtime))
             for path in deletes:

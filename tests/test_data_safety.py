@@ -1,0 +1,278 @@
+"""Data safety: `index` forgets files only on evidence, the server serves only what was indexed,
+every request is bounded, and the event loop stays free while the network works."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import struct
+import threading
+import time
+import zlib
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from conftest import PARIS
+from layerseek.cli import EXIT_SOME_FAILED, app
+from layerseek.errors import LayerseekError
+from layerseek.index import Index
+from layerseek.server.app import create_app
+
+OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 192}
+INDEX_ARGS = ["--backbone", "mobilenet_v2", "--layers", "s32,last", "--max-side", "192"]
+
+
+@pytest.fixture(scope="module")
+def indexed(copy_paris, tmp_path_factory):
+    """A folder of 6 photos, one of them reached through a symlink, indexed with gem."""
+    root = tmp_path_factory.mktemp("safety")
+    photos = copy_paris(root / "photos")
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(photos / PARIS[5], elsewhere / PARIS[5])
+    os.symlink(elsewhere / PARIS[5], photos / "linked.jpg")
+    with Index.create(root / "idx", "gem", **OPTS) as idx:
+        assert idx.add_folder(photos).added == 6
+    return root
+
+
+def _copy_index(indexed, tmp_path):
+    shutil.copytree(indexed / "idx", tmp_path / "idx")
+    return tmp_path / "idx"
+
+
+# -- 1. deletions need evidence ---------------------------------------------------------------
+def test_empty_or_missing_folder_is_not_taken_for_deleted_photos(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos")
+    run = CliRunner().invoke
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), *INDEX_ARGS]
+    assert run(app, args).exit_code == 0
+    for f in photos.iterdir():  # the drive is not mounted: the folder is there, empty
+        f.unlink()
+    r = run(app, args)
+    assert r.exit_code == 1 and "empty" in r.output and "holds 6 files" in r.output and "--allow-mass-removal" in r.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == 6
+    photos.rmdir()
+    r = run(app, args)
+    assert r.exit_code == 1 and "missing" in r.output and "nothing was removed" in r.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == 6
+    r = run(app, args + ["--prune"])  # confirmed: forgotten
+    assert r.exit_code == 0 and "6 removed" in r.output, r.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == 0
+
+
+def test_more_than_half_gone_needs_confirmation(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos")
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+        (photos / PARIS[0]).unlink()  # one of six: an ordinary deletion
+        assert idx.add_folder(photos).removed == 1
+        for name in PARIS[1:5]:  # four of the five left
+            (photos / name).unlink()
+        with pytest.raises(LayerseekError, match=r"4 of the 5 indexed files under it are gone; nothing was removed"):
+            idx.add_folder(photos)
+        assert idx.catalog.count() == 5
+        assert idx.add_folder(photos, allow_mass_removal=True).removed == 4
+        assert idx.catalog.count() == 1
+
+
+def test_unreadable_subfolder_keeps_its_entries(copy_paris, tmp_path, monkeypatch):
+    photos = copy_paris(tmp_path / "photos")
+    (photos / "sub").mkdir()
+    for name in PARIS[:3]:
+        shutil.move(photos / name, photos / "sub" / name)
+    run = CliRunner().invoke
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), *INDEX_ARGS]
+    assert run(app, args).exit_code == 0
+    real_scandir = os.scandir
+    sub = str((photos / "sub").resolve())
+
+    def scandir(path="."):  # root reads everything here, so the refusal is simulated
+        if os.fspath(path) == sub:
+            raise PermissionError(13, "Permission denied", sub)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    r = run(app, args)
+    assert r.exit_code == EXIT_SOME_FAILED, r.output
+    assert "0 removed" in r.output and "folder not read (its entries kept)" in r.output and "Permission denied" in r.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == 6
+
+
+def test_unwritable_index_location_is_one_line(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos", 1)
+    (tmp_path / "afile").write_text("x")
+    r = CliRunner().invoke(app, ["index", str(photos), "--index", str(tmp_path / "afile" / "idx"), *INDEX_ARGS])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "afile" in r.output and ("Not a directory" in r.output or "not a directory" in r.output), r.output
+
+
+# -- 2. serve only what was indexed -----------------------------------------------------------
+def test_symlinks_are_recorded_and_removable_by_either_path(indexed, tmp_path):
+    idx_dir = _copy_index(indexed, tmp_path)
+    photos, target = indexed / "photos", indexed / "elsewhere" / PARIS[5]
+    with Index.open(idx_dir) as idx:
+        e = idx.catalog.by_path(str(photos.resolve() / "linked.jpg"))
+        assert e is not None and e.real_path == str(target.resolve())
+        assert str(photos.resolve()) in idx.catalog.roots()
+        assert idx.remove([target]) == [] and idx.catalog.count() == 5  # by the target's path
+    idx_dir = _copy_index(indexed, tmp_path / "again")
+    with Index.open(idx_dir) as idx:
+        assert idx.remove([photos / "linked.jpg"]) == [] and idx.catalog.count() == 5  # by the link's
+
+
+def test_a_swapped_file_is_not_served(indexed, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
+    photos = tmp_path / "photos"
+    shutil.copytree(indexed / "photos", photos, symlinks=True)
+    os.symlink(photos / PARIS[3], photos / "inside.jpg")
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+        victim = idx.catalog.by_path(str(photos.resolve() / PARIS[1]))
+        changed = idx.catalog.by_path(str(photos.resolve() / PARIS[2]))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0 the server's own secrets")
+    with TestClient(create_app(tmp_path / "idx")) as c:
+        assert c.get(f"/images/{victim.id}").content == (photos / PARIS[1]).read_bytes()
+        (photos / PARIS[1]).unlink()
+        os.symlink(secret, photos / PARIS[1])
+        r = c.get(f"/images/{victim.id}")
+        assert r.status_code == 404 and b"root:" not in r.content and "now points to" in r.json()["detail"]
+        assert c.get(f"/thumbnails/{victim.id}").status_code == 404
+        data = bytearray((photos / PARIS[2]).read_bytes())  # same size and time, other content
+        st = os.stat(photos / PARIS[2])
+        data[-10] ^= 0xFF
+        (photos / PARIS[2]).write_bytes(bytes(data))
+        os.utime(photos / PARIS[2], ns=(st.st_atime_ns, st.st_mtime_ns))
+        r = c.get(f"/images/{changed.id}")
+        assert r.status_code == 404 and "content" in r.json()["detail"]
+        # a link is served only while its target lies inside an indexed folder
+        linked = c.app.state.index.catalog.by_path(str(photos.resolve() / "linked.jpg"))
+        r = c.get(f"/images/{linked.id}")
+        assert r.status_code == 404 and "outside the indexed folders" in r.json()["detail"]
+        inside = c.app.state.index.catalog.by_path(str(photos.resolve() / "inside.jpg"))
+        assert c.get(f"/images/{inside.id}").content == (photos / PARIS[3]).read_bytes()
+        # results: relative paths without the token, absolute with it
+        q = {"file": ("q.jpg", (photos / PARIS[3]).read_bytes(), "image/jpeg")}
+        anon = c.post("/search?top=1", files=q).json()["results"][0]
+        assert anon["path"] == PARIS[3]
+        full = c.post("/search?top=1", files=q, headers={"Authorization": "Bearer tok"}).json()["results"][0]
+        assert full["path"] == str(photos.resolve() / PARIS[3])
+        bare = c.post("/search?top=1", files=q, headers={"Authorization": "tok"}).json()["results"][0]
+        assert bare["path"] == PARIS[3]  # a bare token is no token
+    with Index.open(tmp_path / "idx") as idx:
+        assert "now points to" in idx.catalog.by_id(victim.id).flag
+        assert "content" in idx.catalog.by_id(changed.id).flag
+
+
+# -- 3. bounded requests ----------------------------------------------------------------------
+def _asgi_post(asgi, path: str, total: int, headers: list[tuple[bytes, bytes]], chunk: int = 1 << 20):
+    """POST a multipart body of `total` bytes of file data, chunked (no Content-Length), straight
+    to the ASGI app; returns (status, body, bytes the app pulled)."""
+    boundary = b"xXxBOUNDARYxXx"
+    head = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n")
+    pulled, sent = 0, []
+
+    def parts():
+        yield head
+        left = total
+        while left > 0:
+            n = min(chunk, left)
+            left -= n
+            yield b"\xff" * n
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    it = parts()
+
+    async def receive():
+        nonlocal pulled
+        part = next(it, None)
+        if part is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += len(part)
+        return {"type": "http.request", "body": part, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "path": path,
+             "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("test", 80), "client": ("127.0.0.1", 1234),
+             "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary),
+                         (b"transfer-encoding", b"chunked"), *headers]}
+    asyncio.run(asgi(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body, pulled
+
+
+def test_chunked_upload_is_cut_off_while_it_streams(indexed, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
+    api = create_app(_copy_index(indexed, tmp_path), max_upload=20 * 1024 * 1024)
+    status, body, pulled = _asgi_post(api, "/search", 200 * 1024 * 1024, [])
+    assert status == 413 and b"upload too large" in body
+    assert pulled < 25 * 1024 * 1024
+    # a write route refuses a wrong token before reading any of the body
+    status, body, pulled = _asgi_post(api, "/images", 200 * 1024 * 1024, [(b"authorization", b"Bearer nope")])
+    assert status == 401 and pulled == 0
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h pixels (a decompression bomb as far as its header goes)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def test_huge_pixel_counts_and_ids_are_refused(indexed, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
+    with TestClient(create_app(_copy_index(indexed, tmp_path))) as c:
+        bomb = _png_header_only(13000, 13000)
+        t0 = time.perf_counter()
+        r = c.post("/search", files={"file": ("bomb.png", bomb, "image/png")})
+        assert r.status_code == 413 and "bomb.png: too large" in r.json()["detail"]
+        assert time.perf_counter() - t0 < 5  # refused from the header, not decoded (a generous bound)
+        r = c.post("/images", files={"file": ("bomb.png", bomb, "image/png")}, headers={"Authorization": "Bearer tok"})
+        assert r.status_code == 413
+        for bad in (2 ** 63, 2 ** 64, 0, -1):
+            assert c.get(f"/images/{bad}").status_code == 422
+            assert c.get(f"/thumbnails/{bad}").status_code == 422
+            assert c.delete(f"/images/{bad}", headers={"Authorization": "Bearer tok"}).status_code == 422
+        assert c.get(f"/images/{2 ** 63 - 1}").status_code == 404
+
+
+# -- 4. a responsive server ---------------------------------------------------------------------
+def test_health_answers_while_a_slow_search_runs(indexed, tmp_path):
+    api = create_app(_copy_index(indexed, tmp_path), max_queue=1)
+    idx = api.state.index
+    real_search, started = idx.search, threading.Event()
+
+    def slow_search(*a, **k):
+        started.set()
+        time.sleep(3)
+        return real_search(*a, **k)
+
+    idx.search = slow_search
+    q = {"file": ("q.jpg", (indexed / "photos" / PARIS[0]).read_bytes(), "image/jpeg")}
+    with TestClient(api) as c:
+        done = {}
+        t = threading.Thread(target=lambda: done.setdefault("r", c.post("/search?top=1", files=q)))
+        t.start()
+        assert started.wait(30)
+        h = c.get("/health")
+        assert h.status_code == 200 and h.json()["queue"] == 1
+        assert t.is_alive()  # /health came back while the search was still running
+        busy = c.post("/search?top=1", files=q)  # the queue (1) is full
+        assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+        first = idx.catalog.by_path(str((indexed / "photos" / PARIS[0]).resolve()))
+        assert c.get(f"/images/{first.id}").status_code == 200  # files are served meanwhile too
+        t.join(60)
+        assert done["r"].status_code == 200 and done["r"].json()["results"][0]["name"] == PARIS[0]
