@@ -28,6 +28,18 @@ err_console = Console(stderr=True)
 
 #: `index` finished, but some files failed or some folders could not be read.
 EXIT_SOME_FAILED = 3
+#: What a new index is made with when nothing is said: R-MAC on MobileNetV2 ranks, SIFT + RANSAC
+#: verifies the first 100 (docs/RESULTS.md, "Geometric verification").
+DEFAULT_INDEX = {"method": "rmac", "backbone": "mobilenet_v2", "verify": True}
+
+
+def _manifest_verify(index_path: Path):
+    import json as _json
+
+    try:
+        return _json.loads(Path(index_path, "manifest.json").read_text()).get("verify")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def os_error_line(e: OSError) -> str:
@@ -153,21 +165,29 @@ def eval_(
     mof_layers: Annotated[Optional[str], typer.Option(help="mof layers with --rerank (default: the backbone's MOF layers)")] = None,
     max_train: Annotated[int, typer.Option(help="mof: training descriptors per layer (sampled)")] = 500_000,
     rerank: Annotated[int, typer.Option(help="two-stage: MOF re-scores the global method's top N (0: off)")] = 0,
+    verify: Annotated[int, typer.Option(help="geometric verification (SIFT + RANSAC) re-orders the first N of the "
+                                             "ranking (0: off; with --method local, of the descriptor-vote shortlist: "
+                                             "default 10)")] = 0,
 ) -> None:
     """Evaluate a method on a benchmark and print the protocol's table: a global descriptor
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
-    (`--method gem --rerank 100 --train-on OTHER`)."""
+    (`--method gem --rerank 100 --train-on OTHER`); `--verify N` re-orders the first N by RANSAC
+    inliers, and `--method local` ranks by local features alone (SIFT votes, then verification)."""
     import json as _json
 
     from .backbones import get_spec
     from .eval.datasets import get_dataset
-    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof
+    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, evaluate_verified
     from .globaldesc import GlobalConfig
     from .local.method import LocalMethod
     from .progress import progress_bar, versions
 
     try:
         spec = get_spec(backbone)
+        use_local = method == "local"
+        if use_local and (rerank or whiten_on or qe):
+            fail("--method local uses local features alone: no --rerank, --whiten-on or --qe")
+        verify = verify or (10 if use_local else 0)
         use_mof = method == "mof" or rerank > 0
         if use_mof and not train_on:
             fail("MOF learns its vocabularies on another collection: give --train-on (a dataset name, .json or folder)")
@@ -178,6 +198,8 @@ def eval_(
                               window_pooling, words, ma, he, train_on)
         if method == "mof":
             layer_list = mof.layers
+        elif use_local:
+            layer_list = ("sift",)
         else:
             layer_list = tuple(layers.split(",")) if layers else spec.default_layers
             cfg = GlobalConfig(method, layer_list, weights, similarity, qe, qe_alpha)
@@ -217,11 +239,28 @@ def eval_(
             if res is not None:
                 shortlist = {qi: ranking for qi, ranking in res["_ranks"]}
             res = evaluate_mof(ds, mof.model, mof.pooling, ldb, lqs, shortlist=shortlist, rerank=rerank)
+        if verify:
+            from .backbones.weights import cache_dir
+            from .verify.geometry import Verifier
+            from .verify.pipeline import dataset_features
+
+            bar, update = progress_bar(f"{ds.name} / SIFT features", err_console)
+            with bar:
+                fdb, fqs, ferr = dataset_features(ds, cache / "features" if cache else cache_dir() / "features", update)
+            errors += ferr
+            first = None if res is None else {qi: ranking for qi, ranking in res["_ranks"]}
+            t_first = 0.0 if res is None else res["_score_seconds"]
+            res = evaluate_verified(ds, first, fdb, fqs, Verifier(), verify)
+            res["_score_seconds"] = t_first
     except LayerseekError as e:
         fail(str(e))
     title = f"{ds.name}: {method} on {backbone} {'+'.join(layer_list)}"
     if rerank:
         title += f", top {rerank} re-scored by MOF {'+'.join(mof.layers)}"
+    if use_local:
+        title = f"{ds.name}: local features alone (RootSIFT votes)"
+    if verify:
+        title += f", top {verify} verified (SIFT + RANSAC)"
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -235,6 +274,8 @@ def eval_(
     if use_mof:
         settings.append(f"MOF {'+'.join(mof.layers)}: {mof.pooling}-pooled windows, {words} words learned on {train_on}, "
                         f"MA {ma}, {'BoW+HE' if he else 'BoW'}")
+    if verify:
+        settings.append(f"verification {res['_verify_seconds']:.2f} s per query")
     console.print("; ".join(settings) + f"; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
                   highlight=False)
     if errors:
@@ -246,6 +287,7 @@ def eval_(
                   "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
+                  "verify": verify, "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
                   "failed": errors, "versions": versions()}
@@ -272,8 +314,8 @@ def collection_name(name: str | None) -> str | None:
 def index(
     folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively")],
     index_path: Annotated[Path, typer.Option("--index", help="the index directory (created if new)")],
-    method: Annotated[Optional[str], typer.Option(help="fcrow (default), crow, spoc, mac, gem, rmac, mof")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="vgg16 (default), mobilenet_v2, efficientnet_lite0")] = None,
+    method: Annotated[Optional[str], typer.Option(help="rmac (default), fcrow, crow, spoc, mac, gem, mof")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="mobilenet_v2 (default), vgg16, efficientnet_lite0")] = None,
     layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
     weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
     similarity: Annotated[Optional[str], typer.Option(help="cosine or correlation")] = None,
@@ -299,6 +341,9 @@ def index(
                                                     "`--ray ray://HOST:10001` a remote one")] = None,
     ray_workers: Annotated[Optional[int], typer.Option(help="Ray worker actors, one model each (default: one per GPU, "
                                                             "else one per CPU)")] = None,
+    verify: Annotated[Optional[bool], typer.Option("--verify/--no-verify",
+                                                   help="store SIFT features of every photo so that searches verify "
+                                                        "their best matches geometrically (default on, set at creation)")] = None,
     allow_mass_removal: Annotated[bool, typer.Option("--allow-mass-removal", "--prune",
                                                      help="forget the indexed files of a folder that is missing, empty "
                                                           "or unreadable, or more than half of them at once (refused "
@@ -316,11 +361,20 @@ def index(
                "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on),
                "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he}
     learn_on = whiten_on or train_on
+    creating = not Path(index_path, "manifest.json").is_file()
+    if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
+        method = method or DEFAULT_INDEX["method"]
+        if method != "mof" or backbone is None:
+            options["backbone"] = backbone or DEFAULT_INDEX["backbone"]
     try:
+        if not creating and verify is not None and bool(verify) != bool(_manifest_verify(index_path)):
+            fail(f"{index_path}: this index {'stores' if not verify else 'stores no'} local features for verification, "
+                 "fixed when it was created; build another index for another setting")
         wbar, wupdate = (progress_bar(f"learning on {learn_on}", err_console)
-                         if learn_on and not Path(index_path, "manifest.json").is_file() else (contextlib.nullcontext(), None))
+                         if learn_on and creating else (contextlib.nullcontext(), None))
         with wbar:
-            idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store, **options)
+            idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store,
+                                       verify=DEFAULT_INDEX["verify"] if verify is None else verify, **options)
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), err_console)
         with idx, bar:
             report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
@@ -353,8 +407,12 @@ def search(
     rerank_with: Annotated[Optional[Path], typer.Option(help="two stages: a mof index of the same photos re-scores "
                                                               "this index's shortlist")] = None,
     shortlist: Annotated[int, typer.Option(help="two stages: how many of the first stage's best are re-scored")] = 100,
+    verify: Annotated[Optional[int], typer.Option(help="re-order the first N by geometric verification (default 100 "
+                                                       "on an index made with --verify; 0: off)")] = None,
 ) -> None:
-    """The indexed images most like IMAGE, best first."""
+    """The indexed images most like IMAGE, best first. On an index that stores local features,
+    the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
+    marked "same"."""
     import json as _json
 
     from .index import Index
@@ -367,21 +425,26 @@ def search(
                 with Index.open(rerank_with, threads) as local:
                     hits = idx.search_two_stage(image, local, top=top, shortlist=shortlist)
             else:
-                hits = idx.search(image, top=top, qe=qe)
+                hits = idx.search(image, top=top, qe=qe, verify=verify)
             dt = time.perf_counter() - t0
     except LayerseekError as e:
         fail(str(e))
     if json_out:
         print(_json.dumps({"query": str(image), "seconds": dt,
-                           "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score}
+                           "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
+                                        "inliers": h.inliers, "verified": h.verified}
                                        for i, h in enumerate(hits)]}, indent=2))
         return
     table = Table(title=f"{image} ({dt * 1000:.0f} ms)")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
+    checked = any(h.inliers is not None for h in hits)
+    if checked:
+        table.add_column("inliers", justify="right")
     table.add_column("path")
     for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.path)
+        extra = [("-" if h.inliers is None else f"{h.inliers}" + (" same" if h.verified else ""))] if checked else []
+        table.add_row(str(i), f"{h.score:.4f}", *extra, h.path)
     console.print(table)
 
 

@@ -2,7 +2,7 @@
 
     GET  /                 the page
     GET  /health           status, image count, method
-    POST /search           multipart field `file` (an image), ?top=K&qe=K  ->  ranked matches
+    POST /search           multipart field `file` (an image), ?top=K&qe=K&verify=N  ->  ranked matches
     GET  /images/{id}      the catalogued file itself            (nothing outside the catalog)
     GET  /thumbnails/{id}  a JPEG thumbnail, ?size=64..1024
     POST /images           multipart field `file`: store the upload in the index and index it   (token)
@@ -254,7 +254,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
     def hit_json(rank: int, h, full: bool) -> dict:
         return {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": Path(h.path).name,
-                "score": round(h.score, 6), "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+                "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
+                "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
 
     def served_entry(image_id: int, read: bool) -> tuple[Entry, bytes | None]:
         """The catalog entry and (with `read`) the verified bytes of an image, or 404."""
@@ -280,22 +281,24 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             n = reader.count()
         return {"status": "ok", "images": n, "method": params["method"], "backbone": params["backbone"],
                 "layers": params["layers"], "adding": token is not None, "max_upload": max_upload,
-                "queue": queue["pending"], "max_queue": max_queue,
+                "queue": queue["pending"], "max_queue": max_queue, "verify": idx.verify_settings,
                 "rerank_with": str(local.catalog.root) if local else None, "shortlist": shortlist if local else None}
 
-    def do_search(name: str, data: bytes, top: int, qe: int):
+    def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None):
         if local is not None:
             return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
-        return idx.search(name, top=top, qe=qe, data=data)
+        return idx.search(name, top=top, qe=qe, data=data, verify=verify)
 
     @app.post("/search")
     async def search(file: UploadFile = File(..., description="the example image"),
                      top: int = Query(12, ge=1, le=1000), qe: int = Query(0, ge=0, le=50),
+                     verify: int | None = Query(None, ge=0, le=1000, description="verify the first N geometrically "
+                                                "(default 100 on an index that stores local features; 0: off)"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            hits = await run_job(do_search, file.filename or "upload", data, top, qe)
+            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:

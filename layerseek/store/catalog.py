@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, reason TEXT NOT NULL
 _PROVENANCE = """
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added REAL NOT NULL);
 """
+
+# Local features for geometric verification (`verify.features.LocalFeatures.pack`), one row per
+# image of an index made with verification; written and deleted in the image's own transaction.
+_FEATURES = """
+CREATE TABLE IF NOT EXISTS features (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
 _IMAGE_COLUMNS = {"real_path": "TEXT", "flag": "TEXT"}
 
 # Changes to the vectors, logged in the same transaction as the change itself when the vectors are
@@ -158,7 +164,7 @@ class Catalog:
         for col, kind in _IMAGE_COLUMNS.items():
             if col not in have:
                 conn.execute(f"ALTER TABLE images ADD COLUMN {col} {kind}")
-        conn.executescript(_PROVENANCE + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
+        conn.executescript(_PROVENANCE + _FEATURES + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
 
     def reader(self) -> Catalog:
         """Another connection to the same catalog, for reads beside a writer (WAL: readers never
@@ -215,12 +221,24 @@ class Catalog:
         row = self.conn.execute(_ENTRY_SQL + " WHERE id=?", (int(id_),)).fetchone()
         return Entry(*row) if row else None
 
-    def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int] | None:
-        """(vector, width, height) of a file with this content already indexed, if any."""
-        row = self.conn.execute("SELECT vector, width, height FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
+    def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int, bytes | None] | None:
+        """(vector, width, height, local features) of a file with this content already indexed, if any."""
+        row = self.conn.execute("SELECT i.vector, i.width, i.height, f.data FROM images i LEFT JOIN features f "
+                                "ON f.id = i.id WHERE i.sha256=? LIMIT 1", (sha,)).fetchone()
         if not row:
             return None
-        return (np.frombuffer(row[0], dtype=np.float32).copy() if self.dim else bytes(row[0]), row[1], row[2])
+        return (np.frombuffer(row[0], dtype=np.float32).copy() if self.dim else bytes(row[0]), row[1], row[2],
+                None if row[3] is None else bytes(row[3]))
+
+    def features(self, ids: Iterable[int]) -> dict[int, bytes]:
+        """id -> packed local features, for the ids that have them."""
+        ids = [int(i) for i in ids]
+        return {i: bytes(b) for i, b in self._rows_for_ids("SELECT id, data FROM features WHERE id IN ({})", ids)}
+
+    def feature_bytes(self) -> int | None:
+        """Mean stored bytes of local features per image that has them."""
+        v = self.conn.execute("SELECT AVG(LENGTH(data)) FROM features").fetchone()[0]
+        return None if v is None else round(v)
 
     def payload_bytes(self) -> int | None:
         """Mean stored bytes per image."""
@@ -350,14 +368,15 @@ class Catalog:
 
     def commit_batch(self, upserts: Iterable[tuple], touches: Iterable[tuple] = (), failures: Iterable[tuple] = (),
                      deletes: Iterable[str] = ()) -> None:
-        """upserts: (path, size, mtime_ns, sha256, width, height, vector); touches: (path, size,
+        """upserts: (path, size, mtime_ns, sha256, width, height, vector[, local features bytes or
+        None]); touches: (path, size,
         mtime_ns) for files whose content is unchanged; failures: (path, reason, size, mtime_ns);
         deletes: paths. All or nothing."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
             changed = False
-            for path, size, mtime, sha, w, h, vec in upserts:
+            for path, size, mtime, sha, w, h, vec, *feats in upserts:
                 if self.dim == 0:  # a payload of bytes (MOF's encoded local descriptors)
                     vec = np.frombuffer(bytes(vec), np.uint8)
                 else:
@@ -373,6 +392,10 @@ class Catalog:
                     (path, size, mtime, sha, w, h, vec.tobytes(), time.time(), os.path.realpath(path))).fetchone()
                 if self.logs_changes:
                     c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'up')", (image_id,))
+                if feats and feats[0] is not None:
+                    c.execute("INSERT OR REPLACE INTO features VALUES (?, ?)", (image_id, bytes(feats[0])))
+                else:
+                    c.execute("DELETE FROM features WHERE id=?", (image_id,))
                 c.execute("DELETE FROM failures WHERE path=?", (path,))
                 changed = True
             for path, size, mtime in touches:
@@ -383,6 +406,8 @@ class Catalog:
             for path in deletes:
                 gone = c.execute("DELETE FROM images WHERE path=? RETURNING id", (path,)).fetchall()
                 c.execute("DELETE FROM failures WHERE path=?", (path,))
+                if gone:
+                    c.execute("DELETE FROM features WHERE id=?", (gone[0][0],))
                 if gone and self.logs_changes:
                     c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'del')", (gone[0][0],))
                 changed = changed or bool(gone)

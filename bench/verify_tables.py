@@ -1,0 +1,116 @@
+"""Geometric verification on the shared collections: each pipeline's metrics, with the inlier
+threshold, ratio and shortlist swept, and the time per query of the verification stage.
+
+    .venv/bin/python bench/verify_tables.py --dataset smvs --first rmac:mobilenet_v2 --shortlist 100
+    .venv/bin/python bench/verify_tables.py --dataset rparis6k-subset --first local --shortlist 10
+    .venv/bin/python bench/verify_tables.py --dataset smvs --first rmac:mobilenet_v2 --min-inliers 8,10,12,15,20,25
+
+`--first` is the first stage: POOLING:BACKBONE[:LAYERS] (a global descriptor, max side 1024,
+descriptors cached as for `eval`), `local` (RootSIFT votes over all database descriptors) or
+`none` (the database order: verification alone decides). Inlier counts are computed once per
+(ratio, threshold) and re-used for every --min-inliers. With --per-phone (SMVS), the metrics are
+also given per camera (the query folder).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from layerseek.backbones import get_spec  # noqa: E402
+from layerseek.backbones.weights import cache_dir  # noqa: E402
+from layerseek.eval.datasets import Dataset, get_dataset  # noqa: E402
+from layerseek.eval.runner import describe_dataset, evaluate_global, evaluate_rankings  # noqa: E402
+from layerseek.globaldesc import GlobalConfig  # noqa: E402
+from layerseek.verify.geometry import Verifier, verified_order  # noqa: E402
+from layerseek.verify.pipeline import VoteIndex, dataset_features, verify_rankings  # noqa: E402
+
+
+def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None) -> dict[int, list[int]]:
+    if spec == "none":
+        return {qi: list(range(len(ds.database))) for qi in range(len(ds.queries))}
+    if spec == "local":
+        votes = VoteIndex(db_feats)
+        return {qi: votes.ranking(f) for qi, f in enumerate(q_feats) if f is not None}
+    pooling, backbone, *layers = spec.split(":")
+    layer_list = tuple(layers[0].split(",")) if layers else get_spec(backbone).default_layers
+    db, qs, _ = describe_dataset(ds, backbone, layer_list, 1024, None, None, [pooling])
+    wv = None
+    if whiten_on:
+        wdb, _, _ = describe_dataset(get_dataset(whiten_on), backbone, layer_list, 1024, None, None, [pooling], queries=False)
+        wv = wdb
+    res = evaluate_global(ds, GlobalConfig(pooling, layer_list), db, qs, wv)
+    n = len(ds.database)
+    out = {}
+    for qi, ranking in res["_ranks"]:
+        seen = set(ranking)
+        out[qi] = list(ranking) + [j for j in range(n) if j not in seen]
+    return out
+
+
+def fmt(res: dict, protocol: str) -> str:
+    if protocol == "revisited":
+        return " / ".join(f"{100 * res[k]:.1f}" for k in ("mAP_easy", "mAP_medium", "mAP_hard"))
+    return " / ".join(f"{100 * res[k]:.1f}" for k in ("R@1", "R@5", "mAP"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="smvs")
+    ap.add_argument("--first", default="rmac:mobilenet_v2")
+    ap.add_argument("--whiten-on", default=None)
+    ap.add_argument("--shortlist", default="100")
+    ap.add_argument("--min-inliers", default="15")
+    ap.add_argument("--threshold", default="0.01", help="RANSAC threshold as a fraction of the longer side")
+    ap.add_argument("--ratio", default="0.8")
+    ap.add_argument("--features", type=int, default=1000)
+    ap.add_argument("--side", type=int, default=640)
+    ap.add_argument("--per-phone", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    ds = get_dataset(args.dataset)
+    t0 = time.perf_counter()
+    db_feats, q_feats, errors = dataset_features(ds, cache_dir() / "features", None, args.features, args.side)
+    t_feat = time.perf_counter() - t0
+    n_feat = [len(f) for f in db_feats if f is not None]
+    bytes_per_image = sum(len(f.pack()) for f in db_feats if f is not None) / max(1, len(n_feat))
+    print(f"{ds.describe()}; features {args.features} at {args.side} px: {sum(n_feat) / max(1, len(n_feat)):.0f} "
+          f"per image, {bytes_per_image:.0f} bytes per image ({t_feat:.0f} s, {len(errors)} failed)")
+    first = first_stage(ds, args.first, q_feats, db_feats, args.whiten_on)
+    base = evaluate_rankings(ds, first)
+    print(f"first stage {args.first}: {fmt(base, ds.protocol)}")
+    rows = []
+    for ratio in map(float, args.ratio.split(",")):
+        for thr in map(float, args.threshold.split(",")):
+            for shortlist in map(int, args.shortlist.split(",")):
+                t0 = time.perf_counter()
+                _, inliers = verify_rankings(first, db_feats, q_feats, Verifier(ratio, thr, 0), shortlist)
+                per_q = (time.perf_counter() - t0) / max(1, len(first))
+                for m in map(int, args.min_inliers.split(",")):
+                    new = {qi: verified_order(order[:shortlist], inliers[qi], m) + order[shortlist:]
+                           for qi, order in first.items()}
+                    res = evaluate_rankings(ds, new)
+                    row = {"ratio": ratio, "threshold": thr, "shortlist": shortlist, "min_inliers": m,
+                           "seconds_per_query": per_q, **{k: v for k, v in res.items() if not k.startswith("_")}}
+                    line = f"ratio {ratio} thr {thr} shortlist {shortlist} min {m}: {fmt(res, ds.protocol)}  ({per_q:.2f} s/q)"
+                    if args.per_phone and ds.protocol == "smvs":
+                        for phone in sorted({q.path.parent.name for q in ds.queries}):
+                            sub = {qi: r for qi, r in new.items() if ds.queries[qi].path.parent.name == phone}
+                            pr = evaluate_rankings(ds, sub)
+                            row[phone] = {k: v for k, v in pr.items() if not k.startswith("_")}
+                            line += f"  {phone} {fmt(pr, ds.protocol)}"
+                    print(line, flush=True)
+                    rows.append(row)
+    if args.json:
+        args.json.write_text(json.dumps({"dataset": ds.name, "first": args.first, "first_metrics":
+                                         {k: v for k, v in base.items() if not k.startswith("_")},
+                                         "features": args.features, "side": args.side,
+                                         "bytes_per_image": bytes_per_image, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

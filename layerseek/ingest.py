@@ -1,0 +1,298 @@
+"""Indexing: walking a folder, planning what is new, changed or gone, decoding and encoding in
+parallel, committing in batches, forgetting files (only on evidence)."""
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .describe import file_sha256
+from .errors import ImageError, LayerseekError
+from .images import is_image_name, load_image
+from .store.catalog import is_under
+
+#: Share of a folder's indexed files that one `index` run may forget without --allow-mass-removal.
+MASS_REMOVAL_SHARE = 0.5
+#: ... counted only from this many files on (deleting one photo of two is not a lost drive).
+MASS_REMOVAL_MIN = 3
+
+
+def absolute(path: str | Path) -> Path:
+    """An absolute path with its folders resolved but not its last component: a symlink keeps
+    its own name (as a folder walk from a resolved root names it)."""
+    p = Path(path).expanduser()
+    return Path(os.path.realpath(p.parent)) / p.name
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    reused: int = 0  # same content already indexed under another name: vector copied
+    failed: list[str] = field(default_factory=list)  # "path: reason"
+    skipped: list[str] = field(default_factory=list)  # not image files
+    unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
+
+    def summary(self) -> str:
+        return (f"{self.added} added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged"
+                + (f", {self.reused} copied from identical files" if self.reused else "")
+                + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
+                + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else ""))
+
+
+class Ingest:
+    """The indexing half of `Index` (a mixin: it uses the index's catalog, method, lock and store)."""
+
+    # -- indexing -----------------------------------------------------------------------------
+    def add_folder(self, folder: str | Path, batch: int = 16, workers: int = 2,
+                   progress: Callable[[int, int], None] | None = None, remove_missing: bool = True,
+                   ray: str | None = None, ray_workers: int | None = None,
+                   allow_mass_removal: bool = False) -> IndexReport:
+        """Index every image under `folder` (recursively) that is new or changed, and forget the
+        indexed files under it that are gone. Work is committed every `batch` images, so a killed
+        run loses at most one batch and a rerun goes on from there. With `ray` (an address, or
+        "local" for a Ray started here) decoding and the network run as a Ray Data pipeline of
+        `ray_workers` actors (default: one per GPU, else one per CPU).
+
+        Forgetting needs evidence: a folder that is missing, unreadable or empty while the index
+        holds files under it, or a run that would forget more than MASS_REMOVAL_SHARE of them, is
+        refused (LayerseekError, nothing changed) unless `allow_mass_removal`. Entries under
+        subfolders that cannot be listed are kept, and those folders reported."""
+        folder = Path(folder).expanduser()
+        root = folder.resolve()
+        held = sum(1 for _ in self.catalog.entries(under=str(root))) if remove_missing else 0
+        confirm = "run again with --allow-mass-removal (or --prune) to forget them"
+        if not folder.is_dir():
+            if not held:
+                raise LayerseekError(f"{folder}: not a folder")
+            if not allow_mass_removal:
+                raise LayerseekError(f"{folder}: missing or not a folder, and the index holds {held} files under it; "
+                                     f"nothing was removed ({confirm})")
+            report = IndexReport()
+            self._forget_under(root, set(), [], report)
+            return report
+        report = IndexReport()
+        seen: set[str] = set()
+        todo: list[tuple[str, int, int]] = []
+        unreadable: list[str] = []
+
+        def cannot_list(err: OSError) -> None:
+            unreadable.append(err.filename or str(err))
+            report.unreadable.append(f"{err.filename}: {err.strerror or err}")
+
+        listed = 0
+        for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                listed += 1
+                p = Path(dirpath) / name
+                if not is_image_name(p):
+                    report.skipped.append(str(p))
+                    continue
+                seen.add(str(p))
+                self._plan(p, report, todo)
+        if held and not allow_mass_removal:
+            if str(root) in unreadable:
+                raise LayerseekError(f"{folder}: cannot be read, and the index holds {held} files under it; nothing "
+                                     f"was removed ({confirm})")
+            if not listed:
+                raise LayerseekError(f"{folder}: empty (a drive not mounted?), and the index holds {held} files under "
+                                     f"it; nothing was removed ({confirm})")
+        self.catalog.add_root(str(root))
+        if remove_missing:
+            self._forget_under(root, seen, unreadable, report, held if not allow_mass_removal else None)
+        self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
+        return report
+
+    def _forget_under(self, root: Path, seen: set[str], unreadable: list[str], report: IndexReport,
+                      held: int | None = None) -> None:
+        """Forget the entries (and failure records) under `root` not `seen`, except those under an
+        `unreadable` folder. With `held` (entries under root), refuse to forget more than
+        MASS_REMOVAL_SHARE of them (and at least MASS_REMOVAL_MIN)."""
+        def kept(p: str) -> bool:
+            return p in seen or any(is_under(p, u) for u in unreadable)
+
+        gone = [e.path for e in self.catalog.entries(under=str(root)) if not kept(e.path)]
+        if held is not None and len(gone) >= MASS_REMOVAL_MIN and len(gone) > MASS_REMOVAL_SHARE * held:
+            raise LayerseekError(f"{root}: {len(gone)} of the {held} indexed files under it are gone; nothing was "
+                                 f"removed (run again with --allow-mass-removal, or --prune, to forget them)")
+        gone_failures = [p for p, _ in self.catalog.failures() if is_under(p, str(root)) and not kept(p)]
+        if gone or gone_failures:
+            self._commit(deletes=gone + gone_failures)
+            report.removed = len(gone)
+
+    def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
+                  progress: Callable[[int, int], None] | None = None, ray: str | None = None,
+                  ray_workers: int | None = None) -> IndexReport:
+        """Index these image files (new or changed ones; unchanged ones are left as they are)."""
+        report, todo = IndexReport(), []
+        for p in paths:
+            p = absolute(p)
+            if not p.is_file():
+                report.failed.append(f"{p}: missing")
+            else:
+                real = os.path.realpath(p)
+                if self.catalog.root_of(real) is None:
+                    self.catalog.add_root(real)  # a file indexed on its own is its own root
+                self._plan(p, report, todo)
+        self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
+        return report
+
+    def _plan(self, p: Path, report: IndexReport, todo: list) -> None:
+        """Queue file p unless it is indexed and unchanged, or failed and unchanged since."""
+        try:
+            st = p.stat()
+        except OSError as e:
+            report.failed.append(f"{p}: unreadable ({e.strerror})")
+            return
+        key = str(p)
+        e = self.catalog.by_path(key)
+        if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            report.unchanged += 1
+            return
+        failed = self.catalog.failure_record(key)
+        if failed is not None and failed[:2] == (st.st_size, st.st_mtime_ns):
+            report.failed.append(f"{key}: {failed[2]} (unchanged since it failed)")
+            return
+        todo.append((key, st.st_size, st.st_mtime_ns))
+
+    def _prepare(self, item):
+        """In a worker thread: hash the file and, unless its content is already indexed, decode it."""
+        path, size, mtime = item
+        try:
+            sha = file_sha256(path)
+        except OSError as e:
+            return item, None, None, ImageError(path, "unreadable", e.strerror or str(e))
+        existing = self.catalog_sha_known(sha, path)
+        if existing:
+            return item, sha, None, None
+        try:
+            return item, sha, load_image(path, max_side=self.method.max_side), None
+        except ImageError as e:
+            return item, sha, None, e
+
+    def catalog_sha_known(self, sha: str, path: str) -> bool:
+        # A separate read-only connection per thread: sqlite3 connections are not shared across threads.
+        import sqlite3
+
+        local = getattr(self, "_tl", None)
+        if local is None:
+            local = self._tl = threading.local()
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30)
+        return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+
+    def _encode_image(self, img: np.ndarray) -> tuple:
+        """(vector or payload, width, height, packed local features or None) of a decoded image."""
+        feats = self.local_features(img)  # OpenCV's SIFT, outside the network's lock
+        with self._lock:
+            return self.encode_array(img), img.shape[1], img.shape[0], None if feats is None else feats.pack()
+
+    def _local_results(self, todo, workers: int):
+        """Yield ((path, size, mtime_ns), sha256, (vector, width, height) or None when the content
+        is indexed already, ImageError or None): threads hash and decode ahead, the network runs here."""
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            window: deque = deque()
+            it = iter(todo)
+            for item in it:  # keep a bounded number of decoded images in flight
+                window.append(pool.submit(self._prepare, item))
+                if len(window) >= 2 * max(1, workers):
+                    break
+            while window:
+                item, sha, img, err = window.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    window.append(pool.submit(self._prepare, nxt))
+                yield item, sha, (None if img is None else self._encode_image(img)), err
+
+    def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress,
+                     ray: str | None = None, ray_workers: int | None = None) -> None:
+        self._encode_and_commit(todo, report, batch, workers, progress, ray, ray_workers)
+        if todo:  # a run cut short is sealed by the next one
+            self._seal()
+
+    def _encode_and_commit(self, todo, report: IndexReport, batch: int, workers: int, progress,
+                           ray: str | None = None, ray_workers: int | None = None) -> None:
+        """Encode `todo` (locally, or on Ray when `ray` is an address) and commit the results
+        every `batch` files."""
+        total = len(todo)
+        if progress:
+            progress(0, total)
+        if not todo:
+            return
+        if ray:
+            from .distributed import ray_results
+
+            results = ray_results(self, todo, ray, ray_workers)
+        else:
+            results = self._local_results(todo, workers)
+        ups, touches, fails = [], [], []
+
+        def flush():
+            self._commit(ups, touches, fails)
+            ups.clear(), touches.clear(), fails.clear()
+
+        for done, ((path, size, mtime), sha, enc, err) in enumerate(results, 1):
+            old = self.catalog.by_path(path)
+            if err is None and old is not None and old.sha256 == sha:
+                touches.append((path, size, mtime))
+                report.unchanged += 1
+            elif err is None and enc is None:  # identical content indexed under another name: copy its vector
+                enc = self.catalog.indexed_content(sha)
+                if enc is None:  # Ray's content filter tests a 64-bit prefix: rarely, a false match
+                    try:
+                        enc = self._encode_image(load_image(path, max_side=self.method.max_side))
+                    except ImageError as e:
+                        err = e
+                else:
+                    report.reused += 1
+            if err is not None:
+                fails.append((path, f"{err.reason}" + (f" ({err.detail})" if err.detail else ""), size, mtime))
+                report.failed.append(str(err))
+            elif enc is not None:
+                vec, width, height, *feats = enc  # Ray's workers send no local features
+                if self.verify_settings and not (feats and feats[0] is not None):
+                    try:
+                        feats = [self.local_features(load_image(path, max_side=self.method.max_side)).pack()]
+                    except ImageError:  # read fine a moment ago: indexed without features, verified as 0
+                        feats = [None]
+                ups.append((path, size, mtime, sha, width, height, vec, feats[0] if feats else None))
+                report.updated += old is not None
+                report.added += old is None
+            if len(ups) + len(touches) + len(fails) >= batch:
+                flush()
+            if progress:
+                progress(done, total)
+        flush()
+
+    def find(self, path: str | Path) -> list:
+        """The catalog entries a user's path names: the indexed file itself, or (for a symlink
+        indexed under its own name) the link or the file it points to."""
+        named = self.catalog.by_path(str(absolute(path)))
+        if named is not None:
+            return [named]
+        return self.catalog.by_real_path(os.path.realpath(Path(path).expanduser()))
+
+    def remove(self, paths: Iterable[str | Path]) -> list[str]:
+        """Forget these files (the files themselves are not touched); a symlink may be named by
+        its own path or its target's. Returns the paths that were not in the index."""
+        keys, missing = [], []
+        for p in paths:
+            found = self.find(p)
+            keys += [e.path for e in found]
+            if not found:
+                missing.append(str(p))
+        self._commit(deletes=keys)
+        self._seal()
+        return missing

@@ -1,0 +1,217 @@
+"""Searching an index: encoding a query, the global store or MOF's inverted files, two stages,
+and geometric verification of the head of a ranking."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import LayerseekError
+from .images import load_image
+from .local.mof import rerank_head
+
+if TYPE_CHECKING:
+    from .index import Index
+
+
+#: How many of the first stage's best a search verifies by default, on an index that stores
+#: local features (what docs/RESULTS.md measured; a query then takes about 1 s more on 2 cores).
+DEFAULT_VERIFY = 100
+
+
+@dataclass
+class Hit:
+    id: int
+    path: str
+    score: float  # the first stage's (or MOF's) similarity
+    inliers: int | None = None  # geometrically consistent correspondences, when the hit was verified
+    verified: bool = False  # inliers reached the index's threshold: the same object or place
+
+
+class Query:
+    """The searching half of `Index` (a mixin: it uses the index's catalog, method, lock and store)."""
+
+    # -- encoding ------------------------------------------------------------------------------
+    @property
+    def fx(self):
+        if self._fx is None:
+            from .backbones import FeatureExtractor
+
+            self._fx = FeatureExtractor(self.method.backbone, self.method.layers, threads=self.threads)
+        return self._fx
+
+    def encode_array(self, img: np.ndarray) -> np.ndarray:
+        return self.method.encode(self.fx(img))[0]
+
+    def query_image(self, image: str | Path | np.ndarray, data: bytes | None = None) -> np.ndarray:
+        """A query as an H x W x 3 array, decoded as the index's images were."""
+        return image if isinstance(image, np.ndarray) else load_image(image, max_side=self.method.max_side, data=data)
+
+    def local_features(self, img: np.ndarray):
+        """The image's local features for verification (None when the index stores none)."""
+        from .verify.features import sift_features
+
+        v = self.verify_settings
+        return None if not v else sift_features(img, v["features"], v["side"])
+
+    @property
+    def verifier(self):
+        from .verify.geometry import Verifier
+
+        v = self.verify_settings or {}
+        return Verifier(**{k: v[k] for k in ("ratio", "threshold", "min_inliers") if k in v})
+
+    def encode_query(self, image: str | Path | np.ndarray, data: bytes | None = None):
+        """A query image (file, its bytes or an H x W x 3 array) as this index's method encodes
+        queries: a fused vector (global) or words and signatures with multiple assignment (mof)."""
+        with self._lock:
+            img = self.query_image(image, data)
+            if self.method.kind == "local":
+                return self.method.encode_query(self.fx(img))
+            return self.encode_array(img)
+
+    # -- search -------------------------------------------------------------------------------
+    def _top(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            self.store.sync()  # another process may have changed the catalog
+            return self.store.search(q, k)
+
+    def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None) -> list[Hit]:
+        """The `top` best images for a vector of this index's method, from its store (FAISS or
+        Milvus); with `qe`, average query expansion over the first `qe` (vectors from the catalog)."""
+        q = np.asarray(q, dtype=np.float32)  # a float64 query would upcast the whole matrix (10x slower)
+        extra = 1 if exclude_id is not None else 0
+        ids, scores = self._top(q, top + extra)
+        if qe > 0:
+            first = [i for i in ids if i != exclude_id][:qe]
+            if len(first) < qe:
+                first = [i for i in self._top(q, qe + extra)[0] if i != exclude_id][:qe]
+            q = self.method.expand(q, self.catalog.vectors(first))
+            ids, scores = self._top(q, top + extra)
+        hits = []
+        for i, s in zip(ids, scores):
+            if i == exclude_id:
+                continue
+            e = self.catalog.by_id(int(i))
+            hits.append(Hit(int(i), e.path if e else "?", float(s)))
+        return hits[:top]
+
+    def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
+               verify: int | None = None) -> list[Hit]:
+        """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
+        `verify`: how many of the first stage's best are re-ordered by geometric verification
+        (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off)."""
+        if self.method.kind == "local" and qe:
+            raise LayerseekError("query expansion is for the global methods; a mof index has none")
+        shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
+        if shortlist < 0:
+            raise LayerseekError(f"verify {shortlist}: give a shortlist size >= 0")
+        if shortlist and not self.verify_settings:
+            raise LayerseekError(f"{self.catalog.root}: this index stores no local features to verify with; "
+                                 "create it with --verify")
+        img = self.query_image(image, data)
+        q = self.encode_query(img)
+        n = max(top, shortlist)
+        hits = self.search_local(q, n) if self.method.kind == "local" else self.search_vector(q, n, qe)
+        return (self.verify_hits(img, hits, shortlist) if shortlist else hits)[:top]
+
+    def verify_hits(self, img: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
+        """The first `shortlist` hits re-ordered by RANSAC inliers between the query image and
+        their stored features (`verify.geometry.verified_order`); the rest keep their order."""
+        from .verify.features import LocalFeatures
+        from .verify.geometry import verified_order
+
+        head = hits[:shortlist]
+        qf = self.local_features(img)
+        stored = self.catalog.features([h.id for h in head])
+        verifier = self.verifier
+        counts = verifier.scores(qf, [LocalFeatures.unpack(stored[h.id]) if h.id in stored else None for h in head])
+        inliers = {h.id: c for h, c in zip(head, counts)}
+        by_id = {h.id: h for h in head}
+        for h in head:
+            h.inliers, h.verified = inliers[h.id], inliers[h.id] >= verifier.min_inliers
+        order = verified_order([h.id for h in head], inliers, verifier.min_inliers)
+        return [by_id[i] for i in order] + hits[shortlist:]
+
+    def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
+                         data: bytes | None = None) -> list[Hit]:
+        """Two stages: this (global) index shortlists its `shortlist` best images, the MOF index
+        `local` of the same photos re-scores them. Returns the re-ordered head with MOF scores;
+        a shortlisted file the MOF index lacks keeps its place after the scored ones."""
+        if self.method.kind != "global" or local.method.kind != "local":
+            raise LayerseekError("two-stage search needs a global index first and a mof index second")
+        first = self.search(image, top=max(shortlist, top), data=data, verify=0)
+        scores = dict(local.engine().search(local.encode_query(image, data)))
+        local_id = {}
+        for h in first[:shortlist]:
+            e = local.catalog.by_path(h.path)
+            local_id[h.id] = e.id if e else None
+        # a shortlisted file the MOF index lacks scores nan and goes after the scored ones
+        mof_score = {i: (scores.get(j, 0.0) if j is not None else float("nan")) for i, j in local_id.items()}
+        by_id = {h.id: h for h in first}
+        order = rerank_head([h.id for h in first], mof_score, shortlist)
+        return [Hit(i, by_id[i].path, mof_score[i] if i in mof_score else by_id[i].score) for i in order][:top]
+
+    # -- MOF ----------------------------------------------------------------------------------
+    def engine(self):
+        """The MOF inverted files, in step with the catalog: images added, changed or removed
+        since they were last saved are added to or removed from them, never rebuilt whole."""
+        from .local.method import unpack
+        from .local.mof import MOFEngine
+
+        gen = self.catalog.generation()
+        if self._engine is not None and self._engine[0] == gen:
+            return self._engine[1]
+        cache = self.catalog.root / "cache"
+        if self._engine is None:
+            engine, held = MOFEngine(self.method.model), {}
+            saved = sorted(cache.glob("mof-*"), key=lambda p: int(p.name.split("-")[1]))
+            if saved:
+                try:
+                    engine.load_files(saved[-1])
+                    held = json.loads((saved[-1] / "held.json").read_text())
+                    held = {int(k): v for k, v in held.items()}
+                except (OSError, ValueError, KeyError):
+                    engine, held = MOFEngine(self.method.model), {}
+        else:
+            _, engine, held = self._engine
+        now = self.catalog.shas()
+        for i in [i for i, sha in held.items() if now.get(i) != sha]:
+            engine.remove(i)
+            del held[i]
+        todo = [i for i in now if i not in held]
+        for i, sha, payload in self.catalog.payloads(todo):
+            engine.add(i, unpack(payload))
+            held[i] = sha
+        if todo or not (cache / f"mof-{gen}").is_dir():
+            self._save_engine(engine, held, gen)
+        self._engine = (gen, engine, held)
+        return engine
+
+    def _save_engine(self, engine, held: dict, gen: int) -> None:
+        cache = self.catalog.root / "cache"
+        tmp = cache / f"mof-{gen}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        engine.save(tmp)
+        (tmp / "held.json").write_text(json.dumps(held))
+        final = cache / f"mof-{gen}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        # read from the files under their final name: the next save links their unchanged bases
+        engine.load_files(final)
+        for old in cache.glob("mof-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def search_local(self, encoded: dict, top: int = 10) -> list[Hit]:
+        hits = []
+        for i, s in self.engine().search(encoded, top):
+            e = self.catalog.by_id(i)
+            hits.append(Hit(i, e.path if e else "?", float(s)))
+        return hits

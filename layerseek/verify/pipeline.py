@@ -1,0 +1,143 @@
+"""Verification pipelines over a described collection, for `eval` and the benches: a first stage's
+ranking (global descriptor, MOF) with its head re-ordered by inliers, or local features alone
+(descriptor votes shortlist, inliers re-order).
+
+Features of benchmark images are cached per file content, crop, rotation and settings, as the
+CNN descriptors are (`describe.DescriptorCache`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..describe import Request, file_sha256
+from ..images import load_image
+from .features import DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES, LocalFeatures, rootsift, sift_features
+from .geometry import Verifier, verified_order
+
+#: Pipelines by name: what ranks first, and what verification re-orders.
+PIPELINES = {
+    "global+verify": "a global descriptor ranks everything; RANSAC inliers re-order its shortlist",
+    "mof+verify": "MOF ranks everything; RANSAC inliers re-order its shortlist",
+    "local": "local features alone: descriptor votes shortlist, RANSAC inliers re-order",
+}
+
+
+class FeatureCache:
+    """A directory of packed LocalFeatures, one file per (image content, crop, rotation, settings)."""
+
+    def __init__(self, root: str | Path, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE):
+        self.n, self.max_side = n, max_side
+        settings = {"v": 1, "kind": "sift", "n": n, "max_side": max_side}
+        self.dir = Path(root) / ("sift-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16])
+
+    def _path(self, req: Request) -> Path:
+        box = "" if req.bbox is None else "-" + "_".join(f"{v:.1f}" for v in req.bbox)
+        turn = f"-r{req.rotate % 360}" if req.rotate % 360 else ""
+        key = file_sha256(req.path) + turn + box
+        return self.dir / key[:2] / f"{key}.lsf"
+
+    def describe_one(self, req: Request) -> LocalFeatures:
+        p = self._path(req)
+        if p.is_file():
+            try:
+                return LocalFeatures.unpack(p.read_bytes())
+            except Exception:  # noqa: BLE001 - a damaged entry is computed again
+                pass
+        # decoded at the side the features are taken at: the crop box is in full-size pixels
+        img = load_image(req.path, max_side=self.max_side, bbox=req.bbox, rotate=req.rotate)
+        f = sift_features(img, self.n, self.max_side)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+        tmp.write_bytes(f.pack())
+        os.replace(tmp, p)
+        return f
+
+    def describe(self, requests: Sequence[Request], progress: Callable[[int, int], None] | None = None,
+                 errors: list | None = None, threads: int = 2) -> list[LocalFeatures | None]:
+        """Features of every request (None where the image failed; the error goes to `errors`)."""
+        def one(req):
+            try:
+                return self.describe_one(req), None
+            except Exception as e:  # noqa: BLE001 - reported, the batch goes on
+                return None, str(e)
+
+        out: list[LocalFeatures | None] = []
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for k, (f, err) in enumerate(pool.map(one, requests), 1):
+                out.append(f)
+                if err and errors is not None:
+                    errors.append(err)
+                if progress:
+                    progress(k, len(requests))
+        return out
+
+
+def dataset_features(ds, cache_root: str | Path, progress=None, n: int = DEFAULT_FEATURES,
+                     max_side: int = DEFAULT_FEATURE_SIDE) -> tuple[list, list, list[str]]:
+    """(database features, query features, errors) of a Dataset, queries cropped to their box."""
+    cache = FeatureCache(cache_root, n, max_side)
+    reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
+    reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
+    errors: list[str] = []
+    out = cache.describe(reqs, progress, errors)
+    return out[: len(ds.database)], out[len(ds.database):], errors
+
+
+def verify_rankings(rankings: dict[int, list[int]], db_feats, q_feats, verifier: Verifier, shortlist: int,
+                    threads: int = 2) -> tuple[dict[int, list[int]], dict[int, dict[int, int]]]:
+    """Re-order the first `shortlist` of each query's ranking (query index -> database indices)
+    by inliers. Returns (new rankings, query -> {database index: inliers})."""
+    def one(item):
+        qi, order = item
+        head = order[:shortlist]
+        q = q_feats[qi]
+        if q is None:
+            return qi, order, {}
+        counts = dict(zip(head, verifier.scores(q, [db_feats[j] for j in head])))
+        return qi, verified_order(head, counts, verifier.min_inliers) + list(order[shortlist:]), counts
+
+    new, inl = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for qi, order, counts in pool.map(one, rankings.items()):
+            new[qi], inl[qi] = order, counts
+    return new, inl
+
+
+class VoteIndex:
+    """Local features alone: every database RootSIFT descriptor in one FAISS index; a query's
+    descriptors vote for the images of their nearest neighbours that pass the ratio test."""
+
+    def __init__(self, db_feats: Sequence[LocalFeatures | None], ratio: float = 0.8):
+        import faiss
+
+        self.ratio = ratio
+        descs = [rootsift(f.desc) for f in db_feats if f is not None and len(f)]
+        owners = [np.full(len(f), i, np.int64) for i, f in enumerate(db_feats) if f is not None and len(f)]
+        self.owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
+        self.n_images = len(db_feats)
+        self.index = faiss.IndexFlatIP(128)
+        if descs:
+            self.index.add(np.ascontiguousarray(np.concatenate(descs)))
+
+    def votes(self, q: LocalFeatures) -> np.ndarray:
+        """Per database image, the number of query descriptors whose nearest database descriptor
+        lies in it and passes the ratio test against the second nearest."""
+        out = np.zeros(self.n_images, np.float32)
+        if len(q) == 0 or self.index.ntotal < 2:
+            return out
+        sims, ids = self.index.search(np.ascontiguousarray(rootsift(q.desc)), 2)
+        d1, d2 = np.sqrt(np.maximum(2 - 2 * sims[:, 0], 0)), np.sqrt(np.maximum(2 - 2 * sims[:, 1], 0))
+        ok = d1 < self.ratio * d2
+        np.add.at(out, self.owner[ids[ok, 0]], 1.0)
+        return out
+
+    def ranking(self, q: LocalFeatures) -> list[int]:
+        v = self.votes(q)
+        return [int(i) for i in np.lexsort((np.arange(len(v)), -v))]

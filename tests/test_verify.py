@@ -1,0 +1,148 @@
+"""Geometric verification: SIFT features stored per image, ratio-test matches, RANSAC inliers, and
+the re-ordered head of a ranking, on real photos and on a pair with a known homography."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from layerseek.cli import app
+from layerseek.errors import LayerseekError
+from layerseek.images import load_image
+from layerseek.index import Index
+from layerseek.verify.features import LocalFeatures, rootsift, sift_features
+from layerseek.verify.geometry import Verifier, ratio_matches, verified_order
+
+OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 512}
+
+
+@pytest.fixture(scope="module")
+def cover(data_dir):
+    return load_image(data_dir / "smvs-dvd-covers" / "Reference" / "001.jpg", max_side=640)
+
+
+def test_a_known_homography_is_found_and_a_stranger_rejected(cover, data_dir):
+    H = np.array([[0.8, 0.15, 30], [-0.1, 0.9, 40], [0.0003, 0.0002, 1]])
+    warped = cv2.warpPerspective(cover, H, (cover.shape[1], cover.shape[0]))
+    a, w = sift_features(cover), sift_features(warped)
+    v = Verifier()
+    assert len(a) > 500 and v.inliers(w, a) >= 150
+    # the inliers agree with H: the matched points map onto each other within a few pixels
+    qi, di = ratio_matches(rootsift(w.desc), rootsift(a.desc))
+    mapped = cv2.perspectiveTransform(a.xy[di].reshape(-1, 1, 2), H).reshape(-1, 2)
+    assert np.mean(np.linalg.norm(mapped - w.xy[qi], axis=1) < 3) > 0.8
+    stranger = sift_features(load_image(data_dir / "corel1k" / "jpg" / "5.jpg", max_side=640))
+    other_cover = sift_features(load_image(data_dir / "smvs-dvd-covers" / "Reference" / "002.jpg", max_side=640))
+    assert v.inliers(stranger, a) < v.min_inliers and v.inliers(other_cover, a) < v.min_inliers
+    # a phone photo of the cover (clutter, perspective) verifies
+    photo = sift_features(load_image(data_dir / "smvs-dvd-covers" / "Palm" / "001.jpg", max_side=640))
+    assert v.inliers(photo, a) >= 5 * v.min_inliers
+
+
+def test_ratio_matches_agree_with_a_brute_force_reference():
+    rng = np.random.default_rng(0)
+    d = rng.random((300, 128)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    q = d[:100] + 0.02 * rng.standard_normal((100, 128)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    qi, di = ratio_matches(q, d, 0.8)
+    expect = {}
+    for i in range(len(q)):  # nearest and second nearest by sorting every distance
+        dist = np.linalg.norm(d - q[i], axis=1)
+        first, second = np.argsort(dist)[:2]
+        if dist[first] < 0.8 * dist[second] and (first not in expect or dist[first] < expect[first][1]):
+            expect[first] = (i, dist[first])
+    assert sorted(zip(qi.tolist(), di.tolist())) == sorted((i, int(j)) for j, (i, _) in expect.items())
+    assert len(qi) > 90  # near copies match themselves
+
+
+def test_features_round_trip_and_damage_is_refused(cover):
+    f = sift_features(cover, n=300)
+    g = LocalFeatures.unpack(f.pack())
+    assert g.size == f.size and len(g) == len(f) == 300
+    np.testing.assert_array_equal(g.desc, f.desc)
+    np.testing.assert_allclose(g.xy, f.xy, atol=0.25)  # float16 positions: well under a pixel at 640 px
+    assert len(f.pack()) == 16 + 300 * 132
+    with pytest.raises(LayerseekError, match="damaged"):
+        LocalFeatures.unpack(f.pack()[:-1])
+    with pytest.raises(LayerseekError, match="damaged"):
+        LocalFeatures.unpack(b"nope" + f.pack()[4:])
+
+
+def test_verified_order_puts_verified_first_by_inliers_ties_by_first_stage():
+    order = [10, 11, 12, 13, 14, 15]
+    inliers = {10: 3, 11: 40, 12: 12, 13: 0, 14: 40, 15: 11}
+    assert verified_order(order, inliers, 12) == [11, 14, 12, 10, 13, 15]
+    assert verified_order(order, {}, 12) == order
+
+
+def _covers(data_dir, folder, ids=("001", "002", "003", "004", "005", "006")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", folder / f"{i}.jpg")
+    return folder
+
+
+def test_index_stores_features_in_step_and_search_verifies(data_dir, tmp_path):
+    covers = _covers(data_dir, tmp_path / "covers")
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        assert idx.add_folder(covers).added == 6
+        assert len(idx.catalog.features(e.id for e in idx.catalog.entries())) == 6
+        # every phone photo of a cover in the index finds it first, verified, with the most inliers
+        # (Palm/003.jpg also shows two of the other covers lying behind it: those verify too)
+        for phone in ("Canon", "Droid", "E63", "Palm"):
+            for i in ("003", "005"):
+                hits = idx.search(data_dir / "smvs-dvd-covers" / phone / f"{i}.jpg", top=6)
+                assert hits[0].path.endswith(f"{i}.jpg") and hits[0].verified, (phone, i, hits)
+                assert all(h.inliers < hits[0].inliers for h in hits[1:])
+                if (phone, i) != ("Palm", "003"):
+                    assert sum(h.verified for h in hits) == 1
+        off = idx.search(data_dir / "smvs-dvd-covers" / "Palm" / "005.jpg", top=6, verify=0)
+        assert all(h.inliers is None for h in off)
+        # removed and changed files take their features with them; a copy reuses them
+        (covers / "001.jpg").unlink()
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / "007.jpg", covers / "002.jpg")
+        shutil.copy(covers / "003.jpg", covers / "copy.jpg")
+        r = idx.add_folder(covers)
+        assert (r.removed, r.updated, r.added, r.reused) == (1, 1, 1, 1)
+        ids = [e.id for e in idx.catalog.entries()]
+        feats = idx.catalog.features(ids)
+        assert sorted(feats) == sorted(ids) and idx.catalog.conn.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 6
+        by = {idx.catalog.by_id(i).path.rsplit("/", 1)[1]: f for i, f in feats.items()}
+        assert by["copy.jpg"] == by["003.jpg"]
+        hit = idx.search(data_dir / "smvs-dvd-covers" / "Canon" / "007.jpg", top=1)[0]
+        assert hit.path.endswith("002.jpg") and hit.verified  # the new content's features
+        idx.remove([covers / "copy.jpg"])
+        assert idx.catalog.conn.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 5
+    with Index.create(tmp_path / "plain", "rmac", **OPTS) as plain:
+        plain.add_folder(covers)
+        with pytest.raises(LayerseekError, match="stores no local features"):
+            plain.search(covers / "002.jpg", verify=10)
+
+
+def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
+    covers = _covers(data_dir, tmp_path / "covers")
+    run = CliRunner().invoke
+    r = run(app, ["index", str(covers), "--index", str(tmp_path / "idx"), "--max-side", "512"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(run(app, ["info", str(tmp_path / "idx"), "--json"]).output)
+    assert info["params"]["method"] == "rmac" and info["params"]["backbone"] == "mobilenet_v2"
+    assert info["verify"]["min_inliers"] == 12 and 50_000 < info["feature_bytes_per_image"] < 140_000
+    r = run(app, ["search", str(tmp_path / "idx"), str(data_dir / "smvs-dvd-covers" / "E63" / "004.jpg"), "--json"])
+    res = json.loads(r.output)["results"]
+    assert res[0]["path"].endswith("004.jpg") and res[0]["verified"] and res[0]["inliers"] >= 12
+    r = run(app, ["index", str(covers), "--index", str(tmp_path / "idx"), "--no-verify"])
+    assert r.exit_code == 1 and "fixed when it was created" in r.output
+    # a generic ground-truth file gets Recall@k and MRR
+    gt = {"root": str(data_dir / "smvs-dvd-covers"), "database": [f"Reference/{i}.jpg" for i in ("001", "002", "003", "004")],
+          "queries": {"Droid/002.jpg": {"relevant": ["Reference/002.jpg"]}, "Palm/004.jpg": {"relevant": ["Reference/004.jpg"]}}}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    r = run(app, ["eval", str(tmp_path / "gt.json"), "--method", "local", "--cache", str(tmp_path / "cache"),
+                  "--json", str(tmp_path / "out.json")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "out.json").read_text())["metrics"]
+    assert m["R@1"] == 1.0 and m["R@5"] == 1.0 and m["MRR"] == 1.0 and m["mAP"] == pytest.approx(1.0)
