@@ -22,7 +22,7 @@ class Verifier:
 
     ratio: float = 0.8  # Lowe's ratio test on descriptor distances
     threshold: float = 0.01  # RANSAC inlier threshold, as a fraction of the longer image side
-    min_inliers: int = 12  # a shortlisted image with fewer is "not verified"
+    min_inliers: int = 10  # a shortlisted image with fewer is "not verified"
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_root: np.ndarray | None = None) -> int:
         """Inliers of the homography between a query's and a database image's features."""

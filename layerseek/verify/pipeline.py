@@ -21,14 +21,6 @@ from ..images import load_image
 from .features import DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES, LocalFeatures, rootsift, sift_features
 from .geometry import Verifier, verified_order
 
-#: Pipelines by name: what ranks first, and what verification re-orders.
-PIPELINES = {
-    "global+verify": "a global descriptor ranks everything; RANSAC inliers re-order its shortlist",
-    "mof+verify": "MOF ranks everything; RANSAC inliers re-order its shortlist",
-    "local": "local features alone: descriptor votes shortlist, RANSAC inliers re-order",
-}
-
-
 class FeatureCache:
     """A directory of packed LocalFeatures, one file per (image content, crop, rotation, settings)."""
 
