@@ -9,7 +9,9 @@ threshold, ratio and shortlist swept, and the time per query of the verification
 descriptors cached as for `eval`), `local` (RootSIFT votes over all database descriptors) or
 `none` (the database order: verification alone decides). Inlier counts are computed once per
 (ratio, threshold) and re-used for every --min-inliers. With --per-phone (SMVS), the metrics are
-also given per camera (the query folder).
+also given per camera (the query folder). With --expand R (a global first stage, no whitening),
+each query is also run as an index runs it with R rounds of verified query expansion
+(`verify.pipeline.verify_and_expand` on the fused vectors of `methods.make_method`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones import get_spec  # noqa: E402
@@ -27,7 +31,8 @@ from layerseek.eval.datasets import Dataset, get_dataset  # noqa: E402
 from layerseek.eval.runner import describe_dataset, evaluate_global, evaluate_rankings  # noqa: E402
 from layerseek.globaldesc import GlobalConfig  # noqa: E402
 from layerseek.verify.geometry import Verifier, verified_order  # noqa: E402
-from layerseek.verify.pipeline import VoteIndex, dataset_features, verify_rankings  # noqa: E402
+from layerseek.methods import make_method  # noqa: E402
+from layerseek.verify.pipeline import VoteIndex, dataset_features, verify_and_expand, verify_rankings  # noqa: E402
 
 
 def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None) -> dict[int, list[int]]:
@@ -52,6 +57,29 @@ def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None
     return out
 
 
+def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist: int, known: dict) -> dict:
+    """The metrics of `verify_and_expand` per query, on the fused vectors of the first stage."""
+    pooling, backbone, *layers = args.first.split(":")
+    method = make_method(pooling, backbone=backbone, **({"layers": tuple(layers[0].split(","))} if layers else {}))
+    db, qs, _ = describe_dataset(ds, backbone, method.layers, 1024, None, None, [pooling])
+
+    def fused(vecs):
+        return method.encode_pooled([np.stack([v[f"{pooling}/{layer}"] for v in vecs]) for layer in method.layers])
+
+    D, Q = fused(db), fused(qs)
+    out = {}
+    for qi in range(len(Q)):
+        counts = dict(known.get(qi, {}))
+
+        def inliers_of(ids, qi=qi, counts=counts):
+            return {j: counts[j] if j in counts else verifier.inliers(q_feats[qi], db_feats[j]) for j in ids}
+
+        out[qi], _ = verify_and_expand(Q[qi], lambda v: [int(j) for j in np.argsort(-(D @ v), kind="stable")],
+                                       inliers_of, lambda ids: D[ids], method.expand, shortlist,
+                                       verifier.min_inliers, args.expand)
+    return evaluate_rankings(ds, out)
+
+
 def fmt(res: dict, protocol: str) -> str:
     if protocol == "revisited":
         return " / ".join(f"{100 * res[k]:.1f}" for k in ("mAP_easy", "mAP_medium", "mAP_hard"))
@@ -70,6 +98,7 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=1000)
     ap.add_argument("--side", type=int, default=640)
     ap.add_argument("--per-phone", action="store_true")
+    ap.add_argument("--expand", type=int, default=0, help="rounds of verified query expansion (global first stage)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     ds = get_dataset(args.dataset)
@@ -105,6 +134,10 @@ def main() -> None:
                             line += f"  {phone} {fmt(pr, ds.protocol)}"
                     print(line, flush=True)
                     rows.append(row)
+                    if args.expand:
+                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m), shortlist, inliers)
+                        rows.append({**row, "expand": args.expand, **{k: v for k, v in res.items() if not k.startswith("_")}})
+                        print(f"  + {args.expand} round(s) of verified QE: {fmt(res, ds.protocol)}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"dataset": ds.name, "first": args.first, "first_metrics":
                                          {k: v for k, v in base.items() if not k.startswith("_")},

@@ -58,7 +58,7 @@ def verify_settings(verify: bool | dict | None) -> dict | None:
 
     v = Verifier()
     return {"kind": "sift", "features": n, "side": side, "ratio": v.ratio, "threshold": v.threshold,
-            "min_inliers": int(given.get("min_inliers", v.min_inliers))}
+            "min_inliers": int(given.get("min_inliers", v.min_inliers)), "expand": int(given.get("expand", 1))}
 
 
 class Index(Ingest, Query):

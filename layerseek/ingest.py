@@ -167,7 +167,8 @@ class Ingest:
         todo.append((key, st.st_size, st.st_mtime_ns))
 
     def _prepare(self, item):
-        """In a worker thread: hash the file and, unless its content is already indexed, decode it."""
+        """In a worker thread: hash the file and, unless its content is already indexed, decode it
+        and take its local features (index with verification), ahead of the network."""
         path, size, mtime = item
         try:
             sha = file_sha256(path)
@@ -177,9 +178,10 @@ class Ingest:
         if existing:
             return item, sha, None, None
         try:
-            return item, sha, load_image(path, max_side=self.method.max_side), None
+            img = load_image(path, max_side=self.method.max_side)
         except ImageError as e:
             return item, sha, None, e
+        return item, sha, (img, self.local_features(img)), None
 
     def catalog_sha_known(self, sha: str, path: str) -> bool:
         # A separate read-only connection per thread: sqlite3 connections are not shared across threads.
@@ -193,14 +195,16 @@ class Ingest:
             conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30)
         return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
 
-    def _encode_image(self, img: np.ndarray) -> tuple:
-        """(vector or payload, width, height, packed local features or None) of a decoded image."""
-        feats = self.local_features(img)  # OpenCV's SIFT, outside the network's lock
+    def _encode_image(self, img: np.ndarray, feats=None) -> tuple:
+        """(vector or payload, width, height, packed local features or None) of a decoded image;
+        `feats`: its local features when a decoding thread took them already."""
+        if feats is None:
+            feats = self.local_features(img)  # OpenCV's SIFT, outside the network's lock
         with self._lock:
             return self.encode_array(img), img.shape[1], img.shape[0], None if feats is None else feats.pack()
 
     def _local_results(self, todo, workers: int):
-        """Yield ((path, size, mtime_ns), sha256, (vector, width, height) or None when the content
+        """Yield ((path, size, mtime_ns), sha256, (vector, width, height, features) or None when the content
         is indexed already, ImageError or None): threads hash and decode ahead, the network runs here."""
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             window: deque = deque()
@@ -214,7 +218,7 @@ class Ingest:
                 nxt = next(it, None)
                 if nxt is not None:
                     window.append(pool.submit(self._prepare, nxt))
-                yield item, sha, (None if img is None else self._encode_image(img)), err
+                yield item, sha, (None if img is None else self._encode_image(*img)), err
 
     def _index_files(self, todo, report: IndexReport, batch: int, workers: int, progress,
                      ray: str | None = None, ray_workers: int | None = None) -> None:

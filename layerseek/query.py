@@ -102,10 +102,12 @@ class Query:
         return hits[:top]
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
-               verify: int | None = None) -> list[Hit]:
+               verify: int | None = None, expand: int | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification
-        (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off)."""
+        (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
+        `expand`: rounds of query expansion with the verified images' vectors, ranked and
+        verified again (global methods; default: the index's setting, 1 for new indexes)."""
         if self.method.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
         shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
@@ -117,26 +119,44 @@ class Query:
         img = self.query_image(image, data)
         q = self.encode_query(img)
         n = max(top, shortlist)
-        hits = self.search_local(q, n) if self.method.kind == "local" else self.search_vector(q, n, qe)
-        return (self.verify_hits(img, hits, shortlist) if shortlist else hits)[:top]
+        if self.method.kind == "local":
+            hits = self.search_local(q, n)
+            return (self.verify_hits(img, hits, shortlist) if shortlist else hits)[:top]
+        if not shortlist:
+            return self.search_vector(q, n, qe)[:top]
+        rounds = int((self.verify_settings or {}).get("expand", 0) if expand is None else expand)
+        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds)[:top]
 
-    def verify_hits(self, img: np.ndarray, hits: list[Hit], shortlist: int) -> list[Hit]:
-        """The first `shortlist` hits re-ordered by RANSAC inliers between the query image and
-        their stored features (`verify.geometry.verified_order`); the rest keep their order."""
+    def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
+                    rounds: int = 0) -> list[Hit]:
+        """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
+        function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
+        inliers between the query image and their stored features, after `rounds` of expansion
+        of `q` by the verified images (`verify.pipeline.verify_and_expand`)."""
         from .verify.features import LocalFeatures
-        from .verify.geometry import verified_order
+        from .verify.pipeline import verify_and_expand
 
-        head = hits[:shortlist]
         qf = self.local_features(img)
-        stored = self.catalog.features([h.id for h in head])
         verifier = self.verifier
-        counts = verifier.scores(qf, [LocalFeatures.unpack(stored[h.id]) if h.id in stored else None for h in head])
-        inliers = {h.id: c for h, c in zip(head, counts)}
-        by_id = {h.id: h for h in head}
-        for h in head:
-            h.inliers, h.verified = inliers[h.id], inliers[h.id] >= verifier.min_inliers
-        order = verified_order([h.id for h in head], inliers, verifier.min_inliers)
-        return [by_id[i] for i in order] + hits[shortlist:]
+        ranked: dict[int, Hit] = {}
+
+        def rank(v) -> list[int]:
+            found = hits(v) if callable(hits) else hits
+            ranked.update((h.id, h) for h in found)
+            return [h.id for h in found]
+
+        def inliers_of(ids: list[int]) -> dict[int, int]:
+            stored = self.catalog.features(ids)
+            return dict(zip(ids, verifier.scores(qf, [LocalFeatures.unpack(stored[i]) if i in stored else None
+                                                      for i in ids])))
+
+        order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
+                                          if self.method.kind == "global" else None, shortlist,
+                                          verifier.min_inliers, rounds)
+        out = [ranked[i] for i in order]
+        for h in out[:shortlist]:
+            h.inliers, h.verified = counts[h.id], counts[h.id] >= verifier.min_inliers
+        return out
 
     def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
                          data: bytes | None = None) -> list[Hit]:

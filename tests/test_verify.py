@@ -146,3 +146,35 @@ def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "out.json").read_text())["metrics"]
     assert m["R@1"] == 1.0 and m["R@5"] == 1.0 and m["MRR"] == 1.0 and m["mAP"] == pytest.approx(1.0)
+
+
+def test_verified_expansion_ranks_again_with_the_verified_vectors():
+    from layerseek.verify.pipeline import verify_and_expand
+
+    D = np.array([[0.6, 0.8], [0.9, 0.44], [0.0, 1.0], [0.3, 0.95], [0.7, -0.7]])
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    truth = {0: 50, 1: 3, 2: 0, 3: 30, 4: 0}  # 3 shows the object too, but ranks low for q
+    asked, ranks = [], []
+
+    def rank(v):
+        order = [int(i) for i in np.argsort(-(D @ v), kind="stable")]
+        ranks.append(order)
+        return order
+
+    def inliers_of(ids):
+        asked.extend(ids)
+        return {i: truth[i] for i in ids}
+
+    def expand(q, top):  # average QE
+        v = q + top.sum(0)
+        return v / np.linalg.norm(v)
+
+    q = np.array([1.0, -0.3])
+    order, counts = verify_and_expand(q, rank, inliers_of, lambda ids: D[ids], expand, 3, 10, rounds=0)
+    assert ranks[0] == [4, 1, 0, 3, 2] and order == [0, 4, 1, 3, 2]  # only 0 verified in the first 3
+    asked.clear(), ranks.clear()
+    # expanded by 0, the query ranks 3 into the shortlist, where it verifies; expanded by 0 and 3
+    # the shortlist stays; each image is verified once
+    order, counts = verify_and_expand(q, rank, inliers_of, lambda ids: D[ids], expand, 3, 10, rounds=2)
+    assert [r[:3] for r in ranks] == [[4, 1, 0], [1, 0, 3], [1, 0, 3]]
+    assert sorted(asked) == [0, 1, 3, 4] and order == [0, 3, 1, 2, 4] and counts[3] == 30

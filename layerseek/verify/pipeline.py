@@ -133,3 +133,27 @@ class VoteIndex:
     def ranking(self, q: LocalFeatures) -> list[int]:
         v = self.votes(q)
         return [int(i) for i in np.lexsort((np.arange(len(v)), -v))]
+
+
+def verify_and_expand(q: np.ndarray, rank: Callable[[np.ndarray], list[int]],
+                      inliers_of: Callable[[list[int]], dict[int, int]], vectors: Callable[[list[int]], np.ndarray],
+                      expand: Callable[[np.ndarray, np.ndarray], np.ndarray], shortlist: int, min_inliers: int,
+                      rounds: int = 1) -> tuple[list[int], dict[int, int]]:
+    """Verification with spatially verified query expansion (Chum et al. 2007): rank by the
+    global vector `q`, verify the first `shortlist`; then, `rounds` times, expand the query with
+    the vectors of the verified images (`expand(q, their vectors)`, e.g. average QE), rank again
+    and verify the new shortlist (counts already known are kept). Returns the last ranking with
+    its head in `verified_order`, and every inlier count computed (id -> inliers)."""
+    counts: dict[int, int] = {}
+    q0 = q
+    for r in range(rounds + 1):
+        order = rank(q)
+        head = order[:shortlist]
+        todo = [i for i in head if i not in counts]
+        if todo:
+            counts.update(inliers_of(todo))
+        verified = [i for i in head if counts[i] >= min_inliers]
+        if r == rounds or not verified:
+            break
+        q = expand(q0, vectors(verified))
+    return verified_order(head, counts, min_inliers) + order[shortlist:], counts
