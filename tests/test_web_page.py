@@ -128,3 +128,37 @@ def test_drop_an_image_and_see_errors(server, page):
     page.wait_for_selector("#status.error", timeout=30_000)
     assert "415" in page.inner_text("#status") and "notes.txt: not an image" in page.inner_text("#status")
     assert page.locator("#results .hit").count() == 0
+
+
+def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
+    """On an index that stores local features, the page says which results show the same object."""
+    covers = tmp_path / "covers"
+    covers.mkdir()
+    for i in ("001", "002", "003", "004"):
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", covers / f"{i}.jpg")
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
+        idx.add_folder(covers)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(tmp_path / "idx"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "the server did not start"
+                time.sleep(0.2)
+        page.goto(url + "/")
+        page.set_input_files("#file", str(data_dir / "smvs-dvd-covers" / "Droid" / "003.jpg"))
+        assert _results(page)[0] == "003.jpg"
+        scores = page.locator("#results .hit .score").all_inner_texts()
+        assert scores[0].startswith("✓ ") and scores[0].endswith(" inliers")
+        assert not any(s.startswith("✓") for s in scores[1:])
+        assert page.locator("#results .hit.verified").count() == 1
+        page.screenshot(path=str(tmp_path / "verified.png"))
+    finally:
+        proc.terminate()
+        proc.wait(20)
