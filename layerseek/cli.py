@@ -476,6 +476,14 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
         console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
                       f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
                       + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False)
+    v = data.get("verify")
+    if v:
+        console.print(f"verification: the first 100 of a search re-ordered by RANSAC inliers of {v['features']} SIFT "
+                      f"features at {v['side']} px (same object from {v['min_inliers']} inliers), {v.get('expand', 0)} "
+                      f"round(s) of verified query expansion; {data['feature_bytes_per_image']} bytes of features "
+                      "per image", highlight=False)
+    else:
+        console.print("verification: off (this index stores no local features)", highlight=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)
