@@ -4,6 +4,7 @@ and it may (root); set LAYERSEEK_SKIP_BROWSER=1 to skip it on a machine where it
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import socket
@@ -45,29 +46,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _serving(index_dir):
+    """`layerseek serve INDEX` in its own process; yields its URL once /health answers."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(index_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 @pytest.fixture(scope="module")
 def server(copy_paris, tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
     photos = copy_paris(root / "photos", 5)
     with Index.create(root / "idx", "gem", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
         idx.add_folder(photos)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(root / "idx"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
-            time.sleep(0.2)
-    yield url, photos, root
-    proc.terminate()
-    proc.wait(20)
+    with _serving(root / "idx") as url:
+        yield url, photos, root
 
 
 @pytest.fixture(scope="module")
@@ -138,19 +148,7 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", covers / f"{i}.jpg")
     with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
         idx.add_folder(covers)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(tmp_path / "idx"), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "the server did not start"
-                time.sleep(0.2)
+    with _serving(tmp_path / "idx") as url:
         page.goto(url + "/")
         page.set_input_files("#file", str(data_dir / "smvs-dvd-covers" / "Droid" / "003.jpg"))
         assert _results(page)[0] == "003.jpg"
@@ -159,6 +157,3 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         assert not any(s.startswith("✓") for s in scores[1:])
         assert page.locator("#results .hit.verified").count() == 1
         page.screenshot(path=str(tmp_path / "verified.png"))
-    finally:
-        proc.terminate()
-        proc.wait(20)
