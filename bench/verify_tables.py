@@ -49,12 +49,7 @@ def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None
         wdb, _, _ = describe_dataset(get_dataset(whiten_on), backbone, layer_list, 1024, None, None, [pooling], queries=False)
         wv = wdb
     res = evaluate_global(ds, GlobalConfig(pooling, layer_list), db, qs, wv)
-    n = len(ds.database)
-    out = {}
-    for qi, ranking in res["_ranks"]:
-        seen = set(ranking)
-        out[qi] = list(ranking) + [j for j in range(n) if j not in seen]
-    return out
+    return {qi: list(ranking) for qi, ranking in res["_ranks"]}  # the first 1000: enough for any shortlist
 
 
 def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist: int, known: dict) -> dict:

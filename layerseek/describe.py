@@ -61,6 +61,13 @@ class Request:
     rotate: int = 0  # degrees clockwise that make the stored image upright
 
 
+def request_key(req: Request) -> str:
+    """A cache key of what a request describes: the file's content, its turn and its crop box."""
+    box = "" if req.bbox is None else "-" + "_".join(f"{v:.1f}" for v in req.bbox)
+    turn = f"-r{req.rotate % 360}" if req.rotate % 360 else ""
+    return file_sha256(req.path) + turn + box
+
+
 class DescriptorCache:
     """Directory of .npz files, one per (image content, crop, extraction settings), each holding
     every pooling of every layer extracted so far; asking for more layers later extracts only
@@ -81,9 +88,7 @@ class DescriptorCache:
         self.dir = self.root / f"{fx.spec.name}-{tag}"
 
     def key(self, req: Request) -> str:
-        box = "" if req.bbox is None else "-" + "_".join(f"{v:.1f}" for v in req.bbox)
-        turn = f"-r{req.rotate % 360}" if req.rotate % 360 else ""
-        return file_sha256(req.path) + turn + box
+        return request_key(req)
 
     def path_for(self, req: Request) -> Path:
         k = self.key(req)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..describe import Request, file_sha256
+from ..describe import Request, request_key
 from ..images import load_image
 from .features import DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES, LocalFeatures, rootsift, sift_features
 from .geometry import Verifier, verified_order
@@ -30,9 +30,7 @@ class FeatureCache:
         self.dir = Path(root) / ("sift-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16])
 
     def _path(self, req: Request) -> Path:
-        box = "" if req.bbox is None else "-" + "_".join(f"{v:.1f}" for v in req.bbox)
-        turn = f"-r{req.rotate % 360}" if req.rotate % 360 else ""
-        key = file_sha256(req.path) + turn + box
+        key = request_key(req)
         return self.dir / key[:2] / f"{key}.lsf"
 
     def describe_one(self, req: Request) -> LocalFeatures:
@@ -88,12 +86,18 @@ def verify_rankings(rankings: dict[int, list[int]], db_feats, q_feats, verifier:
     by inliers. Returns (new rankings, query -> {database index: inliers})."""
     def one(item):
         qi, order = item
-        head = order[:shortlist]
         q = q_feats[qi]
         if q is None:
             return qi, order, {}
-        counts = dict(zip(head, verifier.scores(q, [db_feats[j] for j in head])))
-        return qi, verified_order(head, counts, verifier.min_inliers) + list(order[shortlist:]), counts
+        q_root = rootsift(q.desc) if len(q) else None
+
+        def inliers_of(ids):
+            return dict(zip(ids, [0 if db_feats[j] is None else verifier.inliers(q, db_feats[j], q_root) for j in ids]))
+
+        # the index's rule without expansion rounds: the ranking is given, not searched
+        new, counts = verify_and_expand(None, lambda _: list(order), inliers_of, None, None, shortlist,
+                                        verifier.min_inliers, rounds=0)
+        return qi, new, counts
 
     new, inl = {}, {}
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
