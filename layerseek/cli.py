@@ -168,11 +168,17 @@ def eval_(
     verify: Annotated[int, typer.Option(help="geometric verification (SIFT + RANSAC) re-orders the first N of the "
                                              "ranking (0: off; with --method local, of the descriptor-vote shortlist: "
                                              "default 10)")] = 0,
+    expand: Annotated[int, typer.Option(help="with --verify on a global method: rounds of query expansion with the "
+                                             "verified images, as an index searches (an index's default: 1)")] = 0,
+    diffusion: Annotated[int, typer.Option(help="with --verify on a global method: the verified images seed a diffusion "
+                                                "over a K-nearest-neighbour graph of the database that orders the rest, "
+                                                "as an index searches (an index's default: 15; 0: off)")] = 0,
 ) -> None:
     """Evaluate a method on a benchmark and print the protocol's table: a global descriptor
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
     (`--method gem --rerank 100 --train-on OTHER`); `--verify N` re-orders the first N by RANSAC
-    inliers, and `--method local` ranks by local features alone (SIFT votes, then verification)."""
+    inliers, and `--method local` ranks by local features alone (SIFT votes, then verification).
+    `--verify 100 --expand 1 --diffusion 15` on a global method is what a default index does."""
     import json as _json
 
     from .backbones import get_spec
@@ -188,6 +194,13 @@ def eval_(
         if use_local and (rerank or whiten_on or qe):
             fail("--method local uses local features alone: no --rerank, --whiten-on or --qe")
         verify = verify or (10 if use_local else 0)
+        if (expand or diffusion) and (not verify or use_local or method == "mof" or rerank):
+            fail("--expand and --diffusion follow --verify N on a global method")
+        if (expand or diffusion) and (qe or similarity not in ("cosine", "correlation")):
+            fail("--expand and --diffusion search fused vectors as an index does: no --qe, and similarity cosine "
+                 "or correlation")
+        if diffusion < 0 or expand < 0:
+            fail("--expand and --diffusion take a number >= 0")
         use_mof = method == "mof" or rerank > 0
         if use_mof and not train_on:
             fail("MOF learns its vocabularies on another collection: give --train-on (a dataset name, .json or folder)")
@@ -250,7 +263,23 @@ def eval_(
             errors += ferr
             first = None if res is None else {qi: ranking for qi, ranking in res["_ranks"]}
             t_first = 0.0 if res is None else res["_score_seconds"]
-            res = evaluate_verified(ds, first, fdb, fqs, Verifier(), verify)
+            if expand or diffusion:
+                import numpy as np
+
+                from .eval.runner import evaluate_index_rule
+                from .methods import make_method
+                from .verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA
+
+                gm = make_method(method, backbone=backbone, layers=layer_list, weights=weights, similarity=similarity,
+                                 max_side=max_side)
+                if wv is not None:
+                    kept = [v for v in wv if v is not None]
+                    gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
+                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(), verify, expand,
+                                          {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
+                                          if diffusion else None)
+            else:
+                res = evaluate_verified(ds, first, fdb, fqs, Verifier(), verify)
             res["_score_seconds"] = t_first
     except LayerseekError as e:
         fail(str(e))
@@ -261,6 +290,10 @@ def eval_(
         title = f"{ds.name}: local features alone (RootSIFT votes)"
     if verify:
         title += f", top {verify} verified (SIFT + RANSAC)"
+    if expand:
+        title += f", {expand} round(s) of verified QE"
+    if diffusion:
+        title += f", diffusion from the verified (k {diffusion})"
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -287,7 +320,8 @@ def eval_(
                   "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
-                  "verify": verify, "verify_seconds_per_query": res.get("_verify_seconds"),
+                  "verify": verify, "expand": expand, "diffusion": diffusion,
+                  "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
                   "failed": errors, "versions": versions()}

@@ -44,8 +44,11 @@ def learn_whitening(method: GlobalMethod, collection: str, threads: int | None =
     return errors
 
 
-def verify_settings(verify: bool | dict | None) -> dict | None:
-    """The local features an index stores for verification, as written in its manifest."""
+def verify_settings(verify: bool | dict | None, global_method: bool = True) -> dict | None:
+    """The local features an index stores for verification, as written in its manifest; on a
+    global index also the diffusion from verified images over the graph of its vectors
+    (`verify.diffusion`; {"diffusion": False} leaves it out)."""
+    from .verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_K
     from .verify.features import DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES
 
     if not verify:
@@ -57,8 +60,16 @@ def verify_settings(verify: bool | dict | None) -> dict | None:
     from .verify.geometry import Verifier
 
     v = Verifier()
-    return {"kind": "sift", "features": n, "side": side, "ratio": v.ratio, "threshold": v.threshold,
-            "min_inliers": int(given.get("min_inliers", v.min_inliers)), "expand": int(given.get("expand", 1))}
+    out = {"kind": "sift", "features": n, "side": side, "ratio": v.ratio, "threshold": v.threshold,
+           "min_inliers": int(given.get("min_inliers", v.min_inliers)), "expand": int(given.get("expand", 1))}
+    diffusion = given.get("diffusion", True)
+    if global_method and diffusion:
+        d = diffusion if isinstance(diffusion, dict) else {}
+        k, alpha = int(d.get("k", DEFAULT_K)), float(d.get("alpha", DEFAULT_ALPHA))
+        if not (1 <= k <= 1000 and 0 < alpha < 1):
+            raise LayerseekError(f"diffusion k {k}, alpha {alpha}: out of range (k 1-1000, 0 < alpha < 1)")
+        out["diffusion"] = {"k": k, "gamma": float(d.get("gamma", DEFAULT_GAMMA)), "alpha": alpha}
+    return out
 
 
 class Index(Ingest, Query):
@@ -72,6 +83,7 @@ class Index(Ingest, Query):
         self._fx = None
         self._store = None  # where the global vectors are searched (opened on first use)
         self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
+        self._graph = None  # diffusion: (generation, KnnGraph, affinity, {id: sha256} of what it holds)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -116,7 +128,7 @@ class Index(Ingest, Query):
             finally:
                 milvus.close()
         cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "store": store_spec,
-                                    "verify": verify_settings(verify), "versions": versions()})
+                                    "verify": verify_settings(verify, m.kind == "global"), "versions": versions()})
         return cls(cat, m, threads)
 
     @classmethod

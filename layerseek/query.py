@@ -102,12 +102,15 @@ class Query:
         return hits[:top]
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
-               verify: int | None = None, expand: int | None = None) -> list[Hit]:
+               verify: int | None = None, expand: int | None = None, diffusion: bool | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification
         (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
         `expand`: rounds of query expansion with the verified images' vectors, ranked and
-        verified again (global methods; default: the index's setting, 1 for new indexes)."""
+        verified again (global methods; default: the index's setting, 1 for new indexes).
+        `diffusion`: the verified images seed a diffusion over the graph of the index's vectors
+        that orders everything after them (`verify.diffusion`; default: the index's setting, on
+        for new global indexes; False: off)."""
         if self.method.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
         shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
@@ -125,14 +128,26 @@ class Query:
         if not shortlist:
             return self.search_vector(q, n, qe)[:top]
         rounds = int((self.verify_settings or {}).get("expand", 0) if expand is None else expand)
-        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds)[:top]
+        diffuse = (self.verify_settings or {}).get("diffusion") if diffusion is not False else None
+        if diffusion and not diffuse:
+            diffuse = self._diffusion_defaults()
+        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top)[:top]
+
+    @staticmethod
+    def _diffusion_defaults() -> dict:
+        from .verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_K
+
+        return {"k": DEFAULT_K, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
 
     def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
-                    rounds: int = 0) -> list[Hit]:
+                    rounds: int = 0, diffusion: dict | None = None, top: int | None = None) -> list[Hit]:
         """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
         function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
         inliers between the query image and their stored features, after `rounds` of expansion
-        of `q` by the verified images (`verify.pipeline.verify_and_expand`)."""
+        of `q` by the verified images (`verify.pipeline.verify_and_expand`). With `diffusion`
+        ({"k", "gamma", "alpha"}; a global index), the images after the verified ones are ordered
+        by a diffusion seeded with them (`verify.diffusion.verified_diffusion`); their score stays
+        the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return."""
         from .verify.features import LocalFeatures
         from .verify.pipeline import verify_and_expand
 
@@ -153,10 +168,63 @@ class Query:
         order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
                                           if self.method.kind == "global" else None, shortlist,
                                           verifier.min_inliers, rounds)
+        if diffusion and self.method.kind == "global" and q is not None:
+            from .verify.diffusion import verified_diffusion
+
+            graph, S = self.graph(int(diffusion["k"]), float(diffusion["gamma"]))
+            order = verified_diffusion(order, counts, verifier.min_inliers, graph, S, float(diffusion["alpha"]))
+            order = order[:max(len(ranked), shortlist, top or 0)]
+            new = [i for i in order if i not in ranked]
+            if new:
+                sims = self.catalog.vectors(new) @ np.asarray(q, np.float32)
+                for i, s in zip(new, sims):
+                    e = self.catalog.by_id(i)
+                    ranked[i] = Hit(i, e.path if e else "?", float(s))
         out = [ranked[i] for i in order]
-        for h in out[:shortlist]:
-            h.inliers, h.verified = counts[h.id], counts[h.id] >= verifier.min_inliers
+        for h in out:
+            if h.id in counts:
+                h.inliers, h.verified = counts[h.id], counts[h.id] >= verifier.min_inliers
         return out
+
+    def graph(self, k: int, gamma: float):
+        """(KnnGraph, its affinity) of the index's global vectors, in step with the catalog: kept
+        in cache/graph-<generation>.npz and brought up to date by `KnnGraph.update` (only the
+        images added, changed or removed since, and the lists they touch, are computed)."""
+        from .verify.diffusion import KnnGraph
+
+        with self._lock:
+            gen = self.catalog.generation()
+            if self._graph is not None and self._graph[0] == gen and self._graph[1].k == k:
+                return self._graph[1], self._graph[2]
+            cache = self.catalog.root / "cache"
+            graph, held = None, {}
+            if self._graph is not None and self._graph[1].k == k:
+                graph, held = self._graph[1], self._graph[3]
+            else:
+                saved = sorted(cache.glob("graph-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+                if saved:
+                    try:
+                        graph, extra = KnnGraph.load(saved[-1])
+                        held = dict(zip((int(i) for i in graph.ids), (str(s) for s in extra["shas"])))
+                        if graph.k != k:
+                            graph, held = None, {}
+                    except (OSError, ValueError, KeyError):
+                        graph, held = None, {}
+            ids, mat = self.catalog.matrix()
+            now = self.catalog.shas()
+            changed = [i for i in held if i in now and now[i] != held[i]]
+            graph = (graph or KnnGraph(k)).update(ids, mat, changed)
+            shas = [now[int(i)] for i in ids]
+            cache.mkdir(exist_ok=True)
+            tmp = cache / f"graph-{gen}.npz.{os.getpid()}.tmp"
+            graph.save(tmp, shas=np.array(shas, dtype="U64"))
+            os.replace(tmp, cache / f"graph-{gen}.npz")
+            for old in cache.glob("graph-*.npz"):
+                if old.name != f"graph-{gen}.npz":
+                    old.unlink(missing_ok=True)
+            S = graph.affinity(gamma)
+            self._graph = (gen, graph, S, dict(zip((int(i) for i in ids), shas)))
+            return graph, S
 
     def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
                          data: bytes | None = None) -> list[Hit]:

@@ -146,6 +146,15 @@ def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "out.json").read_text())["metrics"]
     assert m["R@1"] == 1.0 and m["R@5"] == 1.0 and m["MRR"] == 1.0 and m["mAP"] == pytest.approx(1.0)
+    # the index's whole rule (verify, expand, diffusion) on a global method; refused without --verify
+    r = run(app, ["eval", str(tmp_path / "gt.json"), "--method", "rmac", "--backbone", "mobilenet_v2", "--layers",
+                  "s32,last", "--max-side", "512", "--verify", "4", "--expand", "1", "--diffusion", "2",
+                  "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "rule.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "rule.json").read_text())
+    assert (rep["expand"], rep["diffusion"]) == (1, 2) and rep["metrics"]["R@1"] == 1.0
+    r = run(app, ["eval", str(tmp_path / "gt.json"), "--method", "rmac", "--diffusion", "15"])
+    assert r.exit_code != 0 and "--verify" in r.output
 
 
 def test_verified_expansion_ranks_again_with_the_verified_vectors():
@@ -178,3 +187,36 @@ def test_verified_expansion_ranks_again_with_the_verified_vectors():
     order, counts = verify_and_expand(q, rank, inliers_of, lambda ids: D[ids], expand, 3, 10, rounds=2)
     assert [r[:3] for r in ranks] == [[4, 1, 0], [1, 0, 3], [1, 0, 3]]
     assert sorted(asked) == [0, 1, 3, 4] and order == [0, 3, 1, 2, 4] and counts[3] == 30
+
+
+def test_index_diffusion_graph_follows_the_catalog(data_dir, tmp_path):
+    """A global index made with verification diffuses from the verified images over a k-NN graph
+    of its vectors, cached per generation and updated (not rebuilt) as files come and go."""
+    from layerseek.verify.diffusion import KnnGraph
+
+    covers = _covers(data_dir, tmp_path / "covers")
+    with Index.create(tmp_path / "idx", "rmac", verify={"diffusion": {"k": 3}}, **OPTS) as idx:
+        assert idx.verify_settings["diffusion"] == {"k": 3, "gamma": 3.0, "alpha": 0.99}
+        idx.add_folder(covers)
+        photo = data_dir / "smvs-dvd-covers" / "Droid" / "005.jpg"
+        hits = idx.search(photo, top=6)
+        assert hits[0].path.endswith("005.jpg") and hits[0].verified and len(hits) == 6
+        saved = list((tmp_path / "idx" / "cache").glob("graph-*.npz"))
+        assert [p.name for p in saved] == [f"graph-{idx.catalog.generation()}.npz"]
+        g, _ = KnnGraph.load(saved[0])
+        ids, mat = idx.catalog.matrix()
+        fresh = KnnGraph(3).fit(ids, mat)
+        assert (g.neighbours == fresh.neighbours).all()
+        # a removed image never comes back through the graph; the graph follows the change
+        gone = idx.catalog.by_path(str(covers / "003.jpg")).id
+        idx.remove([covers / "003.jpg"])
+        hits = idx.search(photo, top=10)
+        assert gone not in [h.id for h in hits] and len(hits) == 5
+        g, _ = KnnGraph.load(next((tmp_path / "idx" / "cache").glob("graph-*.npz")))
+        assert gone not in set(g.ids) and gone not in set(g.neighbours.ravel())
+        # off for one search (and no expansion): the verified head, then the first stage's order
+        plain = idx.search(photo, top=5, diffusion=False, expand=0)
+        assert plain[0].path.endswith("005.jpg") and [h.id for h in plain[1:]] == \
+            [h.id for h in idx.search(photo, top=5, verify=0) if h.id != plain[0].id][:4]
+    with Index.create(tmp_path / "nodiff", "rmac", verify={"diffusion": False}, **OPTS) as idx:
+        assert "diffusion" not in idx.verify_settings

@@ -17,13 +17,15 @@ class Query:
     junk: list[int] = field(default_factory=list)
     hard: list[int] = field(default_factory=list)  # revisited protocol only (positives = easy)
     db_index: int | None = None  # the query's own database entry, never counted as a match
+    # UKBench: the query's own entry, left in its ranking (N-S counts it) but never a positive of mAP
+    self_index: int | None = None
     rotate: int = 0  # degrees clockwise that make the stored image upright
 
 
 @dataclass
 class Dataset:
     name: str
-    protocol: str  # "map" | "revisited" | "smvs" | "ukbench" | "holidays" | "category"
+    protocol: str  # "map" | "oxford" | "revisited" | "smvs" | "ukbench" | "holidays" | "category"
     database: list[Path]
     queries: list[Query]
     dropped_db: int = 0
@@ -162,7 +164,7 @@ def load_holidays(root: str | Path, rotations: str | Path | None = None, name: s
 def load_ukbench(root: str | Path, name: str = "ukbench") -> Dataset:
     """UKBench (Nistér & Stewénius, CVPR 2006): `ukbenchNNNNN.jpg`, groups of 4 consecutive
     numbers. Every image is a query against all; positives are its group, itself included, as the
-    N-S score counts the query (max 4)."""
+    N-S score counts the query (max 4); the secondary mAP leaves the query out."""
     root = _need_dir(Path(root), "UKBench folder")
     files = [p for p in _image_files(root) if p.stem.startswith("ukbench") and p.stem[7:].isdigit()]
     if not files:
@@ -170,7 +172,7 @@ def load_ukbench(root: str | Path, name: str = "ukbench") -> Dataset:
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(files):
         groups.setdefault(int(p.stem[7:]) // 4, []).append(i)
-    queries = [Query(p, positives=groups[int(p.stem[7:]) // 4]) for p in files]
+    queries = [Query(p, positives=groups[int(p.stem[7:]) // 4], self_index=i) for i, p in enumerate(files)]
     return Dataset(name, "ukbench", files, queries)
 
 
@@ -220,7 +222,7 @@ def load_oxford_classic(gt_dir: str | Path, image_dir: str | Path, name: str = "
         pos = sorted({index[n] for n in lists["good"] + lists["ok"] if n in index})
         junk = sorted({index[n] for n in lists["junk"] if n in index})
         queries.append(Query(database[index[qname]], tuple(float(v) for v in parts[1:]), pos, junk))
-    return Dataset(name, "map", database, queries, dropped_db=len(named - set(index)), dropped_queries=dropped_q)
+    return Dataset(name, "oxford", database, queries, dropped_db=len(named - set(index)), dropped_queries=dropped_q)
 
 
 def load_ground_truth_file(path: str | Path) -> Dataset:

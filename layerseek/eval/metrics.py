@@ -34,11 +34,32 @@ def average_precision(ranks: Sequence[int], positives: Iterable[int], junk: Iter
     return ap
 
 
+def noninterpolated_ap(ranks: Sequence[int], positives: Iterable[int], junk: Iterable[int] = (),
+                       exclude: int | None = None) -> float:
+    """Non-interpolated AP (TREC; scikit-learn's `average_precision_score` on a full ranking): the
+    mean over all positives of the precision at the rank each is found, 0 for one never
+    retrieved. Junk and the query itself (`exclude`) are removed first. With one positive at rank r
+    it is 1/r, where the trapezoid rule of `average_precision` gives 1/(2r) for r > 1."""
+    pos = set(positives)
+    if exclude is not None:
+        pos.discard(exclude)
+    if not pos:
+        return float("nan")
+    total, found = 0.0, 0
+    for rank, idx in enumerate(_clean(ranks, junk, exclude)):
+        if idx in pos:
+            found += 1
+            total += found / (rank + 1)
+    return total / len(pos)
+
+
 def mean_ap(all_ranks: Sequence[Sequence[int]], positives: Sequence[Iterable[int]],
-            junk: Sequence[Iterable[int]] | None = None, exclude: Sequence[int | None] | None = None) -> float:
+            junk: Sequence[Iterable[int]] | None = None, exclude: Sequence[int | None] | None = None,
+            ap=average_precision) -> float:
     """Mean AP over the queries that have at least one positive (NaN ones skipped, as in the
-    revisited protocol)."""
-    aps = [average_precision(r, p, junk[i] if junk else (), exclude[i] if exclude else None)
+    revisited protocol); `ap` is the per-query rule (the trapezoid `average_precision`, or
+    `noninterpolated_ap`)."""
+    aps = [ap(r, p, junk[i] if junk else (), exclude[i] if exclude else None)
            for i, (r, p) in enumerate(zip(all_ranks, positives))]
     aps = [a for a in aps if not np.isnan(a)]
     return float(np.mean(aps)) if aps else float("nan")
@@ -46,10 +67,25 @@ def mean_ap(all_ranks: Sequence[Sequence[int]], positives: Sequence[Iterable[int
 
 def precision_at_k(ranks: Sequence[int], positives: Iterable[int], k: int, junk: Iterable[int] = (),
                    exclude: int | None = None) -> float:
-    """Share of the top k (junk and the query removed first) that are positives."""
+    """Share of the top k (junk and the query removed first) that are positives: the plain P@k,
+    always divided by k (the category protocol's). The revisited protocol's mP@k is
+    `revisited_precision_at_k`."""
     pos = set(positives)
     top = _clean(ranks, junk, exclude)[:k]
     return sum(1 for r in top if r in pos) / k
+
+
+def revisited_precision_at_k(ranks: Sequence[int], positives: Iterable[int], k: int,
+                             junk: Iterable[int] = ()) -> float:
+    """P@k as revisitop's `compute_map` computes it (Radenović et al. 2018): junk removed, then the
+    positives within the first kq = min(rank of the last positive, k) positions, divided by kq,
+    so a query whose positives all lie above rank k scores 1. 0 when no positive is retrieved."""
+    pos = set(positives)
+    hits = [rank for rank, idx in enumerate(_clean(ranks, junk), start=1) if idx in pos]
+    if not hits:
+        return 0.0
+    kq = min(hits[-1], k)
+    return sum(1 for h in hits if h <= kq) / kq
 
 
 def recall_at_k(ranks: Sequence[int], positives: Iterable[int], k: int, exclude: int | None = None) -> float:
@@ -106,7 +142,8 @@ def revisited_sets(easy: Iterable[int], hard: Iterable[int], junk: Iterable[int]
 
 
 def revisited_scores(all_ranks, queries, ks=(1, 5, 10)) -> dict[str, float]:
-    """mAP and mP@k for Easy, Medium and Hard; queries need .positives (easy), .hard, .junk.
+    """mAP (trapezoid AP) and mP@k (kq rule) for Easy, Medium and Hard, as revisitop's
+    `compute_map`; queries need .positives (easy), .hard, .junk.
     Queries without positives under a protocol are left out of that protocol's means."""
     out = {}
     for proto in REVISITED_PROTOCOLS:
@@ -117,7 +154,7 @@ def revisited_scores(all_ranks, queries, ks=(1, 5, 10)) -> dict[str, float]:
                 continue
             aps.append(average_precision(ranks, pos, junk))
             for k in ks:
-                pks[k].append(precision_at_k(ranks, pos, k, junk))
+                pks[k].append(revisited_precision_at_k(ranks, pos, k, junk))
         out[f"mAP_{proto}"] = float(np.mean(aps)) if aps else float("nan")
         for k in ks:
             out[f"mP@{k}_{proto}"] = float(np.mean(pks[k])) if pks[k] else float("nan")

@@ -50,14 +50,25 @@ def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side
 
 
 def protocol_metrics(ds: Dataset, ranks: np.ndarray, keep_db: list[int]) -> dict[str, float]:
-    """Metrics of ds.protocol from q x n' ranks over the database entries `keep_db`."""
+    """Metrics of ds.protocol from q x n' ranks over the database entries `keep_db`, each as the
+    protocol's reference code computes it: revisitop (revisited: trapezoid AP, mP@k with its kq
+    rule), Oxford `compute_ap` (classic Oxford/Paris) and INRIA's Holidays code (trapezoid AP), N-S
+    for UKBench. SMVS and generic ground-truth files report the usual non-interpolated AP as
+    `mAP` and the trapezoid value as `mAP_trapezoid`. The query itself never counts as a positive
+    (UKBench's N-S, whose definition counts it, excepted)."""
     ranks = [[keep_db[j] for j in row] for row in ranks]
     qs = ds.queries
     if ds.protocol == "revisited":
         return M.revisited_scores(ranks, qs)
-    excl = [q.db_index for q in qs]
-    out = {"mAP": M.mean_ap(ranks, [q.positives for q in qs], [q.junk for q in qs], excl)}
-    if ds.protocol in ("smvs", "map"):  # instance search by example: is a right image first, in the top k
+    excl = [q.db_index if q.db_index is not None else q.self_index for q in qs]
+    positives, junk = [q.positives for q in qs], [q.junk for q in qs]
+    out = {}
+    if ds.protocol in ("smvs", "map"):
+        out["mAP"] = M.mean_ap(ranks, positives, junk, excl, ap=M.noninterpolated_ap)
+        out["mAP_trapezoid"] = M.mean_ap(ranks, positives, junk, excl)
+    else:
+        out["mAP"] = M.mean_ap(ranks, positives, junk, excl)
+    if ds.protocol in ("smvs", "map", "oxford"):  # instance search by example: a right image first, in the top k
         has = [(r, q) for r, q in zip(ranks, qs) if set(q.positives) - {q.db_index}]
         for k in (1, 5, 10):
             out[f"R@{k}"] = float(np.mean([M.recall_at_k(r, q.positives, k, q.db_index) for r, q in has])) if has else float("nan")
@@ -74,7 +85,7 @@ def protocol_metrics(ds: Dataset, ranks: np.ndarray, keep_db: list[int]) -> dict
 
 
 PRIMARY = {"revisited": ["mAP_easy", "mAP_medium", "mAP_hard"], "smvs": ["R@1", "R@5", "mAP"], "map": ["mAP", "R@1"],
-           "holidays": ["mAP"], "ukbench": ["N-S"], "category": ["mAP", "P@10"]}
+           "oxford": ["mAP", "R@1"], "holidays": ["mAP"], "ukbench": ["N-S"], "category": ["mAP", "P@10"]}
 
 
 def evaluate_global(ds: Dataset, cfg: GlobalConfig, db_vecs, q_vecs, whiten_vecs=None) -> dict:
@@ -221,4 +232,68 @@ def evaluate_verified(ds: Dataset, first: dict[int, list[int]] | None, db_feats,
     result = evaluate_rankings(ds, new)
     result["_verify_seconds"] = seconds
     result["_inliers"] = inliers
+    return result
+
+
+def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats, verifier, shortlist: int,
+                        rounds: int = 1, diffusion: dict | None = None, threads: int = 2) -> dict:
+    """A global method searched as an index searches (`Query.search`): the fused vectors of
+    `method` (a `methods.GlobalMethod`, whitening already fitted if any) ranked by inner product,
+    the first `shortlist` verified, `rounds` of verified query expansion, then (with `diffusion`,
+    {"k", "gamma", "alpha"}) the rest ordered by a diffusion seeded with the verified images over
+    the k-NN graph of the database vectors. Failed images are left out as `evaluate_global` does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..verify.diffusion import KnnGraph, verified_diffusion
+    from ..verify.features import rootsift
+    from ..verify.pipeline import verify_and_expand
+
+    keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
+    keep_q = [i for i, v in enumerate(q_vecs) if v is not None and q_feats[i] is not None]
+
+    def fused(vecs):
+        return method.encode_pooled([np.stack([v[f"{method.pooling}/{layer}"] for v in vecs]) for layer in method.layers])
+
+    D, Q = fused([db_vecs[i] for i in keep_db]), fused([q_vecs[i] for i in keep_q])
+    graph = S = None
+    if diffusion:
+        graph = KnnGraph(int(diffusion["k"])).fit(np.arange(len(keep_db)), D)
+        S = graph.affinity(float(diffusion["gamma"]))
+    skip = {qi: ds.queries[qi].db_index for qi in keep_q}
+    row_of = {old: new for new, old in enumerate(keep_db)}
+
+    def one(item):
+        n, qi = item
+        qf = q_feats[qi]
+        q_root = rootsift(qf.desc) if len(qf) else None
+        own = row_of.get(skip[qi]) if skip[qi] is not None else None
+
+        def rank(v):
+            s = D @ v
+            if own is not None:
+                s[own] = -np.inf  # the query's own entry is not a result
+            return [int(j) for j in np.argsort(-s, kind="stable")]
+
+        def inliers_of(ids):
+            return {j: 0 if db_feats[keep_db[j]] is None else verifier.inliers(qf, db_feats[keep_db[j]], q_root)
+                    for j in ids}
+
+        order, counts = verify_and_expand(Q[n], rank, inliers_of, lambda ids: D[ids], method.expand, shortlist,
+                                          verifier.min_inliers, rounds)
+        if graph is not None:
+            order = verified_diffusion(order, counts, verifier.min_inliers, graph, S, float(diffusion["alpha"]))
+            if own is not None:
+                order = [j for j in order if j != own] + [own]
+        return qi, [keep_db[j] for j in order], {keep_db[j]: c for j, c in counts.items()}
+
+    t0 = time.perf_counter()
+    rankings, inliers = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for qi, order, counts in pool.map(one, enumerate(keep_q)):
+            rankings[qi], inliers[qi] = order, counts
+    seconds = (time.perf_counter() - t0) / max(1, len(rankings))
+    result = evaluate_rankings(ds, rankings)
+    result["_verify_seconds"] = seconds
+    result["_inliers"] = inliers
+    result["_failed"] = (len(db_vecs) - len(keep_db), len(q_vecs) - len(keep_q))
     return result

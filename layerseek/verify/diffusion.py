@@ -1,0 +1,180 @@
+"""Diffusion over the database's nearest-neighbour graph, seeded by geometrically verified images.
+
+Iscen et al., "Efficient diffusion on region manifolds", CVPR 2017: the database images are the
+nodes of a mutual k-nearest-neighbour graph whose edges weigh s^gamma (s the cosine of the two
+global vectors, Eq. 2); its symmetrically normalised affinity S = D^-1/2 W D^-1/2 (Eq. 4) spreads
+a query's seed vector y by solving (I - alpha S) f = y (Eq. 6) with conjugate gradients (Sec. 4).
+The paper seeds y with the query's own nearest neighbours; here the seeds are the images that
+verification found to show the same object or place (`verified_diffusion`), so a query whose
+shortlist holds no verified image keeps its first-stage ranking (on collections of covers or
+products, where neighbours of a wrong image are other wrong images, query-seeded diffusion
+ranks far worse: docs/RESULTS.md).
+
+`KnnGraph` is the learned state (fit / update / save / load of plain arrays): each image's k best
+neighbours, kept in step with an index's additions and removals without recomputing the rest.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+#: Iscen et al.'s alpha and gamma; k chosen on the shared collections (docs/RESULTS.md)
+DEFAULT_K, DEFAULT_GAMMA, DEFAULT_ALPHA = 15, 3.0, 0.99
+
+
+def top_neighbours(queries: np.ndarray, database: np.ndarray, k: int, self_rows: np.ndarray | None = None,
+                   block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cosines), each len(queries) x k: the k database rows most similar to each query
+    (best first, ties by row), leaving out each query's own row `self_rows[i]` when given. Rows
+    past the database's size are -1 with similarity -inf."""
+    n, m = len(database), len(queries)
+    rows = np.full((m, k), -1, np.int64)
+    sims = np.full((m, k), -np.inf, np.float32)
+    for start in range(0, m, block):
+        s = queries[start:start + block] @ database.T
+        if self_rows is not None:
+            s[np.arange(len(s)), self_rows[start:start + block]] = -np.inf
+        kk = min(k, n)
+        if kk == 0:
+            continue
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (len(s), 1))
+        ps = np.take_along_axis(s, part, 1)
+        order = np.lexsort((part, -ps), axis=1)
+        r, v = np.take_along_axis(part, order, 1), np.take_along_axis(ps, order, 1)
+        valid = np.isfinite(v)
+        rows[start:start + len(s), :kk] = np.where(valid, r, -1)
+        sims[start:start + len(s), :kk] = v
+    return rows, sims
+
+
+class KnnGraph:
+    """Each database image's k nearest neighbours (ids and cosines) by its global vector."""
+
+    def __init__(self, k: int = DEFAULT_K):
+        self.k = int(k)
+        self.ids = np.zeros(0, np.int64)  # learned state: node ids, their neighbours' ids, cosines
+        self.neighbours = np.zeros((0, self.k), np.int64)
+        self.sims = np.zeros((0, self.k), np.float32)
+
+    def fit(self, ids: Sequence[int], vectors: np.ndarray) -> KnnGraph:
+        """The graph of these images (L2-normalised vectors, one row per id), from scratch."""
+        ids = np.asarray(ids, np.int64)
+        rows, sims = top_neighbours(vectors, vectors, self.k, np.arange(len(ids)))
+        self.ids, self.neighbours, self.sims = ids, np.where(rows >= 0, ids[np.maximum(rows, 0)], -1), sims
+        return self
+
+    def update(self, ids: Sequence[int], vectors: np.ndarray, changed: Sequence[int] = ()) -> KnnGraph:
+        """The graph of the images `ids` now holds (vectors, one row per id), re-using what is still
+        valid: the lists of images that are new, `changed` (same id, new vector) or lost a neighbour
+        are computed again against everything; every other list only meets the new images. The
+        result equals `fit` on the same vectors (up to ties), at the cost of the changes."""
+        ids = np.asarray(ids, np.int64)
+        if len(self.ids) == 0:
+            return self.fit(ids, vectors)
+        row_of = {int(i): r for r, i in enumerate(ids)}
+        old_row = {int(i): r for r, i in enumerate(self.ids)}
+        changed = {int(i) for i in changed}
+        gone = (set(old_row) - set(row_of)) | changed
+        fresh = [r for r, i in enumerate(ids) if int(i) not in old_row or int(i) in changed]
+        neighbours = np.full((len(ids), self.k), -1, np.int64)
+        sims = np.full((len(ids), self.k), -np.inf, np.float32)
+        redo = list(fresh)
+        keep = []
+        for r, i in enumerate(ids):
+            o = old_row.get(int(i))
+            if o is None or int(i) in changed:
+                continue
+            nb = self.neighbours[o]
+            if any(int(j) in gone for j in nb if j >= 0):
+                redo.append(r)  # lost a neighbour: its next best is unknown
+            else:
+                neighbours[r], sims[r] = nb, self.sims[o]
+                keep.append(r)
+        if redo:
+            redo = np.asarray(sorted(redo), np.int64)
+            rr, ss = top_neighbours(vectors[redo], vectors, self.k, redo)
+            neighbours[redo], sims[redo] = np.where(rr >= 0, ids[np.maximum(rr, 0)], -1), ss
+        if keep and fresh:  # the kept lists meet the new images
+            keep_rows, fresh_rows = np.asarray(keep), np.asarray(fresh)
+            s_new = vectors[keep_rows] @ vectors[fresh_rows].T
+            all_ids = np.concatenate([neighbours[keep_rows], np.tile(ids[fresh_rows], (len(keep_rows), 1))], 1)
+            all_s = np.concatenate([sims[keep_rows], s_new.astype(np.float32)], 1)
+            order = np.lexsort((np.where(all_ids < 0, np.iinfo(np.int64).max, all_ids), -all_s), axis=1)[:, :self.k]
+            neighbours[keep_rows] = np.take_along_axis(all_ids, order, 1)
+            sims[keep_rows] = np.take_along_axis(all_s, order, 1)
+        self.ids, self.neighbours, self.sims = ids, neighbours, sims
+        return self
+
+    def affinity(self, gamma: float = DEFAULT_GAMMA):
+        """S = D^-1/2 W D^-1/2 (Iscen et al. Eq. 4) as a sparse matrix over the rows of `ids`: W_ij =
+        max(s_ij, 0)^gamma where i and j are each in the other's list (mutual neighbours, Eq. 2)."""
+        from scipy import sparse
+
+        n = len(self.ids)
+        row_of = {int(i): r for r, i in enumerate(self.ids)}
+        src = np.repeat(np.arange(n), self.k)
+        dst = np.array([row_of.get(int(j), -1) for j in self.neighbours.ravel()], np.int64)
+        w = np.maximum(self.sims.ravel(), 0).astype(np.float64) ** gamma
+        ok = (dst >= 0) & np.isfinite(self.sims.ravel())
+        A = sparse.csr_matrix((w[ok], (src[ok], dst[ok])), shape=(n, n))
+        W = A.minimum(A.T)  # kept only where both lists hold the edge
+        d = np.asarray(W.sum(axis=1)).ravel()
+        inv = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
+        return sparse.diags(inv) @ W @ sparse.diags(inv)
+
+    def save(self, path: str | Path, **extra: np.ndarray) -> None:
+        """Plain arrays in one .npz (`extra`: more arrays kept beside, e.g. what each node was made of)."""
+        with open(path, "wb") as f:
+            np.savez(f, k=self.k, ids=self.ids, neighbours=self.neighbours, sims=self.sims, **extra)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[KnnGraph, dict[str, np.ndarray]]:
+        """The graph and the `extra` arrays saved with it."""
+        with np.load(path, allow_pickle=False) as z:
+            g = cls(int(z["k"]))
+            g.ids, g.neighbours, g.sims = z["ids"], z["neighbours"], z["sims"]
+            extra = {k: z[k] for k in z.files if k not in ("k", "ids", "neighbours", "sims")}
+        return g, extra
+
+
+def diffuse(S, seeds: np.ndarray, alpha: float = DEFAULT_ALPHA, tol: float = 1e-6, maxiter: int = 50) -> np.ndarray:
+    """f solving (I - alpha S) f = y (Iscen et al. Eq. 6) by conjugate gradients (the matrix is
+    symmetric positive definite for alpha < 1)."""
+    from scipy.sparse import identity
+    from scipy.sparse.linalg import cg
+
+    y = np.asarray(seeds, np.float64)
+    if not y.any():
+        return np.zeros_like(y)
+    f, _ = cg(identity(S.shape[0], format="csr") - alpha * S, y, rtol=tol, maxiter=maxiter)
+    return f
+
+
+def verified_diffusion(order: Sequence[int], counts: dict[int, int], min_inliers: int, graph: KnnGraph, S,
+                       alpha: float = DEFAULT_ALPHA) -> list[int]:
+    """A verified ranking (`order`: ids, its verified images first) extended by diffusion: the
+    verified images (>= min_inliers) seed the diffusion and keep their places at the head; every
+    other image follows by its diffused score, ties (unreached images) in `order`, then the
+    images `order` lacks by id. No verified image: `order` unchanged."""
+    seeds = [i for i in order if counts.get(i, 0) >= min_inliers]
+    if not seeds:
+        return list(order)
+    row_of = {int(i): r for r, i in enumerate(graph.ids)}
+    y = np.zeros(len(graph.ids))
+    for i in seeds:
+        if i in row_of:
+            y[row_of[i]] = 1.0
+    f = diffuse(S, y, alpha)
+    pos = {int(i): p for p, i in enumerate(order)}
+    head = set(seeds)
+    rest = [int(i) for i in graph.ids if int(i) not in head]
+    rest += [int(i) for i in order if int(i) not in row_of and int(i) not in head]
+    big = len(order) + len(graph.ids)
+
+    def key(i):
+        r = row_of.get(i)
+        return (-(f[r] if r is not None else 0.0), pos.get(i, big), i)
+
+    return list(seeds) + sorted(rest, key=key)

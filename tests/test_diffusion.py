@@ -1,0 +1,93 @@
+"""Diffusion from verified images over the database's k-NN graph (Iscen et al. 2017)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from layerseek.verify.diffusion import KnnGraph, diffuse, top_neighbours, verified_diffusion
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _brute_lists(ids, X, k):
+    """Each row's k best other rows by cosine, by sorting everything (the obviously right way)."""
+    out = {}
+    for r, i in enumerate(ids):
+        cand = sorted(((float(X[r] @ X[c]), int(ids[c])) for c in range(len(ids)) if c != r), key=lambda t: (-t[0], t[1]))
+        out[int(i)] = [j for _, j in cand[:k]]
+    return out
+
+
+def test_top_neighbours_match_a_full_sort():
+    X = _unit(np.random.default_rng(0).normal(size=(40, 8)))
+    rows, sims = top_neighbours(X, X, 5, np.arange(40), block=7)  # several blocks
+    want = _brute_lists(np.arange(40), X, 5)
+    assert all(list(rows[r]) == want[r] for r in range(40))
+    assert np.allclose(sims[:, 0], [X[r] @ X[rows[r, 0]] for r in range(40)])
+    rows, sims = top_neighbours(X[:2], X[:3], 5, np.array([0, 1]))  # fewer images than k
+    assert list(rows[0]) == [*_brute_lists(np.arange(3), X[:3], 2)[0], -1, -1, -1] and np.isinf(sims[0, 2:]).all()
+
+
+def test_graph_update_equals_a_fresh_fit_after_adds_removals_and_changes():
+    rng = np.random.default_rng(1)
+    ids = np.arange(10, 70)
+    X = _unit(rng.normal(size=(60, 6)))
+    g = KnnGraph(4).fit(ids, X)
+    # remove 8 images, change 3 in place (same id, new vector), add 12 new ids
+    keep = np.array([r for r in range(60) if r % 7 != 3])
+    ids2 = np.concatenate([ids[keep], np.arange(200, 212)])
+    X2 = np.concatenate([X[keep], _unit(rng.normal(size=(12, 6)))])
+    changed = [int(ids2[0]), int(ids2[5]), int(ids2[20])]
+    for i in changed:
+        X2[list(ids2).index(i)] = _unit(rng.normal(size=(1, 6)))[0]
+    g.update(ids2, X2, changed)
+    fresh = KnnGraph(4).fit(ids2, X2)
+    assert list(g.ids) == list(ids2)
+    assert (g.neighbours == fresh.neighbours).all() and np.allclose(g.sims, fresh.sims)
+    want = _brute_lists(ids2, X2, 4)
+    assert all(list(g.neighbours[r]) == want[int(i)] for r, i in enumerate(ids2))
+
+
+def test_affinity_keeps_mutual_edges_and_is_normalised():
+    # 0-1-2 close together, 3 far: with k = 1, 0 and 1 are each other's best (an edge), 2's best is
+    # 1 but 1's is 0 (no edge), 3's best is 2 (not mutual)
+    X = _unit(np.array([[1, 0.0], [1, 0.05], [1, 0.3], [0, 1.0]]))
+    g = KnnGraph(1).fit([0, 1, 2, 3], X)
+    S = g.affinity(gamma=3).toarray()
+    assert np.allclose(S, S.T)
+    assert S[0, 1] == pytest.approx(1.0)  # D^-1/2 W D^-1/2 of a single edge: w / sqrt(w * w)
+    assert S[1, 2] == 0 and S[2, 3] == 0 and S[3].sum() == 0
+
+
+def test_diffuse_solves_the_linear_system():
+    rng = np.random.default_rng(2)
+    X = _unit(rng.normal(size=(30, 5)))
+    S = KnnGraph(6).fit(np.arange(30), X).affinity(3)
+    y = np.zeros(30)
+    y[[3, 7]] = 1
+    f = diffuse(S, y, 0.9, tol=1e-10, maxiter=500)
+    exact = np.linalg.solve(np.eye(30) - 0.9 * S.toarray(), y)
+    assert np.allclose(f, exact, atol=1e-6)
+    assert not diffuse(S, np.zeros(30)).any()
+
+
+def test_verified_diffusion_follows_the_manifold_of_the_verified_image():
+    # a chain of views 0..5 bending away from the query, and distractors 6..9 nearer the query
+    # than the far end of the chain. Verified: 0. Diffusion brings the whole chain before them.
+    angles = np.linspace(0, 1.2, 6)
+    chain = np.stack([np.cos(angles), np.sin(angles), np.zeros(6)], 1)
+    rng = np.random.default_rng(3)
+    distract = np.stack([np.cos(0.4 + 0.05 * np.arange(4)), np.zeros(4), np.sin(0.4 + 0.05 * np.arange(4))], 1)
+    X = _unit(np.concatenate([chain, distract]) + 0.001 * rng.normal(size=(10, 3)))
+    ids = np.arange(100, 110)
+    g = KnnGraph(2).fit(ids, X)
+    S = g.affinity(3)
+    q = _unit(np.array([[1.0, 0.0, 0.1]]))[0]
+    first = [int(ids[j]) for j in np.argsort(-(X @ q), kind="stable")]
+    assert first.index(105) > first.index(106)  # the far view ranks below a distractor at first
+    order = verified_diffusion(first, {100: 40}, 10, g, S)
+    assert order[0] == 100 and set(order[:6]) == set(range(100, 106)) and sorted(order) == list(ids)
+    # nothing verified: the first stage's order, untouched
+    assert verified_diffusion(first, {100: 5}, 10, g, S) == first
