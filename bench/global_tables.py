@@ -4,7 +4,7 @@
     .venv/bin/python bench/global_tables.py --backbone mobilenet_v2 --out docs/results/global-mobilenet_v2.md --img docs/img
 
 Datasets: SMVS DVD covers (database = the 100 references, 400 phone photos as queries: R@1, R@5,
-mAP) and RParis6k restricted to the images present in paris6k-subset (238 database images, 12
+non-interpolated mAP) and RParis6k restricted to the images present in paris6k-subset (238 database images, 12
 cropped queries: mAP Easy / Medium / Hard). PCA whitening is learned on Corel-1k (1000 images, a
 third collection, never searched). WMFF weights are searched on a 0.1 grid of the simplex on one
 dataset and reported on the other (and, labelled as an oracle, on the same one). Descriptors come
@@ -137,7 +137,8 @@ def main() -> None:
 
     say(f"### Every pooling × layers × post-processing ({args.backbone}, max side {args.max_side})")
     say("")
-    say("Cells: SMVS R@1 / R@5 / mAP; RParis6k-subset mAP Easy / Medium / Hard (238 of 6322 database "
+    say("Cells: SMVS R@1 / R@5 / mAP (non-interpolated AP: with one relevant cover per photo it is the "
+        "reciprocal rank, so SMVS mAP = MRR); RParis6k-subset mAP Easy / Medium / Hard (revisitop's AP; 238 of 6322 database "
         "images and 12 of 70 queries present). `+QE`: average query expansion (SMVS k = 1, Paris k = 5); "
         "`+W`: PCA whitening learned per layer on Corel-1k. WMFF→other: weights searched on the other "
         "dataset (shown in brackets); WMFF oracle: searched on this dataset itself (optimistic).")

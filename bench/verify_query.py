@@ -1,5 +1,7 @@
 """End-to-end query time of the default pipeline (R-MAC on MobileNetV2, the first 100 verified by
-SIFT + RANSAC) against an index of N images, query decoding and extraction included.
+SIFT + RANSAC, one round of verified expansion, diffusion from the verified images over the k-NN
+graph of the index) against an index of N images, query decoding and extraction included; also
+the time to build that graph the first time and to bring it up to date after 100 additions.
 
     .venv/bin/python bench/verify_query.py --size 10000 --queries 40
 
@@ -34,11 +36,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=10000)
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--verify", type=int, default=100)
+    ap.add_argument("--no-diffusion", action="store_true", help="an index made without the diffusion")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     root = Path(tmp.name) / "idx"
-    idx = Index.create(root, "rmac", backbone="mobilenet_v2", verify=True)
+    idx = Index.create(root, "rmac", backbone="mobilenet_v2", verify={"diffusion": not args.no_diffusion})
     t0 = time.perf_counter()
     idx.add_folder(SMVS / "Reference")
     t_real = (time.perf_counter() - t0) / idx.catalog.count()
@@ -46,27 +49,39 @@ def main() -> None:
     feats = idx.catalog.features(e.id for e in real)
     rng = np.random.default_rng(0)
     dim = idx.catalog.dim
-    for start in range(len(real), args.size, 1000):  # padding, 1000 rows a transaction
-        rows = []
-        for k in range(start, min(args.size, start + 1000)):
-            v = rng.standard_normal(dim).astype(np.float32)
-            v /= np.linalg.norm(v)
-            src = real[k % len(real)]
-            rows.append((f"/synthetic/{k:07d}.jpg", 1, 1, hashlib.sha256(str(k).encode()).hexdigest(), 640, 480, v,
-                         feats[src.id]))
-        idx._commit(rows)
+
+    def pad(first, last):  # synthetic rows, 1000 a transaction
+        for start in range(first, last, 1000):
+            idx._commit([row(k) for k in range(start, min(last, start + 1000))])
+
+    def row(k):
+        v = rng.standard_normal(dim).astype(np.float32)
+        v /= np.linalg.norm(v)
+        src = real[k % len(real)]
+        return (f"/synthetic/{k:07d}.jpg", 1, 1, hashlib.sha256(str(k).encode()).hexdigest(), 640, 480, v, feats[src.id])
+
+    pad(len(real), args.size)
     print(f"index of {idx.catalog.count()} images ({len(real)} real); real indexing {t_real:.2f} s per image "
           f"(network + SIFT), {idx.catalog.feature_bytes()} bytes of features per image", file=sys.stderr)
     photos = sorted(p for phone in ("Canon", "Droid", "E63", "Palm") for p in (SMVS / phone).glob("*.jpg"))
     photos = [photos[i] for i in np.linspace(0, len(photos) - 1, args.queries).astype(int)]
-    idx.search(photos[0], top=10, verify=args.verify)  # warm: network loaded, store built
+    idx.search(photos[0], top=10, verify=args.verify, diffusion=False)  # warm: network loaded, store built
+    t = time.perf_counter()
+    idx.search(photos[0], top=10, verify=args.verify)  # the graph is built at the first diffused search
+    t_graph = time.perf_counter() - t
     times, right = [], 0
     for p in photos:
         t = time.perf_counter()
         hits = idx.search(p, top=10, verify=args.verify)
         times.append(time.perf_counter() - t)
         right += Path(hits[0].path).name == p.name
-    out = {"size": idx.catalog.count(), "verify": args.verify, "queries": len(photos), "right_first": right,
+    pad(args.size, args.size + 100)
+    t = time.perf_counter()
+    idx.search(photos[0], top=10, verify=args.verify)
+    t_update = time.perf_counter() - t
+    out = {"size": args.size, "verify": args.verify, "diffusion": idx.verify_settings.get("diffusion"),
+           "first_query_with_graph_build_s": t_graph if not args.no_diffusion else None,
+           "query_after_100_additions_s": t_update, "queries": len(photos), "right_first": right,
            "p50_s": float(np.percentile(times, 50)), "p90_s": float(np.percentile(times, 90)),
            "max_s": float(max(times)), "index_seconds_per_image": t_real,
            "feature_bytes_per_image": idx.catalog.feature_bytes()}

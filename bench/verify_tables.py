@@ -10,8 +10,9 @@ descriptors cached as for `eval`), `local` (RootSIFT votes over all database des
 `none` (the database order: verification alone decides). Inlier counts are computed once per
 (ratio, threshold) and re-used for every --min-inliers. With --per-phone (SMVS), the metrics are
 also given per camera (the query folder). With --expand R (a global first stage, no whitening),
-each query is also run as an index runs it with R rounds of verified query expansion
-(`verify.pipeline.verify_and_expand` on the fused vectors of `methods.make_method`).
+each query is also run as an index runs it with R rounds of verified query expansion, and with
+--diffusion K,... also with the diffusion from the verified images over a K-NN graph
+(`eval.runner.evaluate_index_rule` on the fused vectors of `methods.make_method`).
 """
 from __future__ import annotations
 
@@ -21,18 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones import get_spec  # noqa: E402
 from layerseek.backbones.weights import cache_dir  # noqa: E402
 from layerseek.eval.datasets import Dataset, get_dataset  # noqa: E402
-from layerseek.eval.runner import describe_dataset, evaluate_global, evaluate_rankings  # noqa: E402
+from layerseek.eval.runner import describe_dataset, evaluate_global, evaluate_index_rule, evaluate_rankings  # noqa: E402
 from layerseek.globaldesc import GlobalConfig  # noqa: E402
 from layerseek.verify.geometry import Verifier, verified_order  # noqa: E402
 from layerseek.methods import make_method  # noqa: E402
-from layerseek.verify.pipeline import VoteIndex, dataset_features, verify_and_expand, verify_rankings  # noqa: E402
+from layerseek.verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA  # noqa: E402
+from layerseek.verify.pipeline import VoteIndex, dataset_features, verify_rankings  # noqa: E402
 
 
 def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None) -> dict[int, list[int]]:
@@ -52,8 +53,24 @@ def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None
     return {qi: list(ranking) for qi, ranking in res["_ranks"]}  # the first 1000: enough for any shortlist
 
 
-def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist: int, known: dict) -> dict:
-    """The metrics of `verify_and_expand` per query, on the fused vectors of the first stage."""
+def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist: int, diffusion: int = 0) -> dict:
+    """The metrics of the index's rule per query (`eval.runner.evaluate_index_rule`: verification,
+    `--expand` rounds of verified QE, and with `diffusion` > 0 the diffusion from the verified
+    images over a k-NN graph of the database) on the fused vectors of the first stage."""
+    pooling, backbone, *layers = args.first.split(":")
+    method = make_method(pooling, backbone=backbone, **({"layers": tuple(layers[0].split(","))} if layers else {}))
+    db, qs, _ = describe_dataset(ds, backbone, method.layers, 1024, None, None, [pooling])
+    rule = {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA} if diffusion else None
+    return evaluate_index_rule(ds, method, db, qs, db_feats, q_feats, verifier, shortlist, args.expand, rule)
+
+
+def query_seeded(ds: Dataset, args, k: int, kq: int = 10) -> dict:
+    """Diffusion as Iscen et al. seed it, with no verification: the query's kq nearest database
+    vectors, weighted s^gamma, spread over the k-NN graph; the ranking by the diffused score."""
+    import numpy as np
+
+    from layerseek.verify.diffusion import KnnGraph, diffuse
+
     pooling, backbone, *layers = args.first.split(":")
     method = make_method(pooling, backbone=backbone, **({"layers": tuple(layers[0].split(","))} if layers else {}))
     db, qs, _ = describe_dataset(ds, backbone, method.layers, 1024, None, None, [pooling])
@@ -62,16 +79,15 @@ def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist
         return method.encode_pooled([np.stack([v[f"{pooling}/{layer}"] for v in vecs]) for layer in method.layers])
 
     D, Q = fused(db), fused(qs)
+    S = KnnGraph(k).fit(np.arange(len(D)), D).affinity(DEFAULT_GAMMA)
     out = {}
-    for qi in range(len(Q)):
-        counts = dict(known.get(qi, {}))
-
-        def inliers_of(ids, qi=qi, counts=counts):
-            return {j: counts[j] if j in counts else verifier.inliers(q_feats[qi], db_feats[j]) for j in ids}
-
-        out[qi], _ = verify_and_expand(Q[qi], lambda v: [int(j) for j in np.argsort(-(D @ v), kind="stable")],
-                                       inliers_of, lambda ids: D[ids], method.expand, shortlist,
-                                       verifier.min_inliers, args.expand)
+    for qi, q in enumerate(Q):
+        s = D @ q
+        y = np.zeros(len(D))
+        top = np.argsort(-s, kind="stable")[:kq]
+        y[top] = np.maximum(s[top], 0) ** DEFAULT_GAMMA
+        f = diffuse(S, y, DEFAULT_ALPHA)
+        out[qi] = [int(j) for j in np.lexsort((np.arange(len(D)), -f))]
     return evaluate_rankings(ds, out)
 
 
@@ -94,6 +110,10 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=640)
     ap.add_argument("--per-phone", action="store_true")
     ap.add_argument("--expand", type=int, default=0, help="rounds of verified query expansion (global first stage)")
+    ap.add_argument("--diffusion", default="", help="k of the diffusion from verified images, comma-separated "
+                                                    "(global first stage, after --expand rounds; 0: off)")
+    ap.add_argument("--query-seeded", default="", help="also: diffusion seeded by the query's 10 nearest "
+                                                       "neighbours (Iscen et al.), no verification; k, comma-separated")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     ds = get_dataset(args.dataset)
@@ -107,6 +127,8 @@ def main() -> None:
     first = first_stage(ds, args.first, q_feats, db_feats, args.whiten_on)
     base = evaluate_rankings(ds, first)
     print(f"first stage {args.first}: {fmt(base, ds.protocol)}")
+    for k in ([int(x) for x in args.query_seeded.split(",")] if args.query_seeded else []):
+        print(f"query-seeded diffusion k {k} (no verification): {fmt(query_seeded(ds, args, k), ds.protocol)}", flush=True)
     rows = []
     for ratio in map(float, args.ratio.split(",")):
         for thr in map(float, args.threshold.split(",")):
@@ -129,10 +151,19 @@ def main() -> None:
                             line += f"  {phone} {fmt(pr, ds.protocol)}"
                     print(line, flush=True)
                     rows.append(row)
-                    if args.expand:
-                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m), shortlist, inliers)
-                        rows.append({**row, "expand": args.expand, **{k: v for k, v in res.items() if not k.startswith("_")}})
-                        print(f"  + {args.expand} round(s) of verified QE: {fmt(res, ds.protocol)}", flush=True)
+                    for k in ([int(x) for x in args.diffusion.split(",")] if args.diffusion else
+                              ([0] if args.expand else [])):
+                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m), shortlist, k)
+                        extra = {k2: v for k2, v in res.items() if not k2.startswith("_")}
+                        line = (f"  + {args.expand} round(s) of verified QE" + (f", diffusion k {k}" if k else "")
+                                + f": {fmt(res, ds.protocol)}  ({res['_verify_seconds']:.2f} s/q)")
+                        if args.per_phone and ds.protocol == "smvs":
+                            for phone in sorted({q.path.parent.name for q in ds.queries}):
+                                pr = evaluate_rankings(ds, {qi: r for qi, (r) in dict(res["_ranks"]).items()
+                                                            if ds.queries[qi].path.parent.name == phone})
+                                line += f"  {phone} {fmt(pr, ds.protocol)}"
+                        rows.append({**row, "expand": args.expand, "diffusion": k, **extra})
+                        print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"dataset": ds.name, "first": args.first, "first_metrics":
                                          {k: v for k, v in base.items() if not k.startswith("_")},

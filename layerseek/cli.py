@@ -413,6 +413,7 @@ def index(
         with idx, bar:
             report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
                                     ray_workers=ray_workers, allow_mass_removal=allow_mass_removal)
+            idx.update_graph()  # now, not in the first search's time
     except LayerseekError as e:
         fail(str(e))
     except OSError as e:  # e.g. an index location that cannot be written
@@ -443,10 +444,15 @@ def search(
     shortlist: Annotated[int, typer.Option(help="two stages: how many of the first stage's best are re-scored")] = 100,
     verify: Annotated[Optional[int], typer.Option(help="re-order the first N by geometric verification (default 100 "
                                                        "on an index made with --verify; 0: off)")] = None,
+    diffusion: Annotated[Optional[bool], typer.Option("--diffusion/--no-diffusion",
+                                                      help="order what follows the verified results by a diffusion "
+                                                           "from them over the index's neighbour graph (default: the "
+                                                           "index's setting, on for new global indexes)")] = None,
 ) -> None:
     """The indexed images most like IMAGE, best first. On an index that stores local features,
     the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
-    marked "same"."""
+    marked "same"; on a global index the rest then follow a diffusion from them over the index's
+    neighbour graph."""
     import json as _json
 
     from .index import Index
@@ -459,7 +465,7 @@ def search(
                 with Index.open(rerank_with, threads) as local:
                     hits = idx.search_two_stage(image, local, top=top, shortlist=shortlist)
             else:
-                hits = idx.search(image, top=top, qe=qe, verify=verify)
+                hits = idx.search(image, top=top, qe=qe, verify=verify, diffusion=diffusion)
             dt = time.perf_counter() - t0
     except LayerseekError as e:
         fail(str(e))
@@ -514,8 +520,10 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     if v:
         console.print(f"verification: the first 100 of a search re-ordered by RANSAC inliers of {v['features']} SIFT "
                       f"features at {v['side']} px (same object from {v['min_inliers']} inliers), {v.get('expand', 0)} "
-                      f"round(s) of verified query expansion; {data['feature_bytes_per_image']} bytes of features "
-                      "per image", highlight=False)
+                      f"round(s) of verified query expansion"
+                      + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
+                         if v.get("diffusion") else "")
+                      + f"; {data['feature_bytes_per_image']} bytes of features per image", highlight=False)
     else:
         console.print("verification: off (this index stores no local features)", highlight=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
@@ -534,6 +542,7 @@ def remove(index_path: Annotated[Path, typer.Argument(help="the index directory"
     try:
         with Index.open(index_path) as idx:
             missing = idx.remove(files)
+            idx.update_graph()
             left = idx.catalog.count()
     except LayerseekError as e:
         fail(str(e))

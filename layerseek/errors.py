@@ -12,6 +12,10 @@ class LayerseekError(Exception):
     """Base class for every error layerseek raises on purpose."""
 
 
+class IndexBusy(LayerseekError):
+    """Another process is changing the index (it holds the index's lock)."""
+
+
 class ImageError(LayerseekError):
     """An image file could not be used. `reason` is one of REASONS."""
 

@@ -8,14 +8,17 @@ indexing is in `ingest.py`, searching in `query.py`.
 """
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import LayerseekError
+from .errors import IndexBusy, LayerseekError
 from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE, Ingest, IndexReport, absolute  # noqa: F401 (re-exported)
 from .methods import GlobalMethod, make_method, method_from_params
 from .progress import versions
@@ -85,6 +88,7 @@ class Index(Ingest, Query):
         self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
         self._graph = None  # diffusion: (generation, KnnGraph, affinity, {id: sha256} of what it holds)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
+        self._writing = 0  # depth of `writing()` held by this Index
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -196,6 +200,39 @@ class Index(Ingest, Query):
         with self._lock:
             self.catalog.commit_batch(upserts, touches, failures, deletes)
             self.store.sync()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The right to change this index, one process at a time: an exclusive `flock` on the
+        file `lock` in the index directory, which holds the holder's PID and start time for the
+        message a second writer gets ("index busy"). The kernel drops the lock when its process
+        ends, however it ends, so a killed run leaves no stale lock behind. Re-entrant per Index."""
+        if self._writing:
+            self._writing += 1
+            try:
+                yield
+            finally:
+                self._writing -= 1
+            return
+        import fcntl
+
+        fd = os.open(self.catalog.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                raise IndexBusy(f"{self.catalog.root}: index busy: {holder} is changing it; try again when it "
+                                     "has finished") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"layerseek pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
+            self._writing = 1
+            try:
+                yield
+            finally:
+                self._writing = 0
+        finally:
+            os.close(fd)  # releases the lock
 
     def _seal(self) -> None:
         """After a run of work: the store indexes what was written (Milvus flushes; FAISS: nothing)."""

@@ -2,7 +2,9 @@
 parallel, committing in batches, forgetting files (only on evidence)."""
 from __future__ import annotations
 
+import functools
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -30,6 +32,27 @@ def absolute(path: str | Path) -> Path:
     return Path(os.path.realpath(p.parent)) / p.name
 
 
+def _exclusive(method):
+    """Run an Index method that changes the index under `Index.writing()` (one writer at a time)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.writing():
+            return method(self, *args, **kwargs)
+    return run
+
+
+def name_problem(path: Path | str) -> str | None:
+    """Why a path cannot be indexed by its name, as a one-line report ending the escaped name; None
+    when it can. A name that is not valid UTF-8 (bytes from an old disk or archive, which Python
+    holds as surrogates) cannot be stored in the catalog's text column."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        return f"{shown}: file name is not valid UTF-8 (undecodable bytes shown as \\x..); rename it to index it"
+    return None
+
+
 @dataclass
 class IndexReport:
     added: int = 0
@@ -52,6 +75,7 @@ class Ingest:
     """The indexing half of `Index` (a mixin: it uses the index's catalog, method, lock and store)."""
 
     # -- indexing -----------------------------------------------------------------------------
+    @_exclusive
     def add_folder(self, folder: str | Path, batch: int = 16, workers: int = 2,
                    progress: Callable[[int, int], None] | None = None, remove_missing: bool = True,
                    ray: str | None = None, ray_workers: int | None = None,
@@ -96,6 +120,10 @@ class Ingest:
                     continue
                 listed += 1
                 p = Path(dirpath) / name
+                bad_name = name_problem(p)
+                if bad_name:
+                    report.failed.append(bad_name)
+                    continue
                 if not is_image_name(p):
                     report.skipped.append(str(p))
                     continue
@@ -131,6 +159,7 @@ class Ingest:
             self._commit(deletes=gone + gone_failures)
             report.removed = len(gone)
 
+    @_exclusive
     def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
                   progress: Callable[[int, int], None] | None = None, ray: str | None = None,
                   ray_workers: int | None = None) -> IndexReport:
@@ -138,8 +167,13 @@ class Ingest:
         report, todo = IndexReport(), []
         for p in paths:
             p = absolute(p)
-            if not p.is_file():
+            bad_name = name_problem(p)
+            if bad_name:
+                report.failed.append(bad_name)
+            elif not p.exists():
                 report.failed.append(f"{p}: missing")
+            elif not p.is_file():
+                report.failed.append(f"{p}: {_kind(p)}, not a regular file")
             else:
                 real = os.path.realpath(p)
                 if self.catalog.root_of(real) is None:
@@ -154,6 +188,9 @@ class Ingest:
             st = p.stat()
         except OSError as e:
             report.failed.append(f"{p}: unreadable ({e.strerror})")
+            return
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader for ever
+            report.failed.append(f"{p}: {_kind(p)}, not a regular file")
             return
         key = str(p)
         e = self.catalog.by_path(key)
@@ -288,6 +325,7 @@ class Ingest:
             return [named]
         return self.catalog.by_real_path(os.path.realpath(Path(path).expanduser()))
 
+    @_exclusive
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
         """Forget these files (the files themselves are not touched); a symlink may be named by
         its own path or its target's. Returns the paths that were not in the index."""
@@ -300,3 +338,17 @@ class Ingest:
         self._commit(deletes=keys)
         self._seal()
         return missing
+
+
+def _kind(p: Path) -> str:
+    """What a path that is not a regular file is, in words."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return "unreadable"
+    for test, word in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "not a plain file"

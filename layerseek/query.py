@@ -174,17 +174,25 @@ class Query:
             graph, S = self.graph(int(diffusion["k"]), float(diffusion["gamma"]))
             order = verified_diffusion(order, counts, verifier.min_inliers, graph, S, float(diffusion["alpha"]))
             order = order[:max(len(ranked), shortlist, top or 0)]
-            new = [i for i in order if i not in ranked]
-            if new:
-                sims = self.catalog.vectors(new) @ np.asarray(q, np.float32)
-                for i, s in zip(new, sims):
-                    e = self.catalog.by_id(i)
-                    ranked[i] = Hit(i, e.path if e else "?", float(s))
+            entries = {i: self.catalog.by_id(i) for i in order if i not in ranked}
+            entries = {i: e for i, e in entries.items() if e is not None}  # gone since the graph was read
+            order = [i for i in order if i in ranked or i in entries]
+            if entries:
+                sims = self.catalog.vectors(list(entries)) @ np.asarray(q, np.float32)
+                for (i, e), s in zip(entries.items(), sims):
+                    ranked[i] = Hit(i, e.path, float(s))
         out = [ranked[i] for i in order]
         for h in out:
             if h.id in counts:
                 h.inliers, h.verified = counts[h.id], counts[h.id] >= verifier.min_inliers
         return out
+
+    def update_graph(self) -> None:
+        """Bring the diffusion graph up to date with the catalog now (a search would otherwise do
+        it first); nothing on an index without diffusion."""
+        d = (self.verify_settings or {}).get("diffusion")
+        if d and self.method.kind == "global" and self.catalog.count():
+            self.graph(int(d["k"]), float(d["gamma"]))
 
     def graph(self, k: int, gamma: float):
         """(KnnGraph, its affinity) of the index's global vectors, in step with the catalog: kept

@@ -45,7 +45,7 @@ from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from ..errors import ImageError, LayerseekError
+from ..errors import ImageError, IndexBusy, LayerseekError
 from ..images import IMAGE_SUFFIXES, load_image
 from ..index import Index
 from ..store.catalog import Catalog, Entry, is_under
@@ -222,7 +222,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         queue["pending"] += 1
         try:
             t0 = time.perf_counter()
-            out = await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+            try:
+                out = await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
+            except IndexBusy:  # an `index` run in another process holds the index
+                raise HTTPException(503, "index busy: another process is changing it; try again later",
+                                    headers={"Retry-After": "5"}) from None
             queue["seconds"] = 0.8 * queue["seconds"] + 0.2 * (time.perf_counter() - t0)
             return out
         finally:

@@ -155,10 +155,12 @@ def diffuse(S, seeds: np.ndarray, alpha: float = DEFAULT_ALPHA, tol: float = 1e-
 def verified_diffusion(order: Sequence[int], counts: dict[int, int], min_inliers: int, graph: KnnGraph, S,
                        alpha: float = DEFAULT_ALPHA) -> list[int]:
     """A verified ranking (`order`: ids, its verified images first) extended by diffusion: the
-    verified images (>= min_inliers) seed the diffusion and keep their places at the head; every
+    verified images (>= min_inliers in `counts`) seed the diffusion and keep their places at the head; every
     other image follows by its diffused score, ties (unreached images) in `order`, then the
     images `order` lacks by id. No verified image: `order` unchanged."""
     seeds = [i for i in order if counts.get(i, 0) >= min_inliers]
+    listed = set(order)  # verified in an earlier round but no longer in `order`: after the others
+    seeds += sorted((i for i, c in counts.items() if c >= min_inliers and i not in listed), key=lambda i: (-counts[i], i))
     if not seeds:
         return list(order)
     row_of = {int(i): r for r, i in enumerate(graph.ids)}

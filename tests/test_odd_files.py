@@ -1,0 +1,93 @@
+"""Files and names that once stopped or hung `index`, and two writers on one index (issue 16)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import PARIS
+from layerseek.cli import EXIT_SOME_FAILED, app
+from layerseek.errors import IndexBusy
+from layerseek.index import Index
+
+OPTS = {"backbone": "mobilenet_v2", "layers": ("last",), "max_side": 128}
+
+
+def _in_time(fn, seconds=120):
+    """fn() on a thread; fails (instead of hanging the suite) when it has not returned in time."""
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"still running after {seconds} s"
+    return out["r"]
+
+
+def test_a_fifo_named_like_a_photo_is_reported_not_waited_on(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos")
+    os.mkfifo(photos / "y.jpg")
+    os.mkdir(photos / "folder.jpg")  # a folder named like a photo: walked into, not opened
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        r = _in_time(lambda: idx.add_folder(photos))
+        assert r.added == 6 and len(r.failed) == 1, r.failed
+        assert r.failed[0] == f"{photos / 'y.jpg'}: a FIFO (named pipe), not a regular file"
+        r = _in_time(lambda: idx.add_files([photos / "y.jpg", photos / "folder.jpg"]))
+        assert [f.split(": ", 1)[1] for f in r.failed] == ["a FIFO (named pipe), not a regular file",
+                                                           "a folder, not a regular file"]
+
+
+def test_a_name_that_is_not_utf8_is_reported_and_the_rest_indexed(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos")
+    raw = os.fsencode(photos) + b"/caf\xe9-\xff.jpg"  # Latin-1 bytes, as old disks and zip files hold them
+    shutil.copyfile(os.fsencode(photos / PARIS[0]), raw)
+    run = CliRunner().invoke
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--method", "gem", "--backbone",
+                  "mobilenet_v2", "--layers", "last", "--max-side", "128"])
+    assert r.exit_code == EXIT_SOME_FAILED, r.output
+    assert "6 added" in r.output and "caf\\xe9-\\xff.jpg: file name is not valid UTF-8" in r.output
+    assert "Traceback" not in r.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == 6
+        # a second run: the same one line, nothing lost
+        r = idx.add_folder(photos)
+        assert r.unchanged == 6 and len(r.failed) == 1 and idx.catalog.count() == 6
+
+
+def test_two_writers_one_index(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos")
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+    a, b = Index.open(tmp_path / "idx"), Index.open(tmp_path / "idx")
+    try:
+        with a.writing():
+            with pytest.raises(IndexBusy, match=rf"index busy: layerseek pid {os.getpid()} \(since .*\) is changing it"):
+                b.add_folder(photos)
+            with pytest.raises(IndexBusy):
+                b.remove([photos / PARIS[0]])
+            with a.writing():  # re-entrant for its holder
+                pass
+            r = CliRunner().invoke(app, ["index", str(photos), "--index", str(tmp_path / "idx")])
+            assert r.exit_code == 1 and "index busy" in r.output and "Traceback" not in r.output
+        assert b.add_folder(photos).unchanged == 6  # free again
+    finally:
+        a.close(), b.close()
+    # a holder killed with SIGKILL leaves no stale lock: the kernel drops it with the process
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from layerseek.index import Index\n"
+                               f"idx = Index.open({str(tmp_path / 'idx')!r})\nwith idx.writing():\n"
+                               "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with Index.open(tmp_path / "idx") as c:
+            with pytest.raises(IndexBusy):
+                c.remove([photos / PARIS[0]])
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(10)
+            assert c.remove([photos / PARIS[0]]) == [] and c.catalog.count() == 5
+    finally:
+        holder.kill()
