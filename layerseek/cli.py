@@ -18,8 +18,23 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 models_app = typer.Typer(help="List backbones and fetch their pretrained weights.", invoke_without_command=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"layerseek {version('layerseek')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="print the version and exit")] = False) -> None:
+    """Find the images that show the same object or place, with multi-layer CNN retrieval."""
 app.add_typer(models_app, name="models")
 
 console = Console()
@@ -436,6 +451,7 @@ def search(
     top: Annotated[int, typer.Option(help="how many results")] = 10,
     qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", help="print only the result paths, one per line")] = False,
     method: Annotated[Optional[str], typer.Option(help="must be the index's method (checked)")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="must be the index's backbone (checked)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
@@ -474,6 +490,15 @@ def search(
                            "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
                                         "inliers": h.inliers, "verified": h.verified}
                                        for i, h in enumerate(hits)]}, indent=2))
+        return
+    if paths_only:
+        for h in hits:
+            print(h.path)
+        return
+    if not sys.stdout.isatty():  # a pipe or a file: tab-separated lines, nothing wrapped or drawn
+        print("rank\tscore\tinliers\tverified\tpath")
+        for i, h in enumerate(hits, 1):
+            print(f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{h.path}")
         return
     table = Table(title=f"{image} ({dt * 1000:.0f} ms)")
     table.add_column("#", justify="right")

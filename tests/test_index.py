@@ -208,6 +208,14 @@ def test_cli_index_search_info_remove(data_dir, tmp_path):
     res = json.loads(r.output)
     assert res["results"][0]["path"].endswith(PARIS[1]) and len(res["results"]) == 3
     assert res["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # itself: unit-norm fused vector
+    # piped (CliRunner's stdout is not a terminal): tab-separated, one line per result; --paths-only
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--top", "3"])
+    lines = r.output.splitlines()
+    assert lines[0] == "rank\tscore\tinliers\tverified\tpath" and len(lines) == 4
+    assert lines[1].split("\t")[0] == "1" and lines[1].split("\t")[4] == res["results"][0]["path"]
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--top", "3", "--paths-only"])
+    assert r.output.splitlines() == [h["path"] for h in res["results"]]
+    assert run(app, ["--version"]).output.startswith("layerseek ") and "Usage" in run(app, ["-h"]).output
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--backbone", "vgg16"])
     assert r.exit_code == 1 and "built with backbone 'mobilenet_v2'" in " ".join(r.output.split())
     r = run(app, ["info", str(tmp_path / "idx"), "--json"])

@@ -91,3 +91,19 @@ def test_two_writers_one_index(copy_paris, tmp_path):
             assert c.remove([photos / PARIS[0]]) == [] and c.catalog.count() == 5
     finally:
         holder.kill()
+
+
+def test_a_newer_schema_is_named_as_the_manifest_says(copy_paris, tmp_path):
+    import json
+
+    from layerseek.errors import LayerseekError
+    from layerseek.store.catalog import SCHEMA_VERSION
+
+    with Index.create(tmp_path / "idx", "gem", **OPTS):
+        pass
+    m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    m["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(LayerseekError, match=rf"index schema version {SCHEMA_VERSION + 1} \(catalog {SCHEMA_VERSION}, "
+                                             rf"manifest {SCHEMA_VERSION + 1}\), this layerseek reads {SCHEMA_VERSION}"):
+        Index.open(tmp_path / "idx")

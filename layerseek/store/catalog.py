@@ -150,8 +150,10 @@ class Catalog:
             raise LayerseekError(f"{root / CATALOG}: not a layerseek catalog ({e})") from None
         version = int(row[0]) if row else -1
         if version != SCHEMA_VERSION or manifest.get("schema_version") != SCHEMA_VERSION:
-            raise LayerseekError(f"{root}: index schema version {version}, this layerseek reads {SCHEMA_VERSION}; "
-                                 "re-create the index")
+            said = manifest.get("schema_version") if isinstance(manifest, dict) else None
+            found = version if version != SCHEMA_VERSION else said
+            raise LayerseekError(f"{root}: index schema version {found} (catalog {version}, manifest {said}), this "
+                                 f"layerseek reads {SCHEMA_VERSION}; re-create the index")
         cls._migrate(conn)
         cat = cls(root, conn, manifest)
         if cat.logs_changes:
