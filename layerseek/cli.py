@@ -614,12 +614,30 @@ def bare_flag_values(argv: list[str], option: str = "--ray", default: str = "loc
     return out
 
 
-def main() -> None:  # pragma: no cover
+#: exit status when something unexpected went wrong (the traceback is in a log file)
+EXIT_UNEXPECTED = 2
+
+
+def run_cli(argv: list[str]) -> None:
+    """The command line with every exception turned into one line: an OSError names the file and
+    the reason; anything unexpected names the command and the exception, and writes its traceback
+    to a log file whose path the line gives (exit status EXIT_UNEXPECTED). Usage errors and exit
+    codes are click's (SystemExit passes through)."""
+    from .errors import log_unexpected
+
     try:
-        app(args=bare_flag_values(sys.argv[1:]), prog_name="layerseek")
-    except OSError as e:  # a file or folder the OS refused, as one line
+        app(args=bare_flag_values(argv), prog_name="layerseek")
+    except OSError as e:  # a file or folder the OS refused
         err_console.print(f"[red]error:[/red] {os_error_line(e)}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(EXIT_UNEXPECTED)
+    except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a log
+        line = log_unexpected(e, "layerseek " + " ".join(argv[:2]))
+        err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_UNEXPECTED)
+
+
+def main() -> None:  # pragma: no cover
+    run_cli(sys.argv[1:])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,3 +49,30 @@ def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
     except KeyError:
         valid = ", ".join(sorted(registry))
         raise UnknownNameError(f"unknown {kind} {name!r}; valid: {valid}") from None
+
+
+def log_unexpected(exc: BaseException, context: str) -> str:
+    """Write an unexpected exception's traceback to a new log file and return the one line a user
+    sees: what failed, the exception, and where the details are. The log folder is
+    $LAYERSEEK_LOG_DIR, else `logs/` in the user cache; if it cannot be written, the line says so."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
+    try:
+        folder = os.environ.get("LAYERSEEK_LOG_DIR")
+        if not folder:
+            from platformdirs import user_cache_dir
+
+            folder = os.path.join(user_cache_dir("layerseek"), "logs")
+        os.makedirs(folder, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=time.strftime("error-%Y%m%d-%H%M%S-"), suffix=".log", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(f"{context}\n\n")
+            f.write("".join(traceback.format_exception(exc)))
+        where = f"details in {path}"
+    except OSError as e:
+        where = f"no log written ({e.strerror or e})"
+    return f"{context}: unexpected error, {reason} ({where})"

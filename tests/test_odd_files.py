@@ -107,3 +107,41 @@ def test_a_newer_schema_is_named_as_the_manifest_says(copy_paris, tmp_path):
     with pytest.raises(LayerseekError, match=rf"index schema version {SCHEMA_VERSION + 1} \(catalog {SCHEMA_VERSION}, "
                                              rf"manifest {SCHEMA_VERSION + 1}\), this layerseek reads {SCHEMA_VERSION}"):
         Index.open(tmp_path / "idx")
+
+
+def test_no_traceback_reaches_a_user(copy_paris, tmp_path, monkeypatch):
+    """Anything unexpected: one line naming the command and the exception, exit status 2, and the
+    traceback in a log file whose path the line gives (here: a manifest damaged into a list)."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from layerseek.server.app import create_app
+
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(copy_paris(tmp_path / "photos", 2))
+    client = TestClient(create_app(tmp_path / "idx"), raise_server_exceptions=False)
+    manifest = tmp_path / "idx" / "manifest.json"
+    good = manifest.read_text()
+    manifest.write_text(json.dumps([1, 2]))
+    env = {**os.environ, "LAYERSEEK_LOG_DIR": str(tmp_path / "logs")}
+    r = subprocess.run([sys.executable, "-m", "layerseek.cli", "info", str(tmp_path / "idx")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("error: layerseek info") and "unexpected error" in lines[0]
+    log = next((tmp_path / "logs").glob("error-*.log"))
+    assert str(log) in " ".join(lines[0].split()) and "Traceback" in log.read_text()
+    # the server: a 500 with one line and no paths; the traceback logged
+    manifest.write_text(good)
+    import layerseek.query as q
+
+    def broken(self, *a, **k):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(q.Query, "search", broken)
+    monkeypatch.setenv("LAYERSEEK_LOG_DIR", str(tmp_path / "srvlogs"))
+    with open(tmp_path / "photos" / PARIS[0], "rb") as f:
+        resp = client.post("/search", files={"file": ("q.jpg", f, "image/jpeg")})
+    assert resp.status_code == 500 and resp.json() == {"detail": "unexpected server error (logged on the server)"}
+    assert "ZeroDivisionError: boom" in next((tmp_path / "srvlogs").glob("error-*.log")).read_text()

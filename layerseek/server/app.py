@@ -34,6 +34,7 @@ import os
 import re
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,15 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     app = FastAPI(title="layerseek", version=idx.catalog.manifest["versions"]["layerseek"], lifespan=lifespan,
                   description=f"Search {idx.catalog.root} ({params['method']} on {params['backbone']}) by example image.")
     app.state.index = idx
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc: Exception):
+        """The last net: one line on the server's stderr naming the request and the log file with
+        the traceback; the client gets a 500 without the server's paths."""
+        from ..errors import log_unexpected
+
+        print(log_unexpected(exc, f"{request.method} {request.url.path}"), file=sys.stderr, flush=True)
+        return JSONResponse({"detail": "unexpected server error (logged on the server)"}, 500)
 
     def token_ok(authorization: str | None) -> bool:
         given = bearer(authorization)
