@@ -38,9 +38,13 @@ ANN_MODES = ("auto", "exact", "hnsw")
 HNSW_M, HNSW_EF_CONSTRUCTION = 32, 80
 
 
+#: the least efSearch of an HNSW query (bench/ann_inplace.py sweeps it)
+HNSW_EF_MIN = 64
+
+
 def hnsw_ef(k: int) -> int:
-    """efSearch for a top-k query: at least 64, and twice k."""
-    return max(64, 2 * k)
+    """efSearch for a top-k query: at least HNSW_EF_MIN, and twice k."""
+    return max(HNSW_EF_MIN, 2 * k)
 
 
 def exact_top(sims: np.ndarray, k: int) -> np.ndarray:
@@ -50,15 +54,122 @@ def exact_top(sims: np.ndarray, k: int) -> np.ndarray:
     return top[np.lexsort((top, -sims[top]))]
 
 
+#: a graph with more than this share of removed (tombstoned) rows is rebuilt without them
+HNSW_COMPACT_SHARE = 0.2
+#: rows added in memory since the graph file was written, above which it is written again
+#: (max of this and 1 % of the graph); below, the next process re-applies them from the catalog
+HNSW_SAVE_ROWS = 1000
+
+
+def sha64(sha_hex: str) -> int:
+    """A content hash's first 8 bytes as a signed int64 (enough to notice a changed file)."""
+    return int.from_bytes(bytes.fromhex(sha_hex[:16]), "big", signed=True)
+
+
+class HnswGraph:
+    """A FAISS HNSW graph that follows the catalog in place: new and changed images are added to
+    it, removed ones become tombstones skipped at search time (an IDSelector), and the graph is
+    rebuilt only when more than HNSW_COMPACT_SHARE of its rows are dead. Rows map to image ids
+    through `labels` (-1: dead); `hashes` (sha64 of each row's content) tell a changed file."""
+
+    def __init__(self, index, labels: np.ndarray, hashes: np.ndarray, saved_rows: int):
+        self.index, self.labels, self.hashes = index, labels, hashes
+        self.saved_rows = saved_rows  # rows of the graph file on disk (the rest are in memory only)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        import faiss
+
+        dead = np.flatnonzero(self.labels < 0).astype(np.int64)
+        self.dead = len(dead)
+        self._batch = faiss.IDSelectorBatch(dead) if self.dead else None  # kept alive with the selector
+        self.selector = faiss.IDSelectorNot(self._batch) if self.dead else None
+
+    @classmethod
+    def build(cls, ids: np.ndarray, hashes: np.ndarray, mat: np.ndarray) -> HnswGraph:
+        import faiss
+
+        index = faiss.IndexHNSWFlat(mat.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        if len(mat):
+            index.add(np.ascontiguousarray(mat, dtype=np.float32))
+        return cls(index, np.asarray(ids, np.int64).copy(), np.asarray(hashes, np.int64).copy(), 0)
+
+    def live(self) -> dict[int, int]:
+        """image id -> its row, for the rows that are not tombstones."""
+        rows = np.flatnonzero(self.labels >= 0)
+        return dict(zip(self.labels[rows].tolist(), rows.tolist()))
+
+    def apply(self, removed_rows: list[int], add_ids: np.ndarray, add_hashes: np.ndarray, add_mat: np.ndarray) -> None:
+        """Tombstone these rows and append the new images' vectors (the graph links them in)."""
+        if removed_rows:
+            self.labels[np.asarray(removed_rows, np.int64)] = -1
+        if len(add_ids):
+            self.index.add(np.ascontiguousarray(add_mat, dtype=np.float32))
+            self.labels = np.concatenate([self.labels, np.asarray(add_ids, np.int64)])
+            self.hashes = np.concatenate([self.hashes, np.asarray(add_hashes, np.int64)])
+        self._refresh()
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = hnsw_ef(k)
+        if self.selector is not None:
+            params.sel = self.selector
+        scores, rows = self.index.search(np.ascontiguousarray(q[None], dtype=np.float32), k, params=params)
+        keep = rows[0] >= 0
+        return self.labels[rows[0][keep]], scores[0][keep]
+
+    def save(self, folder: Path) -> None:
+        """graph (hnsw.faiss) and rows (hnsw.npz, with the graph's row count to check they match),
+        each written whole and renamed into place."""
+        import faiss
+
+        folder.mkdir(exist_ok=True)
+        tag = f".{os.getpid()}.tmp"
+        faiss.write_index(self.index, str(folder / ("hnsw.faiss" + tag)))
+        with open(folder / ("hnsw.npz" + tag), "wb") as f:
+            np.savez(f, labels=self.labels, hashes=self.hashes, ntotal=self.index.ntotal)
+        os.replace(folder / ("hnsw.faiss" + tag), folder / "hnsw.faiss")
+        os.replace(folder / ("hnsw.npz" + tag), folder / "hnsw.npz")
+        self.saved_rows = self.index.ntotal
+        for old in folder.glob("hnsw-*.faiss"):  # the per-generation files of older versions
+            old.unlink(missing_ok=True)
+
+    def save_rows(self, folder: Path) -> None:
+        """Only the rows' labels (tombstones) of the graph on disk: cheap, and consistent with it."""
+        n = self.saved_rows
+        tmp = folder / f"hnsw.npz.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, labels=self.labels[:n], hashes=self.hashes[:n], ntotal=n)
+        os.replace(tmp, folder / "hnsw.npz")
+
+    @classmethod
+    def load(cls, folder: Path) -> HnswGraph | None:
+        import faiss
+
+        try:
+            index = faiss.read_index(str(folder / "hnsw.faiss"))
+            with np.load(folder / "hnsw.npz") as z:
+                labels, hashes, n = z["labels"], z["hashes"], int(z["ntotal"])
+        except (OSError, RuntimeError, ValueError, KeyError):
+            return None
+        if n != index.ntotal or len(labels) != n:  # written apart by a crash: not to be trusted
+            return None
+        return cls(index, labels.astype(np.int64), hashes.astype(np.int64), n)
+
+
 class FaissStore:
-    """The embedded store: the catalog's vectors as one matrix, or a FAISS HNSW graph over it."""
+    """The embedded store: the catalog's vectors as one matrix (exact search), or a FAISS HNSW
+    graph kept in step with the catalog in place (`HnswGraph`)."""
 
     kind = "faiss"
 
     def __init__(self, catalog: Catalog, spec: dict | None = None):
         self.catalog = catalog
         self._matrix = None  # (generation, ids, vectors)
-        self._ann = None  # (generation, faiss index)
+        self._ann = None  # (generation, HnswGraph)
 
     @property
     def mode(self) -> str:
@@ -71,7 +182,7 @@ class FaissStore:
         return self.mode if self.mode != "auto" else ("hnsw" if self.uses_hnsw(n) else "exact") + " (auto)"
 
     def sync(self) -> None:
-        """Nothing to do: the matrix and graph are re-read when the catalog's generation moves."""
+        """Nothing to do: the matrix and graph are brought in step when the catalog's generation moves."""
 
     def flush(self) -> None:
         pass
@@ -88,40 +199,46 @@ class FaissStore:
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images for one query vector, best first."""
-        ids, mat = self.matrix()
-        if len(ids) == 0:
+        n = self.catalog.count()
+        if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if self.uses_hnsw(len(ids)):
-            gen = self.catalog.generation()
-            if self._ann is None or self._ann[0] != gen:
-                self._ann = (gen, self._load_or_build_hnsw(gen, mat))
-            index = self._ann[1]
-            index.hnsw.efSearch = hnsw_ef(k)
-            scores, rows = index.search(q[None].astype(np.float32), k)
-            keep = rows[0] >= 0
-            return ids[rows[0][keep]], scores[0][keep]
+        if self.uses_hnsw(n):
+            return self.graph().search(q, k)
+        ids, mat = self.matrix()
         rows = exact_top(mat @ q, k)
         return ids[rows], (mat[rows] @ q)
 
-    def _load_or_build_hnsw(self, gen: int, mat: np.ndarray):
-        import faiss
-
-        path = self.catalog.root / "cache" / f"hnsw-{gen}.faiss"
-        if path.is_file():
-            try:
-                return faiss.read_index(str(path))
-            except RuntimeError:
-                pass
-        index = faiss.IndexHNSWFlat(mat.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.add(mat)
-        path.parent.mkdir(exist_ok=True)
-        for old in path.parent.glob("hnsw-*.faiss"):
-            old.unlink(missing_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-        return index
+    def graph(self) -> HnswGraph:
+        """The HNSW graph in step with the catalog: loaded (or kept from the last call), the
+        catalog's changes since applied in place — removed and changed images tombstoned, new and
+        changed ones added, their vectors read by id — and rebuilt whole only on first use or when
+        more than HNSW_COMPACT_SHARE of its rows would be dead."""
+        gen = self.catalog.generation()
+        if self._ann is not None and self._ann[0] == gen:
+            return self._ann[1]
+        folder = self.catalog.root / "cache"
+        g = self._ann[1] if self._ann is not None else HnswGraph.load(folder)
+        now = {i: sha64(h) for i, h in self.catalog.shas().items()}
+        if g is not None:
+            live = g.live()
+            removed = [r for i, r in live.items() if now.get(i) != int(g.hashes[r])]
+            kept = set(live) - {int(g.labels[r]) for r in removed}
+            added = np.array(sorted(i for i in now if i not in kept), np.int64)
+            if g.dead + len(removed) > HNSW_COMPACT_SHARE * (g.index.ntotal + len(added)):
+                g = None  # compaction: too many tombstones
+            else:
+                g.apply(removed, added, np.array([now[int(i)] for i in added], np.int64),
+                        self.catalog.vectors(added.tolist()) if len(added) else None)
+        if g is None:
+            ids, mat = self.catalog.matrix()
+            g = HnswGraph.build(ids, np.array([now[int(i)] for i in ids], np.int64), mat)
+        unsaved = g.index.ntotal - g.saved_rows
+        if unsaved >= max(HNSW_SAVE_ROWS, g.index.ntotal // 100) or (g.saved_rows == 0 and g.index.ntotal):
+            g.save(folder)
+        elif g.saved_rows:
+            g.save_rows(folder)
+        self._ann = (gen, g)
+        return g
 
 
 # -- Milvus ------------------------------------------------------------------------------------
