@@ -326,3 +326,18 @@ def test_hnsw_graph_changes_in_place(tmp_path):
     g = idx.store.graph()
     assert g is not first and g.dead == 0 and g.index.ntotal == idx.catalog.count()
     idx.close()
+
+
+def test_hnsw_diff_matches_a_set_reference():
+    from layerseek.store.vectors import HnswGraph
+
+    rng = np.random.default_rng(5)
+    g = HnswGraph.build(np.arange(0, 40, 2), rng.integers(-9, 9, 20), rng.standard_normal((20, 4)).astype(np.float32))
+    g.apply([3, 4], np.array([100, 101]), np.array([7, 8]), rng.standard_normal((2, 4)).astype(np.float32))
+    live = {int(g.labels[r]): (r, int(g.hashes[r])) for r in range(len(g.labels)) if g.labels[r] >= 0}
+    ids = np.array(sorted(set(range(0, 40, 4)) | {100, 200}), np.int64)  # some kept, some gone, 200 new
+    hashes = np.array([live[i][1] if i in live and i != 12 else 99 for i in ids], np.int64)  # 12 changed
+    removed, added = g.diff(ids, hashes)
+    want_removed = sorted(r for i, (r, h) in live.items() if i not in set(ids.tolist()) or i == 12)
+    want_added = sorted(i for i in ids.tolist() if i not in live or i == 12)
+    assert sorted(removed.tolist()) == want_removed and sorted(added.tolist()) == want_added

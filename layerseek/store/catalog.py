@@ -247,6 +247,14 @@ class Catalog:
         v = self.conn.execute("SELECT AVG(LENGTH(vector)) FROM images").fetchone()[0]
         return None if v is None else round(v)
 
+    def id_hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, the first 8 bytes of each content hash as big-endian int64), by id: enough to see
+        which images changed, read as two arrays (fast at a million rows)."""
+        rows = self.conn.execute("SELECT id, substr(sha256, 1, 16) FROM images ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        hashes = np.frombuffer(bytes.fromhex("".join(r[1] for r in rows)), ">i8").astype(np.int64)
+        return ids, hashes
+
     def shas(self) -> dict[int, str]:
         """id -> content hash of everything indexed."""
         return dict(self.conn.execute("SELECT id, sha256 FROM images"))

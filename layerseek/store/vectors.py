@@ -2,8 +2,9 @@
 Milvus collection (`--store milvus://...`).
 
 The catalog holds every vector either way; it is the truth a store is derived from. The FAISS
-store reads them into one matrix (exact search) or a FAISS HNSW graph, both caches stamped with
-the catalog's generation. The Milvus store keeps a collection of (id, vector) in step with the
+store reads them into one matrix (exact search, a cache stamped with the catalog's generation) or
+keeps a FAISS HNSW graph that changes in place (`HnswGraph`: additions linked into it, removals
+as tombstones, a rebuild only when too many rows are dead). The Milvus store keeps a collection of (id, vector) in step with the
 catalog through the catalog's change log: each change is logged in the transaction that makes it
 and applied to Milvus afterwards (upserts and deletes, so applying twice is harmless); a process
 killed in between catches up at the next open. A collection that went missing is rebuilt from
@@ -61,16 +62,12 @@ HNSW_COMPACT_SHARE = 0.2
 HNSW_SAVE_ROWS = 1000
 
 
-def sha64(sha_hex: str) -> int:
-    """A content hash's first 8 bytes as a signed int64 (enough to notice a changed file)."""
-    return int.from_bytes(bytes.fromhex(sha_hex[:16]), "big", signed=True)
-
-
 class HnswGraph:
     """A FAISS HNSW graph that follows the catalog in place: new and changed images are added to
     it, removed ones become tombstones skipped at search time (an IDSelector), and the graph is
     rebuilt only when more than HNSW_COMPACT_SHARE of its rows are dead. Rows map to image ids
-    through `labels` (-1: dead); `hashes` (sha64 of each row's content) tell a changed file."""
+    through `labels` (-1: dead); `hashes` (each row's content hash, first 8 bytes as int64, as
+    `Catalog.id_hashes` gives them) tell a changed file."""
 
     def __init__(self, index, labels: np.ndarray, hashes: np.ndarray, saved_rows: int):
         self.index, self.labels, self.hashes = index, labels, hashes
@@ -95,10 +92,18 @@ class HnswGraph:
             index.add(np.ascontiguousarray(mat, dtype=np.float32))
         return cls(index, np.asarray(ids, np.int64).copy(), np.asarray(hashes, np.int64).copy(), 0)
 
-    def live(self) -> dict[int, int]:
-        """image id -> its row, for the rows that are not tombstones."""
+    def diff(self, ids: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Against the catalog's (ids sorted, their content hashes): the live rows to tombstone
+        (image gone or changed) and the ids to add (new or changed), in arrays."""
         rows = np.flatnonzero(self.labels >= 0)
-        return dict(zip(self.labels[rows].tolist(), rows.tolist()))
+        labels = self.labels[rows]
+        pos = np.minimum(np.searchsorted(ids, labels), max(len(ids) - 1, 0))
+        same = (ids[pos] == labels) & (hashes[pos] == self.hashes[rows]) if len(ids) else np.zeros(len(rows), bool)
+        removed = rows[~same]
+        kept = np.sort(labels[same])
+        where = np.minimum(np.searchsorted(kept, ids), max(len(kept) - 1, 0))
+        added = ids[~((kept[where] == ids) if len(kept) else np.zeros(len(ids), bool))]
+        return removed, added
 
     def apply(self, removed_rows: list[int], add_ids: np.ndarray, add_hashes: np.ndarray, add_mat: np.ndarray) -> None:
         """Tombstone these rows and append the new images' vectors (the graph links them in)."""
@@ -170,6 +175,7 @@ class FaissStore:
         self.catalog = catalog
         self._matrix = None  # (generation, ids, vectors)
         self._ann = None  # (generation, HnswGraph)
+        self._count = None  # (generation, images)
 
     @property
     def mode(self) -> str:
@@ -199,7 +205,10 @@ class FaissStore:
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images for one query vector, best first."""
-        n = self.catalog.count()
+        gen = self.catalog.generation()
+        if self._count is None or self._count[0] != gen:  # COUNT(*) scans the table: 10 ms at 1M rows
+            self._count = (gen, self.catalog.count())
+        n = self._count[1]
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if self.uses_hnsw(n):
@@ -218,20 +227,18 @@ class FaissStore:
             return self._ann[1]
         folder = self.catalog.root / "cache"
         g = self._ann[1] if self._ann is not None else HnswGraph.load(folder)
-        now = {i: sha64(h) for i, h in self.catalog.shas().items()}
+        cids, hashes = self.catalog.id_hashes()
         if g is not None:
-            live = g.live()
-            removed = [r for i, r in live.items() if now.get(i) != int(g.hashes[r])]
-            kept = set(live) - {int(g.labels[r]) for r in removed}
-            added = np.array(sorted(i for i in now if i not in kept), np.int64)
+            removed, added = g.diff(cids, hashes)
             if g.dead + len(removed) > HNSW_COMPACT_SHARE * (g.index.ntotal + len(added)):
                 g = None  # compaction: too many tombstones
             else:
-                g.apply(removed, added, np.array([now[int(i)] for i in added], np.int64),
+                at = np.searchsorted(cids, added)
+                g.apply(removed.tolist(), added, hashes[at],
                         self.catalog.vectors(added.tolist()) if len(added) else None)
         if g is None:
             ids, mat = self.catalog.matrix()
-            g = HnswGraph.build(ids, np.array([now[int(i)] for i in ids], np.int64), mat)
+            g = HnswGraph.build(ids, hashes[np.searchsorted(cids, ids)], mat)
         unsaved = g.index.ntotal - g.saved_rows
         if unsaved >= max(HNSW_SAVE_ROWS, g.index.ntotal // 100) or (g.saved_rows == 0 and g.index.ntotal):
             g.save(folder)
