@@ -69,6 +69,8 @@ def main() -> None:
     out["build_s"] = time.perf_counter() - t0
     print(f"{n} vectors: catalog {out['catalog_write_s']:.0f} s, graph built in {out['build_s']:.0f} s", flush=True)
 
+    default_ef = V.HNSW_EF_MIN
+
     def sweep(tag):
         res = {}
         for ef in map(int, args.ef.split(",")):
@@ -102,7 +104,7 @@ def main() -> None:
     out["rebuilt"] = g2 is not g
     added = {e.path: e.id for e in idx.catalog.entries(under="/s")}
     new_ids = [added[f"/s/{10 * n + i}.jpg"] for i in range(half)]
-    V.HNSW_EF_MIN = 64
+    V.HNSW_EF_MIN = default_ef
     found_added = sum(int(store.search(extra[i], 1)[0][0] == new_ids[i]) for i in range(half))
     gone = set(victims)
     returned_removed = sum(len(gone & set(store.search(q, 100)[0].tolist())) for q in queries)
