@@ -114,8 +114,8 @@ def main() -> None:
           f"{out['change_apply_s']:.1f} s ({'rebuilt' if out['rebuilt'] else 'in place'}); added found first "
           f"{found_added}/{half}; removed returned {returned_removed} times in the top 100 of {len(queries)} queries",
           flush=True)
-    # the reference after the change: the exact answers that are still there (the added vectors
-    # are other clusters' points, far from these queries); recall = the share of them found
+    # the reference after the change: the exact answers that are still there; recall = the share
+    # of them found (an added vector that would now enter a true top 10 is not counted either way)
     exact = [s - gone for s in exact]
     out["sweep_after_change"] = sweep("after change")
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
