@@ -560,18 +560,20 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
 
 @app.command()
 def remove(index_path: Annotated[Path, typer.Argument(help="the index directory")],
-           files: Annotated[list[Path], typer.Argument(help="indexed files to forget (the files stay on disk)")]) -> None:
-    """Forget files from an index."""
+           files: Annotated[list[Path], typer.Argument(help="indexed files or folders to forget (the files stay "
+                                                            "on disk)")]) -> None:
+    """Forget files from an index; a folder forgets every indexed file under it."""
     from .index import Index
 
     try:
         with Index.open(index_path) as idx:
+            before = idx.catalog.count()
             missing = idx.remove(files)
             idx.update_graph()
             left = idx.catalog.count()
     except LayerseekError as e:
         fail(str(e))
-    console.print(f"{len(files) - len(missing)} removed, {left} left", highlight=False)
+    console.print(f"{before - left} removed, {left} left", highlight=False)
     if missing:
         for p in missing:
             err_console.print(f"  not in the index: {p}", highlight=False, soft_wrap=True)

@@ -328,10 +328,11 @@ class Ingest:
     @_exclusive
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
         """Forget these files (the files themselves are not touched); a symlink may be named by
-        its own path or its target's. Returns the paths that were not in the index."""
+        its own path or its target's, and a folder forgets every indexed file under it. Returns
+        the paths that were not in the index."""
         keys, missing = [], []
         for p in paths:
-            found = self.find(p)
+            found = self.find(p) or list(self.catalog.entries(under=str(absolute(p))))
             keys += [e.path for e in found]
             if not found:
                 missing.append(str(p))

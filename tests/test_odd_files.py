@@ -145,3 +145,17 @@ def test_no_traceback_reaches_a_user(copy_paris, tmp_path, monkeypatch):
         resp = client.post("/search", files={"file": ("q.jpg", f, "image/jpeg")})
     assert resp.status_code == 500 and resp.json() == {"detail": "unexpected server error (logged on the server)"}
     assert "ZeroDivisionError: boom" in next((tmp_path / "srvlogs").glob("error-*.log")).read_text()
+
+
+def test_remove_takes_a_folder(copy_paris, tmp_path):
+    photos = copy_paris(tmp_path / "photos" / "a", 3)
+    for name in PARIS[3:6]:
+        (tmp_path / "photos" / "ab").mkdir(exist_ok=True)
+        shutil.copy(photos / PARIS[0], tmp_path / "photos" / "ab" / name)
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        assert idx.add_folder(tmp_path / "photos").added == 6
+    r = CliRunner().invoke(app, ["remove", str(tmp_path / "idx"), str(tmp_path / "photos" / "a"),
+                                 str(tmp_path / "photos" / "none")])
+    assert "3 removed" in r.output and "3 left" in r.output and "none" in r.output, r.output
+    with Index.open(tmp_path / "idx") as idx:  # "ab" shares the prefix "a" but is another folder
+        assert sorted(e.path.rsplit("/", 2)[1] for e in idx.catalog.entries()) == ["ab"] * 3
