@@ -159,3 +159,30 @@ def test_remove_takes_a_folder(copy_paris, tmp_path):
     assert "3 removed" in r.output and "3 left" in r.output and "none" in r.output, r.output
     with Index.open(tmp_path / "idx") as idx:  # "ab" shares the prefix "a" but is another folder
         assert sorted(e.path.rsplit("/", 2)[1] for e in idx.catalog.entries()) == ["ab"] * 3
+
+
+def test_serve_picks_up_what_an_index_run_commits(copy_paris, tmp_path):
+    """A running server answers from what another process committed, without a restart."""
+    from fastapi.testclient import TestClient
+
+    from layerseek.server.app import create_app
+
+    photos = copy_paris(tmp_path / "photos", 2)
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+    client = TestClient(create_app(tmp_path / "idx"))
+
+    def names():
+        with open(tmp_path / "photos" / PARIS[0], "rb") as f:
+            r = client.post("/search?top=10", files={"file": ("q.jpg", f, "image/jpeg")})
+        assert r.status_code == 200, r.text
+        return sorted(h["name"] for h in r.json()["results"])
+
+    assert names() == sorted(PARIS[:2])
+    copy_paris(photos, 4)  # two more photos, indexed by another process (here: another Index)
+    with Index.open(tmp_path / "idx") as other:
+        assert other.add_folder(photos).added == 2
+    assert names() == sorted(PARIS[:4])
+    with Index.open(tmp_path / "idx") as other:
+        other.remove([photos / PARIS[1]])
+    assert names() == sorted([PARIS[0], *PARIS[2:4]])
