@@ -581,6 +581,54 @@ def remove(index_path: Annotated[Path, typer.Argument(help="the index directory"
 
 
 @app.command()
+def check(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Examine an index without changing it: the catalog's SQLite integrity, the manifest against
+    its typed model and the catalog's copy, the learned files, every derived cache against the
+    catalog, and the indexed files on disk. Exit status 1 when something is wrong."""
+    import json as _json
+
+    from .health import PROBLEM, check as check_index, report
+
+    try:
+        findings = check_index(index_path)
+    except LayerseekError as e:
+        fail(str(e))
+    problems = [f for f in findings if f.level == PROBLEM]
+    if json_out:
+        print(_json.dumps({"path": str(index_path), **report(findings)}, indent=2))
+    else:
+        for f in findings:
+            (err_console if f.level == PROBLEM else console).print(f.line(), highlight=False, soft_wrap=True)
+        console.print(f"{index_path}: " + (f"{len(problems)} problem(s); `layerseek repair {index_path}` mends what "
+                                           "can be rebuilt from the catalog" if problems else "sound"),
+                      highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def repair(index_path: Annotated[Path, typer.Argument(help="the index directory")]) -> None:
+    """Rebuild from the catalog what can be: the manifest (from the catalog's copy), the SQLite
+    indexes, every derived cache (matrix, HNSW graph, diffusion graph, MOF inverted files); drop
+    rows that cannot be read (the next `index` adds those files again). Then check again."""
+    from .health import PROBLEM, check as check_index, repair as repair_index
+
+    try:
+        done = repair_index(index_path)
+        left = [f for f in check_index(index_path) if f.level == PROBLEM]
+    except LayerseekError as e:
+        fail(str(e))
+    for line in done:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    for f in left:
+        err_console.print(f.line(), highlight=False, soft_wrap=True)
+    if left:
+        fail(f"{index_path}: {len(left)} problem(s) left; build the index again")
+    console.print(f"{index_path}: repaired; sound", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")],
           host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port")] = 8000,

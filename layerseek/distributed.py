@@ -37,9 +37,9 @@ def has_prefix(prefixes: np.ndarray, sha: str) -> bool:
 
 def learned_state(root: Path) -> dict[str, bytes]:
     """The index's learned files (whitening, MOF model) as {relative path: bytes}."""
-    files = list(root.glob("whitening-*.npz")) + ([p for p in (root / "mof").rglob("*") if p.is_file()]
-                                                   if (root / "mof").is_dir() else [])
-    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+    from .store.manifest import learned_files
+
+    return {str(p.relative_to(root)): p.read_bytes() for p in learned_files(root)}
 
 
 def _connect(address: str) -> None:

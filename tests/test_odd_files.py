@@ -111,9 +111,7 @@ def test_a_newer_schema_is_named_as_the_manifest_says(copy_paris, tmp_path):
 
 def test_no_traceback_reaches_a_user(copy_paris, tmp_path, monkeypatch):
     """Anything unexpected: one line naming the command and the exception, exit status 2, and the
-    traceback in a log file whose path the line gives (here: a manifest damaged into a list)."""
-    import json
-
+    traceback in a log file whose path the line gives (here: a bug planted in `Index.info`)."""
     from fastapi.testclient import TestClient
 
     from layerseek.server.app import create_app
@@ -121,11 +119,10 @@ def test_no_traceback_reaches_a_user(copy_paris, tmp_path, monkeypatch):
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
         idx.add_folder(copy_paris(tmp_path / "photos", 2))
     client = TestClient(create_app(tmp_path / "idx"), raise_server_exceptions=False)
-    manifest = tmp_path / "idx" / "manifest.json"
-    good = manifest.read_text()
-    manifest.write_text(json.dumps([1, 2]))
     env = {**os.environ, "LAYERSEEK_LOG_DIR": str(tmp_path / "logs")}
-    r = subprocess.run([sys.executable, "-m", "layerseek.cli", "info", str(tmp_path / "idx")], env=env,
+    planted = ("import sys, layerseek.index as i; from layerseek.cli import run_cli\n"
+               "i.Index.info = lambda self: {}['no such key']\nrun_cli(sys.argv[1:])")
+    r = subprocess.run([sys.executable, "-c", planted, "info", str(tmp_path / "idx")], env=env,
                        capture_output=True, text=True, timeout=120)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -133,7 +130,6 @@ def test_no_traceback_reaches_a_user(copy_paris, tmp_path, monkeypatch):
     log = next((tmp_path / "logs").glob("error-*.log"))
     assert str(log) in " ".join(lines[0].split()) and "Traceback" in log.read_text()
     # the server: a 500 with one line and no paths; the traceback logged
-    manifest.write_text(good)
     import layerseek.query as q
 
     def broken(self, *a, **k):

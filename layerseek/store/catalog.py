@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LayerseekError
+from .manifest import canonical, file_hashes, first_difference, made_with, validate
 
 SCHEMA_VERSION = 1
 CATALOG = "catalog.sqlite"
@@ -130,6 +131,7 @@ class Catalog:
         cls._migrate(conn)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+        cls._record_manifest(conn, root, manifest)
         # The manifest is written last: a directory without it is not an index yet.
         write_atomic(root / MANIFEST, json.dumps(manifest, indent=2))
         return cls(root, conn, manifest)
@@ -141,24 +143,60 @@ class Catalog:
             raise LayerseekError(f"{root}: no index here (create one with `layerseek index DIR --index {root}`)")
         try:
             manifest = json.loads((root / MANIFEST).read_text())
-        except ValueError as e:
-            raise LayerseekError(f"{root / MANIFEST}: damaged manifest ({e})") from None
-        conn = cls._connect(root / CATALOG)
+        except (ValueError, OSError) as e:
+            raise LayerseekError(f"{root / MANIFEST}: damaged manifest ({e}); `layerseek repair {root}` writes "
+                                 "it back from the catalog") from None
+        if not isinstance(manifest, dict):
+            validate(manifest, root / MANIFEST)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            conn = cls._connect(root / CATALOG)
         except sqlite3.DatabaseError as e:
             raise LayerseekError(f"{root / CATALOG}: not a layerseek catalog ({e})") from None
-        version = int(row[0]) if row else -1
-        if version != SCHEMA_VERSION or manifest.get("schema_version") != SCHEMA_VERSION:
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else -1
             said = manifest.get("schema_version") if isinstance(manifest, dict) else None
-            found = version if version != SCHEMA_VERSION else said
-            raise LayerseekError(f"{root}: index schema version {found} (catalog {version}, manifest {said}), this "
-                                 f"layerseek reads {SCHEMA_VERSION}; re-create the index")
-        cls._migrate(conn)
+            if version != SCHEMA_VERSION or said != SCHEMA_VERSION:
+                found = version if version != SCHEMA_VERSION else said
+                raise LayerseekError(f"{root}: index schema version {found} (catalog {version}, manifest {said}), "
+                                     f"this layerseek reads {SCHEMA_VERSION}; re-create the index")
+            validate(manifest, root / MANIFEST)
+            recorded = cls.recorded_manifest(conn)
+            if recorded is None:  # made before the catalog kept a copy: this manifest is the one
+                cls._record_manifest(conn, root, manifest)
+            else:
+                diff = first_difference(made_with(manifest), made_with(recorded))
+                if diff:
+                    raise LayerseekError(f"{root / MANIFEST}: disagrees with the catalog: {diff}; `layerseek repair "
+                                         f"{root}` writes the manifest back, or build another index")
+            cls._migrate(conn)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise LayerseekError(f"{root / CATALOG}: not a layerseek catalog ({e})") from None
+        except LayerseekError:
+            conn.close()
+            raise
         cat = cls(root, conn, manifest)
         if cat.logs_changes:
             conn.executescript(_CHANGES)  # indexes made before the log existed
         return cat
+
+    @staticmethod
+    def _record_manifest(conn: sqlite3.Connection, root: Path, manifest: dict) -> None:
+        """Keep a copy of the manifest, and the hashes of the learned files, in the catalog."""
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (canonical(manifest),))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('learned', ?)", (canonical(file_hashes(root)),))
+
+    @staticmethod
+    def recorded_manifest(conn: sqlite3.Connection) -> dict | None:
+        """The manifest the catalog was created with (None: a catalog older than the copy)."""
+        row = conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    @staticmethod
+    def recorded_learned(conn: sqlite3.Connection) -> dict | None:
+        row = conn.execute("SELECT value FROM meta WHERE key='learned'").fetchone()
+        return json.loads(row[0]) if row else None
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -274,8 +312,10 @@ class Catalog:
         if cache.is_file():
             try:
                 with np.load(cache) as z:
-                    return z["ids"], z["vectors"]
-            except (OSError, ValueError):
+                    ids, vecs = z["ids"], z["vectors"]
+                if vecs.shape == (len(ids), self.dim) and len(ids) == self.count():  # else: rebuilt below
+                    return ids, vecs
+            except (OSError, ValueError, KeyError):
                 pass
         rows = self.conn.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)

@@ -1,0 +1,340 @@
+"""`layerseek check` and `layerseek repair`: an index directory examined against its own catalog.
+
+The catalog (SQLite) is the truth: every file's row, vector and local features, a copy of the
+manifest it was created with and the hashes of the learned files (whitening, MOF model). All else
+in the directory is derived from it — the manifest (a copy kept for people and tools), the matrix,
+HNSW graph, k-NN graph and MOF inverted files in `cache/` — and can be rebuilt from it. `check`
+reads without changing anything; `repair` writes the manifest back from the catalog's copy, drops
+rows that cannot be read (so the next `index` adds those files again) and rebuilds every cache.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LayerseekError
+from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, write_atomic
+from .store.manifest import file_hashes, first_difference, made_with, validate
+
+PROBLEM, NOTE = "problem", "note"
+SAMPLE = 64  # HNSW rows whose stored vector is compared with the catalog's
+
+
+@dataclass
+class Finding:
+    level: str  # PROBLEM: answers are wrong or the index is refused until repaired; NOTE: worth knowing
+    where: str  # the file concerned
+    what: str
+
+    def line(self) -> str:
+        return f"{self.level}: {self.where}: {self.what}"
+
+
+def _examples(paths: list[str], n: int = 3) -> str:
+    shown = ", ".join(repr(p) for p in paths[:n])
+    return shown + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def _open_readonly(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{root / CATALOG}?mode=ro", uri=True, timeout=30)
+
+
+def _integrity(conn: sqlite3.Connection) -> list[str]:
+    """SQLite's own check of the catalog: [] when sound, else its first messages."""
+    rows = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
+    return [] if rows == ["ok"] else rows
+
+
+def check(path: str | Path) -> list[Finding]:
+    """Everything wrong with the index at `path`, and what is worth knowing (stale caches,
+    files gone from disk); changes nothing."""
+    root = Path(path)
+    cat_file, man_file = root / CATALOG, root / MANIFEST
+    if not cat_file.is_file():
+        raise LayerseekError(f"{root}: no index here ({CATALOG} missing)")
+    out: list[Finding] = []
+
+    def problem(where, what):
+        out.append(Finding(PROBLEM, str(where), what))
+
+    def note(where, what):
+        out.append(Finding(NOTE, str(where), what))
+
+    try:
+        conn = _open_readonly(root)
+        bad = _integrity(conn)
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.DatabaseError as e:
+        problem(cat_file, f"not a readable SQLite database ({e}); re-create the index")
+        return out
+    try:
+        if bad:
+            problem(cat_file, "SQLite integrity_check: " + "; ".join(bad[:3]))
+        if not version or int(version[0]) != SCHEMA_VERSION:
+            problem(cat_file, f"schema version {version[0] if version else None}, this layerseek reads "
+                              f"{SCHEMA_VERSION}; re-create the index")
+            return out
+        recorded = Catalog.recorded_manifest(conn)
+        manifest = None
+        try:
+            manifest = validate(json.loads(man_file.read_text()), man_file)
+        except FileNotFoundError:
+            problem(man_file, "missing")
+        except (OSError, ValueError, LayerseekError) as e:
+            problem(man_file, str(e).removeprefix(f"{man_file}: "))
+        if recorded is None:
+            note(cat_file, "keeps no copy of the manifest (made by an older layerseek); the next open records one")
+        elif manifest is not None:
+            diff = first_difference(made_with(manifest), made_with(recorded))
+            if diff:
+                problem(man_file, f"disagrees with the catalog: {diff}")
+        manifest = recorded or manifest
+        learned = Catalog.recorded_learned(conn)
+        if learned is not None:
+            now = file_hashes(root)
+            for name, digest in sorted(learned.items()):
+                if name not in now:
+                    problem(root / name, "learned file missing; build the index again")
+                elif now[name] != digest:
+                    problem(root / name, "learned file changed since the index was made; build the index again")
+        if manifest is None:
+            return out
+        _check_rows(conn, root, manifest, problem, note)
+        _check_caches(conn, root, manifest, problem, note)
+        _check_files(conn, root, note)
+    finally:
+        conn.close()
+    return out
+
+
+def _check_rows(conn, root: Path, manifest: dict, problem, note) -> None:
+    cat_file = root / CATALOG
+    dim = int(manifest["dim"])
+    if dim:
+        wrong = [r[0] for r in conn.execute("SELECT path FROM images WHERE length(vector) != ?", (4 * dim,))]
+        if wrong:
+            problem(cat_file, f"{len(wrong)} vectors of the wrong length ({_examples(wrong)}); `repair` drops them")
+        nonfinite = []
+        for path, blob in conn.execute("SELECT path, vector FROM images WHERE length(vector) = ?", (4 * dim,)):
+            if not np.isfinite(np.frombuffer(blob, np.float32)).all():
+                nonfinite.append(path)
+        if nonfinite:
+            problem(cat_file, f"{len(nonfinite)} vectors with NaN or infinity ({_examples(nonfinite)}); "
+                              "`repair` drops them")
+    orphans = conn.execute("SELECT COUNT(*) FROM features WHERE id NOT IN (SELECT id FROM images)").fetchone()[0]
+    if orphans:
+        problem(cat_file, f"{orphans} local-feature rows of no image; `repair` drops them")
+    if manifest.get("verify"):
+        without = conn.execute("SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT id FROM features)").fetchone()[0]
+        if without:
+            note(cat_file, f"{without} images have no local features (verified as 0 inliers)")
+
+
+def _catalog_ids(conn) -> tuple[np.ndarray, dict[int, str]]:
+    rows = conn.execute("SELECT id, sha256 FROM images ORDER BY id").fetchall()
+    return np.array([r[0] for r in rows], np.int64), {int(r[0]): r[1] for r in rows}
+
+
+def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
+    """The derived files against the catalog: behind is normal (brought up to date at the next
+    search); unreadable is repaired by itself at the next search; different content with the
+    catalog's generation on it would give wrong answers."""
+    cache = root / "cache"
+    if not cache.is_dir():
+        return
+    gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+    ids, shas = _catalog_ids(conn)
+    dim = int(manifest["dim"])
+    for f in sorted(cache.glob("vectors-*.npz")):
+        if f.name != f"vectors-{gen}.npz":
+            note(f, "stale matrix (replaced at the next search)")
+            continue
+        try:
+            with np.load(f) as z:
+                cids, vecs = z["ids"], z["vectors"]
+        except (OSError, ValueError, KeyError) as e:
+            note(f, f"unreadable ({str(e).split('.')[0]}); rebuilt at the next search")
+            continue
+        if not np.array_equal(cids, ids) or vecs.shape != (len(ids), dim):
+            problem(f, f"holds {len(cids)} images, the catalog {len(ids)}; `repair` rebuilds it")
+            continue
+        rows = conn.execute("SELECT vector FROM images ORDER BY id")
+        if any(bytes(r[0]) != v.tobytes() for r, v in zip(rows, vecs)):
+            problem(f, "vectors differ from the catalog's; `repair` rebuilds it")
+    if (cache / "hnsw.faiss").exists() or (cache / "hnsw.npz").exists():
+        _check_hnsw(conn, cache, ids, problem, note)
+    for f in sorted(cache.glob("graph-*.npz")):
+        from .verify.diffusion import KnnGraph
+
+        try:
+            graph, extra = KnnGraph.load(f)
+            held = dict(zip((int(i) for i in graph.ids), (str(s) for s in extra["shas"])))
+        except (OSError, ValueError, KeyError) as e:
+            note(f, f"unreadable ({str(e).split('.')[0]}); rebuilt at the next search")
+            continue
+        if len(graph.ids) != len(held) or not np.isin(graph.neighbours[graph.neighbours >= 0], graph.ids).all():
+            problem(f, "neighbour lists name images the graph does not hold; `repair` rebuilds it")
+        behind = sum(1 for i, s in held.items() if shas.get(i) != s) + sum(1 for i in shas if i not in held)
+        if behind:
+            note(f, f"{behind} images behind the catalog (brought up to date at the next search)")
+    for d in sorted(cache.glob("mof-*")):
+        try:
+            held = {int(k): v for k, v in json.loads((d / "held.json").read_text()).items()}
+        except (OSError, ValueError, AttributeError) as e:
+            note(d, f"unreadable ({str(e).split('.')[0]}); rebuilt at the next search")
+            continue
+        behind = sum(1 for i, s in held.items() if shas.get(i) != s) + sum(1 for i in shas if i not in held)
+        if behind:
+            note(d, f"{behind} images behind the catalog (brought up to date at the next search)")
+
+
+def _check_hnsw(conn, cache: Path, ids: np.ndarray, problem, note) -> None:
+    from .store.vectors import HnswGraph
+
+    g = HnswGraph.load(cache)
+    if g is None:
+        note(cache / "hnsw.faiss", "unreadable or written apart from hnsw.npz; rebuilt at the next search")
+        return
+    rows = conn.execute("SELECT substr(sha256, 1, 16) FROM images ORDER BY id").fetchall()
+    hashes = np.frombuffer(bytes.fromhex("".join(r[0] for r in rows)), ">i8").astype(np.int64)  # as id_hashes
+    hash_of = dict(zip(ids.tolist(), hashes.tolist()))
+    removed, added = g.diff(ids, hashes)
+    if len(removed) or len(added):
+        note(cache / "hnsw.faiss", f"{len(removed)} rows to drop and {len(added)} to add (applied at the next "
+                                   "search)")
+    live = np.flatnonzero(g.labels >= 0)
+    if not len(live):
+        return
+    sample = np.random.default_rng(0).choice(live, min(SAMPLE, len(live)), replace=False)
+    wrong = 0
+    for row in sample:
+        label = int(g.labels[row])
+        if hash_of.get(label) != int(g.hashes[row]):
+            continue  # an image changed or removed since: a pending change, not damage
+        got = conn.execute("SELECT vector FROM images WHERE id=?", (label,)).fetchone()
+        if not np.allclose(g.index.reconstruct(int(row)), np.frombuffer(got[0], np.float32), atol=1e-5):
+            wrong += 1
+    if wrong:
+        problem(cache / "hnsw.faiss", f"{wrong} of {len(sample)} sampled rows hold another vector than the "
+                                      "catalog; `repair` rebuilds it")
+
+
+def _check_files(conn, root: Path, note) -> None:
+    missing, changed = [], []
+    for path, size, mtime in conn.execute("SELECT path, size, mtime_ns FROM images"):
+        try:
+            st = os.stat(os.fsencode(path) if isinstance(path, str) else path)
+        except OSError:
+            missing.append(path)
+            continue
+        if st.st_size != size or st.st_mtime_ns != mtime:
+            changed.append(path)
+    if missing:
+        note(root / CATALOG, f"{len(missing)} indexed files are gone from disk ({_examples(missing)}); "
+                             "the next `index` of their folder drops them")
+    if changed:
+        note(root / CATALOG, f"{len(changed)} indexed files changed on disk since ({_examples(changed)}); "
+                             "the next `index` of their folder indexes them again")
+
+
+def repair(path: str | Path) -> list[str]:
+    """Bring the index at `path` back to what its catalog says; returns what was done. Fails (one
+    line) when the catalog itself is beyond repair or learned files are lost: then only building
+    the index again helps."""
+    root = Path(path)
+    found = check(root)
+    problems = [f for f in found if f.level == PROBLEM]
+    done: list[str] = []
+    cat_file, man_file = root / CATALOG, root / MANIFEST
+    fatal = [f for f in problems if f.where == str(cat_file) and ("SQLite" in f.what or "schema" in f.what)]
+    if any("integrity_check" in f.what for f in fatal):
+        conn = sqlite3.connect(cat_file, timeout=30)
+        try:
+            conn.execute("REINDEX")  # a damaged index b-tree is rebuilt from its table
+            if _integrity(conn):
+                raise LayerseekError(f"{cat_file}: damaged beyond repair ({'; '.join(_integrity(conn)[:2])}); "
+                                     "re-create the index")
+        finally:
+            conn.close()
+        done.append("rebuilt the catalog's SQLite indexes (REINDEX)")
+    elif fatal:
+        raise LayerseekError(f"{fatal[0].where}: {fatal[0].what}")
+    lost = [f for f in problems if "learned file" in f.what]
+    if lost:
+        raise LayerseekError(f"{lost[0].where}: {lost[0].what}")
+    conn = sqlite3.connect(cat_file, timeout=30)
+    try:
+        recorded = Catalog.recorded_manifest(conn)
+        if any(f.where == str(man_file) for f in problems):
+            if recorded is None:
+                raise LayerseekError(f"{man_file}: damaged, and the catalog keeps no copy of it (made by an older "
+                                     "layerseek); re-create the index")
+            write_atomic(man_file, json.dumps(recorded, indent=2))
+            done.append(f"wrote {MANIFEST} back from the catalog's copy")
+    finally:
+        conn.close()
+    idx = _open_index(root)
+    try:
+        with idx.writing():
+            dropped = _drop_damaged_rows(idx)
+            if dropped:
+                done.append(f"dropped {dropped} damaged rows (the next `index` of their folder adds the files again)")
+            shutil.rmtree(root / "cache", ignore_errors=True)
+            done.extend(_rebuild_caches(idx))
+    finally:
+        idx.close()
+    return done
+
+
+def _open_index(root: Path):
+    from .index import Index
+
+    return Index.open(root)
+
+
+def _drop_damaged_rows(idx) -> int:
+    cat = idx.catalog
+    dim = cat.dim
+    bad = []  # paths
+    if dim:
+        bad = [r[0] for r in cat.conn.execute("SELECT path FROM images WHERE length(vector) != ?", (4 * dim,))]
+        bad += [p for p, blob in cat.conn.execute("SELECT path, vector FROM images WHERE length(vector) = ?",
+                                                  (4 * dim,)) if not np.isfinite(np.frombuffer(blob, np.float32)).all()]
+    orphans = cat.conn.execute("SELECT COUNT(*) FROM features WHERE id NOT IN (SELECT id FROM images)").fetchone()[0]
+    if bad:
+        idx._commit(deletes=bad)
+    if orphans:
+        cat.conn.execute("DELETE FROM features WHERE id NOT IN (SELECT id FROM images)")
+    return len(bad)
+
+
+def _rebuild_caches(idx) -> list[str]:
+    """Every derived structure built again from the catalog."""
+    done = []
+    n = idx.catalog.count()
+    if idx.method.kind == "local":
+        idx.engine()
+        done.append(f"rebuilt the MOF inverted files ({n} images)")
+        return done
+    if idx.store.kind == "faiss":
+        idx.catalog.matrix()
+        done.append(f"rebuilt the vector matrix ({n} images)")
+        if idx.store.uses_hnsw(n):
+            idx.store.graph()
+            done.append("rebuilt the HNSW graph")
+    if (idx.verify_settings or {}).get("diffusion"):
+        idx.update_graph()
+        done.append("rebuilt the k-nearest-neighbour graph of the diffusion")
+    return done
+
+
+def report(findings: list[Finding]) -> dict:
+    return {"problems": [asdict(f) for f in findings if f.level == PROBLEM],
+            "notes": [asdict(f) for f in findings if f.level == NOTE]}
+
