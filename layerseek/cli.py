@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import LayerseekError
+from .errors import LayerseekError, shown
 
 app = typer.Typer(
     help="Find the images that show the same object or place, with multi-layer CNN retrieval.",
@@ -435,11 +435,11 @@ def index(
         fail(os_error_line(e))
     console.print(f"{index_path}: {report.summary()}", highlight=False)
     for line in report.failed:
-        err_console.print(f"  failed: {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True)
     for line in report.unreadable:
-        err_console.print(f"  folder not read (its entries kept): {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"  folder not read (its entries kept): {shown(line)}", highlight=False, soft_wrap=True)
     for line in report.skipped:
-        err_console.print(f"  not an image: {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -493,12 +493,12 @@ def search(
         return
     if paths_only:
         for h in hits:
-            print(h.path)
+            print(shown(h.path))
         return
     if not sys.stdout.isatty():  # a pipe or a file: tab-separated lines, nothing wrapped or drawn
         print("rank\tscore\tinliers\tverified\tpath")
         for i, h in enumerate(hits, 1):
-            print(f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{h.path}")
+            print(f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{shown(h.path)}")
         return
     table = Table(title=f"{image} ({dt * 1000:.0f} ms)")
     table.add_column("#", justify="right")
@@ -509,7 +509,7 @@ def search(
     table.add_column("path")
     for i, h in enumerate(hits, 1):
         extra = [("-" if h.inliers is None else f"{h.inliers}" + (" same" if h.verified else ""))] if checked else []
-        table.add_row(str(i), f"{h.score:.4f}", *extra, h.path)
+        table.add_row(str(i), f"{h.score:.4f}", *extra, shown(h.path))
     console.print(table)
 
 
@@ -555,7 +555,7 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)
     for path, reason in failures:
-        err_console.print(f"  failed: {path}: {reason}", highlight=False, soft_wrap=True)
+        err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -576,7 +576,7 @@ def remove(index_path: Annotated[Path, typer.Argument(help="the index directory"
     console.print(f"{before - left} removed, {left} left", highlight=False)
     if missing:
         for p in missing:
-            err_console.print(f"  not in the index: {p}", highlight=False, soft_wrap=True)
+            err_console.print(f"  not in the index: {shown(str(p))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -599,7 +599,7 @@ def check(index_path: Annotated[Path, typer.Argument(help="the index directory")
         print(_json.dumps({"path": str(index_path), **report(findings)}, indent=2))
     else:
         for f in findings:
-            (err_console if f.level == PROBLEM else console).print(f.line(), highlight=False, soft_wrap=True)
+            (err_console if f.level == PROBLEM else console).print(shown(f.line()), highlight=False, soft_wrap=True)
         console.print(f"{index_path}: " + (f"{len(problems)} problem(s); `layerseek repair {index_path}` mends what "
                                            "can be rebuilt from the catalog" if problems else "sound"),
                       highlight=False, soft_wrap=True)
@@ -673,8 +673,9 @@ def run_cli(argv: list[str]) -> None:
     the reason; anything unexpected names the command and the exception, and writes its traceback
     to a log file whose path the line gives (exit status EXIT_UNEXPECTED). Usage errors and exit
     codes are click's (SystemExit passes through)."""
-    from .errors import log_unexpected
+    from .errors import escape_output, log_unexpected
 
+    escape_output()  # a file name that is not UTF-8 is printed with \xNN, never a crash
     try:
         app(args=bare_flag_values(argv), prog_name="layerseek")
     except OSError as e:  # a file or folder the OS refused

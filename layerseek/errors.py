@@ -51,6 +51,38 @@ def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
         raise UnknownNameError(f"unknown {kind} {name!r}; valid: {valid}") from None
 
 
+def shown(text: str) -> str:
+    """Text safe to print, store as SQLite text or send as JSON: bytes of a file name that are not
+    valid UTF-8 (held by Python as surrogates) written as \\xNN; any other text unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _escape_undecodable(err: UnicodeError) -> tuple[str, int]:
+    """Codec error handler "layerseek.escape": undecodable name bytes written as \\xNN."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    part = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+                   for c in part), err.end
+
+
+def escape_output() -> None:
+    """Make stdout and stderr write undecodable name bytes as \\xNN instead of failing."""
+    import codecs
+    import sys
+
+    codecs.register_error("layerseek.escape", _escape_undecodable)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="layerseek.escape")
+        except (AttributeError, ValueError):  # not a text stream that can be reconfigured
+            pass
+
+
 def log_unexpected(exc: BaseException, context: str) -> str:
     """Write an unexpected exception's traceback to a new log file and return the one line a user
     sees: what failed, the exception, and where the details are. The log folder is

@@ -41,18 +41,6 @@ def _exclusive(method):
     return run
 
 
-def name_problem(path: Path | str) -> str | None:
-    """Why a path cannot be indexed by its name, as a one-line report ending the escaped name; None
-    when it can. A name that is not valid UTF-8 (bytes from an old disk or archive, which Python
-    holds as surrogates) cannot be stored in the catalog's text column."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        return f"{shown}: file name is not valid UTF-8 (undecodable bytes shown as \\x..); rename it to index it"
-    return None
-
-
 @dataclass
 class IndexReport:
     added: int = 0
@@ -120,10 +108,6 @@ class Ingest:
                     continue
                 listed += 1
                 p = Path(dirpath) / name
-                bad_name = name_problem(p)
-                if bad_name:
-                    report.failed.append(bad_name)
-                    continue
                 if not is_image_name(p):
                     report.skipped.append(str(p))
                     continue
@@ -167,10 +151,7 @@ class Ingest:
         report, todo = IndexReport(), []
         for p in paths:
             p = absolute(p)
-            bad_name = name_problem(p)
-            if bad_name:
-                report.failed.append(bad_name)
-            elif not p.exists():
+            if not p.exists():
                 report.failed.append(f"{p}: missing")
             elif not p.is_file():
                 report.failed.append(f"{p}: {_kind(p)}, not a regular file")

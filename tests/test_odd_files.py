@@ -1,6 +1,7 @@
 """Files and names that once stopped or hung `index`, and two writers on one index (issue 16)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -42,21 +43,47 @@ def test_a_fifo_named_like_a_photo_is_reported_not_waited_on(copy_paris, tmp_pat
                                                            "a folder, not a regular file"]
 
 
-def test_a_name_that_is_not_utf8_is_reported_and_the_rest_indexed(copy_paris, tmp_path):
+def test_a_name_that_is_not_utf8_round_trips(copy_paris, tmp_path):
+    """Bytes from an old disk or zip archive in a file name: indexed, found, shown as \\xNN,
+    removed by name; a damaged one is reported the same way. Nothing stops the run."""
     photos = copy_paris(tmp_path / "photos")
     raw = os.fsencode(photos) + b"/caf\xe9-\xff.jpg"  # Latin-1 bytes, as old disks and zip files hold them
     shutil.copyfile(os.fsencode(photos / PARIS[0]), raw)
+    bad = os.fsencode(photos) + b"/broken-\xfe.jpg"
+    with open(bad, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not the rest of a jpeg")
     run = CliRunner().invoke
     r = run(app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--method", "gem", "--backbone",
-                  "mobilenet_v2", "--layers", "last", "--max-side", "128"])
+                  "mobilenet_v2", "--layers", "last", "--max-side", "128", "--no-verify"])
     assert r.exit_code == EXIT_SOME_FAILED, r.output
-    assert "6 added" in r.output and "caf\\xe9-\\xff.jpg: file name is not valid UTF-8" in r.output
-    assert "Traceback" not in r.output
+    assert "7 added" in r.output and "broken-\\xfe.jpg: " in r.output and "Traceback" not in r.output
+    name = os.fsdecode(raw)
     with Index.open(tmp_path / "idx") as idx:
-        assert idx.catalog.count() == 6
-        # a second run: the same one line, nothing lost
-        r = idx.add_folder(photos)
-        assert r.unchanged == 6 and len(r.failed) == 1 and idx.catalog.count() == 6
+        assert idx.catalog.count() == 7 and idx.catalog.by_path(name) is not None
+        assert [p for p, _ in idx.catalog.failures()] == [os.fsdecode(bad)]
+        top = idx.search(name, top=2)
+        assert top[0].path == name and top[1].path == str(photos / PARIS[0])  # the same photo twice
+        assert os.fsencode(top[0].path) == raw  # the bytes on disk, back from the catalog
+        assert len(list(idx.catalog.entries(under=str(photos)))) == 7  # folder queries see it too
+        r2 = idx.add_folder(photos)  # a second run: nothing re-read, the same one failure
+        assert r2.unchanged == 7 and len(r2.failed) == 1
+    r = run(app, ["search", str(tmp_path / "idx"), name, "--top", "1", "--paths-only"])
+    assert r.exit_code == 0 and r.output.strip() == str(photos) + "/caf\\xe9-\\xff.jpg", r.output
+    r = run(app, ["search", str(tmp_path / "idx"), name, "--top", "1", "--json"])
+    assert json.loads(r.output)["results"][0]["path"] == name  # JSON escapes it; a reader gets the name back
+    r = run(app, ["remove", str(tmp_path / "idx"), name])
+    assert r.exit_code == 0 and "1 removed, 6 left" in r.output, r.output
+    # the server: paths shown escaped, never a 500
+    from fastapi.testclient import TestClient
+
+    from layerseek.server.app import create_app
+
+    with Index.open(tmp_path / "idx") as idx:
+        idx.add_files([name])
+    client = TestClient(create_app(tmp_path / "idx"))
+    with open(raw, "rb") as f:
+        resp = client.post("/search?top=1", files={"file": ("q.jpg", f, "image/jpeg")})
+    assert resp.status_code == 200 and resp.json()["results"][0]["name"] in ("caf\\xe9-\\xff.jpg", PARIS[0])
 
 
 def test_two_writers_one_index(copy_paris, tmp_path):

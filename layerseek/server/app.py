@@ -46,7 +46,7 @@ from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from ..errors import ImageError, IndexBusy, LayerseekError
+from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..images import IMAGE_SUFFIXES, load_image
 from ..index import Index
 from ..store.catalog import Catalog, Entry, is_under
@@ -261,13 +261,13 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     def shown_path(path: str, full: bool) -> str:
         """The path a client sees: absolute for the token holder, else relative to its indexed folder."""
         if full:
-            return path
+            return shown(path)
         with read_lock:
             root = reader.root_of(path)
-        return os.path.relpath(path, root) if root and root != path else Path(path).name
+        return shown(os.path.relpath(path, root) if root and root != path else Path(path).name)
 
     def hit_json(rank: int, h, full: bool) -> dict:
-        return {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": Path(h.path).name,
+        return {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": shown(Path(h.path).name),
                 "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
                 "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
 
@@ -379,7 +379,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         report, e = await run_job(do_add, dest)
         if e is None:
             raise HTTPException(415, "; ".join(report.failed) or f"{name}: could not be indexed")
-        return {"id": e.id, "path": e.path, "image": f"/images/{e.id}", "thumbnail": f"/thumbnails/{e.id}",
+        return {"id": e.id, "path": shown(e.path), "image": f"/images/{e.id}", "thumbnail": f"/thumbnails/{e.id}",
                 "added": report.added, "unchanged": report.unchanged}
 
     def do_delete(image_id: int):
@@ -399,6 +399,6 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         uploads = (idx.catalog.root / UPLOADS).resolve()
         if Path(e.path).parent == uploads:  # only copies the server itself stored
             Path(e.path).unlink(missing_ok=True)
-        return {"removed": image_id, "path": e.path, "images": left}
+        return {"removed": image_id, "path": shown(e.path), "images": left}
 
     return app

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayerseekError
+from ..errors import LayerseekError, shown
 from .manifest import canonical, file_hashes, first_difference, made_with, validate
 
 SCHEMA_VERSION = 1
@@ -80,6 +80,30 @@ class Entry:
 
 
 _ENTRY_SQL = "SELECT id, path, size, mtime_ns, sha256, width, height, real_path, flag FROM images"
+
+
+def to_db(path: str | None) -> str | bytes | None:
+    """A path as the catalog stores it: text, or its bytes when the name is not valid UTF-8 (bytes
+    from an old disk or archive, which Python holds as surrogates and SQLite text cannot). A blob
+    never equals a text in SQLite, so the two kinds cannot collide."""
+    if path is None:
+        return None
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def from_db(value: str | bytes | None) -> str | None:
+    """The path `to_db` stored, as Python names the file (surrogates for undecodable bytes)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _entry(row: tuple) -> Entry:
+    e = Entry(*row)
+    e.path, e.real_path = from_db(e.path), from_db(e.real_path)
+    return e
 
 
 def is_under(path: str, root: str) -> bool:
@@ -240,26 +264,28 @@ class Catalog:
         sql = _ENTRY_SQL
         args: tuple = ()
         if under is not None:
-            sql += " WHERE path = ? OR substr(path, 1, ?) = ?"
-            prefix = under.rstrip("/") + "/"
-            args = (under, len(prefix), prefix)
+            # compared as bytes: a name stored as a blob (not UTF-8) lies under its folder too
+            sql += " WHERE path = ? OR substr(CAST(path AS BLOB), 1, ?) = ?"
+            prefix = os.fsencode(under.rstrip("/") + "/")
+            args = (to_db(under), len(prefix), prefix)
         for row in self.conn.execute(sql + " ORDER BY id", args):
-            yield Entry(*row)
+            yield _entry(row)
 
     def by_path(self, path: str) -> Entry | None:
-        row = self.conn.execute(_ENTRY_SQL + " WHERE path=?", (path,)).fetchone()
-        return Entry(*row) if row else None
+        row = self.conn.execute(_ENTRY_SQL + " WHERE path=?", (to_db(path),)).fetchone()
+        return _entry(row) if row else None
 
     def by_real_path(self, real: str) -> list[Entry]:
         """The entries whose file is `real` (itself, or through a symlink)."""
-        return [Entry(*r) for r in self.conn.execute(_ENTRY_SQL + " WHERE real_path=? OR (real_path IS NULL AND path=?)"
+        real = to_db(real)
+        return [_entry(r) for r in self.conn.execute(_ENTRY_SQL + " WHERE real_path=? OR (real_path IS NULL AND path=?)"
                                                      " ORDER BY id", (real, real))]
 
     def by_id(self, id_: int) -> Entry | None:
         if not 0 < int(id_) < 2 ** 63:  # SQLite's integer range
             return None
         row = self.conn.execute(_ENTRY_SQL + " WHERE id=?", (int(id_),)).fetchone()
-        return Entry(*row) if row else None
+        return _entry(row) if row else None
 
     def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int, bytes | None] | None:
         """(vector, width, height, local features) of a file with this content already indexed, if any."""
@@ -392,7 +418,7 @@ class Catalog:
 
     def roots(self) -> list[str]:
         """The folders (and single files) that were indexed, as absolute real paths."""
-        return [r for (r,) in self.conn.execute("SELECT path FROM roots ORDER BY path")]
+        return [from_db(r) for (r,) in self.conn.execute("SELECT path FROM roots ORDER BY path")]
 
     def root_of(self, path: str) -> str | None:
         """The longest indexed root that `path` lies under, if any."""
@@ -403,14 +429,14 @@ class Catalog:
         return best
 
     def add_root(self, path: str) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (path, time.time()))
+        self.conn.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (to_db(path), time.time()))
 
     def flag(self, id_: int, reason: str) -> None:
         """Mark an entry whose file no longer matches what was indexed (the next `index` re-reads it)."""
-        self.conn.execute("UPDATE images SET flag=? WHERE id=?", (reason, int(id_)))
+        self.conn.execute("UPDATE images SET flag=? WHERE id=?", (shown(reason), int(id_)))
 
     def failures(self) -> list[tuple[str, str]]:
-        return self.conn.execute("SELECT path, reason FROM failures ORDER BY path").fetchall()
+        return [(from_db(p), r) for p, r in self.conn.execute("SELECT path, reason FROM failures ORDER BY path")]
 
     # -- writing: each call one transaction ---------------------------------------------------
     def _bump(self) -> None:
@@ -439,23 +465,25 @@ class Catalog:
                     "mtime_ns=excluded.mtime_ns, sha256=excluded.sha256, width=excluded.width, "
                     "height=excluded.height, vector=excluded.vector, added=excluded.added, "
                     "real_path=excluded.real_path, flag=NULL RETURNING id",
-                    (path, size, mtime, sha, w, h, vec.tobytes(), time.time(), os.path.realpath(path))).fetchone()
+                    (to_db(path), size, mtime, sha, w, h, vec.tobytes(), time.time(),
+                     to_db(os.path.realpath(path)))).fetchone()
                 if self.logs_changes:
                     c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'up')", (image_id,))
                 if feats and feats[0] is not None:
                     c.execute("INSERT OR REPLACE INTO features VALUES (?, ?)", (image_id, bytes(feats[0])))
                 else:
                     c.execute("DELETE FROM features WHERE id=?", (image_id,))
-                c.execute("DELETE FROM failures WHERE path=?", (path,))
+                c.execute("DELETE FROM failures WHERE path=?", (to_db(path),))
                 changed = True
             for path, size, mtime in touches:
                 c.execute("UPDATE images SET size=?, mtime_ns=?, real_path=?, flag=NULL WHERE path=?",
-                          (size, mtime, os.path.realpath(path), path))
+                          (size, mtime, to_db(os.path.realpath(path)), to_db(path)))
             for path, reason, size, mtime in failures:
-                c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)", (path, reason, size, mtime))
+                c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+                          (to_db(path), shown(reason), size, mtime))
             for path in deletes:
-                gone = c.execute("DELETE FROM images WHERE path=? RETURNING id", (path,)).fetchall()
-                c.execute("DELETE FROM failures WHERE path=?", (path,))
+                gone = c.execute("DELETE FROM images WHERE path=? RETURNING id", (to_db(path),)).fetchall()
+                c.execute("DELETE FROM failures WHERE path=?", (to_db(path),))
                 if gone:
                     c.execute("DELETE FROM features WHERE id=?", (gone[0][0],))
                 if gone and self.logs_changes:
@@ -470,5 +498,5 @@ class Catalog:
 
     def failure_record(self, path: str) -> tuple[int, int, str] | None:
         """(size, mtime_ns, reason) of the last failed attempt on this file, if any."""
-        row = self.conn.execute("SELECT size, mtime_ns, reason FROM failures WHERE path=?", (path,)).fetchone()
+        row = self.conn.execute("SELECT size, mtime_ns, reason FROM failures WHERE path=?", (to_db(path),)).fetchone()
         return tuple(row) if row else None
