@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import LayerseekError, shown
@@ -64,7 +65,7 @@ def os_error_line(e: OSError) -> str:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(shown(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -435,11 +436,11 @@ def index(
         fail(os_error_line(e))
     console.print(f"{index_path}: {report.summary()}", highlight=False)
     for line in report.failed:
-        err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     for line in report.unreadable:
-        err_console.print(f"  folder not read (its entries kept): {shown(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"  folder not read (its entries kept): {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     for line in report.skipped:
-        err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -555,7 +556,7 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)
     for path, reason in failures:
-        err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True)
+        err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -576,7 +577,7 @@ def remove(index_path: Annotated[Path, typer.Argument(help="the index directory"
     console.print(f"{before - left} removed, {left} left", highlight=False)
     if missing:
         for p in missing:
-            err_console.print(f"  not in the index: {shown(str(p))}", highlight=False, soft_wrap=True)
+            err_console.print(f"  not in the index: {shown(str(p))}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(1)
 
 
@@ -599,7 +600,7 @@ def check(index_path: Annotated[Path, typer.Argument(help="the index directory")
         print(_json.dumps({"path": str(index_path), **report(findings)}, indent=2))
     else:
         for f in findings:
-            (err_console if f.level == PROBLEM else console).print(shown(f.line()), highlight=False, soft_wrap=True)
+            (err_console if f.level == PROBLEM else console).print(shown(f.line()), highlight=False, soft_wrap=True, markup=False)
         console.print(f"{index_path}: " + (f"{len(problems)} problem(s); `layerseek repair {index_path}` mends what "
                                            "can be rebuilt from the catalog" if problems else "sound"),
                       highlight=False, soft_wrap=True)

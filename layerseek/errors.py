@@ -1,6 +1,7 @@
 """Errors a user sees: each one line, naming the thing and the reason."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -51,14 +52,18 @@ def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
         raise UnknownNameError(f"unknown {kind} {name!r}; valid: {valid}") from None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def shown(text: str) -> str:
-    """Text safe to print, store as SQLite text or send as JSON: bytes of a file name that are not
-    valid UTF-8 (held by Python as surrogates) written as \\xNN; any other text unchanged."""
+    """Text safe to print on one line, store as SQLite text or send as JSON: bytes of a file name
+    that are not valid UTF-8 (held by Python as surrogates) and control characters (a newline in
+    a name) written as \\xNN; any other text unchanged."""
     try:
         text.encode("utf-8")
-        return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
 
 
 def _escape_undecodable(err: UnicodeError) -> tuple[str, int]:

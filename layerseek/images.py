@@ -6,6 +6,7 @@ not an image, unsupported, too large (or unreadable, for permission and other OS
 from __future__ import annotations
 
 import io
+import stat
 import warnings
 from pathlib import Path
 
@@ -111,9 +112,12 @@ def load_image(
         if path.is_dir():
             raise ImageError(path, "not an image", "is a directory")
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError as e:
             raise ImageError(path, "unreadable", e.strerror or str(e)) from None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader for ever
+            raise ImageError(path, "not an image", "not a regular file")
+        size = st.st_size
         if size == 0:
             raise ImageError(path, "empty")
     elif len(data) == 0:
