@@ -208,10 +208,20 @@ class Ingest:
         local = getattr(self, "_tl", None)
         if local is None:
             local = self._tl = threading.local()
+            self._tl_conns = []  # closed when the run's threads are done (`_close_thread_connections`)
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30)
+            conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30,
+                                                check_same_thread=False)
+            self._tl_conns.append(conn)
         return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+
+    def _close_thread_connections(self) -> None:
+        """Close the decoding threads' connections: left to the garbage collector, an open one
+        keeps the catalog's file (and its WAL) held long after the run."""
+        for conn in getattr(self, "_tl_conns", []):
+            conn.close()
+        self._tl, self._tl_conns = None, []
 
     def _encode_image(self, img: np.ndarray, feats=None) -> tuple:
         """(vector or payload, width, height, packed local features or None) of a decoded image;
@@ -224,6 +234,12 @@ class Ingest:
     def _local_results(self, todo, workers: int):
         """Yield ((path, size, mtime_ns), sha256, (vector, width, height, features) or None when the content
         is indexed already, ImageError or None): threads hash and decode ahead, the network runs here."""
+        try:
+            yield from self._decoded_ahead(todo, workers)
+        finally:
+            self._close_thread_connections()
+
+    def _decoded_ahead(self, todo, workers: int):
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             window: deque = deque()
             it = iter(todo)

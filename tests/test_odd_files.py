@@ -209,3 +209,29 @@ def test_serve_picks_up_what_an_index_run_commits(copy_paris, tmp_path):
     with Index.open(tmp_path / "idx") as other:
         other.remove([photos / PARIS[1]])
     assert names() == sorted([PARIS[0], *PARIS[2:4]])
+
+
+def test_no_file_of_the_index_stays_open_after_close(copy_paris, tmp_path):
+    """The decoding threads' catalog connections are closed with the run, not left to the garbage
+    collector (an open one kept the catalog and its WAL held, and wrote the WAL back later)."""
+    import gc
+
+    def held():
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(tmp_path / "idx")):
+                out.append(target)
+        return out
+
+    gc.disable()  # what the collector would close is not counted as closed
+    try:
+        with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+            idx.add_folder(copy_paris(tmp_path / "photos", 4))
+            idx.search(tmp_path / "photos" / PARIS[0], top=2)
+        assert held() == []
+    finally:
+        gc.enable()
