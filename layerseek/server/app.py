@@ -45,6 +45,7 @@ from pathlib import Path
 from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..images import IMAGE_SUFFIXES, load_image
@@ -163,6 +164,23 @@ def verified_file(e: Entry, roots: list[str], read: bool = True) -> bytes | None
     if hashlib.sha256(data).hexdigest() != e.sha256:
         raise LookupError("changed since it was indexed (content)")
     return data
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+_ERRORS = {400: "the upload is not a usable image (empty, truncated …) or the request is malformed",
+           401: "adding and removing need `Authorization: Bearer <token>` (or are off: no token set)",
+           404: "no such image in the index, or its file is no longer the one indexed",
+           413: "the upload is larger than the server accepts, or has too many pixels",
+           415: "the upload is not an image this server reads",
+           503: "busy (the queue is full, or another process is changing the index): try again after `Retry-After` s"}
+
+
+def documented(*codes: int) -> dict:
+    """OpenAPI `responses` for these error statuses: each a one-line `detail`."""
+    return {c: {"model": ErrorBody, "description": _ERRORS[c]} for c in codes}
 
 
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
@@ -303,7 +321,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
         return idx.search(name, top=top, qe=qe, data=data, verify=verify)
 
-    @app.post("/search")
+    @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
                      top: int = Query(12, ge=1, le=1000), qe: int = Query(0, ge=0, le=50),
                      verify: int | None = Query(None, ge=0, le=1000, description="verify the first N geometrically "
@@ -321,13 +339,17 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         return {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
                 "results": [hit_json(i, h, full) for i, h in enumerate(hits, 1)]}
 
-    @app.get("/images/{image_id}")
+    @app.get("/images/{image_id}", response_class=Response,
+             responses={200: {"description": "the indexed file as it is on disk",
+                              "content": {"image/*": {}, "application/octet-stream": {}}}, **documented(404)})
     def image(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         e, data = served_entry(image_id, read=True)
         media = mimetypes.guess_type(e.path)[0] or "application/octet-stream"
         return Response(data, media_type=media)
 
-    @app.get("/thumbnails/{image_id}")
+    @app.get("/thumbnails/{image_id}", response_class=Response,
+             responses={200: {"description": "a JPEG of the image, its longer side `size` px",
+                              "content": {"image/jpeg": {}}}, **documented(404)})
     def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID), size: int = Query(256, ge=64, le=1024)) -> Response:
         with read_lock:
             known = reader.by_id(image_id)
@@ -357,7 +379,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             local.add_files([dest])
         return report, idx.catalog.by_path(str(dest.resolve()))
 
-    @app.post("/images", status_code=201)
+    @app.post("/images", status_code=201, responses=documented(400, 401, 413, 415, 503))
     async def add_image(file: UploadFile = File(..., description="an image to add to the index"),
                         authorization: str | None = Header(None)) -> dict:
         # the token was checked before the body was read (RequestGuard)
@@ -391,7 +413,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             local.remove([e.path])
         return e, idx.catalog.count()
 
-    @app.delete("/images/{image_id}")
+    @app.delete("/images/{image_id}", responses=documented(401, 404, 503))
     async def delete_image(image_id: int = PathParam(ge=1, le=MAX_ID), authorization: str | None = Header(None)) -> dict:
         e, left = await run_job(do_delete, image_id)
         if e is None:
