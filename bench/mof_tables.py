@@ -73,7 +73,9 @@ def main() -> None:
         for combo in combos:
             lines.append(f"| {'+'.join(combo)} | " + " | ".join(cells[(combo, he, p)] for he in (False, True)
                                                                  for p in args.poolings.split(",")) + " |")
-        lines += ["", f"Cells: {' / '.join(metrics)} (%).", ""]
+        note = (" mAP is the non-interpolated AP (with one relevant cover per photo, the reciprocal rank)."
+                if ds.protocol == "smvs" else " mAP: revisitop's AP." if ds.protocol == "revisited" else "")
+        lines += ["", f"Cells: {' / '.join(metrics)} (%).{note}", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:
