@@ -189,6 +189,9 @@ def eval_(
     diffusion: Annotated[int, typer.Option(help="with --verify on a global method: the verified images seed a diffusion "
                                                 "over a K-nearest-neighbour graph of the database that orders the rest, "
                                                 "as an index searches (an index's default: 15; 0: off)")] = 0,
+    fundamental: Annotated[int, typer.Option(help="with --verify: an image the homography does not verify is verified "
+                                                  "by a fundamental matrix (3-D scenes) with at least this many inliers "
+                                                  "(an index's default: 15; 0: off)")] = 0,
 ) -> None:
     """Evaluate a method on a benchmark and print the protocol's table: a global descriptor
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
@@ -291,11 +294,11 @@ def eval_(
                 if wv is not None:
                     kept = [v for v in wv if v is not None]
                     gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
-                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(), verify, expand,
+                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(fundamental=fundamental), verify, expand,
                                           {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
                                           if diffusion else None)
             else:
-                res = evaluate_verified(ds, first, fdb, fqs, Verifier(), verify)
+                res = evaluate_verified(ds, first, fdb, fqs, Verifier(fundamental=fundamental), verify)
             res["_score_seconds"] = t_first
     except LayerseekError as e:
         fail(str(e))
@@ -336,7 +339,7 @@ def eval_(
                   "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
-                  "verify": verify, "expand": expand, "diffusion": diffusion,
+                  "verify": verify, "expand": expand, "diffusion": diffusion, "fundamental": fundamental,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
@@ -545,8 +548,9 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     v = data.get("verify")
     if v:
         console.print(f"verification: the first 100 of a search re-ordered by RANSAC inliers of {v['features']} SIFT "
-                      f"features at {v['side']} px (same object from {v['min_inliers']} inliers), {v.get('expand', 0)} "
-                      f"round(s) of verified query expansion"
+                      f"features at {v['side']} px (same object from {v['min_inliers']} inliers"
+                      + (f"; 3-D scenes from {v['fundamental']} inliers of a fundamental matrix" if v.get("fundamental")
+                         else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
                       + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
                          if v.get("diffusion") else "")
                       + f"; {data['feature_bytes_per_image']} bytes of features per image", highlight=False)

@@ -15,7 +15,7 @@ from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
 from layerseek.verify.features import LocalFeatures, rootsift, sift_features
-from layerseek.verify.geometry import Verifier, ratio_matches, verified_order
+from layerseek.verify.geometry import Verifier, epipolar_inliers, ratio_matches, verified_order
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 512}
 
@@ -132,6 +132,7 @@ def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
     info = json.loads(run(app, ["info", str(tmp_path / "idx"), "--json"]).output)
     assert info["params"]["method"] == "rmac" and info["params"]["backbone"] == "mobilenet_v2"
     assert info["verify"]["min_inliers"] == 10 and 50_000 < info["feature_bytes_per_image"] < 140_000
+    assert info["verify"]["fundamental"] == 20  # 3-D scenes verified by their epipolar geometry
     r = run(app, ["search", str(tmp_path / "idx"), str(data_dir / "smvs-dvd-covers" / "E63" / "004.jpg"), "--json"])
     res = json.loads(r.output)["results"]
     assert res[0]["path"].endswith("004.jpg") and res[0]["verified"] and res[0]["inliers"] >= 10
@@ -148,11 +149,11 @@ def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
     assert m["R@1"] == 1.0 and m["R@5"] == 1.0 and m["MRR"] == 1.0 and m["mAP"] == pytest.approx(1.0)
     # the index's whole rule (verify, expand, diffusion) on a global method; refused without --verify
     r = run(app, ["eval", str(tmp_path / "gt.json"), "--method", "rmac", "--backbone", "mobilenet_v2", "--layers",
-                  "s32,last", "--max-side", "512", "--verify", "4", "--expand", "1", "--diffusion", "2",
+                  "s32,last", "--max-side", "512", "--verify", "4", "--expand", "1", "--diffusion", "2", "--fundamental", "20",
                   "--cache", str(tmp_path / "cache"), "--json", str(tmp_path / "rule.json")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "rule.json").read_text())
-    assert (rep["expand"], rep["diffusion"]) == (1, 2) and rep["metrics"]["R@1"] == 1.0
+    assert (rep["expand"], rep["diffusion"], rep["fundamental"]) == (1, 2, 20) and rep["metrics"]["R@1"] == 1.0
     r = run(app, ["eval", str(tmp_path / "gt.json"), "--method", "rmac", "--diffusion", "15"])
     assert r.exit_code != 0 and "--verify" in r.output
 
@@ -220,3 +221,31 @@ def test_index_diffusion_graph_follows_the_catalog(data_dir, tmp_path):
             [h.id for h in idx.search(photo, top=5, verify=0) if h.id != plain[0].id][:4]
     with Index.create(tmp_path / "nodiff", "rmac", verify={"diffusion": False}, **OPTS) as idx:
         assert "diffusion" not in idx.verify_settings
+
+
+def test_a_3d_scene_is_verified_by_its_epipolar_geometry_and_noise_is_not():
+    """Points of a rigid, deep scene seen from two viewpoints: a homography holds only a slab of
+    them at one depth, a fundamental matrix holds them all; with the bar at 60 inliers only the
+    epipolar geometry verifies. Random correspondences verify under neither."""
+    rng = np.random.default_rng(3)
+    n = 200
+    pts = np.c_[rng.uniform(-4, 4, n), rng.uniform(-3, 3, n), rng.uniform(2, 40, n)]  # depth 2 to 40
+    pts[:, :2] *= pts[:, 2:3] / 10  # spread with depth, so the far points stay in view
+
+    def project(points, yaw, shift):
+        c, s = np.cos(yaw), np.sin(yaw)
+        R = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+        cam = (points - shift) @ R.T
+        return (cam[:, :2] / cam[:, 2:3]) * 500 + np.array([320, 240])
+
+    a, b = project(pts, 0.0, np.zeros(3)), project(pts, 0.3, np.array([3.0, 0.3, 0.0]))
+    desc = rng.integers(0, 120, (n, 128)).astype(np.uint8)  # each point its own descriptor: exact matches
+    fa = LocalFeatures(a.astype(np.float32), desc, (640, 480))
+    fb = LocalFeatures(b.astype(np.float32), desc, (640, 480))
+    homography_only, with_f = Verifier(min_inliers=60), Verifier(min_inliers=60, fundamental=60)
+    assert homography_only.inliers(fb, fa) < 60  # a plane holds a slab of the scene, not the scene
+    assert with_f.inliers(fb, fa) == 60  # verified, ranked at the bar
+    assert epipolar_inliers(fb.xy, fa.xy, 6.4) >= 0.9 * n  # its epipolar geometry holds nearly every match
+    noise = LocalFeatures(rng.uniform(0, 640, (n, 2)).astype(np.float32), desc, (640, 480))
+    assert Verifier(fundamental=15).inliers(noise, fa) < 10  # random positions: no geometry verifies
+    assert 15 < epipolar_inliers(noise.xy, fa.xy, 6.4) < 0.3 * n  # ... though some fall near their lines

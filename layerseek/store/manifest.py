@@ -64,6 +64,7 @@ class Verify(_Model):
     threshold: Annotated[float, Field(gt=0, le=1000)]
     min_inliers: Annotated[int, Field(ge=1, le=10000)]
     expand: Annotated[int, Field(ge=0, le=100)] = 1
+    fundamental: Annotated[int, Field(ge=0, le=10000)] = 0  # 0: homography only (indexes made before it)
     diffusion: Diffusion | None = None
 
 

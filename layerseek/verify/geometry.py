@@ -4,7 +4,10 @@ A query descriptor matches its nearest database descriptor when that one is clea
 the second (Lowe's ratio test on RootSIFT); each database keypoint keeps its best match only. RANSAC
 (OpenCV's USAC MAGSAC) then fits a homography to the matched positions and counts the inliers,
 with a threshold that is a fixed fraction of the database image's longer side. A shortlisted
-image is *verified* when it has at least `min_inliers`.
+image is *verified* when it has at least `min_inliers`. A homography holds a plane (a cover, a
+facade) but not a deep 3-D scene seen from elsewhere; with `fundamental` > 0 an image the
+homography leaves unverified is verified when a fundamental matrix (the epipolar geometry of any
+rigid scene) holds at least that many of the matches, and a good share of them.
 """
 from __future__ import annotations
 
@@ -16,6 +19,14 @@ import numpy as np
 from .features import LocalFeatures, rootsift
 
 
+#: what a new index verifies 3-D scenes with: an image the homography leaves unverified is verified
+#: by a fundamental matrix with at least this many inliers (docs/RESULTS.md, "3-D scenes")
+DEFAULT_FUNDAMENTAL = 20
+#: ... and those inliers must be at least this share of the ratio-test matches: the images it
+#: verified on the Paris subset had 0.44 or more, 200 random matches give 0.12
+EPIPOLAR_MIN_SHARE = 0.3
+
+
 @dataclass(frozen=True)
 class Verifier:
     """Settings of the verification stage (defaults calibrated on SMVS, see docs/RESULTS.md)."""
@@ -23,13 +34,27 @@ class Verifier:
     ratio: float = 0.8  # Lowe's ratio test on descriptor distances
     threshold: float = 0.01  # RANSAC inlier threshold, as a fraction of the longer image side
     min_inliers: int = 10  # a shortlisted image with fewer is "not verified"
+    # 3-D scenes: when the homography finds fewer than min_inliers, a fundamental matrix (epipolar
+    # geometry, any rigid scene) with at least this many inliers verifies too; 0: homography only
+    fundamental: int = 0
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_root: np.ndarray | None = None) -> int:
-        """Inliers of the homography between a query's and a database image's features."""
+        """Inliers of the homography between a query's and a database image's features (or of
+        the fundamental matrix, when that verifies and the homography does not)."""
         if len(query) < 4 or len(db) < 4:
             return 0
         qi, di = ratio_matches(rootsift(query.desc) if q_root is None else q_root, rootsift(db.desc), self.ratio)
-        return ransac_inliers(query.xy[qi], db.xy[di], self.threshold * max(db.size))
+        thr = self.threshold * max(db.size)
+        n = ransac_inliers(query.xy[qi], db.xy[di], thr)
+        if self.fundamental and n < self.min_inliers and len(qi) >= self.fundamental:
+            f = epipolar_inliers(query.xy[qi], db.xy[di], thr)
+            # an epipolar line is a weak constraint: among many random matches some always fall
+            # near their lines (23 of 200 in the test), so a share of the matches is asked too
+            if f >= self.fundamental and f >= EPIPOLAR_MIN_SHARE * len(qi):
+                # verified, at the bar: epipolar inliers come easier than a homography's, so an
+                # image verified so follows those a homography verifies with more
+                return self.min_inliers
+        return n
 
     def scores(self, query: LocalFeatures, shortlist: Sequence[LocalFeatures | None]) -> list[int]:
         """Inliers of each shortlisted image (0 for one without stored features)."""
@@ -67,9 +92,29 @@ def ransac_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> int:
 
     if len(src) < 4:
         return 0
-    _, mask = cv2.findHomography(src.reshape(-1, 1, 2).astype(np.float32), dst.reshape(-1, 1, 2).astype(np.float32),
-                                 cv2.USAC_MAGSAC, ransacReprojThreshold=float(threshold), maxIters=2000,
-                                 confidence=0.999)
+    try:
+        _, mask = cv2.findHomography(src.reshape(-1, 1, 2).astype(np.float32),
+                                     dst.reshape(-1, 1, 2).astype(np.float32),
+                                     cv2.USAC_MAGSAC, ransacReprojThreshold=float(threshold), maxIters=2000,
+                                     confidence=0.999)
+    except cv2.error:  # a degenerate sample: no model
+        return 0
+    return 0 if mask is None else int(mask.sum())
+
+
+def epipolar_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> int:
+    """Inliers of a fundamental matrix fitted to matched points src -> dst (k x 2) by USAC MAGSAC:
+    the matches consistent with one rigid scene seen from two viewpoints, planar or not."""
+    import cv2
+
+    if len(src) < 8:
+        return 0
+    try:
+        _, mask = cv2.findFundamentalMat(src.reshape(-1, 1, 2).astype(np.float32),
+                                         dst.reshape(-1, 1, 2).astype(np.float32),
+                                         cv2.USAC_MAGSAC, float(threshold), 0.999, 2000)
+    except cv2.error:  # a degenerate sample (points on a line, repeated points): no model
+        return 0
     return 0 if mask is None else int(mask.sum())
 
 
