@@ -187,7 +187,10 @@ class Catalog:
             validate(manifest, root / MANIFEST)
             recorded = cls.recorded_manifest(conn)
             if recorded is None:  # made before the catalog kept a copy: this manifest is the one
-                cls._record_manifest(conn, root, manifest)
+                try:
+                    cls._record_manifest(conn, root, manifest)
+                except sqlite3.OperationalError:  # a read-only index: searched, not recorded
+                    pass
             else:
                 diff = first_difference(made_with(manifest), made_with(recorded))
                 if diff:
