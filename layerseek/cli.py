@@ -153,12 +153,18 @@ def extract(
         raise typer.Exit(1)
 
 
+#: the poolings `eval --method` takes (the registry in layerseek.pooling; written out so that the
+#: command line starts without importing torch; tests/test_eval_cli.py checks they agree)
+EVAL_POOLINGS = "spoc, mac, gem, rmac, crow, fcrow, fcrow_mass"
+
+
 @app.command("eval")
 def eval_(
     dataset: Annotated[str, typer.Argument(help="a dataset name (smvs, smvs-all, rparis6k-subset, corel1k, holidays, "
                                                 "ukbench, oxford5k, paris6k, roxford5k, rparis6k) or a ground-truth .json file")],
     root: Annotated[Optional[Path], typer.Option(help="the dataset's folder, if not in ../shared/data")] = None,
-    method: Annotated[str, typer.Option(help="pooling: spoc, mac, gem, rmac, crow, fcrow, fcrow_mass")] = "fcrow",
+    method: Annotated[str, typer.Option(help=f"a global pooling ({EVAL_POOLINGS}), mof (local descriptors, BoW + HE) "
+                                             "or local (SIFT votes + verification, no CNN)")] = "fcrow",
     backbone: Annotated[str, typer.Option(help="backbone name")] = "vgg16",
     layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
     weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
@@ -197,7 +203,7 @@ def eval_(
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
     (`--method gem --rerank 100 --train-on OTHER`); `--verify N` re-orders the first N by RANSAC
     inliers, and `--method local` ranks by local features alone (SIFT votes, then verification).
-    `--verify 100 --expand 1 --diffusion 15` on a global method is what a default index does."""
+    `--verify 100 --expand 1 --diffusion 15 --fundamental 20` on a global method is what a default index does."""
     import json as _json
 
     from .backbones import get_spec

@@ -114,3 +114,14 @@ def test_eval_mof_and_two_stage(data_dir, tmp_path):
     assert r.exit_code == 0 and "top 3 re-scored by MOF s16+s32+last" in " ".join(r.output.split())
     r = CliRunner().invoke(app, ["eval", str(f), "--method", "mof", "--backbone", "mobilenet_v2"])
     assert r.exit_code == 1 and "--train-on" in r.output
+
+
+def test_eval_help_lists_every_method():
+    """`eval --help` names every pooling of the registry, mof and local (issue 15, item 8)."""
+    from layerseek.cli import EVAL_POOLINGS
+    from layerseek.pooling import POOLINGS
+
+    assert EVAL_POOLINGS.split(", ") == list(POOLINGS)
+    r = CliRunner().invoke(app, ["eval", "--help"], terminal_width=400)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and all(name in text for name in [*POOLINGS, "mof", "local"])
