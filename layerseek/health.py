@@ -136,11 +136,6 @@ def _check_rows(conn, root: Path, manifest: dict, problem, note) -> None:
             note(cat_file, f"{without} images have no local features (verified as 0 inliers)")
 
 
-def _catalog_ids(conn) -> tuple[np.ndarray, dict[int, str]]:
-    rows = conn.execute("SELECT id, sha256 FROM images ORDER BY id").fetchall()
-    return np.array([r[0] for r in rows], np.int64), {int(r[0]): r[1] for r in rows}
-
-
 def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
     """The derived files against the catalog: behind is normal (brought up to date at the next
     search); unreadable is repaired by itself at the next search; different content with the
@@ -148,8 +143,10 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
     cache = root / "cache"
     if not cache.is_dir():
         return
-    gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
-    ids, shas = _catalog_ids(conn)
+    cat = Catalog(root, conn, manifest)  # its readers, on the read-only connection
+    gen = cat.generation()
+    ids, hashes = cat.id_hashes()
+    shas = cat.shas()
     dim = int(manifest["dim"])
     for f in sorted(cache.glob("vectors-*.npz")):
         if f.name != f"vectors-{gen}.npz":
@@ -168,7 +165,7 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
         if any(bytes(r[0]) != v.tobytes() for r, v in zip(rows, vecs)):
             problem(f, "vectors differ from the catalog's; `repair` rebuilds it")
     if (cache / "hnsw.faiss").exists() or (cache / "hnsw.npz").exists():
-        _check_hnsw(conn, cache, ids, problem, note)
+        _check_hnsw(conn, cache, ids, hashes, problem, note)
     for f in sorted(cache.glob("graph-*.npz")):
         from .verify.diffusion import KnnGraph
 
@@ -194,15 +191,13 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
             note(d, f"{behind} images behind the catalog (brought up to date at the next search)")
 
 
-def _check_hnsw(conn, cache: Path, ids: np.ndarray, problem, note) -> None:
+def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem, note) -> None:
     from .store.vectors import HnswGraph
 
     g = HnswGraph.load(cache)
     if g is None:
         note(cache / "hnsw.faiss", "unreadable or written apart from hnsw.npz; rebuilt at the next search")
         return
-    rows = conn.execute("SELECT substr(sha256, 1, 16) FROM images ORDER BY id").fetchall()
-    hashes = np.frombuffer(bytes.fromhex("".join(r[0] for r in rows)), ">i8").astype(np.int64)  # as id_hashes
     hash_of = dict(zip(ids.tolist(), hashes.tolist()))
     removed, added = g.diff(ids, hashes)
     if len(removed) or len(added):

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import threading
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +55,21 @@ def copy_paris(data_dir):
         return folder
 
     return copy
+
+
+def in_time(fn, seconds=300):
+    """fn() on a thread (its exception raised here); fails instead of hanging the suite."""
+    out = {}
+
+    def run():
+        try:
+            out["r"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["e"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"still running after {seconds} s (something waited on a file?)"
+    if "e" in out:
+        raise out["e"]
+    return out["r"]

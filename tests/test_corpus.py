@@ -5,12 +5,12 @@ hangs, nothing already indexed is lost."""
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import in_time
 from corpus import make_corpus
 from layerseek.cli import EXIT_SOME_FAILED, app
 from layerseek.errors import LayerseekError, shown
@@ -19,30 +19,12 @@ from layerseek.index import Index
 ARGS = ["--method", "gem", "--backbone", "mobilenet_v2", "--layers", "last", "--max-side", "128"]
 
 
-def _in_time(fn, seconds=300):
-    """fn() on a thread (its exception raised here); fails instead of hanging the suite."""
-    out = {}
-
-    def run():
-        try:
-            out["r"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            out["e"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"still running after {seconds} s (something waited on a file?)"
-    if "e" in out:
-        raise out["e"]
-    return out["r"]
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("corpus")
     photos = sorted((data_dir / "paris6k-subset" / "jpg").glob("*.jpg"))[:40]
     items = make_corpus(root / "photos", photos)
-    r = _in_time(lambda: CliRunner().invoke(app, ["index", str(root / "photos"), "--index", str(root / "idx"), *ARGS]))
+    r = in_time(lambda: CliRunner().invoke(app, ["index", str(root / "photos"), "--index", str(root / "idx"), *ARGS]))
     return root, items, r
 
 
@@ -74,7 +56,7 @@ def test_index_reports_each_bad_one_in_one_line_and_indexes_every_good_one(corpu
             assert item.name in held, kind
         assert len(held) == len(_good(items))  # nothing bad, nothing ignored got in
         # a second run: nothing re-read, the same failures, nothing lost
-        again = _in_time(lambda: idx.add_folder(root / "photos"))
+        again = in_time(lambda: idx.add_folder(root / "photos"))
         assert again.unchanged == len(_good(items)) and again.added == again.updated == again.removed == 0
         assert len(again.failed) == len(_bad(items))
 
@@ -84,11 +66,11 @@ def test_each_good_one_finds_itself_and_each_bad_query_is_one_line(corpus):
     with Index.open(root / "idx") as idx:
         by_path = {v.name: k for k, v in items.items()}
         for kind, item in _good(items).items():
-            top = _in_time(lambda: idx.search(item.name, top=3), 60)
+            top = in_time(lambda: idx.search(item.name, top=3), 60)
             assert by_path[top[0].path] in {kind} | item.twins, (kind, [h.path for h in top])
         for kind, item in _bad(items).items():
             with pytest.raises(LayerseekError) as e:
-                _in_time(lambda: idx.search(item.name, top=3), 60)
+                in_time(lambda: idx.search(item.name, top=3), 60)
             assert "\n" not in str(e.value) and item.name in str(e.value), (kind, str(e.value))
 
 

@@ -7,12 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import PARIS
+from conftest import PARIS, in_time
 from layerseek.cli import EXIT_SOME_FAILED, app
 from layerseek.errors import IndexBusy
 from layerseek.index import Index
@@ -20,25 +19,15 @@ from layerseek.index import Index
 OPTS = {"backbone": "mobilenet_v2", "layers": ("last",), "max_side": 128}
 
 
-def _in_time(fn, seconds=120):
-    """fn() on a thread; fails (instead of hanging the suite) when it has not returned in time."""
-    out = {}
-    t = threading.Thread(target=lambda: out.setdefault("r", fn()), daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"still running after {seconds} s"
-    return out["r"]
-
-
 def test_a_fifo_named_like_a_photo_is_reported_not_waited_on(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos")
     os.mkfifo(photos / "y.jpg")
     os.mkdir(photos / "folder.jpg")  # a folder named like a photo: walked into, not opened
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
-        r = _in_time(lambda: idx.add_folder(photos))
+        r = in_time(lambda: idx.add_folder(photos))
         assert r.added == 6 and len(r.failed) == 1, r.failed
         assert r.failed[0] == f"{photos / 'y.jpg'}: a FIFO (named pipe), not a regular file"
-        r = _in_time(lambda: idx.add_files([photos / "y.jpg", photos / "folder.jpg"]))
+        r = in_time(lambda: idx.add_files([photos / "y.jpg", photos / "folder.jpg"]))
         assert [f.split(": ", 1)[1] for f in r.failed] == ["a FIFO (named pipe), not a regular file",
                                                            "a folder, not a regular file"]
 
