@@ -208,7 +208,7 @@ def eval_(
 
     from .backbones import get_spec
     from .eval.datasets import get_dataset
-    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, evaluate_verified
+    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, evaluate_verified, per_query
     from .globaldesc import GlobalConfig
     from .local.method import LocalMethod
     from .progress import progress_bar, versions
@@ -348,6 +348,7 @@ def eval_(
                   "verify": verify, "expand": expand, "diffusion": diffusion, "fundamental": fundamental,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
+                  "per_query": per_query(ds, res.get("_ranks", [])),
                   "primary": PRIMARY.get(ds.protocol), "timings": {"extract_s": t_extract, "score_s": res["_score_seconds"]},
                   "failed": errors, "versions": versions()}
         json_out.write_text(_json.dumps(report, indent=2))

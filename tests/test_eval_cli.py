@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from layerseek.cli import app
@@ -49,6 +51,13 @@ def test_eval_generic_file_table_json_plots(data_dir, tmp_path, monkeypatch):
     expected = np.mean([M.average_precision(r, q.positives, q.junk, q.db_index) for r, q in zip(ranks, ds.queries)])
     assert report["metrics"]["mAP"] == expected
     assert 0 < expected <= 1
+    # per query: its AP (their mean is the mAP) and the places of its positives, as ranked
+    per = report["per_query"]
+    assert [Path(p["query"]).name for p in per] == ["300.jpg", "500.jpg"]
+    assert np.mean([p["ap"] for p in per]) == pytest.approx(report["metrics"]["mAP"])
+    for p, r, q in zip(per, ranks, ds.queries):
+        places = [i + 1 for i, j in enumerate(j for j in r if j not in set(q.junk) | {q.db_index}) if j in q.positives]
+        assert p["positives_at"] == places and len(places) == 2
     assert (tmp_path / "plots" / "precision_recall.png").stat().st_size > 1000
     assert len(list((tmp_path / "plots" / "queries").glob("*.png"))) == 2
     # a rerun with other weights only re-scores: decoding an image would now fail loudly

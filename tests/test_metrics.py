@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from layerseek.eval import metrics as M
@@ -127,3 +128,25 @@ def test_protocol_metrics_per_protocol():
     cat = Dataset("c", "category", [None] * 12, [Query(None, positives=[1, 2, 3, 4], db_index=0)])
     out = protocol_metrics(cat, np.array([[0, 1, 5, 2, 6, 3, 7, 8, 9, 10, 11, 4]]), list(range(12)))
     assert out["P@10"] == pytest.approx(0.3)
+
+
+def test_per_query_records_agree_with_the_protocol_means():
+    """`eval --json`'s per-query APs average to the reported means (revisited: per protocol), and
+    the positives' places skip junk."""
+    from pathlib import Path
+
+    from layerseek.eval.datasets import Dataset
+    from layerseek.eval.runner import per_query
+
+    qs = [Query(Path("q0.jpg"), positives=[0, 3], hard=[5], junk=[1]),
+          Query(Path("q1.jpg"), positives=[2], hard=[], junk=[0])]
+    ds = Dataset("toy", "revisited", [Path(f"{i}.jpg") for i in range(6)], qs)
+    ranked = [(0, [1, 0, 2, 5, 3, 4]), (1, [0, 4, 2, 1, 3, 5])]
+    per = per_query(ds, ranked)
+    means = M.revisited_scores([r for _, r in ranked], qs)
+    for proto in ("easy", "medium", "hard"):
+        aps = [p[f"ap_{proto}"] for p in per if p[f"ap_{proto}"] is not None]
+        assert np.mean(aps) == pytest.approx(means[f"mAP_{proto}"])
+    assert per[1]["ap_hard"] is None  # no hard positive: left out, as revisitop does
+    # q0, Medium (easy + hard, junk 1 removed): 0 2 5 3 4 -> positives at 1, 3, 4
+    assert per[0]["positives_at"] == [1, 3, 4] and per[1]["positives_at"] == [2]

@@ -84,6 +84,31 @@ def protocol_metrics(ds: Dataset, ranks: np.ndarray, keep_db: list[int]) -> dict
     return out
 
 
+def per_query(ds: Dataset, ranked: Sequence[tuple[int, Sequence[int]]]) -> list[dict]:
+    """Each query's AP under its protocol's rule (revisited: Easy, Medium and Hard) and the
+    1-based places of its positives (junk and the query itself removed; revisited: Medium's),
+    from `(query index, ranking)` pairs such as an evaluation's "_ranks" (its first 1000)."""
+    out = []
+    for qi, ranking in ranked:
+        q = ds.queries[qi]
+        excl = q.db_index if q.db_index is not None else q.self_index
+        if ds.protocol == "revisited":
+            rec = {}
+            for proto in M.REVISITED_PROTOCOLS:
+                pos, junk = M.revisited_sets(q.positives, q.hard, q.junk, proto)
+                rec[f"ap_{proto}"] = float(M.average_precision(ranking, pos, junk)) if pos else None
+            pos, junk = M.revisited_sets(q.positives, q.hard, q.junk, "medium")
+        else:
+            pos, junk = q.positives, q.junk
+            rule = M.noninterpolated_ap if ds.protocol in ("smvs", "map") else M.average_precision
+            ap = rule(ranking, pos, junk, excl)
+            rec = {"ap": None if np.isnan(ap) else float(ap)}
+        wanted = set(pos)
+        rec["positives_at"] = [i + 1 for i, j in enumerate(M._clean(ranking, junk, excl)) if j in wanted]
+        out.append({"query": str(q.path), **rec})
+    return out
+
+
 PRIMARY = {"revisited": ["mAP_easy", "mAP_medium", "mAP_hard"], "smvs": ["R@1", "R@5", "mAP"], "map": ["mAP", "R@1"],
            "oxford": ["mAP", "R@1"], "holidays": ["mAP"], "ukbench": ["N-S"], "category": ["mAP", "P@10"]}
 
