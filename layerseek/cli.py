@@ -563,6 +563,9 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                       + f"; {data['feature_bytes_per_image']} bytes of features per image", highlight=False)
     else:
         console.print("verification: off (this index stores no local features)", highlight=False)
+    if data["roots"]:
+        console.print("indexed: " + ", ".join(shown(r) for r in data["roots"]), highlight=False, soft_wrap=True,
+                      markup=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)

@@ -258,5 +258,5 @@ class Index(Ingest, Query):
                 "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
                 "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(),
                 "verify": self.verify_settings, "feature_bytes_per_image": self.catalog.feature_bytes(),
-                "generation": self.catalog.generation(),
+                "generation": self.catalog.generation(), "roots": self.catalog.roots(),
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

@@ -133,6 +133,8 @@ def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
     assert info["params"]["method"] == "rmac" and info["params"]["backbone"] == "mobilenet_v2"
     assert info["verify"]["min_inliers"] == 10 and 50_000 < info["feature_bytes_per_image"] < 140_000
     assert info["verify"]["fundamental"] == 20  # 3-D scenes verified by their epipolar geometry
+    assert info["roots"] == [str(covers.resolve())]  # the folders this index follows
+    assert f"indexed: {covers.resolve()}" in " ".join(run(app, ["info", str(tmp_path / "idx")]).output.split())
     r = run(app, ["search", str(tmp_path / "idx"), str(data_dir / "smvs-dvd-covers" / "E63" / "004.jpg"), "--json"])
     res = json.loads(r.output)["results"]
     assert res[0]["path"].endswith("004.jpg") and res[0]["verified"] and res[0]["inliers"] >= 10
