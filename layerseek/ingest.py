@@ -206,15 +206,20 @@ class Ingest:
         import sqlite3
 
         local = getattr(self, "_tl", None)
-        if local is None:
-            local = self._tl = threading.local()
-            self._tl_conns = []  # closed when the run's threads are done (`_close_thread_connections`)
+        if local is None:  # called outside a run of decoding threads
+            self._open_thread_connections()
+            local = self._tl
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30,
                                                 check_same_thread=False)
             self._tl_conns.append(conn)
         return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+
+    def _open_thread_connections(self) -> None:
+        """Where the decoding threads keep their connections; made before the threads start (two
+        threads making it at once would each keep one, and one list would lose a connection)."""
+        self._tl, self._tl_conns = threading.local(), []
 
     def _close_thread_connections(self) -> None:
         """Close the decoding threads' connections: left to the garbage collector, an open one
@@ -234,6 +239,7 @@ class Ingest:
     def _local_results(self, todo, workers: int):
         """Yield ((path, size, mtime_ns), sha256, (vector, width, height, features) or None when the content
         is indexed already, ImageError or None): threads hash and decode ahead, the network runs here."""
+        self._open_thread_connections()
         try:
             yield from self._decoded_ahead(todo, workers)
         finally:

@@ -39,8 +39,8 @@ class Verifier:
     fundamental: int = 0
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_root: np.ndarray | None = None) -> int:
-        """Inliers of the homography between a query's and a database image's features (or of
-        the fundamental matrix, when that verifies and the homography does not)."""
+        """Inliers of the homography between a query's and a database image's features; an image
+        the fundamental matrix verifies and the homography does not counts `min_inliers`."""
         if len(query) < 4 or len(db) < 4:
             return 0
         qi, di = ratio_matches(rootsift(query.desc) if q_root is None else q_root, rootsift(db.desc), self.ratio)
