@@ -110,6 +110,7 @@ def main() -> None:
                     "image the homography does not (0: off), comma-separated values")
     ap.add_argument("--features", type=int, default=1000)
     ap.add_argument("--side", type=int, default=640)
+    ap.add_argument("--kind", default="sift", help="local features: sift or orb")
     ap.add_argument("--per-phone", action="store_true")
     ap.add_argument("--expand", type=int, default=0, help="rounds of verified query expansion (global first stage)")
     ap.add_argument("--diffusion", default="", help="k of the diffusion from verified images, comma-separated "
@@ -120,11 +121,12 @@ def main() -> None:
     args = ap.parse_args()
     ds = get_dataset(args.dataset)
     t0 = time.perf_counter()
-    db_feats, q_feats, errors = dataset_features(ds, cache_dir() / "features", None, args.features, args.side)
+    db_feats, q_feats, errors = dataset_features(ds, cache_dir() / "features", None, args.features, args.side,
+                                                 args.kind)
     t_feat = time.perf_counter() - t0
     n_feat = [len(f) for f in db_feats if f is not None]
     bytes_per_image = sum(len(f.pack()) for f in db_feats if f is not None) / max(1, len(n_feat))
-    print(f"{ds.describe()}; features {args.features} at {args.side} px: {sum(n_feat) / max(1, len(n_feat)):.0f} "
+    print(f"{ds.describe()}; {args.kind} features {args.features} at {args.side} px: {sum(n_feat) / max(1, len(n_feat)):.0f} "
           f"per image, {bytes_per_image:.0f} bytes per image ({t_feat:.0f} s, {len(errors)} failed)")
     first = first_stage(ds, args.first, q_feats, db_feats, args.whiten_on)
     base = evaluate_rankings(ds, first)

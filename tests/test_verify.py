@@ -14,7 +14,7 @@ from layerseek.cli import app
 from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
-from layerseek.verify.features import LocalFeatures, rootsift, sift_features
+from layerseek.verify.features import LocalFeatures, binary_space, local_features, rootsift, sift_features
 from layerseek.verify.geometry import Verifier, epipolar_inliers, ratio_matches, verified_order
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 512}
@@ -71,6 +71,36 @@ def test_features_round_trip_and_damage_is_refused(cover):
         LocalFeatures.unpack(f.pack()[:-1])
     with pytest.raises(LayerseekError, match="damaged"):
         LocalFeatures.unpack(b"nope" + f.pack()[4:])
+
+
+def test_orb_features_round_trip_and_verify_a_known_homography(cover, data_dir):
+    H = np.array([[0.8, 0.15, 30], [-0.1, 0.9, 40], [0.0003, 0.0002, 1]])
+    warped = cv2.warpPerspective(cover, H, (cover.shape[1], cover.shape[0]))
+    a, w = local_features(cover, kind="orb"), local_features(warped, kind="orb")
+    assert a.kind == "orb" and a.desc.shape[1] == 32 and len(a) > 500
+    g = LocalFeatures.unpack(a.pack())
+    assert g.kind == "orb" and len(a.pack()) == 20 + len(a) * (4 + 32)
+    np.testing.assert_array_equal(g.desc, a.desc)
+    v = Verifier()
+    assert v.inliers(w, a) >= 100
+    other_cover = local_features(load_image(data_dir / "smvs-dvd-covers" / "Reference" / "002.jpg", max_side=640),
+                                 kind="orb")
+    assert v.inliers(other_cover, a) < v.min_inliers
+    assert v.inliers(w, sift_features(cover)) == 0  # two kinds never match
+    with pytest.raises(LayerseekError, match="valid: sift, orb"):
+        local_features(cover, kind="surf")
+
+
+def test_binary_matching_uses_hamming_distance():
+    rng = np.random.default_rng(3)
+    d = rng.integers(0, 256, (200, 32), dtype=np.uint8)
+    q = d[:50].copy()
+    q[:, :2] ^= 0x11  # 4 bits off the database descriptor it comes from
+    bq, bd = binary_space(q), binary_space(d)
+    ham = np.unpackbits(q[:, None, :] ^ d[None, :, :], axis=2).sum(axis=2)
+    np.testing.assert_allclose((256 - bq @ bd.T) / 2, ham)
+    qi, di = ratio_matches(bq, bd, 0.8, binary=True)
+    assert qi.tolist() == list(range(50)) and di.tolist() == list(range(50))
 
 
 def test_verified_order_puts_verified_first_by_inliers_ties_by_first_stage():
@@ -251,3 +281,44 @@ def test_a_3d_scene_is_verified_by_its_epipolar_geometry_and_noise_is_not():
     noise = LocalFeatures(rng.uniform(0, 640, (n, 2)).astype(np.float32), desc, (640, 480))
     assert Verifier(fundamental=15).inliers(noise, fa) < 10  # random positions: no geometry verifies
     assert 15 < epipolar_inliers(noise.xy, fa.xy, 6.4) < 0.3 * n  # ... though some fall near their lines
+
+
+def test_window_grid_shape_recovers_each_layer_grid_of_the_real_network(make_extractor):
+    from layerseek.backbones import get_spec
+    from layerseek.local.windows import window_pool
+    from layerseek.verify.windows import window_centres, window_grid_shape
+
+    fx = make_extractor("mobilenet_v2", ["s16", "s32", "last"])
+    spec = get_spec("mobilenet_v2")
+    rng = np.random.default_rng(0)
+    for h, w in [(333, 517), (480, 640), (200, 1000), (1024, 769)]:
+        acts = fx(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        for layer, x in acts.items():
+            stride = spec.layers[layer].stride
+            n = len(window_pool(x, stride))
+            rows, cols = window_grid_shape(n, h, w, stride)
+            assert rows * cols == n
+            # the map's own size gives the same grid (kernel 224 px, step 32 px in cells)
+            k, s = 224 // stride, 32 // stride
+            assert rows == max(x.shape[2] - k, 0) // s + 1 and cols == max(x.shape[3] - k, 0) // s + 1
+            xy = window_centres(rows, cols, h, w)
+            assert xy[0].tolist() == [min(224, w) / 2, min(224, h) / 2] and xy[1, 0] - xy[0, 0] == (32 if cols > 1 else 0)
+    with pytest.raises(ValueError, match="do not fit"):
+        window_grid_shape(7, 480, 640, 32)
+
+
+def test_he_matches_agree_with_every_pair_compared():
+    from layerseek.local.quantize import hamming
+    from layerseek.verify.windows import best_per_query_window, he_matches
+
+    rng = np.random.default_rng(1)
+    qw, dw = rng.integers(0, 20, (60, 3)), rng.integers(0, 20, (80, 1))
+    qs, ds = rng.integers(0, 256, (60, 3, 4), dtype=np.uint8), rng.integers(0, 256, (80, 1, 4), dtype=np.uint8)
+    qi, di, dist = he_matches(qw, qs, dw, ds, 14)
+    expect = sorted((i, j, int(hamming(qs[i, a], ds[j, 0]))) for i in range(60) for a in range(3) for j in range(80)
+                    if qw[i, a] == dw[j, 0] and hamming(qs[i, a], ds[j, 0]) <= 14)
+    assert sorted(zip(qi.tolist(), di.tolist(), dist.tolist())) == expect and len(expect) > 20
+    a, b = best_per_query_window(qi, di, dist)
+    assert len(set(a.tolist())) == len(a) == len({i for i, _, _ in expect})
+    for i, j in zip(a, b):  # the nearest of the query window's matches
+        assert min(d for x, _, d in expect if x == i) == next(d for x, y, d in expect if x == i and y == j)

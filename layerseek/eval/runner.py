@@ -270,7 +270,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     from concurrent.futures import ThreadPoolExecutor
 
     from ..verify.diffusion import KnnGraph, verified_diffusion
-    from ..verify.features import rootsift
+    from ..verify.features import match_space
     from ..verify.pipeline import verify_and_expand
 
     keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
@@ -290,7 +290,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     def one(item):
         n, qi = item
         qf = q_feats[qi]
-        q_root = rootsift(qf.desc) if len(qf) else None
+        q_space = match_space(qf) if len(qf) else None
         own = row_of.get(skip[qi]) if skip[qi] is not None else None
 
         def rank(v):
@@ -300,7 +300,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
             return [int(j) for j in np.argsort(-s, kind="stable")]
 
         def inliers_of(ids):
-            return {j: 0 if db_feats[keep_db[j]] is None else verifier.inliers(qf, db_feats[keep_db[j]], q_root)
+            return {j: 0 if db_feats[keep_db[j]] is None else verifier.inliers(qf, db_feats[keep_db[j]], q_space)
                     for j in ids}
 
         order, counts = verify_and_expand(Q[n], rank, inliers_of, lambda ids: D[ids], method.expand, shortlist,

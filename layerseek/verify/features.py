@@ -1,9 +1,12 @@
-"""Local features for verification: SIFT keypoints and descriptors from OpenCV, stored compactly.
+"""Local features for verification: keypoints and descriptors from OpenCV, stored compactly.
 
-An image's features are kept as uint8 SIFT descriptors (n x 128; OpenCV's values fit in a byte)
-and float16 keypoint positions (n x 2, in pixels of the image as described, with its size), so a
-query never re-reads the database photos. RootSIFT (Arandjelović & Zisserman 2012: L1-normalise,
-square root) is computed at matching time from the stored bytes.
+An image's features are kept as uint8 descriptors and float16 keypoint positions (n x 2, in
+pixels of the image as described, with its size), so a query never re-reads the database photos.
+SIFT (the default; n x 128, OpenCV's values fit in a byte) is matched as RootSIFT (Arandjelović &
+Zisserman 2012: L1-normalise, square root), computed at matching time from the stored bytes.
+ORB (32 bytes) is binary, matched by Hamming distance: faster to extract, measured against SIFT
+in docs/RESULTS.md ("Faster local features"). (AKAZE left OpenCV's main modules in 5.0: the
+pinned opencv-python-headless has no AKAZE_create.)
 """
 from __future__ import annotations
 
@@ -17,34 +20,59 @@ from ..errors import LayerseekError
 #: The classic pipeline's settings: 1000 strongest SIFT features of the image brought to 640 px.
 DEFAULT_FEATURES = 1000
 DEFAULT_FEATURE_SIDE = 640
-_MAGIC = b"LSF1"
+_MAGIC = b"LSF1"  # SIFT (the first format, kept)
+_MAGIC_KIND = b"LSF2"  # any kind: the header also names the kind
+#: the local features an image can be described with: descriptor bytes and whether they are binary
+FEATURE_KINDS = {"sift": (128, False), "orb": (32, True)}
+_KIND_CODE = {name: i for i, name in enumerate(FEATURE_KINDS)}
+
+
+def check_kind(kind: str) -> str:
+    if kind not in FEATURE_KINDS:
+        raise LayerseekError(f"unknown local features {kind!r}; valid: {', '.join(FEATURE_KINDS)}")
+    return kind
 
 
 @dataclass
 class LocalFeatures:
     xy: np.ndarray  # n x 2 float32 keypoint positions (x, y) in pixels of the described image
-    desc: np.ndarray  # n x 128 uint8 SIFT descriptors
+    desc: np.ndarray  # n x D uint8 descriptors (D: FEATURE_KINDS[kind][0])
     size: tuple[int, int]  # (width, height) of the described image
+    kind: str = "sift"
 
     def __len__(self) -> int:
         return len(self.desc)
 
+    @property
+    def binary(self) -> bool:
+        return FEATURE_KINDS[self.kind][1]
+
     def pack(self) -> bytes:
-        """Bytes for the catalog: a 16-byte header, float16 positions, uint8 descriptors."""
+        """Bytes for the catalog: a 16-byte header (SIFT) or 20-byte one (naming the kind), float16
+        positions, uint8 descriptors."""
         n = len(self.desc)
-        return (_MAGIC + struct.pack("<III", n, *self.size) + self.xy.astype(np.float16).tobytes()
-                + np.ascontiguousarray(self.desc, np.uint8).tobytes())
+        head = (_MAGIC + struct.pack("<III", n, *self.size) if self.kind == "sift" else
+                _MAGIC_KIND + struct.pack("<IIII", n, *self.size, _KIND_CODE[self.kind]))
+        return head + self.xy.astype(np.float16).tobytes() + np.ascontiguousarray(self.desc, np.uint8).tobytes()
 
     @classmethod
     def unpack(cls, data: bytes) -> LocalFeatures:
-        if data[:4] != _MAGIC:
+        if data[:4] == _MAGIC:
+            kind, at = "sift", 16
+            n, w, h = struct.unpack_from("<III", data, 4)
+        elif data[:4] == _MAGIC_KIND and len(data) >= 20:
+            n, w, h, code = struct.unpack_from("<IIII", data, 4)
+            if code >= len(FEATURE_KINDS):
+                raise LayerseekError("stored local features are damaged (unknown kind)")
+            kind, at = list(FEATURE_KINDS)[code], 20
+        else:
             raise LayerseekError("stored local features are damaged (bad header)")
-        n, w, h = struct.unpack_from("<III", data, 4)
-        if len(data) != 16 + n * (4 + 128):
+        dim = FEATURE_KINDS[kind][0]
+        if len(data) != at + n * (4 + dim):
             raise LayerseekError("stored local features are damaged (wrong length)")
-        xy = np.frombuffer(data, np.float16, 2 * n, 16).reshape(n, 2).astype(np.float32)
-        desc = np.frombuffer(data, np.uint8, 128 * n, 16 + 4 * n).reshape(n, 128)
-        return cls(xy, desc, (w, h))
+        xy = np.frombuffer(data, np.float16, 2 * n, at).reshape(n, 2).astype(np.float32)
+        desc = np.frombuffer(data, np.uint8, dim * n, at + 4 * n).reshape(n, dim)
+        return cls(xy, desc, (w, h), kind)
 
 
 def rootsift(desc: np.ndarray) -> np.ndarray:
@@ -55,18 +83,51 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
-def sift_features(img: np.ndarray, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE) -> LocalFeatures:
-    """The `n` strongest SIFT features of an H x W x 3 uint8 RGB image brought down to `max_side`."""
+def binary_space(desc: np.ndarray) -> np.ndarray:
+    """Binary descriptors (n x B bytes) as n x 8B vectors of +-1: the dot product of two is
+    8B - 2 x their Hamming distance, so a flat inner-product search ranks by Hamming distance."""
+    return np.unpackbits(np.ascontiguousarray(desc, np.uint8), axis=1).astype(np.float32) * 2 - 1
+
+
+def match_space(f: LocalFeatures) -> np.ndarray:
+    """The vectors a kind of features is matched with: RootSIFT, or +-1 bits (`binary_space`)."""
+    return binary_space(f.desc) if f.binary else rootsift(f.desc)
+
+
+def distances(sims: np.ndarray, binary: bool, dim: int) -> np.ndarray:
+    """Descriptor distances from `match_space` dot products: Euclidean between unit RootSIFT
+    vectors (||a - b||^2 = 2 - 2 a.b), Hamming between binary ones ((dim - a.b) / 2)."""
+    return (dim - sims) / 2 if binary else np.sqrt(np.maximum(2 - 2 * sims, 0))
+
+
+def _detector(kind: str, n: int):
     import cv2
 
+    return cv2.SIFT_create(nfeatures=n) if kind == "sift" else cv2.ORB_create(nfeatures=n)
+
+
+def local_features(img: np.ndarray, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE,
+                   kind: str = "sift") -> LocalFeatures:
+    """The `n` strongest features of `kind` (FEATURE_KINDS) of an H x W x 3 uint8 RGB image
+    brought down to `max_side`."""
+    import cv2
+
+    dim = FEATURE_KINDS[check_kind(kind)][0]
     h, w = img.shape[:2]
     scale = min(1.0, max_side / max(h, w)) if max_side else 1.0
     grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
     if scale < 1.0:
         grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    kps, desc = cv2.SIFT_create(nfeatures=n).detectAndCompute(grey, None)
+    size = (grey.shape[1], grey.shape[0])
+    kps, desc = _detector(kind, n).detectAndCompute(grey, None)
     if desc is None or not kps:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (grey.shape[1], grey.shape[0]))
-    desc = np.clip(np.round(desc), 0, 255).astype(np.uint8)[:n]
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.uint8), size, kind)
+    if kind == "sift":
+        desc = np.clip(np.round(desc), 0, 255).astype(np.uint8)
     xy = np.array([k.pt for k in kps[:n]], np.float32)
-    return LocalFeatures(xy, desc, (grey.shape[1], grey.shape[0]))
+    return LocalFeatures(xy, np.ascontiguousarray(desc[:n], np.uint8), size, kind)
+
+
+def sift_features(img: np.ndarray, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE) -> LocalFeatures:
+    """The `n` strongest SIFT features of an H x W x 3 uint8 RGB image brought down to `max_side`."""
+    return local_features(img, n, max_side, "sift")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import LocalFeatures, rootsift
+from .features import LocalFeatures, distances, match_space
 
 
 #: what a new index verifies 3-D scenes with: an image the homography leaves unverified is verified
@@ -38,12 +38,16 @@ class Verifier:
     # geometry, any rigid scene) with at least this many inliers verifies too; 0: homography only
     fundamental: int = 0
 
-    def inliers(self, query: LocalFeatures, db: LocalFeatures, q_root: np.ndarray | None = None) -> int:
-        """Inliers of the homography between a query's and a database image's features; an image
-        the fundamental matrix verifies and the homography does not counts `min_inliers`."""
+    def inliers(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None) -> int:
+        """Inliers of the homography between a query's and a database image's features (of one
+        kind; `q_space`: the query's `match_space`, if already computed); an image the
+        fundamental matrix verifies and the homography does not counts `min_inliers`."""
         if len(query) < 4 or len(db) < 4:
             return 0
-        qi, di = ratio_matches(rootsift(query.desc) if q_root is None else q_root, rootsift(db.desc), self.ratio)
+        if query.kind != db.kind:
+            return 0  # features of two kinds never match
+        qi, di = ratio_matches(match_space(query) if q_space is None else q_space, match_space(db), self.ratio,
+                               query.binary)
         thr = self.threshold * max(db.size)
         n = ransac_inliers(query.xy[qi], db.xy[di], thr)
         if self.fundamental and n < self.min_inliers and len(qi) >= self.fundamental:
@@ -58,14 +62,16 @@ class Verifier:
 
     def scores(self, query: LocalFeatures, shortlist: Sequence[LocalFeatures | None]) -> list[int]:
         """Inliers of each shortlisted image (0 for one without stored features)."""
-        q_root = rootsift(query.desc) if len(query) else None
-        return [0 if d is None else self.inliers(query, d, q_root) for d in shortlist]
+        q_space = match_space(query) if len(query) else None
+        return [0 if d is None else self.inliers(query, d, q_space) for d in shortlist]
 
 
-def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """(query indices, database indices) of the matches of unit-norm descriptors q (m x D) in d
-    (n x D) passing the ratio test ||q - d1|| < ratio ||q - d2||, one per database descriptor (the
-    nearest one kept)."""
+def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, database indices) of the matches of descriptors q (m x D) in d (n x D),
+    both in `features.match_space` (unit RootSIFT vectors, or +-1 bits with `binary`), passing the
+    ratio test dist(q, d1) < ratio dist(q, d2), one per database descriptor (the nearest one
+    kept)."""
     if len(q) == 0 or len(d) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     sims = q @ d.T
@@ -74,8 +80,7 @@ def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8) -> tuple[np.
     s1 = sims[rows, best].copy()
     sims[rows, best] = -np.inf
     s2 = sims.max(axis=1)
-    # unit vectors: ||a - b||^2 = 2 - 2 a.b
-    d1, d2 = np.sqrt(np.maximum(2 - 2 * s1, 0)), np.sqrt(np.maximum(2 - 2 * s2, 0))
+    d1, d2 = distances(s1, binary, q.shape[1]), distances(s2, binary, q.shape[1])
     ok = np.flatnonzero(d1 < ratio * d2)
     if len(ok) == 0:
         return ok, ok

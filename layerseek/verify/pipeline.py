@@ -18,16 +18,18 @@ import numpy as np
 
 from ..describe import Request, request_key
 from ..images import load_image
-from .features import DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES, LocalFeatures, rootsift, sift_features
+from .features import (DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES, LocalFeatures, check_kind, distances,
+                       local_features, match_space)
 from .geometry import Verifier, verified_order
 
 class FeatureCache:
     """A directory of packed LocalFeatures, one file per (image content, crop, rotation, settings)."""
 
-    def __init__(self, root: str | Path, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE):
-        self.n, self.max_side = n, max_side
-        settings = {"v": 1, "kind": "sift", "n": n, "max_side": max_side}
-        self.dir = Path(root) / ("sift-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16])
+    def __init__(self, root: str | Path, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE,
+                 kind: str = "sift"):
+        self.n, self.max_side, self.kind = n, max_side, check_kind(kind)
+        settings = {"v": 1, "kind": kind, "n": n, "max_side": max_side}
+        self.dir = Path(root) / (f"{kind}-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16])
 
     def _path(self, req: Request) -> Path:
         key = request_key(req)
@@ -42,7 +44,7 @@ class FeatureCache:
                 pass
         # decoded at the side the features are taken at: the crop box is in full-size pixels
         img = load_image(req.path, max_side=self.max_side, bbox=req.bbox, rotate=req.rotate)
-        f = sift_features(img, self.n, self.max_side)
+        f = local_features(img, self.n, self.max_side, self.kind)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
         tmp.write_bytes(f.pack())
@@ -70,9 +72,9 @@ class FeatureCache:
 
 
 def dataset_features(ds, cache_root: str | Path, progress=None, n: int = DEFAULT_FEATURES,
-                     max_side: int = DEFAULT_FEATURE_SIDE) -> tuple[list, list, list[str]]:
+                     max_side: int = DEFAULT_FEATURE_SIDE, kind: str = "sift") -> tuple[list, list, list[str]]:
     """(database features, query features, errors) of a Dataset, queries cropped to their box."""
-    cache = FeatureCache(cache_root, n, max_side)
+    cache = FeatureCache(cache_root, n, max_side, kind)
     reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
     reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
     errors: list[str] = []
@@ -89,10 +91,10 @@ def verify_rankings(rankings: dict[int, list[int]], db_feats, q_feats, verifier:
         q = q_feats[qi]
         if q is None:
             return qi, order, {}
-        q_root = rootsift(q.desc) if len(q) else None
+        q_space = match_space(q) if len(q) else None
 
         def inliers_of(ids):
-            return dict(zip(ids, [0 if db_feats[j] is None else verifier.inliers(q, db_feats[j], q_root) for j in ids]))
+            return dict(zip(ids, [0 if db_feats[j] is None else verifier.inliers(q, db_feats[j], q_space) for j in ids]))
 
         # the index's rule without expansion rounds: the ranking is given, not searched
         new, counts = verify_and_expand(None, lambda _: list(order), inliers_of, None, None, shortlist,
@@ -107,18 +109,22 @@ def verify_rankings(rankings: dict[int, list[int]], db_feats, q_feats, verifier:
 
 
 class VoteIndex:
-    """Local features alone: every database RootSIFT descriptor in one FAISS index; a query's
-    descriptors vote for the images of their nearest neighbours that pass the ratio test."""
+    """Local features alone: every database descriptor (RootSIFT, or +-1 bits for binary kinds)
+    in one FAISS index; a query's descriptors vote for the images of their nearest neighbours
+    that pass the ratio test."""
 
     def __init__(self, db_feats: Sequence[LocalFeatures | None], ratio: float = 0.8):
         import faiss
 
         self.ratio = ratio
-        descs = [rootsift(f.desc) for f in db_feats if f is not None and len(f)]
+        have = [f for f in db_feats if f is not None and len(f)]
+        self.binary = bool(have) and have[0].binary
+        descs = [match_space(f) for f in have]
         owners = [np.full(len(f), i, np.int64) for i, f in enumerate(db_feats) if f is not None and len(f)]
         self.owner = np.concatenate(owners) if owners else np.zeros(0, np.int64)
         self.n_images = len(db_feats)
-        self.index = faiss.IndexFlatIP(128)
+        self.dim = descs[0].shape[1] if descs else 128
+        self.index = faiss.IndexFlatIP(self.dim)
         if descs:
             self.index.add(np.ascontiguousarray(np.concatenate(descs)))
 
@@ -128,8 +134,8 @@ class VoteIndex:
         out = np.zeros(self.n_images, np.float32)
         if len(q) == 0 or self.index.ntotal < 2:
             return out
-        sims, ids = self.index.search(np.ascontiguousarray(rootsift(q.desc)), 2)
-        d1, d2 = np.sqrt(np.maximum(2 - 2 * sims[:, 0], 0)), np.sqrt(np.maximum(2 - 2 * sims[:, 1], 0))
+        sims, ids = self.index.search(np.ascontiguousarray(match_space(q)), 2)
+        d1, d2 = distances(sims[:, 0], self.binary, self.dim), distances(sims[:, 1], self.binary, self.dim)
         ok = d1 < self.ratio * d2
         np.add.at(out, self.owner[ids[ok, 0]], 1.0)
         return out
