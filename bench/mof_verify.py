@@ -30,7 +30,7 @@ from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
 from layerseek.local.mof import MOFParams  # noqa: E402
 from layerseek.local.windows import STEP  # noqa: E402
 from layerseek.verify.geometry import verified_order  # noqa: E402
-from layerseek.verify.windows import best_per_query_window, he_matches, window_centres, window_grid_shape  # noqa: E402
+from layerseek.verify.windows import one_to_one, he_matches, window_centres, window_grid_shape  # noqa: E402
 
 
 def image_size(path, bbox, rotate, max_side):
@@ -60,7 +60,7 @@ def fit(src, dst, threshold, model):
         if model == "homography":
             _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, float(threshold), maxIters=2000, confidence=0.999)
         else:
-            _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.USAC_MAGSAC, ransacReprojThreshold=float(threshold),
+            _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=float(threshold),
                                                   maxIters=2000, confidence=0.999)
     except cv2.error:
         return 0
@@ -114,7 +114,7 @@ def main() -> None:
             src, dst = [], []
             for layer in layers:
                 a, b, dist = he_matches(*q_enc[layer], *db_enc[j][layer], model.params.dt)
-                a, b = best_per_query_window(a, b, dist)
+                a, b = one_to_one(a, b, dist)
                 src.append(q_xy[layer][a])
                 dst.append(db_xy[j][layer][b])
             for m in models:

@@ -316,3 +316,59 @@ def test_mof_model_engine_late_fusion_and_save(tmp_path):
     assert engine.remove(3) and engine.search(q)[0][0] != 3
     with pytest.raises(LayerseekError, match="no usable MOF model"):
         MOFModel.load(tmp_path / "nothing")
+
+
+def test_compiled_scorer_equals_the_numpy_reference_bit_for_bit(tmp_path):
+    """The compiled loop (one pass per posting) against the gather-then-passes numpy scorer, on
+    lists with a base and a recent segment, removed images, an id that came back, memory maps."""
+    rng = np.random.default_rng(11)
+    k = 40
+    db = _random_db(rng, 300, k, m=1)
+    inv = InvertedFile(k, 16, merge_min=500)
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    inv.votes(np.zeros((1, 1), np.int32), None)  # settles: most entries go into the base
+    for i in list(db)[5:60:3]:
+        inv.remove(i)
+    back = list(db)[8]
+    inv.add(back, *_random_db(rng, 1, k)[10])
+    for i, (w, c) in _random_db(rng, 20, k).items():
+        inv.add(2000 + i, w, c)
+    assert len(inv._base) and len(inv._recent) + sum(len(p[0]) for p in inv._pending) and inv._gone
+    qw, qc = rng.integers(0, k, (30, 3)).astype(np.int32), rng.integers(0, 256, (30, 3, 16), dtype=np.uint8)
+    for source in (inv, None):
+        if source is None:  # the same lists read back memory-mapped
+            inv.save(tmp_path / "inv")
+            source = InvertedFile.load(tmp_path / "inv")
+        for codes, dt in ((qc, 64), (qc, 52), (None, 52)):
+            ref = source.votes_reference(qw, codes, dt)
+            got = source.votes(qw, codes, dt)
+            assert got == ref and len(ref) > 30  # same keys, same floats
+            assert not {i for i in list(db)[5:60:3] if i != back} & ref.keys()
+            assert codes is not None or back in ref  # BoW: its new words reach it
+
+
+def test_engine_search_equals_a_slow_fusion_of_the_layer_scores():
+    rng = np.random.default_rng(12)
+    k = 30
+    model = MOFModel(MOFParams(layers=("a", "b", "c"), words=k, bits=128))
+    engine = MOFEngine.__new__(MOFEngine)
+    engine.model, engine.files = model, {n: InvertedFile(k, 16) for n in "abc"}
+    for i in range(200):
+        for inv in engine.files.values():
+            inv.add(i, *_random_db(rng, 1, k)[10])
+    q = {n: (rng.integers(0, k, (25, 3)).astype(np.int32), rng.integers(0, 256, (25, 3, 16), dtype=np.uint8))
+         for n in "abc"}
+    fused: dict[int, float] = {}
+    for n in "abc":  # layer by layer, in order, from the reference votes
+        inv = engine.files[n]
+        qnorm = InvertedFile.query_norm(q[n][0], k)
+        for i, v in inv.votes_reference(*q[n]).items():
+            fused[i] = fused.get(i, 0.0) + v / (inv.norms[i] * qnorm)
+    expect = sorted(fused.items(), key=lambda t: (-t[1], t[0]))
+    assert engine.search(q) == expect and len(expect) > 60
+    assert engine.search(q, top=17) == expect[:17]
+    ab = engine.search(q, layers=("a", "b"))
+    assert ab != expect and [i for i, _ in ab][:3] == [i for i, _ in sorted(
+        ((i, sum(engine.layer_scores(q)[n].get(i, 0.0) for n in "ab")) for i in range(200)),
+        key=lambda t: (-t[1], t[0]))][:3]

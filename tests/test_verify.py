@@ -309,7 +309,7 @@ def test_window_grid_shape_recovers_each_layer_grid_of_the_real_network(make_ext
 
 def test_he_matches_agree_with_every_pair_compared():
     from layerseek.local.quantize import hamming
-    from layerseek.verify.windows import best_per_query_window, he_matches
+    from layerseek.verify.windows import he_matches, one_to_one
 
     rng = np.random.default_rng(1)
     qw, dw = rng.integers(0, 20, (60, 3)), rng.integers(0, 20, (80, 1))
@@ -318,7 +318,12 @@ def test_he_matches_agree_with_every_pair_compared():
     expect = sorted((i, j, int(hamming(qs[i, a], ds[j, 0]))) for i in range(60) for a in range(3) for j in range(80)
                     if qw[i, a] == dw[j, 0] and hamming(qs[i, a], ds[j, 0]) <= 14)
     assert sorted(zip(qi.tolist(), di.tolist(), dist.tolist())) == expect and len(expect) > 20
-    a, b = best_per_query_window(qi, di, dist)
-    assert len(set(a.tolist())) == len(a) == len({i for i, _, _ in expect})
+    a, b = one_to_one(qi, di, dist)
+    assert len(set(a.tolist())) == len(a) == len(set(b.tolist())) > 10
     for i, j in zip(a, b):  # the nearest of the query window's matches
         assert min(d for x, _, d in expect if x == i) == next(d for x, y, d in expect if x == i and y == j)
+    # a database window keeps the nearest of the query windows that chose it
+    best_of = {x: min((d, y) for xx, y, d in expect if xx == x) for x in {i for i, _, _ in expect}}
+    for j in set(best_of[x][1] for x in best_of):
+        chosen = [x for x in best_of if best_of[x][1] == j]
+        assert j in b.tolist() and min(best_of[x][0] for x in chosen) == best_of[a[b.tolist().index(j)]][0]

@@ -141,6 +141,8 @@ class InvertedFile:
         self._recent = _Segment(k, nbytes)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._gone: set[int] = set()  # images whose base entries are dead
+        self._ids_end = 0  # 1 + the largest image id ever held (live or dead): dense arrays' length
+        self._norms_dense: np.ndarray | None = None  # norms by id, made when first needed
 
     # -- building ------------------------------------------------------------------------------
     def add(self, image_id: int, words: np.ndarray, codes: np.ndarray) -> None:
@@ -153,6 +155,8 @@ class InvertedFile:
         tf = np.bincount(words, minlength=self.k)
         self.df += tf > 0
         self.norms[image_id] = float(np.sqrt(np.sum(tf.astype(np.float64) ** 2)))
+        self._ids_end = max(self._ids_end, image_id + 1)
+        self._norms_dense = None
         self._pending.append((words, np.full(len(words), image_id, np.int64), codes))
 
     def remove(self, image_id: int) -> bool:
@@ -167,6 +171,7 @@ class InvertedFile:
             words.append(self._base.words[self._base.ids == image_id])
         self.df -= np.bincount(np.concatenate(words), minlength=self.k) > 0
         del self.norms[image_id]
+        self._norms_dense = None
         if mine.any():
             keep = ~mine
             w = r.words[keep]
@@ -214,24 +219,54 @@ class InvertedFile:
         n = max(self.n_images, 1)
         return np.where(self.df > 0, np.log(n / np.maximum(self.df, 1)), 0.0)
 
-    def votes(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
-              ) -> dict[int, float]:
-        """Un-normalised score per image: sum over query assignments x of the matching entries'
-        idf(w)^2 (Eq. 3), times exp(-d^2 / sigma^2) and only where d < dt with HE (Eqs. 5-7).
-        qwords: n x m, qcodes: n x m x nbytes or None for plain BoW."""
-        self._settle()
+    def _query(self, qwords, qcodes, dt, sigma):
+        """The query's word per assignment, its signatures as 64-bit words, idf^2 and the HE
+        weight per distance; assignments to words every image holds are left out (idf 0: they
+        add nothing, and their lists are the longest). Exact."""
         qw = np.asarray(qwords, np.int64).reshape(-1)
         qc = None if qcodes is None else np.asarray(qcodes, np.uint8).reshape(-1, self.nbytes)
         idf2 = self.idf() ** 2
         # HE weight by distance, looked up instead of computed per match (Eqs. 5-6)
         he_weight = np.where(np.arange(self.nbytes * 8 + 1) < dt,
                              np.exp(-np.arange(self.nbytes * 8 + 1, dtype=np.float64) ** 2 / sigma ** 2), 0.0)
-        qc64 = None if qc is None else _as_words(qc)
-        # A word every image holds has idf 0 and adds nothing: skip its (long) list. Exact.
         useful = idf2[qw] > 0
-        qw = qw[useful]
-        if qc64 is not None:
-            qc64 = qc64[useful]
+        qc64 = None if qc is None else np.ascontiguousarray(_as_words(qc)[useful])
+        return np.ascontiguousarray(qw[useful]), qc64, idf2, he_weight
+
+    def _dead(self) -> np.ndarray:
+        return np.fromiter(self._gone, np.int64, len(self._gone))
+
+    def vote_array(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
+                   ) -> np.ndarray:
+        """Un-normalised score per image id (a dense array over ids 0..max id): sum over query
+        assignments x of the matching entries' idf(w)^2 (Eq. 3), times exp(-d^2 / sigma^2) and
+        only where d < dt with HE (Eqs. 5-7). qwords: n x m, qcodes: n x m x nbytes or None for
+        plain BoW. Each posting is read once, by a compiled loop (`kernels`)."""
+        from .kernels import accumulate_bow, accumulate_he
+
+        self._settle()
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma)
+        sums = np.zeros(self._ids_end)
+        for seg in (self._base, self._recent):
+            if len(seg) == 0 or len(qw) == 0:
+                continue
+            # memory maps as plain arrays over the same pages (no copy)
+            offsets, ids = np.asarray(seg.offsets, np.int64), np.asarray(seg.ids)
+            if qc64 is None:
+                accumulate_bow(offsets, ids, qw, idf2, sums)
+            else:
+                accumulate_he(offsets, ids, np.asarray(seg.codes64), qw, qc64, idf2, he_weight, int(dt), sums)
+            if seg is self._base and self._gone:  # dead base entries count for nothing (before the
+                sums[self._dead()] = 0.0          # recent ones: an id may have come back)
+        return sums
+
+    def votes_reference(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
+                        ) -> dict[int, float]:
+        """`vote_array` computed the slow, obvious numpy way (gather every entry, then a pass per
+        step), as {image id: votes} of the images with any: the reference the compiled loop is
+        tested against."""
+        self._settle()
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma)
         sums = np.zeros(0)
         for seg in (self._base, self._recent):
             entry, pair = seg.gather(qw)
@@ -243,8 +278,8 @@ class InvertedFile:
                 ok = d < dt
                 entry, pair, weight = entry[ok], pair[ok], weight[ok] * he_weight[d[ok]]
             part = np.bincount(seg.ids[entry], weights=weight)
-            if seg is self._base and self._gone:  # dead base entries count for nothing
-                dead = np.fromiter(self._gone, np.int64, len(self._gone))
+            if seg is self._base and self._gone:
+                dead = self._dead()
                 part[dead[dead < len(part)]] = 0.0
             if len(part) > len(sums):
                 part[:len(sums)] += sums
@@ -254,13 +289,43 @@ class InvertedFile:
         hit = np.flatnonzero(sums)
         return {int(i): float(sums[i]) for i in hit}
 
+    def votes(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
+              ) -> dict[int, float]:
+        """`vote_array` as {image id: votes} of the images with any."""
+        sums = self.vote_array(qwords, qcodes, dt, sigma)
+        hit = np.flatnonzero(sums)
+        return dict(zip(hit.tolist(), sums[hit].tolist()))
+
+    def norm_array(self) -> np.ndarray:
+        """Each image's term-frequency norm by id (dense, as `vote_array`; inf where no image is,
+        so a score there is 0)."""
+        if self._norms_dense is None:
+            arr = np.full(self._ids_end, np.inf)
+            if self.norms:
+                ids = np.fromiter(self.norms, np.int64, len(self.norms))
+                arr[ids] = np.fromiter(self.norms.values(), np.float64, len(self.norms))
+            self._norms_dense = arr
+        return self._norms_dense
+
+    @staticmethod
+    def query_norm(qwords: np.ndarray, k: int) -> float:
+        qtf = np.bincount(np.asarray(qwords, np.int64).reshape(-1), minlength=k)
+        return float(np.sqrt(np.sum(qtf.astype(np.float64) ** 2))) or 1.0
+
+    def score_array(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
+                    ) -> np.ndarray:
+        """Eq. 8 for this layer, per image id (dense): the votes divided by the image's and the
+        query's term-frequency norms, so that each layer's scores are on the same scale before
+        late fusion; 0 for an image sharing no match with the query."""
+        return self.vote_array(qwords, qcodes, dt, sigma) / (self.norm_array() * self.query_norm(qwords, self.k))
+
     def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
                ) -> dict[int, float]:
-        """Eq. 8 for this layer: the votes divided by the image's and the query's term-frequency
-        norms, so that each layer's scores are on the same scale before late fusion."""
-        qtf = np.bincount(np.asarray(qwords, np.int64).reshape(-1), minlength=self.k)
-        qnorm = float(np.sqrt(np.sum(qtf.astype(np.float64) ** 2))) or 1.0
-        return {i: v / (self.norms[i] * qnorm) for i, v in self.votes(qwords, qcodes, dt, sigma).items()}
+        """`score_array` as {image id: score} of the images with any vote."""
+        votes = self.vote_array(qwords, qcodes, dt, sigma)
+        hit = np.flatnonzero(votes)
+        s = votes[hit] / (self.norm_array()[hit] * self.query_norm(qwords, self.k))
+        return dict(zip(hit.tolist(), s.tolist()))
 
     # -- storage -------------------------------------------------------------------------------
     def _base_folder(self) -> Path | None:
@@ -326,6 +391,7 @@ class InvertedFile:
             w = z["words"]
             inv._recent = _Segment.presorted(inv.nbytes, w, z["ids"], z["codes64"], np.searchsorted(w, np.arange(inv.k + 1)))
             inv._gone = set(z["gone"].tolist())
+        inv._ids_end = 1 + max(max(inv.norms, default=-1), max(inv._gone, default=-1))
         return inv
 
     @property

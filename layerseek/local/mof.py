@@ -141,29 +141,40 @@ class MOFEngine:
     def __len__(self) -> int:
         return next(iter(self.files.values())).n_images
 
-    def layer_scores(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], he: bool | None = None
-                     ) -> dict[str, dict[int, float]]:
+    def _per_layer(self, encoded, he, layers, dense: bool):
         p = self.model.params
         he = p.he if he is None else he
+        chosen = [(layer, inv) for layer, inv in self.files.items() if layers is None or layer in layers]
 
         def one(item):
             layer, inv = item
-            return layer, inv.scores(encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma)
+            args = (encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma)
+            return layer, inv.score_array(*args) if dense else inv.scores(*args)
 
-        # numpy releases the GIL in the heavy steps: the layers are scored side by side
-        return dict(_pool().map(one, self.files.items()))
+        # the compiled loops release the GIL: the layers are scored side by side
+        return dict(_pool().map(one, chosen))
+
+    def layer_scores(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], he: bool | None = None
+                     ) -> dict[str, dict[int, float]]:
+        """Per layer, {image id: Eq. 8 score} of the images with any match."""
+        return self._per_layer(encoded, he, None, dense=False)
 
     def search(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], top: int | None = None,
                layers: Sequence[str] | None = None, he: bool | None = None) -> list[tuple[int, float]]:
-        """(image id, fused score) best first; images sharing no word with the query are left out."""
-        fused: dict[int, float] = {}
-        for layer, scores in self.layer_scores(encoded, he).items():
-            if layers is not None and layer not in layers:
-                continue
-            for i, s in scores.items():
-                fused[i] = fused.get(i, 0.0) + s
-        ranked = sorted(fused.items(), key=lambda t: (-t[1], t[0]))
-        return ranked[:top] if top else ranked
+        """(image id, fused score) best first, ties by id; images sharing no match with the query
+        are left out."""
+        arrays = self._per_layer(encoded, he, layers, dense=True)
+        fused = np.zeros(max((len(a) for a in arrays.values()), default=0))
+        for a in arrays.values():  # in layer order, as the scores are defined (Eq. 8 summed)
+            fused[:len(a)] += a
+        hit = np.flatnonzero(fused)
+        if top and len(hit) > top:  # only the candidates at or above the top-th score are sorted
+            kth = np.partition(fused[hit], len(hit) - top)[len(hit) - top]
+            hit = hit[fused[hit] >= kth]
+        order = hit[np.lexsort((hit, -fused[hit]))]
+        if top:
+            order = order[:top]
+        return list(zip(order.tolist(), fused[order].tolist()))
 
     def save(self, folder: str | Path) -> None:
         """One folder of arrays per layer (after which the lists are read from those files)."""

@@ -67,13 +67,19 @@ def he_matches(q_words: np.ndarray, q_sigs: np.ndarray, d_words: np.ndarray, d_s
     return q_entry[ok] // qw.shape[1], d_entry[ok] // dw.shape[1], dist[ok]
 
 
-def best_per_query_window(qi: np.ndarray, di: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One match per query window: its nearest database window in Hamming distance (ties: the
-    first). Neighbouring windows overlap and look alike, so a window matches a patch of its
-    partner's neighbours; RANSAC needs one hypothesis per point."""
+def one_to_one(qi: np.ndarray, di: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At most one match per query window and per database window: each query window's nearest
+    in Hamming distance, then of those each database window's nearest (ties: the first).
+    Neighbouring windows overlap and look alike, so a window matches a patch of its partner's
+    neighbours; many-to-one matches would let a degenerate model, one that maps a region onto a
+    point, count them all."""
     if len(qi) == 0:
         return qi, di
-    order = np.lexsort((di, dist, qi))
-    qi, di = qi[order], di[order]
-    first = np.concatenate([[True], qi[1:] != qi[:-1]])
-    return qi[first], di[first]
+    for by_query in (True, False):
+        a, b = (qi, di) if by_query else (di, qi)
+        order = np.lexsort((b, dist, a))  # by window, then distance, then partner
+        first = np.concatenate([[True], a[order][1:] != a[order][:-1]])
+        keep = order[first]
+        qi, di, dist = qi[keep], di[keep], dist[keep]
+    order = np.argsort(qi, kind="stable")
+    return qi[order], di[order]
