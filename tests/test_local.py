@@ -372,3 +372,34 @@ def test_engine_search_equals_a_slow_fusion_of_the_layer_scores():
     assert ab != expect and [i for i, _ in ab][:3] == [i for i, _ in sorted(
         ((i, sum(engine.layer_scores(q)[n].get(i, 0.0) for n in "ab")) for i in range(200)),
         key=lambda t: (-t[1], t[0]))][:3]
+
+
+def test_each_image_words_are_kept_for_removal_and_recovered_from_older_files(tmp_path):
+    rng = np.random.default_rng(13)
+    k = 25
+    db = _random_db(rng, 60, k, m=2)
+    inv = InvertedFile(k, 16, merge_min=100)
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    inv.votes(np.zeros((1, 1), np.int32), None)
+    for i in list(db)[::5]:
+        inv.remove(i)
+    inv.add(list(db)[0], *db[list(db)[0]])  # came back
+    for i, (w, _) in db.items():
+        if i in inv.norms:
+            assert inv.words_of[i].tolist() == np.unique(w).tolist()
+    inv.save(tmp_path / "inv")
+    # an inverted file saved before the words were kept: they are read back from its lists
+    with np.load(tmp_path / "inv" / "meta.npz") as z:
+        old = {n: z[n] for n in z.files if n not in ("words_of", "word_counts")}
+    np.savez(tmp_path / "inv" / "meta.npz", **old)
+    loaded = InvertedFile.load(tmp_path / "inv")
+    assert loaded.words_of.keys() == inv.words_of.keys()
+    assert all(loaded.words_of[i].tolist() == inv.words_of[i].tolist() for i in inv.words_of)
+    for i in list(db)[1:20:3]:  # removals keep the document frequencies those of a fresh file
+        loaded.remove(i)
+    fresh = InvertedFile(k, 16)
+    for i, (w, c) in db.items():
+        if i in loaded.norms:
+            fresh.add(i, w, c)
+    np.testing.assert_array_equal(loaded.df, fresh.df)

@@ -137,6 +137,9 @@ class InvertedFile:
         self.merge_min = merge_min
         self.df = np.zeros(k, np.int64)  # images containing each word
         self.norms: dict[int, float] = {}  # image id -> sqrt(sum_w tf_w^2)
+        # image id -> its distinct words: what a removal takes off the document frequencies,
+        # without a scan of the lists (uint16 while the vocabulary fits)
+        self.words_of: dict[int, np.ndarray] = {}
         self._base = _Segment(k, nbytes)
         self._recent = _Segment(k, nbytes)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -154,6 +157,7 @@ class InvertedFile:
         codes = np.asarray(codes, np.uint8).reshape(-1, self.nbytes)
         tf = np.bincount(words, minlength=self.k)
         self.df += tf > 0
+        self.words_of[image_id] = np.flatnonzero(tf).astype(self._word_dtype)
         self.norms[image_id] = float(np.sqrt(np.sum(tf.astype(np.float64) ** 2)))
         self._ids_end = max(self._ids_end, image_id + 1)
         self._norms_dense = None
@@ -165,11 +169,8 @@ class InvertedFile:
             return False
         self._fold_pending()
         r = self._recent
-        mine = r.ids == image_id
-        words = [r.words[mine]]
-        if image_id not in self._gone:  # its base entries, unless they died before it came back
-            words.append(self._base.words[self._base.ids == image_id])
-        self.df -= np.bincount(np.concatenate(words), minlength=self.k) > 0
+        mine = r.ids == image_id  # the recent segment is small: scanned
+        self.df[self.words_of.pop(image_id).astype(np.int64)] -= 1
         del self.norms[image_id]
         self._norms_dense = None
         if mine.any():
@@ -208,6 +209,10 @@ class InvertedFile:
                                     alloc)
         self._recent = _Segment(self.k, self.nbytes)
         self._gone = set()
+
+    @property
+    def _word_dtype(self):
+        return np.uint16 if self.k <= 1 << 16 else np.int32
 
     # -- scoring -------------------------------------------------------------------------------
     @property
@@ -355,8 +360,11 @@ class InvertedFile:
         np.savez(folder / "delta.npz", words=r.words, ids=r.ids, codes64=r.codes64,
                  gone=np.fromiter(sorted(self._gone), np.int64, len(self._gone)))
         ids = np.fromiter(self.norms, np.int64, len(self.norms))
+        words = [self.words_of[i] for i in ids.tolist()]
         np.savez(folder / "meta.npz", offsets=self._base.offsets, df=self.df, norm_ids=ids,
-                 norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes)
+                 norms=np.array([self.norms[i] for i in ids]), k=self.k, nbytes=self.nbytes,
+                 word_counts=np.array([len(w) for w in words], np.int64),
+                 words_of=np.concatenate(words) if words else np.zeros(0, self._word_dtype))
 
     def _merge_into(self, folder: Path) -> None:
         maps = []
@@ -385,6 +393,10 @@ class InvertedFile:
             inv.df = z["df"]
             inv.norms = dict(zip(z["norm_ids"].tolist(), z["norms"].tolist()))
             offsets = z["offsets"]
+            if "words_of" in z.files:
+                inv.words_of = dict(zip(z["norm_ids"].tolist(), np.split(z["words_of"], np.cumsum(z["word_counts"])[:-1])))
+            else:  # saved before the words were kept: read once from the lists
+                inv.words_of = inv._words_from_lists(folder, offsets, mmap)
         arrays = [_load_array(folder / f"{name}.npy", mmap) for name in BASE_ARRAYS]
         inv._base = _Segment.presorted(inv.nbytes, *arrays, offsets)
         with np.load(folder / "delta.npz") as z:
@@ -393,6 +405,19 @@ class InvertedFile:
             inv._gone = set(z["gone"].tolist())
         inv._ids_end = 1 + max(max(inv.norms, default=-1), max(inv._gone, default=-1))
         return inv
+
+    def _words_from_lists(self, folder: Path, offsets: np.ndarray, mmap: bool) -> dict[int, np.ndarray]:
+        """Each image's distinct words, read once from the lists themselves (inverted files saved
+        before the words were kept): the live base entries and the recent ones."""
+        base_ids = np.asarray(_load_array(folder / "ids.npy", mmap))
+        base_words = np.repeat(np.arange(self.k, dtype=np.int64), np.diff(offsets))
+        with np.load(folder / "delta.npz") as z:
+            live = ~np.isin(base_ids, z["gone"])
+            ids = np.concatenate([base_ids[live], z["ids"]])
+            words = np.concatenate([base_words[live], z["words"].astype(np.int64)])
+        pairs = np.unique(np.stack([ids, words], axis=1), axis=0)
+        cut = np.flatnonzero(np.diff(pairs[:, 0])) + 1
+        return {int(g[0, 0]): g[:, 1].astype(self._word_dtype) for g in np.split(pairs, cut) if len(g)}
 
     @property
     def on_disk(self) -> bool:
