@@ -344,6 +344,11 @@ def test_compiled_scorer_equals_the_numpy_reference_bit_for_bit(tmp_path):
             ref = source.votes_reference(qw, codes, dt)
             got = source.votes(qw, codes, dt)
             assert got == ref and len(ref) > 30  # same keys, same floats
+            for burst, share in ((True, 1.0), (False, 0.2), (True, 0.2)):
+                ref2 = source.votes_reference(qw, codes, dt, burst=burst, max_share=share)
+                got2 = source.votes(qw, codes, dt, burst=burst, max_share=share)
+                assert got2.keys() == ref2.keys() and got2 == pytest.approx(ref2, rel=1e-12) and len(ref2) > 10
+                assert got2 != got  # each setting changes the votes
             assert not {i for i in list(db)[5:60:3] if i != back} & ref.keys()
             assert codes is not None or back in ref  # BoW: its new words reach it
 
@@ -403,3 +408,18 @@ def test_each_image_words_are_kept_for_removal_and_recovered_from_older_files(tm
         if i in loaded.norms:
             fresh.add(i, w, c)
     np.testing.assert_array_equal(loaded.df, fresh.df)
+
+
+def test_burstiness_counts_the_square_root_of_an_image_repeated_matches():
+    sig = np.full((1, 1, 16), 7, np.uint8)
+    inv = InvertedFile(4, 16)
+    inv.add(0, np.array([[1], [1], [1]]), np.repeat(sig, 3, axis=0))  # one word, three times
+    inv.add(1, np.array([[1], [2]]), np.repeat(sig, 2, axis=0))
+    inv.add(2, np.array([[3]]), sig)
+    idf2 = np.log(3 / 2) ** 2
+    q = (np.array([[1]]), sig)
+    assert inv.votes(*q) == pytest.approx({0: 3 * idf2, 1: idf2})
+    assert inv.votes(*q, burst=True) == pytest.approx({0: np.sqrt(3) * idf2, 1: idf2})
+    assert inv.votes(*q, max_share=0.5) == {}  # word 1 is held by 2 of 3 images: stopped
+    with pytest.raises(LayerseekError, match="max_share"):
+        MOFParams(max_share=0)

@@ -224,10 +224,11 @@ class InvertedFile:
         n = max(self.n_images, 1)
         return np.where(self.df > 0, np.log(n / np.maximum(self.df, 1)), 0.0)
 
-    def _query(self, qwords, qcodes, dt, sigma):
+    def _query(self, qwords, qcodes, dt, sigma, max_share=1.0):
         """The query's word per assignment, its signatures as 64-bit words, idf^2 and the HE
         weight per distance; assignments to words every image holds are left out (idf 0: they
-        add nothing, and their lists are the longest). Exact."""
+        add nothing, and their lists are the longest; exact), and with `max_share` < 1 those to
+        words more than that share of the images hold (a stop-list of crowded words)."""
         qw = np.asarray(qwords, np.int64).reshape(-1)
         qc = None if qcodes is None else np.asarray(qcodes, np.uint8).reshape(-1, self.nbytes)
         idf2 = self.idf() ** 2
@@ -235,22 +236,26 @@ class InvertedFile:
         he_weight = np.where(np.arange(self.nbytes * 8 + 1) < dt,
                              np.exp(-np.arange(self.nbytes * 8 + 1, dtype=np.float64) ** 2 / sigma ** 2), 0.0)
         useful = idf2[qw] > 0
+        if max_share < 1:
+            useful &= self.df[qw] <= max_share * self.n_images
         qc64 = None if qc is None else np.ascontiguousarray(_as_words(qc)[useful])
         return np.ascontiguousarray(qw[useful]), qc64, idf2, he_weight
 
     def _dead(self) -> np.ndarray:
         return np.fromiter(self._gone, np.int64, len(self._gone))
 
-    def vote_array(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
-                   ) -> np.ndarray:
+    def vote_array(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+                   burst: bool = False, max_share: float = 1.0) -> np.ndarray:
         """Un-normalised score per image id (a dense array over ids 0..max id): sum over query
         assignments x of the matching entries' idf(w)^2 (Eq. 3), times exp(-d^2 / sigma^2) and
         only where d < dt with HE (Eqs. 5-7). qwords: n x m, qcodes: n x m x nbytes or None for
-        plain BoW. Each posting is read once, by a compiled loop (`kernels`)."""
+        plain BoW. Each posting is read once, by a compiled loop (`kernels`). `burst`: each query
+        assignment's matches in one image count the square root of their summed HE weights
+        (intra-image burstiness, `kernels.accumulate_he`); `max_share`: see `_query`."""
         from .kernels import accumulate_bow, accumulate_he
 
         self._settle()
-        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma)
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
         sums = np.zeros(self._ids_end)
         for seg in (self._base, self._recent):
             if len(seg) == 0 or len(qw) == 0:
@@ -258,20 +263,21 @@ class InvertedFile:
             # memory maps as plain arrays over the same pages (no copy)
             offsets, ids = np.asarray(seg.offsets, np.int64), np.asarray(seg.ids)
             if qc64 is None:
-                accumulate_bow(offsets, ids, qw, idf2, sums)
+                accumulate_bow(offsets, ids, qw, idf2, bool(burst), sums)
             else:
-                accumulate_he(offsets, ids, np.asarray(seg.codes64), qw, qc64, idf2, he_weight, int(dt), sums)
+                accumulate_he(offsets, ids, np.asarray(seg.codes64), qw, qc64, idf2, he_weight, int(dt), bool(burst),
+                              sums)
             if seg is self._base and self._gone:  # dead base entries count for nothing (before the
                 sums[self._dead()] = 0.0          # recent ones: an id may have come back)
         return sums
 
-    def votes_reference(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
-                        ) -> dict[int, float]:
+    def votes_reference(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+                        burst: bool = False, max_share: float = 1.0) -> dict[int, float]:
         """`vote_array` computed the slow, obvious numpy way (gather every entry, then a pass per
-        step), as {image id: votes} of the images with any: the reference the compiled loop is
-        tested against."""
+        step; burstiness by grouping the matches by query assignment and image), as {image id:
+        votes} of the images with any: the reference the compiled loop is tested against."""
         self._settle()
-        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma)
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
         sums = np.zeros(0)
         for seg in (self._base, self._recent):
             entry, pair = seg.gather(qw)
@@ -282,7 +288,12 @@ class InvertedFile:
                 d = hamming(seg.codes64[entry], qc64[pair])
                 ok = d < dt
                 entry, pair, weight = entry[ok], pair[ok], weight[ok] * he_weight[d[ok]]
-            part = np.bincount(seg.ids[entry], weights=weight)
+            ids = np.asarray(seg.ids[entry])
+            if burst and len(entry):  # per (assignment, image): idf^2 sqrt(sum of HE weights)
+                groups, at = np.unique(np.stack([pair, ids], axis=1), axis=0, return_inverse=True)
+                he = np.bincount(at.ravel(), weights=weight / idf2[qw[pair]])
+                ids, weight = groups[:, 1], idf2[qw[groups[:, 0]]] * np.sqrt(he)
+            part = np.bincount(ids, weights=weight)
             if seg is self._base and self._gone:
                 dead = self._dead()
                 part[dead[dead < len(part)]] = 0.0
@@ -294,10 +305,10 @@ class InvertedFile:
         hit = np.flatnonzero(sums)
         return {int(i): float(sums[i]) for i in hit}
 
-    def votes(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
-              ) -> dict[int, float]:
+    def votes(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+              burst: bool = False, max_share: float = 1.0) -> dict[int, float]:
         """`vote_array` as {image id: votes} of the images with any."""
-        sums = self.vote_array(qwords, qcodes, dt, sigma)
+        sums = self.vote_array(qwords, qcodes, dt, sigma, burst, max_share)
         hit = np.flatnonzero(sums)
         return dict(zip(hit.tolist(), sums[hit].tolist()))
 
@@ -317,17 +328,18 @@ class InvertedFile:
         qtf = np.bincount(np.asarray(qwords, np.int64).reshape(-1), minlength=k)
         return float(np.sqrt(np.sum(qtf.astype(np.float64) ** 2))) or 1.0
 
-    def score_array(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
-                    ) -> np.ndarray:
+    def score_array(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+                    burst: bool = False, max_share: float = 1.0) -> np.ndarray:
         """Eq. 8 for this layer, per image id (dense): the votes divided by the image's and the
         query's term-frequency norms, so that each layer's scores are on the same scale before
         late fusion; 0 for an image sharing no match with the query."""
-        return self.vote_array(qwords, qcodes, dt, sigma) / (self.norm_array() * self.query_norm(qwords, self.k))
+        return (self.vote_array(qwords, qcodes, dt, sigma, burst, max_share)
+                / (self.norm_array() * self.query_norm(qwords, self.k)))
 
-    def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0
-               ) -> dict[int, float]:
+    def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+               burst: bool = False, max_share: float = 1.0) -> dict[int, float]:
         """`score_array` as {image id: score} of the images with any vote."""
-        votes = self.vote_array(qwords, qcodes, dt, sigma)
+        votes = self.vote_array(qwords, qcodes, dt, sigma, burst, max_share)
         hit = np.flatnonzero(votes)
         s = votes[hit] / (self.norm_array()[hit] * self.query_norm(qwords, self.k))
         return dict(zip(hit.tolist(), s.tolist()))

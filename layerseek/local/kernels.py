@@ -22,26 +22,53 @@ def _popcount64(v):
 
 
 @njit(nogil=True, cache=True)
-def accumulate_he(offsets, ids, codes64, qwords, qcodes64, idf2, he_weight, dt, sums):
+def accumulate_he(offsets, ids, codes64, qwords, qcodes64, idf2, he_weight, dt, burst, sums):
     """sums[image] += idf2[w] * he_weight[d] for every entry of the lists of `qwords` whose
-    signature lies at Hamming distance d < dt from the query's (Eqs. 5-7), in list order."""
+    signature lies at Hamming distance d < dt from the query's (Eqs. 5-7), in list order. With
+    `burst`, a query assignment's matches in one image count idf2[w] * sqrt(sum of their HE
+    weights) instead of the sum (intra-image burstiness, Jégou et al. 2009): an image's entries
+    in a list are contiguous (an image is added at once), so each run of one id is summed and
+    added when it ends."""
     nw = codes64.shape[1]
     for p in range(qwords.shape[0]):
         w = qwords[p]
         weight = idf2[w]
+        run_id = -1
+        run = 0.0
         for e in range(offsets[w], offsets[w + 1]):
             d = 0
             for k in range(nw):
                 d += _popcount64(codes64[e, k] ^ qcodes64[p, k])
             if d < dt:
-                sums[ids[e]] += weight * he_weight[d]
+                if not burst:
+                    sums[ids[e]] += weight * he_weight[d]
+                    continue
+                if ids[e] != run_id:
+                    if run_id >= 0:
+                        sums[run_id] += weight * np.sqrt(run)
+                    run_id = ids[e]
+                    run = 0.0
+                run += he_weight[d]
+        if run_id >= 0:
+            sums[run_id] += weight * np.sqrt(run)
 
 
 @njit(nogil=True, cache=True)
-def accumulate_bow(offsets, ids, qwords, idf2, sums):
-    """sums[image] += idf2[w] for every entry of the lists of `qwords` (Eq. 3, plain BoW)."""
+def accumulate_bow(offsets, ids, qwords, idf2, burst, sums):
+    """sums[image] += idf2[w] for every entry of the lists of `qwords` (Eq. 3, plain BoW); with
+    `burst`, idf2[w] * sqrt(the image's entries in the list)."""
     for p in range(qwords.shape[0]):
         w = qwords[p]
         weight = idf2[w]
-        for e in range(offsets[w], offsets[w + 1]):
-            sums[ids[e]] += weight
+        a, b = offsets[w], offsets[w + 1]
+        if not burst:
+            for e in range(a, b):
+                sums[ids[e]] += weight
+            continue
+        e = a
+        while e < b:
+            f = e
+            while f < b and ids[f] == ids[e]:
+                f += 1
+            sums[ids[e]] += weight * np.sqrt(f - e)
+            e = f

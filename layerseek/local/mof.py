@@ -31,6 +31,10 @@ class MOFParams:
     dt: int = 52  # Hamming threshold (paper: 52)
     sigma: float = 30.0  # HE weighting (paper: 30)
     he: bool = True  # False: plain BoW with TF-IDF (Eq. 3)
+    # not in the paper, measured in docs/RESULTS.md ("Crowded words"): intra-image burstiness
+    # (Jégou et al. 2009), and a stop-list of the words more than this share of the images hold
+    burst: bool = False
+    max_share: float = 1.0
     seed: int = 1234
 
     def __post_init__(self):
@@ -40,6 +44,8 @@ class MOFParams:
         for name in ("words", "ma", "ma_db", "bits"):
             if getattr(self, name) < 1:
                 raise LayerseekError(f"MOF: {name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.max_share <= 1:
+            raise LayerseekError(f"MOF: max_share must be in (0, 1], got {self.max_share}")
 
 
 @dataclass
@@ -148,7 +154,7 @@ class MOFEngine:
 
         def one(item):
             layer, inv = item
-            args = (encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma)
+            args = (encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma, p.burst, p.max_share)
             return layer, inv.score_array(*args) if dense else inv.scores(*args)
 
         # the compiled loops release the GIL: the layers are scored side by side
