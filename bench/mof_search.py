@@ -34,9 +34,10 @@ def draw_words(rng, n, k, zipf):
     return rng.integers(0, k, n, dtype=np.int32)
 
 
-def engine_over(files):
+def engine_over(files, burst=False, max_share=1.0):
     """A MOFEngine around these inverted files (its model is only needed to encode images)."""
-    params = MOFParams(layers=tuple(str(j) for j in range(len(files))), words=files[0].k)
+    params = MOFParams(layers=tuple(str(j) for j in range(len(files))), words=files[0].k, burst=burst,
+                       max_share=max_share)
     engine = MOFEngine.__new__(MOFEngine)
     engine.model = MOFModel(params)
     engine.files = {str(j): inv for j, inv in enumerate(files)}
@@ -68,9 +69,16 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent for the words (0: uniform)")
     ap.add_argument("--he", type=int, default=1)
+    ap.add_argument("--burst", action="store_true", help="intra-image burstiness (MOFParams.burst)")
+    ap.add_argument("--max-share", type=float, default=1.0, help="stop-list: skip words more than this share of "
+                                                                   "the images hold (MOFParams.max_share)")
     ap.add_argument("--on-disk", type=Path, default=None, help="save the lists here and query them memory-mapped")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
+    tiny = InvertedFile(4, 16)  # the scorer's loops compiled (or read from numba's cache) before timing
+    tiny.add(0, np.zeros((1, 1), np.int32), np.zeros((1, 1, 16), np.uint8))
+    for he in (None, np.zeros((1, 1, 16), np.uint8)):
+        tiny.votes(np.zeros((1, 1), np.int32), he)
     print(f"| images | layers | words | distribution | add, s | in-memory bytes/image | query p50, ms | query p99, ms |")
     print("|---|---|---|---|---|---|---|---|")
     for n in (int(s) for s in args.sizes.split(",")):
@@ -83,7 +91,7 @@ def main() -> None:
             inv._settle()
         t_add = time.perf_counter() - t0
         mem = sum(inv.nbytes_used() for inv in files)
-        engine = engine_over(files)
+        engine = engine_over(files, args.burst, args.max_share)
         queries = [[(draw_words(rng, args.windows * args.ma, args.words, args.zipf).reshape(-1, args.ma),
                      rng.integers(0, 256, (args.windows, args.ma, 16), dtype=np.uint8)) for _ in files]
                    for _ in range(args.queries)]
@@ -96,7 +104,8 @@ def main() -> None:
             t_save = time.perf_counter() - t0
             del files, engine
             def load():
-                return engine_over([InvertedFile.load(folder / f"invfile-{j}") for j in range(args.layers)])
+                return engine_over([InvertedFile.load(folder / f"invfile-{j}") for j in range(args.layers)],
+                                   args.burst, args.max_share)
 
             rss_before = rss_mib()
             engine = load()
@@ -140,6 +149,7 @@ def main() -> None:
               f"{1000 * np.percentile(times, 50):.0f} | {1000 * np.percentile(times, 99):.0f} |", flush=True)
         del files, engine
     print(f"(peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB; HE {'on' if args.he else 'off'}, "
+          f"burstiness {'on' if args.burst else 'off'}, stop-list {args.max_share:g}, "
           f"{args.windows} descriptors per image and layer, MA {args.ma} on the query side)")
 
 
