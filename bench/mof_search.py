@@ -77,6 +77,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     tiny = InvertedFile(4, 16)  # the scorer's loops compiled (or read from numba's cache) before timing
     tiny.add(0, np.zeros((1, 1), np.int32), np.zeros((1, 1, 16), np.uint8))
+    tiny.add(1, np.ones((1, 1), np.int32), np.zeros((1, 1, 16), np.uint8))  # word 0's idf is not 0
     for he in (None, np.zeros((1, 1, 16), np.uint8)):
         tiny.votes(np.zeros((1, 1), np.int32), he)
     print(f"| images | layers | words | distribution | add, s | in-memory bytes/image | query p50, ms | query p99, ms |")
