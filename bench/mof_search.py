@@ -70,8 +70,9 @@ def main() -> None:
     ap.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent for the words (0: uniform)")
     ap.add_argument("--he", type=int, default=1)
     ap.add_argument("--burst", action="store_true", help="intra-image burstiness (MOFParams.burst)")
-    ap.add_argument("--max-share", type=float, default=1.0, help="stop-list: skip words more than this share of "
-                                                                   "the images hold (MOFParams.max_share)")
+    ap.add_argument("--max-share", default="1", help="stop-list: skip words more than this share of the images "
+                                                      "hold (MOFParams.max_share); several, comma-separated: one "
+                                                      "row each, on the same lists")
     ap.add_argument("--on-disk", type=Path, default=None, help="save the lists here and query them memory-mapped")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -92,7 +93,8 @@ def main() -> None:
             inv._settle()
         t_add = time.perf_counter() - t0
         mem = sum(inv.nbytes_used() for inv in files)
-        engine = engine_over(files, args.burst, args.max_share)
+        shares = [float(x) for x in args.max_share.split(",")]
+        engine = engine_over(files, args.burst, shares[0])
         queries = [[(draw_words(rng, args.windows * args.ma, args.words, args.zipf).reshape(-1, args.ma),
                      rng.integers(0, 256, (args.windows, args.ma, 16), dtype=np.uint8)) for _ in files]
                    for _ in range(args.queries)]
@@ -106,7 +108,7 @@ def main() -> None:
             del files, engine
             def load():
                 return engine_over([InvertedFile.load(folder / f"invfile-{j}") for j in range(args.layers)],
-                                   args.burst, args.max_share)
+                                   args.burst, shares[0])
 
             rss_before = rss_mib()
             engine = load()
@@ -141,16 +143,19 @@ def main() -> None:
                   f"p99 {1000 * np.percentile(warm, 99):.0f} |", flush=True)
             del engine
             continue
-        times = []
-        for q in queries:
-            t0 = time.perf_counter()
-            engine.search({str(j): (w, c) for j, (w, c) in enumerate(q)}, top=100, he=bool(args.he))
-            times.append(time.perf_counter() - t0)
-        print(f"| {n:,} | {args.layers} | {args.words} | {dist} | {t_add:.1f} | {mem / n:,.0f} | "
-              f"{1000 * np.percentile(times, 50):.0f} | {1000 * np.percentile(times, 99):.0f} |", flush=True)
+        for share in shares:
+            engine = engine_over(files, args.burst, share)
+            times = []
+            for q in queries:
+                t0 = time.perf_counter()
+                engine.search({str(j): (w, c) for j, (w, c) in enumerate(q)}, top=100, he=bool(args.he))
+                times.append(time.perf_counter() - t0)
+            label = dist + ("" if share >= 1 else f", stop-list > {share:g}") + (", burstiness" if args.burst else "")
+            print(f"| {n:,} | {args.layers} | {args.words} | {label} | {t_add:.1f} | {mem / n:,.0f} | "
+                  f"{1000 * np.percentile(times, 50):.0f} | {1000 * np.percentile(times, 99):.0f} |", flush=True)
         del files, engine
     print(f"(peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB; HE {'on' if args.he else 'off'}, "
-          f"burstiness {'on' if args.burst else 'off'}, stop-list {args.max_share:g}, "
+          f"burstiness {'on' if args.burst else 'off'}, "
           f"{args.windows} descriptors per image and layer, MA {args.ma} on the query side)")
 
 
