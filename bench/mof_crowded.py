@@ -1,6 +1,6 @@
 """Crowded words in MOF on real collections (issue 14): intra-image burstiness and a stop-list of
 the words held by more than a share of the images, each alone and together, for quality and
-scoring time per query (the query's encoding excluded).
+time per query (encoding its windows into words and signatures, and scoring).
 
     .venv/bin/python bench/mof_crowded.py --dataset smvs --train-on rparis6k-subset --words 2000
     .venv/bin/python bench/mof_crowded.py --dataset rparis6k-subset --train-on smvs --words 2000
