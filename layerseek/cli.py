@@ -455,14 +455,39 @@ def index(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
+def query_images(paths: list[Path]) -> list[Path]:
+    """The query images named: files as given, folders by their image files (recursively, sorted)."""
+    from .images import is_image_name
+
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
+        else:
+            out.append(p)
+    return out
+
+
+def without_self(hits: list, query: Path) -> list:
+    """The hits less the query's own file (by its resolved path)."""
+    own = str(query.resolve())
+    return [h for h in hits if str(Path(h.path).resolve()) != own]
+
+
 @app.command()
 def search(
     index_path: Annotated[Path, typer.Argument(help="the index directory")],
-    image: Annotated[Path, typer.Argument(help="the example image")],
+    images: Annotated[list[Path], typer.Argument(help="the example image; several, or folders of them, for a "
+                                                      "batch (the network is loaded once)")],
     top: Annotated[int, typer.Option(help="how many results")] = 10,
     qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    paths_only: Annotated[bool, typer.Option("--paths-only", help="print only the result paths, one per line")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table (a batch: one JSON "
+                                                          "object per line and query)")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="print CSV: query, rank, score, inliers, verified, path")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", help="print only the result paths, one per line "
+                                                                  "(a batch: query TAB path)")] = False,
+    exclude_self: Annotated[bool, typer.Option("--exclude-self", help="leave a query's own file out of its "
+                                                                      "results (querying with indexed images)")] = False,
     method: Annotated[Optional[str], typer.Option(help="must be the index's method (checked)")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="must be the index's backbone (checked)")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
@@ -479,39 +504,84 @@ def search(
     """The indexed images most like IMAGE, best first. On an index that stores local features,
     the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
     marked "same"; on a global index the rest then follow a diffusion from them over the index's
-    neighbour graph."""
+    neighbour graph. Several images, or folders, search in one run: a query that fails is
+    reported and the batch goes on."""
+    import csv as _csv
     import json as _json
 
     from .index import Index
 
+    if json_out + csv_out + paths_only > 1:
+        fail("choose one of --json, --csv and --paths-only")
+    queries = query_images(images)
+    batch = len(queries) != 1 or images[0].is_dir()
+    if not queries:
+        fail(f"no image in {', '.join(shown(p) for p in images)}")
+    failed: list[tuple[Path, str]] = []
+    writer = _csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
+    header = None  # printed before the first results
+    if writer:
+        header = lambda: writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])  # noqa: E731
+    elif not (json_out or paths_only or sys.stdout.isatty()):  # a pipe or a file: tab-separated lines
+        header = lambda: print(("query\t" if batch else "") + "rank\tscore\tinliers\tverified\tpath")  # noqa: E731
     try:
-        with Index.open(index_path, threads) as idx:
+        with contextlib.ExitStack() as stack:
+            idx = stack.enter_context(Index.open(index_path, threads))
             idx.check_method(method, backbone=backbone)
-            t0 = time.perf_counter()
-            if rerank_with is not None:
-                with Index.open(rerank_with, threads) as local:
-                    hits = idx.search_two_stage(image, local, top=top, shortlist=shortlist)
-            else:
-                hits = idx.search(image, top=top, qe=qe, verify=verify, diffusion=diffusion)
-            dt = time.perf_counter() - t0
+            local = stack.enter_context(Index.open(rerank_with, threads)) if rerank_with is not None else None
+            for image in queries:
+                t0 = time.perf_counter()
+                n = top + 1 if exclude_self else top
+                try:
+                    if local is not None:
+                        hits = idx.search_two_stage(image, local, top=n, shortlist=shortlist)
+                    else:
+                        hits = idx.search(image, top=n, qe=qe, verify=verify, diffusion=diffusion)
+                except LayerseekError as e:
+                    if not batch:
+                        raise
+                    failed.append((image, str(e)))
+                    err_console.print(f"[red]error:[/red] {escape(shown(str(e)))}", highlight=False, soft_wrap=True)
+                    if json_out:
+                        print(_json.dumps({"query": str(image), "error": str(e)}))
+                    continue
+                hits = (without_self(hits, image) if exclude_self else hits)[:top]
+                if header:
+                    header()
+                    header = None
+                print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only)
     except LayerseekError as e:
         fail(str(e))
+    if failed:
+        fail(f"{len(failed)} of {len(queries)} queries failed: "
+             + "; ".join(f"{shown(str(p))} ({shown(r)})" for p, r in failed[:3]) + ("; ..." if len(failed) > 3 else ""))
+
+
+def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool) -> None:
+    """One query's results in the form asked for (see `search`)."""
+    import json as _json
+
     if json_out:
-        print(_json.dumps({"query": str(image), "seconds": dt,
-                           "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
-                                        "inliers": h.inliers, "verified": h.verified}
-                                       for i, h in enumerate(hits)]}, indent=2))
+        data = {"query": str(image), "seconds": seconds,
+                "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
+                             "inliers": h.inliers, "verified": h.verified} for i, h in enumerate(hits)]}
+        print(_json.dumps(data) if batch else _json.dumps(data, indent=2))
+        return
+    if writer is not None:
+        for i, h in enumerate(hits, 1):
+            writer.writerow([str(image), i, f"{h.score:.4f}", "" if h.inliers is None else h.inliers, int(h.verified),
+                             h.path])
         return
     if paths_only:
         for h in hits:
-            print(shown(h.path))
+            print((f"{shown(str(image))}\t" if batch else "") + shown(h.path))
         return
-    if not sys.stdout.isatty():  # a pipe or a file: tab-separated lines, nothing wrapped or drawn
-        print("rank\tscore\tinliers\tverified\tpath")
+    if not sys.stdout.isatty():
         for i, h in enumerate(hits, 1):
-            print(f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{shown(h.path)}")
+            print((f"{shown(str(image))}\t" if batch else "")
+                  + f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{shown(h.path)}")
         return
-    table = Table(title=f"{image} ({dt * 1000:.0f} ms)")
+    table = Table(title=f"{shown(str(image))} ({seconds * 1000:.0f} ms)")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     checked = any(h.inliers is not None for h in hits)

@@ -2,6 +2,7 @@
 search, removal, bad files, the CLI."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,6 +220,27 @@ def test_cli_index_search_info_remove(data_dir, tmp_path):
     assert run(app, ["--version"]).output.startswith("layerseek ") and "Usage" in run(app, ["-h"]).output
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--backbone", "vgg16"])
     assert r.exit_code == 1 and "built with backbone 'mobilenet_v2'" in " ".join(r.output.split())
+    # a batch: a folder of queries (one of them broken) and a file, the network loaded once
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    shutil.copy(photos / PARIS[2], queries / "a.jpg")
+    (queries / "bad.jpg").write_bytes(b"not a jpeg")
+    (queries / "notes.txt").write_text("not an image name: skipped")
+    r = run(app, ["search", str(tmp_path / "idx"), str(queries), str(photos / PARIS[1]),
+                  "--top", "2", "--json", "--exclude-self"])
+    assert r.exit_code == 1 and "1 of 3 queries failed" in " ".join(r.stderr.split()) and "bad.jpg" in r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [Path(x["query"]).name for x in lines] == ["a.jpg", "bad.jpg", PARIS[1]]
+    assert "error" in lines[1] and len(lines[0]["results"]) == 2
+    assert lines[0]["results"][0]["path"].endswith(PARIS[2])  # a copy is not itself: kept
+    assert not any(h["path"].endswith(PARIS[1]) for h in lines[2]["results"])  # itself: excluded
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), str(photos / PARIS[2]), "--top", "2", "--csv"])
+
+    rows = list(csv.reader(r.output.splitlines()))
+    assert r.exit_code == 0 and rows[0] == ["query", "rank", "score", "inliers", "verified", "path"] and len(rows) == 5
+    assert rows[1][0].endswith(PARIS[1]) and rows[1][5].endswith(PARIS[1]) and rows[3][0].endswith(PARIS[2])
+    r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), str(photos / PARIS[2]), "--top", "1"])
+    assert r.output.splitlines()[0] == "query\trank\tscore\tinliers\tverified\tpath" and len(r.output.splitlines()) == 3
     r = run(app, ["info", str(tmp_path / "idx"), "--json"])
     info = json.loads(r.output)
     assert info["images"] == 6 and info["dim"] == 320 + 1280 and info["failed"] == 0
