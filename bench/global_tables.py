@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerseek.eval.datasets import get_dataset  # noqa: E402
-from layerseek.eval.runner import describe_dataset, protocol_metrics  # noqa: E402
+from layerseek.datasets import get_dataset  # noqa: E402
+from layerseek.describe import describe_dataset  # noqa: E402
+from layerseek.eval.runner import protocol_metrics  # noqa: E402
 from layerseek.fusion import format_ratio, grid_search, ordered_weights, plot_simplex  # noqa: E402
 from layerseek.progress import progress_bar, versions  # noqa: E402
 from layerseek.globaldesc import GlobalConfig, fit_whitenings, layer_matrices, rank, score_matrices  # noqa: E402

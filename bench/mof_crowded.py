@@ -19,8 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerseek.eval.datasets import get_dataset  # noqa: E402
-from layerseek.eval.runner import describe_dataset, evaluate_mof, train_mof  # noqa: E402
+from layerseek.datasets import get_dataset  # noqa: E402
+from layerseek.describe import describe_dataset  # noqa: E402
+from layerseek.eval.runner import evaluate_mof  # noqa: E402
+from layerseek.local.train import train_mof  # noqa: E402
 from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
 from layerseek.local.mof import MOFParams  # noqa: E402
 

@@ -13,8 +13,10 @@ import time
 import warnings
 from pathlib import Path
 
-from layerseek.eval.datasets import get_dataset
-from layerseek.eval.runner import PRIMARY, describe_dataset, evaluate_mof_combos, train_mof
+from layerseek.datasets import get_dataset
+from layerseek.describe import describe_dataset
+from layerseek.eval.runner import PRIMARY, evaluate_mof_combos
+from layerseek.local.train import train_mof
 from layerseek.local.mof import MOFParams
 from layerseek.progress import progress_bar, versions
 

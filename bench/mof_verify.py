@@ -22,9 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones import get_spec  # noqa: E402
-from layerseek.eval.datasets import get_dataset  # noqa: E402
-from layerseek.eval.runner import (describe_dataset, evaluate_mof, evaluate_rankings, local_descriptors,  # noqa: E402
-                                   train_mof)
+from layerseek.datasets import get_dataset  # noqa: E402
+from layerseek.describe import describe_dataset  # noqa: E402
+from layerseek.eval.runner import evaluate_mof, evaluate_rankings  # noqa: E402
+from layerseek.local.train import local_descriptors, train_mof  # noqa: E402
 from layerseek.images import load_image  # noqa: E402
 from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
 from layerseek.local.mof import MOFParams  # noqa: E402

@@ -10,8 +10,10 @@ import argparse
 import warnings
 
 from layerseek.backbones import get_spec
-from layerseek.eval.datasets import get_dataset
-from layerseek.eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, train_mof
+from layerseek.datasets import get_dataset
+from layerseek.describe import describe_dataset
+from layerseek.eval.runner import PRIMARY, evaluate_global, evaluate_mof
+from layerseek.local.train import train_mof
 from layerseek.globaldesc import GlobalConfig
 from layerseek.local.mof import MOFParams
 from layerseek.progress import versions

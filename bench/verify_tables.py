@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones import get_spec  # noqa: E402
 from layerseek.backbones.weights import cache_dir  # noqa: E402
-from layerseek.eval.datasets import Dataset, get_dataset  # noqa: E402
-from layerseek.eval.runner import describe_dataset, evaluate_global, evaluate_index_rule, evaluate_rankings  # noqa: E402
+from layerseek.datasets import Dataset, get_dataset  # noqa: E402
+from layerseek.describe import describe_dataset  # noqa: E402
+from layerseek.eval.runner import evaluate_global, evaluate_index_rule, evaluate_rankings  # noqa: E402
 from layerseek.globaldesc import GlobalConfig  # noqa: E402
 from layerseek.verify.geometry import Verifier, verified_order  # noqa: E402
 from layerseek.methods import make_method  # noqa: E402

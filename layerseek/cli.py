@@ -207,8 +207,9 @@ def eval_(
     import json as _json
 
     from .backbones import get_spec
-    from .eval.datasets import get_dataset
-    from .eval.runner import PRIMARY, describe_dataset, evaluate_global, evaluate_mof, evaluate_verified, per_query
+    from .datasets import get_dataset
+    from .describe import describe_dataset
+    from .eval.runner import PRIMARY, evaluate_global, evaluate_mof, evaluate_verified, per_query
     from .globaldesc import GlobalConfig
     from .local.method import LocalMethod
     from .progress import progress_bar, versions
@@ -243,7 +244,7 @@ def eval_(
             cfg = GlobalConfig(method, layer_list, weights, similarity, qe, qe_alpha)
         ds = get_dataset(dataset, root)
         if rotations:
-            from .eval.datasets import read_rotations
+            from .datasets import read_rotations
 
             ds.apply_rotations(read_rotations(rotations))
         console.print(ds.describe(), highlight=False)
@@ -363,7 +364,7 @@ def eval_(
 def collection_name(name: str | None) -> str | None:
     """A collection to learn from, as stored in an index's parameters: registry names as they are,
     folders and files as absolute paths (so the same collection compares equal from any cwd)."""
-    from .eval.datasets import DATASETS
+    from .datasets import DATASETS
 
     if name is None or name in DATASETS or not Path(name).expanduser().exists():
         return name

@@ -10,17 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .backbones import FeatureExtractor
+from .backbones.weights import cache_dir
 from .images import load_image
 from .local.windows import LOCAL_POOLINGS, dense_window_descriptors
 from .pooling import POOLINGS
+
+if TYPE_CHECKING:
+    from .datasets import Dataset
 
 CACHE_VERSION = 1
 
@@ -142,3 +147,38 @@ class DescriptorCache:
             if progress:
                 progress()
         return out
+
+
+# -- a whole collection (benchmarks, and the collections an index learns from) --------------------
+_EXTRACTORS: dict = {}
+
+
+def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) -> FeatureExtractor:
+    key = (backbone, tuple(layers))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = FeatureExtractor(backbone, layers, threads=threads)
+    return _EXTRACTORS[key]
+
+
+def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side: int = 1024,
+                     threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+                     poolings: Sequence[str] | None = None, cache_root=None, queries: bool = True,
+                     local: bool = False):
+    """Pooled vectors of the database and (unless queries=False, e.g. for a collection that only
+    trains a whitening) the cropped queries, from the descriptor cache where possible. `local`:
+    MOF's dense-window descriptors ("sum/layer", "max/layer": n x C) instead of pooled vectors.
+    Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
+    fx = extractor(backbone, layers, threads)
+    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side, local=local)
+    reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
+    if queries:
+        reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
+    errors: list[str] = []
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        progress(done[0], len(reqs))
+
+    out = cache.describe(reqs, tick if progress else None, errors, poolings)
+    return out[: len(ds.database)], out[len(ds.database):], errors

@@ -34,8 +34,8 @@ def learn_whitening(method: GlobalMethod, collection: str, threads: int | None =
                     progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Fit `method`'s per-layer whitening on a collection's images (descriptors cached as for
     `eval`). Returns the images that failed."""
-    from .eval.datasets import get_dataset
-    from .eval.runner import describe_dataset
+    from .datasets import get_dataset
+    from .describe import describe_dataset
 
     ds = get_dataset(collection)
     db, _, errors = describe_dataset(ds, method.backbone, method.layers, method.max_side, threads, progress,

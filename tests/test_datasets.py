@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from layerseek.errors import LayerseekError
-from layerseek.eval.datasets import (get_dataset, load_ground_truth_file, load_holidays, load_oxford_classic,
+from layerseek.datasets import (get_dataset, load_ground_truth_file, load_holidays, load_oxford_classic,
                                      load_ukbench, read_rotations)
 
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from layerseek.cli import app
 from layerseek.eval import metrics as M
-from layerseek.eval.datasets import load_ground_truth_file
-from layerseek.eval.runner import describe_dataset
+from layerseek.datasets import load_ground_truth_file
+from layerseek.describe import describe_dataset
 from layerseek.globaldesc import GlobalConfig, rank, score
 
 
@@ -83,7 +83,8 @@ def test_eval_bad_names_fail_with_choices(tmp_path):
 def test_eval_mof_and_two_stage(data_dir, tmp_path):
     import warnings
 
-    from layerseek.eval.runner import evaluate_mof, train_mof
+    from layerseek.eval.runner import evaluate_mof
+    from layerseek.local.train import train_mof
     from layerseek.local.mof import MOFParams
 
     f = _collection(data_dir, tmp_path)
@@ -101,7 +102,7 @@ def test_eval_mof_and_two_stage(data_dir, tmp_path):
     # the same number from Python
     ds = load_ground_truth_file(f)
     db, qs, _ = describe_dataset(ds, "mobilenet_v2", ["s16", "s32"], 384, cache_root=tmp_path / "cache", local=True)
-    from layerseek.eval.datasets import load_folder
+    from layerseek.datasets import load_folder
 
     tdb, tqs, _ = describe_dataset(load_folder(train), "mobilenet_v2", ["s16", "s32"], 384,
                                    cache_root=tmp_path / "cache", local=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from layerseek.eval import metrics as M
-from layerseek.eval.datasets import Query
+from layerseek.datasets import Query
 
 
 def test_ap_trapezoid_by_hand():
@@ -101,7 +101,7 @@ def test_revisited_protocols():
 def test_protocol_metrics_per_protocol():
     import numpy as np
 
-    from layerseek.eval.datasets import Dataset
+    from layerseek.datasets import Dataset
     from layerseek.eval.runner import protocol_metrics
 
     # UKBench: group {0,1,2,3}; query 0 finds itself, 1 and 3 in its top 4 -> N-S 3
@@ -135,7 +135,7 @@ def test_per_query_records_agree_with_the_protocol_means():
     the positives' places skip junk."""
     from pathlib import Path
 
-    from layerseek.eval.datasets import Dataset
+    from layerseek.datasets import Dataset
     from layerseek.eval.runner import per_query
 
     qs = [Query(Path("q0.jpg"), positives=[0, 3], hard=[5], junk=[1]),

@@ -1,1 +1,1 @@
-"""Benchmarks: dataset loaders for the real layouts, metrics, the eval runner."""
+"""Benchmarks: metrics, the eval runner, plots (the collections' loaders are `layerseek.datasets`)."""

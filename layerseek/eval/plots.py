@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import Dataset, Query
+from ..datasets import Dataset, Query
 
 
 def pr_curve(ranks, positives, junk=(), exclude=None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,52 +1,16 @@
-"""The eval runner: describe a dataset (cached), score a method, compute the protocol's metrics."""
+"""The eval runner: score a method on a described dataset (`describe.describe_dataset`), compute the
+protocol's metrics."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..backbones import FeatureExtractor
-from ..backbones.weights import cache_dir
-from ..describe import DescriptorCache, Request
-from ..errors import LayerseekError
+from ..datasets import Dataset
 from ..globaldesc import GlobalConfig, fit_whitenings, rank, score
+from ..local.train import local_descriptors
 from . import metrics as M
-from .datasets import Dataset
-
-_EXTRACTORS: dict = {}
-
-
-def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) -> FeatureExtractor:
-    key = (backbone, tuple(layers))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = FeatureExtractor(backbone, layers, threads=threads)
-    return _EXTRACTORS[key]
-
-
-def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side: int = 1024,
-                     threads: int | None = None, progress: Callable[[int, int], None] | None = None,
-                     poolings: Sequence[str] | None = None, cache_root=None, queries: bool = True,
-                     local: bool = False):
-    """Pooled vectors of the database and (unless queries=False, e.g. for a collection that only
-    trains a whitening) the cropped queries, from the descriptor cache where possible. `local`:
-    MOF's dense-window descriptors ("sum/layer", "max/layer": n x C) instead of pooled vectors.
-    Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
-    fx = extractor(backbone, layers, threads)
-    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side, local=local)
-    reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
-    if queries:
-        reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]
-    errors: list[str] = []
-    done = [0]
-
-    def tick():
-        done[0] += 1
-        progress(done[0], len(reqs))
-
-    out = cache.describe(reqs, tick if progress else None, errors, poolings)
-    return out[: len(ds.database)], out[len(ds.database):], errors
 
 
 def protocol_metrics(ds: Dataset, ranks: np.ndarray, keep_db: list[int]) -> dict[str, float]:
@@ -132,43 +96,6 @@ def evaluate_global(ds: Dataset, cfg: GlobalConfig, db_vecs, q_vecs, whiten_vecs
     result["_ranks"] = [(qi, [keep_db[j] for j in row[:1000]]) for qi, row in zip(keep_q, ranks)]
     result["_failed"] = (len(db_vecs) - len(keep_db), len(q_vecs) - len(keep_q))
     return result
-
-
-def local_descriptors(vec: dict, pooling: str, layers) -> dict[str, np.ndarray]:
-    """One image's cached window descriptors of the given pooling, per layer, as float32."""
-    return {layer: np.asarray(vec[f"{pooling}/{layer}"], np.float32) for layer in layers}
-
-
-def train_mof(params, train_vecs, pooling: str, cache_root=None, max_train: int = 500_000):
-    """A MOF model learned on a training collection's window descriptors; kept on disk under a key
-    of everything it depends on (parameters, pooling, sample size and the descriptors themselves),
-    so each vocabulary is trained once."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
-    from ..local.mof import MOFModel
-
-    vecs = [v for v in train_vecs if v is not None]
-    if not vecs:
-        raise LayerseekError("no readable image to learn the MOF vocabularies from")
-    content = hashlib.sha256()  # what the model learns from, so a changed collection trains anew
-    for v in vecs:
-        content.update(np.ascontiguousarray(v[f"{pooling}/{params.layers[0]}"]).tobytes())
-    key = hashlib.sha256(json.dumps({**asdict(params), "pooling": pooling, "max_train": max_train,
-                                     "content": content.hexdigest()}, sort_keys=True,
-                                    default=list).encode()).hexdigest()[:16]
-    folder = Path(cache_root or cache_dir() / "mof-models") / key
-    if (folder / "mof.json").is_file():
-        try:
-            return MOFModel.load(folder)
-        except Exception:  # noqa: BLE001 - a damaged entry is trained again
-            pass
-    train = {layer: np.concatenate([np.asarray(v[f"{pooling}/{layer}"], np.float32) for v in vecs])
-             for layer in params.layers}
-    model = MOFModel(params).fit(train, max_train)
-    model.save(folder)
-    return model
 
 
 def evaluate_mof(ds: Dataset, model, pooling: str, db_vecs, q_vecs, layers=None, he: bool | None = None,

@@ -62,8 +62,9 @@ class LocalMethod:
         """Learn vocabularies and HE medians on a collection (a dataset name, ground-truth file or
         folder; every image of it, queries included; window descriptors and the model cached as for
         `eval`). Returns the images that failed."""
-        from ..eval.datasets import get_dataset
-        from ..eval.runner import describe_dataset, train_mof
+        from ..datasets import get_dataset
+        from ..describe import describe_dataset
+        from .train import train_mof
 
         ds = get_dataset(collection)
         db, qs, errors = describe_dataset(ds, self.backbone, self.layers, self.max_side, threads, progress,

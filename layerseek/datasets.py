@@ -1,12 +1,14 @@
-"""Dataset loaders for the real benchmark layouts. Images that are missing are dropped from the
-lists and the ground truth, and the loader says how many."""
+"""Collections: the loaders of the real benchmark layouts, of ground-truth files and of plain
+folders. `eval` measures on them; `index` learns from them (whitening, MOF vocabularies), so
+they live here and not in `eval`. Images that are missing are dropped from the lists and the
+ground truth, and the loader says how many."""
 from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LayerseekError, lookup
+from .errors import LayerseekError, lookup
 
 
 @dataclass
@@ -112,7 +114,7 @@ def load_smvs(root: str | Path, reference: str = "Reference", all_views: bool = 
 
 
 def _image_files(folder: Path) -> list[Path]:
-    from ..images import is_image_name
+    from .images import is_image_name
 
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p))
 
