@@ -281,7 +281,7 @@ def shared_data_dir() -> Path:
     env = os.environ.get("LAYERSEEK_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _rparis6k_subset(root: Path | None = None) -> Dataset:

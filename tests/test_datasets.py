@@ -131,3 +131,10 @@ def test_unknown_dataset_lists_valid_names():
         get_dataset("nope")
     with pytest.raises(LayerseekError, match="--root"):
         get_dataset("holidays")
+
+
+def test_the_shared_data_is_found_beside_the_repository(data_dir, monkeypatch):
+    from layerseek.datasets import shared_data_dir
+
+    monkeypatch.delenv("LAYERSEEK_DATA", raising=False)
+    assert shared_data_dir().resolve() == data_dir.resolve()
