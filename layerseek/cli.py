@@ -596,6 +596,61 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
 
 
 @app.command()
+def demo(
+    index_path: Annotated[Path, typer.Option("--index", help="where the demo index is made (kept: serve or search it "
+                                                             "afterwards)")] = Path("demo.lsx"),
+    data: Annotated[Optional[Path], typer.Option(help="the SMVS DVD covers folder (default: the shared data)")] = None,
+    photos: Annotated[int, typer.Option(help="phone photos searched from each of the four phones")] = 2,
+    covers: Annotated[int, typer.Option(help="how many covers to index (default: all 100)")] = 100,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
+) -> None:
+    """The main job on sample data: index 100 DVD covers with the default pipeline, search phone
+    photos of some of them (taken with four phones, in clutter, at an angle), and say for each
+    whether its cover came first. Then search or serve the index it made."""
+    from .datasets import shared_data_dir
+    from .index import Index
+    from .progress import progress_bar
+
+    root = data or shared_data_dir() / "smvs-dvd-covers"
+    every = sorted((root / "Reference").glob("*.jpg"))
+    refs = every[:max(1, covers)]
+    if not refs:
+        fail(f"{root}: no Reference/*.jpg here; give the SMVS DVD covers folder with --data")
+    phones = [d for d in ("Canon", "Droid", "E63", "Palm") if (root / d).is_dir()]
+    # photos of the indexed covers, spread over the covers: each phone's k-th photo of every n-th cover
+    step = max(1, len(refs) // max(1, photos))
+    queries = [(root / ph / r.name, r) for ph in phones for r in refs[::step][:photos] if (root / ph / r.name).is_file()]
+    try:
+        idx = Index.open_or_create(index_path, DEFAULT_INDEX["method"], threads, None, None, None,
+                                   verify=DEFAULT_INDEX["verify"], backbone=DEFAULT_INDEX["backbone"])
+        bar, update = progress_bar(f"indexing {len(refs)} covers", err_console)
+        with idx:
+            with bar:
+                # all of them: the folder (one root, as `index` would); a few: those files
+                report = (idx.add_folder(root / "Reference", progress=update) if refs == every
+                          else idx.add_files(refs, progress=update))
+                idx.update_graph()
+            console.print(f"{index_path}: {report.summary()}", highlight=False)
+            right = 0
+            for photo, cover in queries:
+                t0 = time.perf_counter()
+                hits = idx.search(photo, top=1)
+                ok = bool(hits) and Path(hits[0].path).resolve() == cover.resolve()
+                right += ok
+                first = (f"{Path(hits[0].path).name}" + (f", {hits[0].inliers} inliers" if hits[0].inliers else "")
+                         if hits else "nothing")
+                console.print(f"{'right' if ok else 'WRONG'}  {photo.parent.name}/{photo.name} -> {first} "
+                              f"({time.perf_counter() - t0:.1f} s)", highlight=False)
+    except LayerseekError as e:
+        fail(str(e))
+    console.print(f"{right} of {len(queries)} phone photos found their cover first.", highlight=False)
+    console.print(f"Next: layerseek search {index_path} PHOTO   or   layerseek serve {index_path}  (then open the "
+                  "address it prints and drop a photo)", highlight=False, soft_wrap=True)
+    if right < len(queries):
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
 def info(index_path: Annotated[Path, typer.Argument(help="the index directory")],
          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """What an index holds: method, backbone, parameters, size, failures."""

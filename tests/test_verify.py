@@ -327,3 +327,14 @@ def test_he_matches_agree_with_every_pair_compared():
     for j in set(best_of[x][1] for x in best_of):
         chosen = [x for x in best_of if best_of[x][1] == j]
         assert j in b.tolist() and min(best_of[x][0] for x in chosen) == best_of[a[b.tolist().index(j)]][0]
+
+
+def test_demo_indexes_covers_and_finds_each_phone_photo_cover_first(data_dir, tmp_path):
+    r = CliRunner().invoke(app, ["demo", "--index", str(tmp_path / "demo.lsx"), "--covers", "8", "--photos", "1"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert sum(line.startswith("right ") for line in lines) == 4  # one photo from each of the four phones
+    assert "4 of 4 phone photos found their cover first." in r.output and "layerseek serve" in r.output
+    assert json.loads((tmp_path / "demo.lsx" / "manifest.json").read_text())["params"]["method"] == "rmac"
+    r = CliRunner().invoke(app, ["demo", "--index", str(tmp_path / "d2"), "--data", str(tmp_path)])
+    assert r.exit_code == 1 and "no Reference/*.jpg" in r.output
