@@ -1,0 +1,73 @@
+"""How far a "same object" mark can be trusted (issue 15): an index of the 100 SMVS covers and the
+1000 Corel-1k photos (which show no DVD cover) made with the default pipeline, searched with
+every SMVS phone photo. A verified Corel result is a false "same object"; the right cover
+verified is a true one. Prints both rates and the inliers of the false ones.
+
+    .venv/bin/python bench/same_object.py --index /var/tmp/same-object.lsx
+
+The index is kept (a second run only searches). Searches go through `Index.search`, as the CLI's.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from layerseek.cli import DEFAULT_INDEX  # noqa: E402
+from layerseek.datasets import shared_data_dir  # noqa: E402
+from layerseek.index import Index  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--top", type=int, default=100, help="results looked at per query (the verified shortlist is 100)")
+    ap.add_argument("--photos", type=int, default=0, help="photos per phone (0: all 100)")
+    args = ap.parse_args()
+    data = shared_data_dir()
+    covers, corel = data / "smvs-dvd-covers", data / "corel1k" / "jpg"
+    t0 = time.perf_counter()
+    with Index.open_or_create(args.index, DEFAULT_INDEX["method"], verify=DEFAULT_INDEX["verify"],
+                              backbone=DEFAULT_INDEX["backbone"]) as idx:
+        for folder in (covers / "Reference", corel):
+            rep = idx.add_folder(folder)
+            print(f"{folder}: {rep.summary()}", flush=True)
+        idx.update_graph()
+        print(f"index ready ({time.perf_counter() - t0:.0f} s): {idx.info()['images']} images", flush=True)
+        settings = idx.verify_settings
+        phones = ["Canon", "Droid", "E63", "Palm"]
+        photos = [p for ph in phones for p in sorted((covers / ph).glob("*.jpg"))[:args.photos or None]]
+        true_same = false_same = queries_with_false = wrong_cover = 0
+        false_inliers: list[int] = []
+        true_inliers: list[int] = []
+        t0 = time.perf_counter()
+        for photo in photos:
+            hits = idx.search(photo, top=args.top)
+            cover = (covers / "Reference" / photo.name).resolve()
+            wrong = [h for h in hits if h.verified and Path(h.path).resolve() != cover]
+            right = [h for h in hits if h.verified and Path(h.path).resolve() == cover]
+            true_same += bool(right)
+            true_inliers += [h.inliers for h in right]
+            false_same += len(wrong)
+            queries_with_false += bool(wrong)
+            false_inliers += [h.inliers for h in wrong]
+            wrong_cover += sum(Path(h.path).resolve().parent == cover.parent for h in wrong)
+        per_q = (time.perf_counter() - t0) / max(1, len(photos))
+    n = len(photos)
+    print(f"verification settings: {settings}")
+    print(f"{n} phone photos, {per_q:.2f} s per search: right cover marked same {true_same}/{n} "
+          f"({100 * true_same / max(1, n):.1f} %; its inliers: median {np.median(true_inliers) if true_inliers else 0:.0f}, "
+          f"min {min(true_inliers, default=0)})")
+    print(f"false 'same': {false_same} results in {queries_with_false} of {n} searches "
+          f"({100 * queries_with_false / max(1, n):.2f} % of searches; {false_same / max(1, n * min(args.top, 100)):.5f} "
+          f"per shortlisted result; {wrong_cover} of them other covers, {false_same - wrong_cover} Corel photos); "
+          f"their largest inlier counts: {sorted(false_inliers)[-10:]}")
+
+
+if __name__ == "__main__":
+    main()
