@@ -156,4 +156,8 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         assert scores[0].startswith("✓ ") and scores[0].endswith(" inliers")
         assert not any(s.startswith("✓") for s in scores[1:])
         assert page.locator("#results .hit.verified").count() == 1
+        # the verified result stands apart from the merely similar ones, under its own heading
+        assert page.locator("#same .hit").count() == 1 and page.locator("#similar .hit").count() == 3
+        assert page.locator("#same h2").inner_text().startswith("Same object or place (1)")
+        assert page.locator("#similar h2").inner_text().startswith("Similar (3)")
         page.screenshot(path=str(tmp_path / "verified.png"))
