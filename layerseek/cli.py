@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -423,6 +424,10 @@ def index(
                "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he}
     learn_on = whiten_on or train_on
     creating = not Path(index_path, "manifest.json").is_file()
+    if creating and not folder.is_dir():  # checked first: a mistyped folder must not leave an index behind
+        fail(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; no index was created")
+    fresh = not index_path.exists()  # made by this run: removed again if its creation fails
+    started = False
     if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
         method = method or DEFAULT_INDEX["method"]
         if method != "mof" or backbone is None:
@@ -437,14 +442,15 @@ def index(
             idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store,
                                        verify=DEFAULT_INDEX["verify"] if verify is None else verify, **options)
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), err_console)
+        started = True
         with idx, bar:
             report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
                                     ray_workers=ray_workers, allow_mass_removal=allow_mass_removal)
             idx.update_graph()  # now, not in the first search's time
-    except LayerseekError as e:
-        fail(str(e))
-    except OSError as e:  # e.g. an index location that cannot be written
-        fail(os_error_line(e))
+    except (LayerseekError, OSError) as e:
+        if fresh and not started:  # the creation itself failed (e.g. learning the whitening): leave nothing
+            shutil.rmtree(index_path, ignore_errors=True)
+        fail(str(e) if isinstance(e, LayerseekError) else os_error_line(e))
     console.print(f"{index_path}: {report.summary()}", highlight=False)
     for line in report.failed:
         err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)

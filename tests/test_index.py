@@ -364,3 +364,17 @@ def test_hnsw_diff_matches_a_set_reference():
     want_removed = sorted(r for i, (r, h) in live.items() if i not in set(ids.tolist()) or i == 12)
     want_added = sorted(i for i in ids.tolist() if i not in live or i == 12)
     assert sorted(removed.tolist()) == want_removed and sorted(added.tolist()) == want_added
+
+
+def test_an_index_whose_creation_fails_leaves_nothing_behind(data_dir, tmp_path):
+    run = CliRunner().invoke
+    r = run(app, ["index", str(tmp_path / "Photoz"), "--index", str(tmp_path / "x.lsx")])
+    assert r.exit_code == 1 and "no such folder" in r.output and not (tmp_path / "x.lsx").exists()
+    photos = _photos(data_dir, tmp_path / "photos")
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "x.lsx"), "--whiten-on", "no-such-collection"])
+    assert r.exit_code == 1 and "unknown dataset" in r.output and not (tmp_path / "x.lsx").exists()
+    # an index that exists is never removed for a failed run
+    (tmp_path / "kept.lsx").mkdir()
+    (tmp_path / "kept.lsx" / "mine.txt").write_text("a user's file")
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "kept.lsx"), "--whiten-on", "no-such-collection"])
+    assert r.exit_code == 1 and (tmp_path / "kept.lsx" / "mine.txt").is_file()
