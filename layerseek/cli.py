@@ -374,7 +374,8 @@ def collection_name(name: str | None) -> str | None:
 
 @app.command()
 def index(
-    folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively")],
+    folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively (or one photo: added by "
+                                                "name, even if it was removed before)")],
     index_path: Annotated[Path, typer.Option("--index", help="the index directory (created if new)")],
     method: Annotated[Optional[str], typer.Option(help="rmac (default), fcrow, crow, spoc, mac, gem, mof")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="mobilenet_v2 (default), vgg16, efficientnet_lite0")] = None,
@@ -406,6 +407,11 @@ def index(
     verify: Annotated[Optional[bool], typer.Option("--verify/--no-verify",
                                                    help="store SIFT features of every photo so that searches verify "
                                                         "their best matches geometrically (default on, set at creation)")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="leave out the files whose path or name matches this "
+                                                               "pattern (e.g. '*.tmp.jpg', '*/thumbnails/*'), now and "
+                                                               "in later runs; indexed ones are forgotten; repeatable")] = None,
+    include: Annotated[Optional[list[str]], typer.Option(help="drop an exclusion: a pattern given with --exclude, or a "
+                                                               "file or folder removed before; repeatable")] = None,
     allow_mass_removal: Annotated[bool, typer.Option("--allow-mass-removal", "--prune",
                                                      help="forget the indexed files of a folder that is missing, empty "
                                                           "or unreadable, or more than half of them at once (refused "
@@ -417,6 +423,7 @@ def index(
     Exit status: 0 all done; 1 nothing done (an error, or a removal refused); 3 done, but some
     files failed or some folders could not be read (listed at the end)."""
     from .index import Index
+    from .ingest import absolute
     from .progress import progress_bar
 
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
@@ -424,8 +431,8 @@ def index(
                "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he}
     learn_on = whiten_on or train_on
     creating = not Path(index_path, "manifest.json").is_file()
-    if creating and not folder.is_dir():  # checked first: a mistyped folder must not leave an index behind
-        fail(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; no index was created")
+    if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind
+        fail(f"{folder}: no such folder; no index was created")
     fresh = not index_path.exists()  # made by this run: removed again if its creation fails
     started = False
     if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
@@ -444,8 +451,17 @@ def index(
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), err_console)
         started = True
         with idx, bar:
-            report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
-                                    ray_workers=ray_workers, allow_mass_removal=allow_mass_removal)
+            for pattern in include or []:
+                if not (idx.catalog.include(pattern) or idx.catalog.include(str(absolute(pattern)))):
+                    err_console.print(f"  not excluded: {shown(pattern)}", highlight=False, soft_wrap=True, markup=False)
+            for pattern in exclude or []:
+                idx.catalog.exclude(pattern, "glob")
+            if folder.is_file():  # one photo, by name
+                report = idx.add_files([folder], batch=batch, workers=workers, progress=update, ray=ray,
+                                       ray_workers=ray_workers)
+            else:
+                report = idx.add_folder(folder, batch=batch, workers=workers, progress=update, ray=ray,
+                                        ray_workers=ray_workers, allow_mass_removal=allow_mass_removal)
             idx.update_graph()  # now, not in the first search's time
     except (LayerseekError, OSError) as e:
         if fresh and not started:  # the creation itself failed (e.g. learning the whitening): leave nothing
@@ -698,6 +714,9 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     if data["roots"]:
         console.print("indexed: " + ", ".join(shown(r) for r in data["roots"]), highlight=False, soft_wrap=True,
                       markup=False)
+    if data["excluded"]:
+        console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({e['kind']})" for e in data["excluded"]),
+                      highlight=False, soft_wrap=True, markup=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
                   f"made by layerseek {data['versions']['layerseek']}", highlight=False)

@@ -259,4 +259,5 @@ class Index(Ingest, Query):
                 "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(),
                 "verify": self.verify_settings, "feature_bytes_per_image": self.catalog.feature_bytes(),
                 "generation": self.catalog.generation(), "roots": self.catalog.roots(),
+                "excluded": [{"pattern": pat, "kind": k} for pat, k in self.catalog.exclusions()],
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

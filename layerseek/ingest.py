@@ -2,6 +2,7 @@
 parallel, committing in batches, forgetting files (only on evidence)."""
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 import stat
@@ -51,12 +52,34 @@ class IndexReport:
     failed: list[str] = field(default_factory=list)  # "path: reason"
     skipped: list[str] = field(default_factory=list)  # not image files
     unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
+    excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
 
     def summary(self) -> str:
         return (f"{self.added} added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged"
                 + (f", {self.reused} copied from identical files" if self.reused else "")
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
-                + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else ""))
+                + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else "")
+                + (f", {self.excluded} excluded" if self.excluded else ""))
+
+
+class Exclusions:
+    """What a folder walk leaves out, from the catalog's list: `--exclude` patterns (matched on
+    the whole path and on the name: every file that matches, indexed or not) and the files and
+    folders the user removed (only while they are not in the index: re-added by name, a file is
+    kept and updated like any other)."""
+
+    def __init__(self, rows: Iterable[tuple[str, str]]):
+        rows = list(rows)
+        self.files = {p for p, k in rows if k == "file"}
+        self.folders = [p for p, k in rows if k == "folder"]
+        self.globs = [p for p, k in rows if k == "glob"]
+
+    def by_pattern(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(name, g) for g in self.globs)
+
+    def removed(self, path: str) -> bool:
+        return path in self.files or any(is_under(path, f) for f in self.folders)
 
 
 class Ingest:
@@ -101,6 +124,7 @@ class Ingest:
             report.unreadable.append(f"{err.filename}: {err.strerror or err}")
 
         listed = 0
+        excluded = Exclusions(self.catalog.exclusions())
         for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
@@ -110,6 +134,9 @@ class Ingest:
                 p = Path(dirpath) / name
                 if not is_image_name(p):
                     report.skipped.append(str(p))
+                    continue
+                if excluded.by_pattern(str(p)) or (excluded.removed(str(p)) and self.catalog.by_path(str(p)) is None):
+                    report.excluded += 1  # not seen: an indexed file that matches a pattern is forgotten
                     continue
                 seen.add(str(p))
                 self._plan(p, report, todo)
@@ -147,10 +174,12 @@ class Ingest:
     def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
                   progress: Callable[[int, int], None] | None = None, ray: str | None = None,
                   ray_workers: int | None = None) -> IndexReport:
-        """Index these image files (new or changed ones; unchanged ones are left as they are)."""
+        """Index these image files (new or changed ones; unchanged ones are left as they are). A
+        file named here that was removed before is no longer excluded."""
         report, todo = IndexReport(), []
         for p in paths:
             p = absolute(p)
+            self.catalog.include(str(p))
             if not p.exists():
                 report.failed.append(f"{p}: missing")
             elif not p.is_file():
@@ -331,15 +360,24 @@ class Ingest:
     @_exclusive
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
         """Forget these files (the files themselves are not touched); a symlink may be named by
-        its own path or its target's, and a folder forgets every indexed file under it. Returns
-        the paths that were not in the index."""
-        keys, missing = [], []
+        its own path or its target's, and a folder forgets every indexed file under it. What was
+        removed stays out of later `add_folder` runs until it is added by name (`add_files`).
+        Returns the paths that were not in the index."""
+        keys, missing, out = [], [], []
         for p in paths:
-            found = self.find(p) or list(self.catalog.entries(under=str(absolute(p))))
+            found = self.find(p)
+            if found:
+                out += [(e.path, "file") for e in found]
+            else:
+                found = list(self.catalog.entries(under=str(absolute(p))))
+                if found:
+                    out.append((str(absolute(p)), "folder"))
             keys += [e.path for e in found]
             if not found:
                 missing.append(str(p))
         self._commit(deletes=keys)
+        for pattern, kind in out:  # after the removal is committed: a failed one excludes nothing
+            self.catalog.exclude(pattern, kind)
         self._seal()
         return missing
 

@@ -378,3 +378,32 @@ def test_an_index_whose_creation_fails_leaves_nothing_behind(data_dir, tmp_path)
     (tmp_path / "kept.lsx" / "mine.txt").write_text("a user's file")
     r = run(app, ["index", str(photos), "--index", str(tmp_path / "kept.lsx"), "--whiten-on", "no-such-collection"])
     assert r.exit_code == 1 and (tmp_path / "kept.lsx" / "mine.txt").is_file()
+
+
+def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path):
+    run = CliRunner().invoke
+    photos = _photos(data_dir, tmp_path / "photos")
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--backbone", "mobilenet_v2",
+            "--layers", "s32,last", "--max-side", "256", "--no-verify"]
+    assert run(app, args).exit_code == 0
+
+    def held():
+        with Index.open(tmp_path / "idx") as idx:
+            return sorted(Path(e.path).name for e in idx.catalog.entries())
+
+    assert run(app, ["remove", str(tmp_path / "idx"), str(photos / PARIS[0])]).exit_code == 0
+    r = run(app, args)  # the next run does not bring the removed file back
+    assert r.exit_code == 0 and "1 excluded" in r.output and PARIS[0] not in held() and len(held()) == 5
+    r = run(app, args[:1] + [str(photos / PARIS[0])] + args[2:])  # added back by name
+    assert r.exit_code == 0 and "1 added" in r.output and PARIS[0] in held()
+    r = run(app, args)
+    assert "excluded" not in r.output and len(held()) == 6
+    # a pattern: matching files are left out now (indexed ones forgotten) and in later runs
+    r = run(app, args + ["--exclude", "*eiffel*"])
+    assert r.exit_code == 0 and "2 removed" in r.output and not any("eiffel" in n for n in held())
+    info = json.loads(run(app, ["info", str(tmp_path / "idx"), "--json"]).output)
+    assert info["excluded"] == [{"pattern": "*eiffel*", "kind": "glob"}]
+    assert "2 excluded" in run(app, args).output and len(held()) == 4
+    r = run(app, args + ["--include", "*eiffel*"])
+    assert r.exit_code == 0 and "2 added" in r.output and len(held()) == 6
+    assert "not excluded: *nothing*" in run(app, args + ["--include", "*nothing*"]).output

@@ -50,6 +50,13 @@ _PROVENANCE = """
 CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added REAL NOT NULL);
 """
 
+# What `index` leaves out: files and folders the user removed ('file', 'folder': kept out until
+# re-added by name) and `--exclude` patterns ('glob', on the path and on the name).
+_EXCLUDED = """
+CREATE TABLE IF NOT EXISTS excluded (pattern TEXT PRIMARY KEY, kind TEXT NOT NULL, added REAL NOT NULL);
+"""
+EXCLUSION_KINDS = ("file", "folder", "glob")
+
 # Local features for geometric verification (`verify.features.LocalFeatures.pack`), one row per
 # image of an index made with verification; written and deleted in the image's own transaction.
 _FEATURES = """
@@ -231,7 +238,7 @@ class Catalog:
         for col, kind in _IMAGE_COLUMNS.items():
             if col not in have:
                 conn.execute(f"ALTER TABLE images ADD COLUMN {col} {kind}")
-        conn.executescript(_PROVENANCE + _FEATURES + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
+        conn.executescript(_PROVENANCE + _EXCLUDED + _FEATURES + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
 
     def reader(self) -> Catalog:
         """Another connection to the same catalog, for reads beside a writer (WAL: readers never
@@ -433,6 +440,19 @@ class Catalog:
 
     def add_root(self, path: str) -> None:
         self.conn.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (to_db(path), time.time()))
+
+    def exclusions(self) -> list[tuple[str, str]]:
+        """(pattern, kind) of what `index` leaves out (kind: EXCLUSION_KINDS)."""
+        return [(from_db(p), k) for p, k in self.conn.execute("SELECT pattern, kind FROM excluded ORDER BY kind, pattern")]
+
+    def exclude(self, pattern: str, kind: str) -> None:
+        if kind not in EXCLUSION_KINDS:
+            raise ValueError(f"unknown exclusion kind {kind!r}")
+        self.conn.execute("INSERT OR REPLACE INTO excluded VALUES (?, ?, ?)", (to_db(pattern), kind, time.time()))
+
+    def include(self, pattern: str) -> bool:
+        """Drop an exclusion (a path re-added by name, or a pattern given back); whether there was one."""
+        return self.conn.execute("DELETE FROM excluded WHERE pattern=?", (to_db(pattern),)).rowcount > 0
 
     def flag(self, id_: int, reason: str) -> None:
         """Mark an entry whose file no longer matches what was indexed (the next `index` re-reads it)."""
