@@ -101,7 +101,17 @@ class Query:
             hits.append(Hit(int(i), e.path if e else "?", float(s)))
         return hits[:top]
 
+    #: results asked for beyond `top`, so that files gone from the disk can be left out
+    MISSING_SLACK = 10
+
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
+               verify: int | None = None, expand: int | None = None, diffusion: bool | None = None) -> list[Hit]:
+        """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
+        the next `index` run forgets them), `top` of them."""
+        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion)
+        return [h for h in hits if os.path.lexists(h.path)][:top]
+
+    def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification

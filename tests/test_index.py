@@ -407,3 +407,19 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
     r = run(app, args + ["--include", "*eiffel*"])
     assert r.exit_code == 0 and "2 added" in r.output and len(held()) == 6
     assert "not excluded: *nothing*" in run(app, args + ["--include", "*nothing*"]).output
+
+
+def test_a_file_gone_from_the_disk_is_left_out_of_results(data_dir, tmp_path):
+    photos = _photos(data_dir, tmp_path / "photos")
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
+        idx.add_folder(photos)
+        query = tmp_path / "query.jpg"
+        shutil.copy(photos / PARIS[1], query)
+        assert idx.search(query, top=6)[0].path == str(photos / PARIS[1])
+        (photos / PARIS[1]).rename(photos / "renamed.jpg")
+        hits = idx.search(query, top=6)
+        assert len(hits) == 5 and str(photos / PARIS[1]) not in [h.path for h in hits]
+        assert str(photos / PARIS[1]) in [h.path for h in idx.ranked(query, top=6)]  # still indexed until...
+        rep = idx.add_folder(photos)  # ... the next run: forgotten, and the new name indexed
+        assert (rep.removed, rep.added + rep.reused) == (1, 1)
+        assert idx.search(query, top=1)[0].path == str(photos / "renamed.jpg")
