@@ -25,8 +25,23 @@ DEFAULT_MAX_DECODE_PIXELS = 50_000_000
 DEFAULT_MAX_PIXELS = DEFAULT_MAX_DECODE_PIXELS  # the name earlier code used
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif",
+     ".heic", ".heif", ".avif"}  # phones' formats: HEIF through pillow-heif, AVIF through Pillow itself
 )
+
+
+def _register_heif() -> None:
+    """Let Pillow open HEIC/HEIF (iPhone photos) through pillow-heif; its EXIF orientation is then
+    applied by `ImageOps.exif_transpose` as for a JPEG. Without the package, HEIC is "unsupported"."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # pragma: no cover - pinned in requirements.lock
+        return
+    # pillow-heif would rotate the pixels itself and drop the tag; we keep the one rule for all formats
+    register_heif_opener(thumbnails=False)
+
+
+_register_heif()
 
 # Truncated files must fail, not be silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

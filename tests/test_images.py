@@ -155,3 +155,21 @@ def test_rotate_turns_clockwise(tmp_path):
     assert out[0, -1, 0] == 255
     with pytest.raises(ImageError, match="a.png.*45"):
         load_image(tmp_path / "a.png", rotate=45)
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".avif"])
+def test_phone_formats_load_upright_like_jpeg(data_dir, tmp_path, suffix):
+    from PIL import Image
+
+    from layerseek.images import IMAGE_SUFFIXES, load_image
+
+    src = Image.open(data_dir / "smvs-dvd-covers" / "Canon" / "001.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: to be turned 90 degrees clockwise
+    path = tmp_path / f"photo{suffix}"
+    src.save(path, exif=exif.tobytes())
+    upright = np.asarray(src.convert("RGB").transpose(Image.Transpose.ROTATE_270), np.float32)
+    got = load_image(path, max_side=None).astype(np.float32)
+    assert suffix in IMAGE_SUFFIXES and got.shape == upright.shape == (1024, 768, 3)
+    assert np.abs(got - upright).mean() < 5  # lossy codec, same picture the right way up
+    assert np.abs(got[::-1, ::-1] - upright).mean() > 30  # and not turned twice
