@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--ratio", default="0.8")
     ap.add_argument("--fundamental", default="0", help="min inliers of a fundamental matrix that verifies an "
                     "image the homography does not (0: off), comma-separated values")
+    ap.add_argument("--spread", default="0", help="min inlier spread of a verified image (Verifier.spread; 0: off), "
+                                                  "comma-separated values")
     ap.add_argument("--features", type=int, default=1000)
     ap.add_argument("--side", type=int, default=640)
     ap.add_argument("--kind", default="sift", help="local features: sift or orb")
@@ -135,20 +137,24 @@ def main() -> None:
     for k in ([int(x) for x in args.query_seeded.split(",")] if args.query_seeded else []):
         print(f"query-seeded diffusion k {k} (no verification): {fmt(query_seeded(ds, args, k), ds.protocol)}", flush=True)
     rows = []
-    for ratio, fm in [(r, f) for r in map(float, args.ratio.split(",")) for f in map(int, args.fundamental.split(","))]:
+    for ratio, fm, sp in [(r, f, x) for r in map(float, args.ratio.split(",")) for f in map(int, args.fundamental.split(","))
+                          for x in map(float, args.spread.split(","))]:
         for thr in map(float, args.threshold.split(",")):
             for shortlist in map(int, args.shortlist.split(",")):
                 t0 = time.perf_counter()
                 _, inliers = verify_rankings(first, db_feats, q_feats,
-                                             Verifier(ratio, thr, min(map(int, args.min_inliers.split(","))), fm), shortlist)
+                                             Verifier(ratio, thr, min(map(int, args.min_inliers.split(","))), fm, sp),
+                                             shortlist)
                 per_q = (time.perf_counter() - t0) / max(1, len(first))
                 for m in map(int, args.min_inliers.split(",")):
                     new = {qi: verified_order(order[:shortlist], inliers[qi], m) + order[shortlist:]
                            for qi, order in first.items()}
                     res = evaluate_rankings(ds, new)
                     row = {"ratio": ratio, "threshold": thr, "shortlist": shortlist, "min_inliers": m, "fundamental": fm,
+                           "spread": sp,
                            "seconds_per_query": per_q, **{k: v for k, v in res.items() if not k.startswith("_")}}
                     line = (f"ratio {ratio} thr {thr} shortlist {shortlist} min {m}" + (f" F {fm}" if fm else "")
+                            + (f" spread {sp:g}" if sp else "")
                             + f": {fmt(res, ds.protocol)}  ({per_q:.2f} s/q)")
                     if args.per_phone and ds.protocol == "smvs":
                         for phone in sorted({q.path.parent.name for q in ds.queries}):
@@ -160,7 +166,7 @@ def main() -> None:
                     rows.append(row)
                     for k in ([int(x) for x in args.diffusion.split(",")] if args.diffusion else
                               ([0] if args.expand else [])):
-                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m, fm), shortlist, k)
+                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m, fm, sp), shortlist, k)
                         extra = {k2: v for k2, v in res.items() if not k2.startswith("_")}
                         line = (f"  + {args.expand} round(s) of verified QE" + (f", diffusion k {k}" if k else "")
                                 + f": {fmt(res, ds.protocol)}  ({res['_verify_seconds']:.2f} s/q)")

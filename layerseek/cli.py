@@ -198,7 +198,10 @@ def eval_(
                                                 "as an index searches (an index's default: 15; 0: off)")] = 0,
     fundamental: Annotated[int, typer.Option(help="with --verify: an image the homography does not verify is verified "
                                                   "by a fundamental matrix (3-D scenes) with at least this many inliers "
-                                                  "(an index's default: 15; 0: off)")] = 0,
+                                                  "(an index's default: 20; 0: off)")] = 0,
+    spread: Annotated[float, typer.Option(help="with --verify: inliers must spread over at least this share of the "
+                                               "database image's width and height (a shared logo or banner does "
+                                               "not verify; 0: off)")] = 0.0,
 ) -> None:
     """Evaluate a method on a benchmark and print the protocol's table: a global descriptor
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
@@ -302,11 +305,11 @@ def eval_(
                 if wv is not None:
                     kept = [v for v in wv if v is not None]
                     gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
-                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(fundamental=fundamental), verify, expand,
+                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify, expand,
                                           {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
                                           if diffusion else None)
             else:
-                res = evaluate_verified(ds, first, fdb, fqs, Verifier(fundamental=fundamental), verify)
+                res = evaluate_verified(ds, first, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify)
             res["_score_seconds"] = t_first
     except LayerseekError as e:
         fail(str(e))
@@ -347,7 +350,7 @@ def eval_(
                   "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
-                  "verify": verify, "expand": expand, "diffusion": diffusion, "fundamental": fundamental,
+                  "verify": verify, "expand": expand, "diffusion": diffusion, "fundamental": fundamental, "spread": spread,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "per_query": per_query(ds, res.get("_ranks", [])),

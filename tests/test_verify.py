@@ -283,6 +283,24 @@ def test_a_3d_scene_is_verified_by_its_epipolar_geometry_and_noise_is_not():
     assert 15 < epipolar_inliers(noise.xy, fa.xy, 6.4) < 0.3 * n  # ... though some fall near their lines
 
 
+def test_inliers_in_a_strip_do_not_verify_with_a_spread_bar():
+    from layerseek.verify.geometry import inlier_spread
+
+    rng = np.random.default_rng(4)
+    n = 120
+    desc = rng.integers(0, 120, (n, 128)).astype(np.uint8)
+    band = np.stack([rng.uniform(0, 640, n), rng.uniform(0, 30, n)], axis=1).astype(np.float32)  # a banner
+    whole = np.stack([rng.uniform(0, 640, n), rng.uniform(0, 480, n)], axis=1).astype(np.float32)
+    for xy, spread in ((band, 30 / 480), (whole, 1.0)):
+        db = LocalFeatures(xy, desc, (640, 480))
+        q = LocalFeatures(xy * 0.9 + 5, desc, (640, 480))  # a similarity of the same points
+        assert inlier_spread(xy, (640, 480)) == pytest.approx(0.8 * spread, rel=0.2)  # 10th-90th percentile box
+        n_plain, s_plain = Verifier().check(q, db)
+        assert n_plain >= 100 and s_plain == pytest.approx(inlier_spread(xy, (640, 480)), rel=0.05)
+        got = Verifier(spread=0.2).inliers(q, db)
+        assert got == (9 if spread < 0.2 else n_plain)  # the strip: one short of the bar, not verified
+
+
 def test_window_grid_shape_recovers_each_layer_grid_of_the_real_network(make_extractor):
     from layerseek.backbones import get_spec
     from layerseek.local.windows import window_pool

@@ -65,6 +65,7 @@ class Verify(_Model):
     min_inliers: Annotated[int, Field(ge=1, le=10000)]
     expand: Annotated[int, Field(ge=0, le=100)] = 1
     fundamental: Annotated[int, Field(ge=0, le=10000)] = 0  # 0: homography only (indexes made before it)
+    spread: Annotated[float, Field(ge=0, le=1)] = 0.0  # 0: no spread rule (indexes made before it)
     diffusion: Diffusion | None = None
 
 

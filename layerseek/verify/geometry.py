@@ -37,28 +37,47 @@ class Verifier:
     # 3-D scenes: when the homography finds fewer than min_inliers, a fundamental matrix (epipolar
     # geometry, any rigid scene) with at least this many inliers verifies too; 0: homography only
     fundamental: int = 0
+    # inliers confined to a strip of the database image (a shared logo or banner, e.g. every
+    # Blu-ray case's "BLU-RAY + DVD" band) do not verify: their `inlier_spread` must reach this
+    # share of the image's width and height; 0: no such check
+    spread: float = 0.0
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None) -> int:
         """Inliers of the homography between a query's and a database image's features (of one
         kind; `q_space`: the query's `match_space`, if already computed); an image the
-        fundamental matrix verifies and the homography does not counts `min_inliers`."""
+        fundamental matrix verifies and the homography does not counts `min_inliers`; an image
+        whose verifying inliers spread less than `spread` counts `min_inliers` - 1 (not verified:
+        a shared logo, not the same object)."""
+        n, spread = self.check(query, db, q_space)
+        if n >= self.min_inliers and self.spread and spread < self.spread:
+            return self.min_inliers - 1
+        return n
+
+    def check(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
+              ) -> tuple[int, float]:
+        """(inliers as `inliers` counts them without the spread rule, `inlier_spread` of the inliers
+        that verified in the database image; 0.0 when nothing verified)."""
         if len(query) < 4 or len(db) < 4:
-            return 0
+            return 0, 0.0
         if query.kind != db.kind:
-            return 0  # features of two kinds never match
+            return 0, 0.0  # features of two kinds never match
         qi, di = ratio_matches(match_space(query) if q_space is None else q_space, match_space(db), self.ratio,
                                query.binary)
         thr = self.threshold * max(db.size)
-        n = ransac_inliers(query.xy[qi], db.xy[di], thr)
-        if self.fundamental and n < self.min_inliers and len(qi) >= self.fundamental:
-            f = epipolar_inliers(query.xy[qi], db.xy[di], thr)
+        mask = ransac_mask(query.xy[qi], db.xy[di], thr)
+        n = int(mask.sum())
+        if n >= self.min_inliers:
+            return n, inlier_spread(db.xy[di[mask]], db.size)
+        if self.fundamental and len(qi) >= self.fundamental:
+            fmask = epipolar_mask(query.xy[qi], db.xy[di], thr)
+            f = int(fmask.sum())
             # an epipolar line is a weak constraint: among many random matches some always fall
             # near their lines (23 of 200 in the test), so a share of the matches is asked too
             if f >= self.fundamental and f >= EPIPOLAR_MIN_SHARE * len(qi):
                 # verified, at the bar: epipolar inliers come easier than a homography's, so an
                 # image verified so follows those a homography verifies with more
-                return self.min_inliers
-        return n
+                return self.min_inliers, inlier_spread(db.xy[di[fmask]], db.size)
+        return n, 0.0
 
     def scores(self, query: LocalFeatures, shortlist: Sequence[LocalFeatures | None]) -> list[int]:
         """Inliers of each shortlisted image (0 for one without stored features)."""
@@ -91,36 +110,58 @@ def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool
     return keep, best[keep]
 
 
-def ransac_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> int:
-    """Inliers of a homography fitted to matched points src -> dst (k x 2) by USAC MAGSAC."""
+def inlier_spread(points: np.ndarray, size: tuple[int, int]) -> float:
+    """How far inliers (k x 2, x y in pixels of an image of `size` (width, height)) spread: the
+    smaller of the widths and heights of the box between their 10th and 90th percentiles, as a
+    share of the image's (a few stray inliers do not widen it, as they would a convex hull)."""
+    if len(points) < 2:
+        return 0.0
+    extent = (np.percentile(points, 90, axis=0) - np.percentile(points, 10, axis=0)) / np.asarray(size, np.float64)
+    return float(min(extent))
+
+
+def ransac_mask(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.ndarray:
+    """Which matched points src -> dst (k x 2) are inliers of a homography fitted by USAC MAGSAC."""
     import cv2
 
+    none = np.zeros(len(src), bool)
     if len(src) < 4:
-        return 0
+        return none
     try:
         _, mask = cv2.findHomography(src.reshape(-1, 1, 2).astype(np.float32),
                                      dst.reshape(-1, 1, 2).astype(np.float32),
                                      cv2.USAC_MAGSAC, ransacReprojThreshold=float(threshold), maxIters=2000,
                                      confidence=0.999)
     except cv2.error:  # a degenerate sample: no model
-        return 0
-    return 0 if mask is None else int(mask.sum())
+        return none
+    return none if mask is None else mask.ravel().astype(bool)
 
 
-def epipolar_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> int:
-    """Inliers of a fundamental matrix fitted to matched points src -> dst (k x 2) by USAC MAGSAC:
-    the matches consistent with one rigid scene seen from two viewpoints, planar or not."""
+def ransac_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> int:
+    """Inliers of a homography fitted to matched points src -> dst (k x 2) by USAC MAGSAC."""
+    return int(ransac_mask(src, dst, threshold).sum())
+
+
+def epipolar_mask(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.ndarray:
+    """Which matched points src -> dst (k x 2) are inliers of a fundamental matrix fitted by USAC
+    MAGSAC: the matches consistent with one rigid scene seen from two viewpoints, planar or not."""
     import cv2
 
+    none = np.zeros(len(src), bool)
     if len(src) < 8:
-        return 0
+        return none
     try:
         _, mask = cv2.findFundamentalMat(src.reshape(-1, 1, 2).astype(np.float32),
                                          dst.reshape(-1, 1, 2).astype(np.float32),
                                          cv2.USAC_MAGSAC, float(threshold), 0.999, 2000)
     except cv2.error:  # a degenerate sample (points on a line, repeated points): no model
-        return 0
-    return 0 if mask is None else int(mask.sum())
+        return none
+    return none if mask is None else mask.ravel().astype(bool)
+
+
+def epipolar_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> int:
+    """Inliers of a fundamental matrix fitted to matched points src -> dst (k x 2) (`epipolar_mask`)."""
+    return int(epipolar_mask(src, dst, threshold).sum())
 
 
 def verified_order(order: Sequence[int], inliers: dict[int, int], min_inliers: int) -> list[int]:
