@@ -621,6 +621,46 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
 
 
 @app.command()
+def watch(
+    folder: Annotated[Path, typer.Argument(help="the folder of photos to follow")],
+    index_path: Annotated[Path, typer.Option("--index", help="the index directory (created with the defaults if new)")],
+    debounce: Annotated[float, typer.Option(help="seconds of quiet after a change before the index is updated")] = 2.0,
+    poll: Annotated[bool, typer.Option("--poll", help="look for changes by polling (network shares, where the "
+                                                      "system sends no events)")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
+    allow_mass_removal: Annotated[bool, typer.Option("--allow-mass-removal", "--prune",
+                                                     help="let a run forget more than half of the folder's files")] = False,
+) -> None:
+    """Keep an index in step with FOLDER: index it now, then again each time files are added,
+    changed, moved or deleted under it (after DEBOUNCE seconds of quiet), until Ctrl-C."""
+    from .index import Index
+    from .watch import watch as follow
+
+    def reported(report) -> None:
+        console.print(f"{time.strftime('%H:%M:%S')} {index_path}: {report.summary()}", highlight=False, soft_wrap=True)
+        for line in report.failed:
+            err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
+
+    def failed(message: str) -> None:
+        err_console.print(f"[red]error:[/red] {escape(shown(message))} (still watching)", highlight=False, soft_wrap=True)
+
+    if not folder.is_dir():
+        fail(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+    try:
+        new = not Path(index_path, "manifest.json").is_file()  # a new index gets the default pipeline
+        idx = Index.open_or_create(index_path, DEFAULT_INDEX["method"] if new else None, threads,
+                                   verify=DEFAULT_INDEX["verify"], **({"backbone": DEFAULT_INDEX["backbone"]} if new else {}))
+        with idx:
+            console.print(f"watching {folder} for {index_path} (Ctrl-C stops)", highlight=False)
+            follow(idx, folder, debounce, on_report=reported, on_error=failed, poll=poll,
+                   allow_mass_removal=allow_mass_removal)
+    except KeyboardInterrupt:
+        console.print("stopped", highlight=False)
+    except LayerseekError as e:
+        fail(str(e))
+
+
+@app.command()
 def demo(
     index_path: Annotated[Path, typer.Option("--index", help="where the demo index is made (kept: serve or search it "
                                                              "afterwards)")] = Path("demo.lsx"),

@@ -423,3 +423,50 @@ def test_a_file_gone_from_the_disk_is_left_out_of_results(data_dir, tmp_path):
         rep = idx.add_folder(photos)  # ... the next run: forgotten, and the new name indexed
         assert (rep.removed, rep.added + rep.reused) == (1, 1)
         assert idx.search(query, top=1)[0].path == str(photos / "renamed.jpg")
+
+
+def test_watch_keeps_the_index_in_step_with_the_folder(data_dir, tmp_path):
+    import threading
+
+    from layerseek.watch import watch
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in PARIS[:2]:
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / name, photos / name)
+    reports, stop = [], threading.Event()
+
+    def held():
+        con = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
+        try:
+            return {Path(p).name: sha for p, sha in con.execute("SELECT path, sha256 FROM images")}
+        finally:
+            con.close()
+
+    def until(cond, what):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            time.sleep(0.2)
+        pytest.fail(f"the watch did not {what}: {reports}")
+
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
+        t = threading.Thread(target=watch, args=(idx, photos, 0.3, stop, reports.append))
+        t.start()
+        try:
+            until(lambda: len(held()) == 2, "index the folder at its start")
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], photos / PARIS[2])  # added
+            until(lambda: PARIS[2] in held(), "add a new file")
+            before = held()[PARIS[0]]
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[3], photos / PARIS[0])  # changed
+            until(lambda: held().get(PARIS[0]) not in (None, before), "re-index a changed file")
+            (photos / PARIS[1]).unlink()  # deleted
+            until(lambda: PARIS[1] not in held(), "forget a deleted file")
+            (photos / "sub").mkdir()
+            (photos / PARIS[2]).rename(photos / "sub" / PARIS[2])  # moved
+            until(lambda: set(held()) == {PARIS[0], PARIS[2]} and len(held()) == 2, "follow a moved file")
+        finally:
+            stop.set()
+            t.join(timeout=30)
+        assert not t.is_alive() and all(r.failed == [] for r in reports)

@@ -1,0 +1,74 @@
+"""Keep an index in step with a folder: file-system events (watchdog: inotify on Linux, FSEvents,
+ReadDirectoryChangesW; polling where none is available) wake an incremental `add_folder` run once
+the folder has been quiet for a moment, so a camera import of 500 photos is one run, not 500.
+
+The run is the same as `layerseek index`: new and changed files are added, deleted ones
+forgotten, removed and excluded ones left out, and a folder that vanishes whole (an unmounted
+drive) is refused, not emptied.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import LayerseekError
+
+
+def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Event | None = None,
+          on_report: Callable[[object], None] | None = None, on_error: Callable[[str], None] | None = None,
+          poll: bool = False, **add_options) -> None:
+    """Index `folder` into `index` now, then again after every burst of changes under it (once no
+    event came for `debounce` seconds), until `stop` is set. `on_report` gets each run's
+    IndexReport, `on_error` the message of a run that failed (the watch goes on). `poll`: a
+    polling observer (network shares, where no events come)."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+    from watchdog.observers.polling import PollingObserver
+
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise LayerseekError(f"{folder}: not a folder")
+    own = str(Path(index.catalog.root).resolve())  # an index kept inside the folder: its writes are no change
+    stop = stop or threading.Event()
+    changed = threading.Event()
+    last = [0.0]
+
+    class Changes(FileSystemEventHandler):
+        def on_any_event(self, event):
+            if event.event_type in ("opened", "closed_no_write"):
+                return  # reads change nothing
+            paths = [event.src_path, getattr(event, "dest_path", "") or ""]
+            if all(not p or p == own or p.startswith(own + "/") for p in map(str, paths)):
+                return
+            last[0] = time.monotonic()
+            changed.set()
+
+    def run():
+        try:
+            report = index.add_folder(folder, **add_options)
+            index.update_graph()  # as `index` does: the next search does not pay for it
+        except LayerseekError as e:
+            if on_error:
+                on_error(str(e))
+            return
+        if on_report:
+            on_report(report)
+
+    observer = (PollingObserver(timeout=max(0.5, debounce)) if poll else Observer())
+    observer.schedule(Changes(), str(folder), recursive=True)
+    observer.start()
+    try:
+        run()  # what changed while nobody watched
+        while not stop.is_set():
+            if not changed.wait(0.2):
+                continue
+            if time.monotonic() - last[0] < debounce:  # still arriving: wait for the burst to end
+                stop.wait(0.2)
+                continue
+            changed.clear()
+            run()
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
