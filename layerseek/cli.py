@@ -661,6 +661,41 @@ def watch(
 
 
 @app.command()
+def duplicates(
+    index_path: Annotated[Path, typer.Argument(help="the index directory")],
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write the CSV here (default: print it)")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="also write a contact sheet: one row of "
+                                                                     "thumbnails per group, a single HTML file")] = None,
+    neighbours: Annotated[int, typer.Option(help="nearest images verified against each image")] = 10,
+) -> None:
+    """Groups of indexed images that show the same object or place: copies, crops, re-encodes and
+    other photos of one cover or facade, verified geometrically (a global index made with
+    verification, the default). CSV: group, size, path, inliers."""
+    from .duplicates import duplicate_groups, write_csv, write_html
+    from .index import Index
+    from .progress import progress_bar
+
+    if neighbours < 1:
+        fail(f"--neighbours {neighbours}: give 1 or more")
+    try:
+        with Index.open(index_path) as idx:
+            bar, update = progress_bar("verifying neighbours", err_console)
+            with bar:
+                groups = duplicate_groups(idx, neighbours, update)
+    except LayerseekError as e:
+        fail(str(e))
+    if csv_out is not None:
+        with open(csv_out, "w", encoding="utf-8", newline="") as f:
+            write_csv(groups, f)
+    else:
+        write_csv(groups, sys.stdout)
+    if html_out is not None:
+        write_html(groups, html_out, f"Duplicates in {index_path}")
+    err_console.print(f"{len(groups)} groups, {sum(len(g.members) for g in groups)} images"
+                      + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def demo(
     index_path: Annotated[Path, typer.Option("--index", help="where the demo index is made (kept: serve or search it "
                                                              "afterwards)")] = Path("demo.lsx"),

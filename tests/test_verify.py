@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -356,3 +357,33 @@ def test_demo_indexes_covers_and_finds_each_phone_photo_cover_first(data_dir, tm
     assert json.loads((tmp_path / "demo.lsx" / "manifest.json").read_text())["params"]["method"] == "rmac"
     r = CliRunner().invoke(app, ["demo", "--index", str(tmp_path / "d2"), "--data", str(tmp_path)])
     assert r.exit_code == 1 and "no Reference/*.jpg" in r.output
+
+
+def test_duplicates_groups_the_photos_of_each_cover(data_dir, tmp_path):
+    covers = tmp_path / "covers"
+    covers.mkdir()
+    # covers that share no printed band (Blu-ray cases do: see docs/RESULTS.md, "same object")
+    for i in ("006", "009", "010", "011", "012"):
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", covers / f"ref-{i}.jpg")
+    for phone, i in (("Droid", "006"), ("Palm", "006"), ("Canon", "011")):
+        shutil.copy(data_dir / "smvs-dvd-covers" / phone / f"{i}.jpg", covers / f"{phone}-{i}.jpg")
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
+        idx.add_folder(covers)
+    r = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--html", str(tmp_path / "dups.html")])
+    assert r.exit_code == 0, r.output
+    import csv
+    rows = list(csv.reader(r.stdout.splitlines()))
+    assert rows[0] == ["group", "size", "path", "inliers"]
+    groups: dict[str, set[str]] = {}
+    for g, size, path, inliers in rows[1:]:
+        groups.setdefault(g, set()).add(Path(path).name)
+        assert int(inliers) >= 10
+    assert sorted(groups.values(), key=len, reverse=True) == [{"ref-006.jpg", "Droid-006.jpg", "Palm-006.jpg"},
+                                                               {"ref-011.jpg", "Canon-011.jpg"}]
+    page = (tmp_path / "dups.html").read_text()
+    assert page.count("<section>") == 2 and page.count("data:image/jpeg;base64,") == 5 and "Palm-006.jpg" in page
+    # an index without stored features cannot say what is the same object
+    with Index.create(tmp_path / "plain", "rmac", backbone="mobilenet_v2", max_side=512) as idx:
+        idx.add_folder(covers)
+    r = CliRunner().invoke(app, ["duplicates", str(tmp_path / "plain")])
+    assert r.exit_code == 1 and "made with verification" in r.output
