@@ -20,7 +20,7 @@ import torch
 
 from .backbones import FeatureExtractor
 from .backbones.weights import cache_dir
-from .images import load_image
+from .images import file_sha256, load_image  # noqa: F401 (file_sha256 re-exported)
 from .local.windows import LOCAL_POOLINGS, dense_window_descriptors
 from .pooling import POOLINGS
 
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
     from .datasets import Dataset
 
 CACHE_VERSION = 1
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def pool_all(acts: dict[str, torch.Tensor], poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str, np.ndarray]:

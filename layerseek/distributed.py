@@ -94,7 +94,7 @@ class _Encoder:
         return bytes(out) if self.method.kind == "local" else np.asarray(out, np.float32).tobytes()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .describe import file_sha256
+        from .images import file_sha256
         from .images import load_image
 
         n = len(batch["path"])

@@ -34,7 +34,7 @@ def duplicate_groups(index, neighbours: int = 10, progress: Callable[[int, int],
     each image against its `neighbours` nearest, verified pairs joined."""
     from .verify.features import LocalFeatures, match_space
 
-    if index.method.kind != "global" or not index.verify_settings:
+    if index.kind != "global" or not index.verify_settings:
         raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
                              "(the default of `layerseek index`)")
     verifier = index.verifier

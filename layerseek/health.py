@@ -313,7 +313,7 @@ def _rebuild_caches(idx) -> list[str]:
     """Every derived structure built again from the catalog."""
     done = []
     n = idx.catalog.count()
-    if idx.method.kind == "local":
+    if idx.kind == "local":
         idx.engine()
         done.append(f"rebuilt the MOF inverted files ({n} images)")
         return done

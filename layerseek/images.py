@@ -47,6 +47,17 @@ _register_heif()
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read 1 MiB at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _open(path: Path, data: bytes | None) -> Image.Image:
     src = io.BytesIO(data) if data is not None else path
     with warnings.catch_warnings():

@@ -20,7 +20,6 @@ import numpy as np
 
 from .errors import IndexBusy, LayerseekError
 from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE, Ingest, IndexReport, absolute  # noqa: F401 (re-exported)
-from .methods import GlobalMethod, make_method, method_from_params
 from .progress import versions
 from .query import Hit, Query  # noqa: F401 (re-exported)
 from .store.catalog import Catalog
@@ -28,6 +27,7 @@ from .store.vectors import ANN_MODES, ANN_THRESHOLD, MilvusStore, open_store, pa
 
 if TYPE_CHECKING:
     from .local.method import LocalMethod
+    from .methods import GlobalMethod
 
 
 def learn_whitening(method: GlobalMethod, collection: str, threads: int | None = None,
@@ -80,9 +80,9 @@ class Index(Ingest, Query):
     """An index directory opened for work: its life cycle here, indexing in `ingest.Ingest`,
     searching in `query.Query`."""
 
-    def __init__(self, catalog: Catalog, method: GlobalMethod | LocalMethod, threads: int | None = None):
+    def __init__(self, catalog: Catalog, method: GlobalMethod | LocalMethod | None, threads: int | None = None):
         self.catalog = catalog
-        self.method = method
+        self._method = method  # None: made from the manifest when first needed (see `method`)
         self.threads = threads
         self._fx = None
         self._store = None  # where the global vectors are searched (opened on first use)
@@ -105,6 +105,8 @@ class Index(Ingest, Query):
             raise LayerseekError(f"unknown search mode {ann!r}; valid: {', '.join(ANN_MODES)}")
         if Catalog.exists(path):
             raise LayerseekError(f"{path}: already holds an index")
+        from .methods import make_method
+
         store_spec = parse_store(store, path)
         m = make_method(method, **options)
         if m.kind == "local" and store_spec["kind"] != "faiss":
@@ -138,10 +140,23 @@ class Index(Ingest, Query):
 
     @classmethod
     def open(cls, path: str | Path, threads: int | None = None) -> Index:
-        cat = Catalog.open(path)
-        m = method_from_params(cat.manifest["params"])
-        m = m.load_model(cat.root) if m.kind == "local" else m.load_whitening(cat.root)
-        return cls(cat, m, threads)
+        return cls(Catalog.open(path), None, threads)
+
+    @property
+    def method(self) -> GlobalMethod | LocalMethod:
+        """The index's method with its learned state, made from the manifest on first use: `info`,
+        `remove` and `check` never need it, and so never import torch."""
+        if self._method is None:
+            from .methods import method_from_params
+
+            m = method_from_params(self.catalog.manifest["params"])
+            self._method = m.load_model(self.catalog.root) if m.kind == "local" else m.load_whitening(self.catalog.root)
+        return self._method
+
+    @property
+    def kind(self) -> str:
+        """"global" or "local" (MOF), from the manifest."""
+        return "local" if self.catalog.manifest["params"]["method"] == "mof" else "global"
 
     @classmethod
     def open_or_create(cls, path: str | Path, method: str | None = None, threads: int | None = None,
@@ -253,7 +268,7 @@ class Index(Ingest, Query):
         n = self.catalog.count()
         return {"path": str(root), "images": n, "failed": len(self.catalog.failures()),
                 "params": self.catalog.manifest["params"], "dim": self.catalog.dim,
-                "search": "inverted files (BoW + HE)" if self.method.kind == "local" else self.store.describe(n),
+                "search": "inverted files (BoW + HE)" if self.kind == "local" else self.store.describe(n),
                 "store": store_address(self.catalog.store_settings),
                 "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
                 "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(),

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .describe import file_sha256
 from .errors import ImageError, LayerseekError
-from .images import is_image_name, load_image
+from .images import file_sha256, is_image_name, load_image
 from .store.catalog import is_under
 
 #: Share of a folder's indexed files that one `index` run may forget without --allow-mass-removal.

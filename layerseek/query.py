@@ -71,7 +71,7 @@ class Query:
         queries: a fused vector (global) or words and signatures with multiple assignment (mof)."""
         with self._lock:
             img = self.query_image(image, data)
-            if self.method.kind == "local":
+            if self.kind == "local":
                 return self.method.encode_query(self.fx(img))
             return self.encode_array(img)
 
@@ -121,7 +121,7 @@ class Query:
         `diffusion`: the verified images seed a diffusion over the graph of the index's vectors
         that orders everything after them (`verify.diffusion`; default: the index's setting, on
         for new global indexes; False: off)."""
-        if self.method.kind == "local" and qe:
+        if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
         shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
         if shortlist < 0:
@@ -132,7 +132,7 @@ class Query:
         img = self.query_image(image, data)
         q = self.encode_query(img)
         n = max(top, shortlist)
-        if self.method.kind == "local":
+        if self.kind == "local":
             hits = self.search_local(q, n)
             return (self.verify_hits(img, hits, shortlist) if shortlist else hits)[:top]
         if not shortlist:
@@ -176,9 +176,9 @@ class Query:
                                                       for i in ids])))
 
         order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
-                                          if self.method.kind == "global" else None, shortlist,
+                                          if self.kind == "global" else None, shortlist,
                                           verifier.min_inliers, rounds)
-        if diffusion and self.method.kind == "global" and q is not None:
+        if diffusion and self.kind == "global" and q is not None:
             from .verify.diffusion import verified_diffusion
 
             graph, S = self.graph(int(diffusion["k"]), float(diffusion["gamma"]))
@@ -201,7 +201,7 @@ class Query:
         """Bring the diffusion graph up to date with the catalog now (a search would otherwise do
         it first); nothing on an index without diffusion."""
         d = (self.verify_settings or {}).get("diffusion")
-        if d and self.method.kind == "global" and self.catalog.count():
+        if d and self.kind == "global" and self.catalog.count():
             self.graph(int(d["k"]), float(d["gamma"]))
 
     def graph(self, k: int, gamma: float):
@@ -249,7 +249,7 @@ class Query:
         """Two stages: this (global) index shortlists its `shortlist` best images, the MOF index
         `local` of the same photos re-scores them. Returns the re-ordered head with MOF scores;
         a shortlisted file the MOF index lacks keeps its place after the scored ones."""
-        if self.method.kind != "global" or local.method.kind != "local":
+        if self.kind != "global" or local.kind != "local":
             raise LayerseekError("two-stage search needs a global index first and a mof index second")
         first = self.search(image, top=max(shortlist, top), data=data, verify=0)
         scores = dict(local.engine().search(local.encode_query(image, data)))

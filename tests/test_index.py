@@ -470,3 +470,26 @@ def test_watch_keeps_the_index_in_step_with_the_folder(data_dir, tmp_path):
             stop.set()
             t.join(timeout=30)
         assert not t.is_alive() and all(r.failed == [] for r in reports)
+
+
+def test_info_remove_check_and_help_start_without_torch(data_dir, tmp_path):
+    """Commands that run no network never import torch (seconds of start-up saved)."""
+    photos = _photos(data_dir, tmp_path / "photos")
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256,
+                      verify=True) as idx:
+        idx.add_folder(photos)
+    idx_path = str(tmp_path / "idx")
+    script = (
+        "import sys, json\n"
+        "from typer.testing import CliRunner\n"
+        "from layerseek.cli import app\n"
+        "out = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    out.append([r.exit_code, 'torch' in sys.modules])\n"
+        "print(json.dumps(out))\n")
+    runs = [["info", idx_path], ["info", idx_path, "--json"], ["check", idx_path],
+            ["remove", idx_path, str(photos / PARIS[0])], ["--help"], ["search", "--help"]]
+    r = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1]) == [[0, False]] * len(runs)

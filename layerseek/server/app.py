@@ -192,7 +192,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     wait for the worker before the server answers 503."""
     idx = Index.open(index_path, threads)
     local = Index.open(rerank_with, threads) if rerank_with else None
-    if local is not None and (idx.method.kind, local.method.kind) != ("global", "local"):
+    if local is not None and (idx.kind, local.kind) != ("global", "local"):
         raise LayerseekError("two-stage serving needs a global index and a mof index to re-rank with")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     # The network and the index's SQLite connection are used by one worker thread, one job at a
