@@ -31,6 +31,7 @@ class Hit:
     score: float  # the first stage's (or MOF's) similarity
     inliers: int | None = None  # geometrically consistent correspondences, when the hit was verified
     verified: bool = False  # inliers reached the index's threshold: the same object or place
+    matches: list | None = None  # with search(matches=True), a verified hit's correspondences (Verifier.pairs)
 
 
 class Query:
@@ -105,11 +106,22 @@ class Query:
     MISSING_SLACK = 10
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
-               verify: int | None = None, expand: int | None = None, diffusion: bool | None = None) -> list[Hit]:
+               verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
+               matches: bool = False) -> list[Hit]:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
-        the next `index` run forgets them), `top` of them."""
+        the next `index` run forgets them), `top` of them. `matches`: each verified result also
+        carries the correspondences that verified it (`Hit.matches`, to draw them)."""
         hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion)
-        return [h for h in hits if os.path.lexists(h.path)][:top]
+        hits = [h for h in hits if os.path.lexists(h.path)][:top]
+        if matches and any(h.verified for h in hits):
+            from .verify.features import LocalFeatures
+
+            qf = self.local_features(self.query_image(image, data))
+            stored = self.catalog.features([h.id for h in hits if h.verified])
+            for h in hits:
+                if h.verified and h.id in stored:
+                    h.matches = np.round(self.verifier.pairs(qf, LocalFeatures.unpack(stored[h.id])), 4).tolist()
+        return hits
 
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None) -> list[Hit]:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import os
 import shutil
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -161,3 +162,33 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         assert page.locator("#same h2").inner_text().startswith("Same object or place (1)")
         assert page.locator("#similar h2").inner_text().startswith("Similar (3)")
         page.screenshot(path=str(tmp_path / "verified.png"))
+        # the viewer: the query beside the result, the correspondences that verified it drawn between
+        page.locator("#same .hit").first.click()
+        page.wait_for_selector("#viewer.open", timeout=10_000)
+        page.wait_for_function("['vq', 'full'].every(i => document.getElementById(i).complete && "
+                               "document.getElementById(i).naturalWidth > 0)", timeout=30_000)
+        page.wait_for_function("document.querySelectorAll('#lines line').length >= 10", timeout=10_000)
+        assert page.locator("#caption").inner_text().startswith("1. ") and page.is_disabled("#prev")
+        page.screenshot(path=str(tmp_path / "viewer.png"))
+        page.keyboard.press("ArrowRight")  # next: a similar result, with no lines
+        assert page.locator("#caption").inner_text().startswith("2. ")
+        assert page.locator("#lines line").count() == 0 and not page.is_disabled("#prev")
+        page.click("#prev")
+        assert page.locator("#caption").inner_text().startswith("1. ")
+        page.keyboard.press("Escape")
+        assert not page.is_visible("#viewer")
+        # "search with this photo": the result becomes the query
+        page.locator("#similar .hit").first.click()
+        name = page.locator("#caption").inner_text().split(" · ")[0].split(". ", 1)[1]
+        page.click("#again")
+        page.wait_for_function(f"document.getElementById('status').textContent.includes('matches')", timeout=60_000)
+        page.wait_for_selector("#results .hit", timeout=60_000)
+        assert _results(page)[0] == Path(name).name and not page.is_visible("#viewer")
+        # the drop zone answers the keyboard; a phone-sized screen shows two columns
+        page.focus("#drop")
+        with page.expect_file_chooser(timeout=5_000):
+            page.keyboard.press("Enter")
+        page.set_viewport_size({"width": 390, "height": 844})
+        cols = page.evaluate("getComputedStyle(document.querySelector('#results .grid')).gridTemplateColumns")
+        assert len(cols.split()) == 2, cols
+        assert page.locator("#results .hit").first.get_attribute("title").endswith(".jpg")  # full name on hover

@@ -285,9 +285,12 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         return shown(os.path.relpath(path, root) if root and root != path else Path(path).name)
 
     def hit_json(rank: int, h, full: bool) -> dict:
-        return {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": shown(Path(h.path).name),
-                "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
-                "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+        out = {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": shown(Path(h.path).name),
+               "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
+               "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+        if h.matches is not None:
+            out["matches"] = h.matches
+        return out
 
     def served_entry(image_id: int, read: bool) -> tuple[Entry, bytes | None]:
         """The catalog entry and (with `read`) the verified bytes of an image, or 404."""
@@ -316,21 +319,23 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                 "queue": queue["pending"], "max_queue": max_queue, "verify": idx.verify_settings,
                 "rerank_with": str(local.catalog.root) if local else None, "shortlist": shortlist if local else None}
 
-    def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None):
+    def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False):
         if local is not None:
             return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
-        return idx.search(name, top=top, qe=qe, data=data, verify=verify)
+        return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches)
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
                      top: int = Query(12, ge=1, le=1000), qe: int = Query(0, ge=0, le=50),
                      verify: int | None = Query(None, ge=0, le=1000, description="verify the first N geometrically "
                                                 "(default 100 on an index that stores local features; 0: off)"),
+                     matches: bool = Query(False, description="each verified result also lists the correspondences "
+                                           "that verified it: [query x, y, result x, y] as shares of each image's size"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify)
+            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:

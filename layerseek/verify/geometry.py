@@ -53,6 +53,23 @@ class Verifier:
             return self.min_inliers - 1
         return n
 
+    def pairs(self, query: LocalFeatures, db: LocalFeatures, limit: int = 200) -> np.ndarray:
+        """The correspondences that verify a pair, to draw: k x 4 (query x, y, database x, y), each
+        as a share of its image's width and height; the homography's inliers, or the fundamental
+        matrix's where it verified the pair; at most `limit` (evenly sampled)."""
+        if len(query) < 4 or len(db) < 4 or query.kind != db.kind:
+            return np.zeros((0, 4), np.float32)
+        qi, di = ratio_matches(match_space(query), match_space(db), self.ratio, query.binary)
+        thr = self.threshold * max(db.size)
+        mask = ransac_mask(query.xy[qi], db.xy[di], thr)
+        if mask.sum() < self.min_inliers and self.fundamental:
+            mask = epipolar_mask(query.xy[qi], db.xy[di], thr)
+        q, d = query.xy[qi[mask]] / np.asarray(query.size, np.float32), db.xy[di[mask]] / np.asarray(db.size, np.float32)
+        out = np.concatenate([q, d], axis=1).astype(np.float32)
+        if len(out) > limit:
+            out = out[np.linspace(0, len(out) - 1, limit).astype(int)]
+        return out
+
     def check(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
               ) -> tuple[int, float]:
         """(inliers as `inliers` counts them without the spread rule, `inlier_spread` of the inliers
