@@ -140,7 +140,15 @@ class Index(Ingest, Query):
 
     @classmethod
     def open(cls, path: str | Path, threads: int | None = None) -> Index:
-        return cls(Catalog.open(path), None, threads)
+        cat = Catalog.open(path)
+        params = cat.manifest["params"]
+        if params.get("whiten_on"):  # checked now, though the method itself is made on first use
+            missing = [p for p in (cat.root / f"whitening-{layer}.npz" for layer in params["layers"]) if not p.is_file()]
+            if missing:
+                cat.close()
+                raise LayerseekError(f"{missing[0]}: missing; this index was built with whitening on "
+                                     f"{params['whiten_on']!r}; build it again")
+        return cls(cat, None, threads)
 
     @property
     def method(self) -> GlobalMethod | LocalMethod:
