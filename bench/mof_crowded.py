@@ -19,35 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerseek.datasets import get_dataset  # noqa: E402
-from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.eval.runner import evaluate_mof  # noqa: E402
-from layerseek.local.train import train_mof  # noqa: E402
-from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
-from layerseek.local.mof import MOFParams  # noqa: E402
+from mof_setup import add_options, metrics_line, prepare  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="smvs")
-    ap.add_argument("--train-on", default="rparis6k-subset")
-    ap.add_argument("--backbone", default="mobilenet_v2")
-    ap.add_argument("--max-side", type=int, default=1024)
-    ap.add_argument("--words", type=int, default=2000)
-    ap.add_argument("--max-train", type=int, default=100_000)
+    add_options(ap)
     ap.add_argument("--shares", default="1,0.5,0.25,0.1", help="stop-list: max share of images holding a word")
     args = ap.parse_args()
-    ds = get_dataset(args.dataset)
-    layers, pooling = DEFAULT_LAYERS[args.backbone], DEFAULT_POOLING[args.backbone]
-    db, qs, _ = describe_dataset(ds, args.backbone, layers, args.max_side, None, None, local=True)
-    tdb, tq, _ = describe_dataset(get_dataset(args.train_on), args.backbone, layers, args.max_side, None, None,
-                                  local=True)
-    train = [v for v in tdb + tq if v is not None]
-    model = train_mof(MOFParams(layers=layers, words=args.words), train, pooling, max_train=args.max_train)
-    n_train = sum(len(v[f"{pooling}/{layers[0]}"]) for v in train)
-    fmt = (lambda r: " / ".join(f"{100 * r[k]:.1f}" for k in ("mAP_easy", "mAP_medium", "mAP_hard"))) \
-        if ds.protocol == "revisited" else (lambda r: " / ".join(f"{100 * r[k]:.1f}" for k in ("R@1", "R@5", "mAP")))
-    print(f"{ds.describe()}; MOF {args.backbone} {'+'.join(layers)} {pooling}, {args.words} words learned on "
+    setup = prepare(args)
+    ds, model, pooling, db, qs, n_train = setup.ds, setup.model, setup.pooling, setup.db, setup.qs, setup.train_windows
+    print(f"{ds.describe()}; MOF {args.backbone} {'+'.join(setup.layers)} {pooling}, {args.words} words learned on "
           f"{args.train_on} ({n_train} windows per layer, {min(n_train, args.max_train)} used)")
     base = model.params
     nq = sum(v is not None for v in qs)
@@ -58,7 +41,7 @@ def main() -> None:
             t0 = time.perf_counter()
             res = evaluate_mof(ds, model, pooling, db, qs)
             print(f"burstiness {'on ' if burst else 'off'}  stop-list {'none' if share >= 1 else f'> {share:g} of images'}: "
-                  f"{fmt(res)}   scoring {1000 * res['_score_seconds'] / nq:.1f} ms per query "
+                  f"{metrics_line(ds, res)}   scoring {1000 * res['_score_seconds'] / nq:.1f} ms per query "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

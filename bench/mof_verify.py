@@ -22,16 +22,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones import get_spec  # noqa: E402
-from layerseek.datasets import get_dataset  # noqa: E402
-from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.eval.runner import evaluate_mof, evaluate_rankings  # noqa: E402
-from layerseek.local.train import local_descriptors, train_mof  # noqa: E402
 from layerseek.images import load_image  # noqa: E402
-from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
-from layerseek.local.mof import MOFParams  # noqa: E402
+from layerseek.local.train import local_descriptors  # noqa: E402
 from layerseek.local.windows import STEP  # noqa: E402
 from layerseek.verify.geometry import verified_order  # noqa: E402
-from layerseek.verify.windows import one_to_one, he_matches, window_centres, window_grid_shape  # noqa: E402
+from layerseek.verify.windows import he_matches, one_to_one, window_centres, window_grid_shape  # noqa: E402
+from mof_setup import add_options, metrics_line, prepare  # noqa: E402
 
 
 def image_size(path, bbox, rotate, max_side):
@@ -70,30 +67,22 @@ def fit(src, dst, threshold, model):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="smvs")
-    ap.add_argument("--train-on", default="rparis6k-subset")
-    ap.add_argument("--backbone", default="mobilenet_v2")
-    ap.add_argument("--max-side", type=int, default=1024)
-    ap.add_argument("--words", type=int, default=2000)
-    ap.add_argument("--max-train", type=int, default=100_000)
+    add_options(ap)
     ap.add_argument("--shortlist", type=int, default=100)
     ap.add_argument("--min-inliers", default="6,8,10,15,20,30")
     ap.add_argument("--threshold", default="1,1.5", help="RANSAC threshold in window steps (32 px)")
     ap.add_argument("--model", default="homography,similarity")
     ap.add_argument("--per-layer", action="store_true", help="RANSAC per layer, inliers added (else: pooled)")
     args = ap.parse_args()
-    ds = get_dataset(args.dataset)
-    layers = DEFAULT_LAYERS[args.backbone]
-    pooling = DEFAULT_POOLING[args.backbone]
+    setup = prepare(args)
+    ds, model, layers, pooling, db, qs = setup.ds, setup.model, setup.layers, setup.pooling, setup.db, setup.qs
     strides = {n: get_spec(args.backbone).layers[n].stride for n in layers}
-    db, qs, _ = describe_dataset(ds, args.backbone, layers, args.max_side, None, None, local=True)
-    tr_db, tr_q, _ = describe_dataset(get_dataset(args.train_on), args.backbone, layers, args.max_side, None, None,
-                                      local=True)
-    model = train_mof(MOFParams(layers=layers, words=args.words), tr_db + tr_q, pooling, max_train=args.max_train)
     res = evaluate_mof(ds, model, pooling, db, qs)
     first = {qi: list(r) for qi, r in res["_ranks"]}
-    fmt = (lambda r: " / ".join(f"{100 * r[k]:.1f}" for k in ("mAP_easy", "mAP_medium", "mAP_hard"))) \
-        if ds.protocol == "revisited" else (lambda r: " / ".join(f"{100 * r[k]:.1f}" for k in ("R@1", "R@5", "mAP")))
+
+    def fmt(r):
+        return metrics_line(ds, r)
+
     print(f"{ds.describe()}\nMOF {args.backbone} {'+'.join(layers)} {pooling}, {args.words} words on {args.train_on}: "
           f"{fmt(evaluate_rankings(ds, first))}", flush=True)
 
