@@ -78,6 +78,13 @@ def models_list(ctx: typer.Context) -> None:
     from .backbones import BACKBONES
     from .backbones.weights import cached_path, is_present
 
+    if not sys.stdout.isatty():  # a pipe or a file: tab-separated lines, nothing wrapped or drawn
+        print("name\tlayers\tnormalisation\tweights")
+        for name, spec in BACKBONES.items():
+            layers = ",".join(f"{n}:{li.channels}/{li.stride}" for n, li in spec.layers.items())
+            weights = str(cached_path(spec.weights)) if is_present(spec.weights) else "missing"
+            print(f"{name}\t{layers}\t{spec.normalisation}\t{weights}")
+        return
     table = Table(title="backbones", show_lines=True)
     for col in ("name", "layers (channels / stride)", "input normalisation", "weights"):
         table.add_column(col, overflow="fold")
@@ -768,16 +775,16 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
         print(_json.dumps({**data, "failures": [{"path": p, "reason": r} for p, r in failures]}, indent=2))
         return
     p = data["params"]
-    console.print(f"{data['path']}: {data['images']} images, {data['failed']} failed", highlight=False)
+    console.print(f"{data['path']}: {data['images']} images, {data['failed']} failed", highlight=False, soft_wrap=True)
     if p["method"] == "mof":
         console.print(f"method mof on {p['backbone']} {'+'.join(p['layers'])}, {p['pooling']}-pooled windows, "
                       f"{p['words']} words per layer learned on {p['train_on']}, MA {p['ma']}, HE {'on' if p['he'] else 'off'}, "
                       f"max side {p['max_side']}; {data['vector_bytes_per_image']} bytes of words and signatures "
-                      f"per image; search {data['search']}", highlight=False)
+                      f"per image; search {data['search']}", highlight=False, soft_wrap=True)
     else:
         console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
                       f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
-                      + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False)
+                      + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False, soft_wrap=True)
     v = data.get("verify")
     if v:
         console.print(f"verification: the first 100 of a search re-ordered by RANSAC inliers of {v['features']} SIFT "
@@ -786,9 +793,9 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                          else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
                       + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
                          if v.get("diffusion") else "")
-                      + f"; {data['feature_bytes_per_image']} bytes of features per image", highlight=False)
+                      + f"; {data['feature_bytes_per_image']} bytes of features per image", highlight=False, soft_wrap=True)
     else:
-        console.print("verification: off (this index stores no local features)", highlight=False)
+        console.print("verification: off (this index stores no local features)", highlight=False, soft_wrap=True)
     if data["roots"]:
         console.print("indexed: " + ", ".join(shown(r) for r in data["roots"]), highlight=False, soft_wrap=True,
                       markup=False)
@@ -797,7 +804,7 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                       highlight=False, soft_wrap=True, markup=False)
     per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
     console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
-                  f"made by layerseek {data['versions']['layerseek']}", highlight=False)
+                  f"made by layerseek {data['versions']['layerseek']}", highlight=False, soft_wrap=True)
     for path, reason in failures:
         err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True, markup=False)
 

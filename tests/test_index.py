@@ -218,6 +218,12 @@ def test_cli_index_search_info_remove(data_dir, tmp_path):
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--top", "3", "--paths-only"])
     assert r.output.splitlines() == [h["path"] for h in res["results"]]
     assert run(app, ["--version"]).output.startswith("layerseek ") and "Usage" in run(app, ["-h"]).output
+    # `models` and `info` in a pipe: tab-separated rows, and lines never wrapped
+    rows = [line.split("\t") for line in run(app, ["models"]).output.splitlines()]
+    assert rows[0] == ["name", "layers", "normalisation", "weights"] and {len(r) for r in rows} == {4}
+    assert any(r[0] == "mobilenet_v2" and "s32:320/32" in r[1] for r in rows)
+    lines = run(app, ["info", str(tmp_path / "idx")]).output.splitlines()
+    assert f"indexed: {photos.resolve()}" in lines and lines[1].startswith("method rmac on mobilenet_v2 ")
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--backbone", "vgg16"])
     assert r.exit_code == 1 and "built with backbone 'mobilenet_v2'" in " ".join(r.output.split())
     # a batch: a folder of queries (one of them broken) and a file, the network loaded once
