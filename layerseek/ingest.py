@@ -123,6 +123,8 @@ class Ingest:
             report.unreadable.append(f"{err.filename}: {err.strerror or err}")
 
         listed = 0
+        if (str(root), "folder") in self.catalog.exclusions():
+            self.catalog.include(str(root))  # a removed folder named again: added back by name
         excluded = Exclusions(self.catalog.exclusions())
         for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

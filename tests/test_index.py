@@ -413,6 +413,16 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
     r = run(app, args + ["--include", "*eiffel*"])
     assert r.exit_code == 0 and "2 added" in r.output and len(held()) == 6
     assert "not excluded: *nothing*" in run(app, args + ["--include", "*nothing*"]).output
+    # a removed folder stays out of its parent's runs, and comes back when it is named itself
+    sub = photos / "sub"
+    sub.mkdir()
+    shutil.move(photos / PARIS[3], sub / PARIS[3])
+    assert run(app, args).exit_code == 0 and PARIS[3] in held()
+    assert run(app, ["remove", str(tmp_path / "idx"), str(sub)]).exit_code == 0 and PARIS[3] not in held()
+    assert "1 excluded" in run(app, args).output and PARIS[3] not in held()
+    r = run(app, args[:1] + [str(sub)] + args[2:])
+    assert r.exit_code == 0 and "1 added" in r.output and PARIS[3] in held()
+    assert "excluded" not in run(app, args).output and PARIS[3] in held()
 
 
 def test_a_file_gone_from_the_disk_is_left_out_of_results(data_dir, tmp_path):
