@@ -61,9 +61,6 @@ HNSW_COMPACT_SHARE = 0.2
 #: rows added in memory since the graph file was written, above which it is written again
 #: (max of this and 1 % of the graph); below, the next process re-applies them from the catalog
 HNSW_SAVE_ROWS = 1000
-#: spare room made in the graph's flat storage when rows are added, as a share of its rows
-#: (`HnswGraph._room_for`): 2 % costs 100 MB at 1M 1280-d rows and saves a 5 GB copy per change
-HNSW_HEADROOM = 0.02
 
 
 class HnswGraph:
@@ -76,7 +73,6 @@ class HnswGraph:
     def __init__(self, index, labels: np.ndarray, hashes: np.ndarray, saved_rows: int):
         self.index, self.labels, self.hashes = index, labels, hashes
         self.saved_rows = saved_rows  # rows of the graph file on disk (the rest are in memory only)
-        self._capacity = 0  # bytes the flat storage can hold without a copy, as far as we know
         self._refresh()
 
     def _refresh(self) -> None:
@@ -115,30 +111,10 @@ class HnswGraph:
         if removed_rows:
             self.labels[np.asarray(removed_rows, np.int64)] = -1
         if len(add_ids):
-            self._room_for(len(add_ids))
             self.index.add(np.ascontiguousarray(add_mat, dtype=np.float32))
             self.labels = np.concatenate([self.labels, np.asarray(add_ids, np.int64)])
             self.hashes = np.concatenate([self.hashes, np.asarray(add_hashes, np.int64)])
         self._refresh()
-
-    def _room_for(self, rows: int) -> None:
-        """Make the flat storage's capacity hold `rows` more vectors, plus HNSW_HEADROOM of the
-        graph, before FAISS appends to it. A graph read from disk (or just built) has no spare
-        capacity, so FAISS's append would copy all of it (5 GB at 1M rows of 1280-d) and, by the
-        vector's doubling, hold twice its size for good; growing a vector by `resize` and back
-        keeps the capacity, so the copy happens once per HNSW_HEADROOM of growth instead."""
-        import faiss
-
-        storage = faiss.downcast_index(self.index.storage)
-        codes, row_bytes = storage.codes, storage.code_size
-        need = (self.index.ntotal + rows) * row_bytes
-        if self._capacity >= need:
-            return
-        size = codes.size()
-        target = need + int(HNSW_HEADROOM * self.index.ntotal) * row_bytes
-        codes.resize(target)
-        codes.resize(size)
-        self._capacity = target
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import faiss
