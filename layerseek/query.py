@@ -111,12 +111,13 @@ class Query:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
         carries the correspondences that verified it (`Hit.matches`, to draw them)."""
-        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion)
+        query_features: list = []  # the query's local features, as verification computed them
+        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, query_features)
         hits = [h for h in hits if os.path.lexists(h.path)][:top]
-        if matches and any(h.verified for h in hits):
+        if matches and query_features and any(h.verified for h in hits):
             from .verify.features import LocalFeatures
 
-            qf = self.local_features(self.query_image(image, data))
+            qf = query_features[0]
             stored = self.catalog.features([h.id for h in hits if h.verified])
             for h in hits:
                 if h.verified and h.id in stored:
@@ -124,7 +125,8 @@ class Query:
         return hits
 
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
-               verify: int | None = None, expand: int | None = None, diffusion: bool | None = None) -> list[Hit]:
+               verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
+               query_features: list | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification
         (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
@@ -146,14 +148,15 @@ class Query:
         n = max(top, shortlist)
         if self.kind == "local":
             hits = self.search_local(q, n)
-            return (self.verify_hits(img, hits, shortlist) if shortlist else hits)[:top]
+            return (self.verify_hits(img, hits, shortlist, query_features=query_features) if shortlist else hits)[:top]
         if not shortlist:
             return self.search_vector(q, n, qe)[:top]
         rounds = int((self.verify_settings or {}).get("expand", 0) if expand is None else expand)
         diffuse = (self.verify_settings or {}).get("diffusion") if diffusion is not False else None
         if diffusion and not diffuse:
             diffuse = self._diffusion_defaults()
-        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top)[:top]
+        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top,
+                                query_features)[:top]
 
     @staticmethod
     def _diffusion_defaults() -> dict:
@@ -162,7 +165,8 @@ class Query:
         return {"k": DEFAULT_K, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
 
     def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
-                    rounds: int = 0, diffusion: dict | None = None, top: int | None = None) -> list[Hit]:
+                    rounds: int = 0, diffusion: dict | None = None, top: int | None = None,
+                    query_features: list | None = None) -> list[Hit]:
         """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
         function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
         inliers between the query image and their stored features, after `rounds` of expansion
@@ -174,6 +178,8 @@ class Query:
         from .verify.pipeline import verify_and_expand
 
         qf = self.local_features(img)
+        if query_features is not None:  # handed back: a caller that draws the matches needs them too
+            query_features.append(qf)
         verifier = self.verifier
         ranked: dict[int, Hit] = {}
 
