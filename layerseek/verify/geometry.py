@@ -54,17 +54,10 @@ class Verifier:
         return n
 
     def pairs(self, query: LocalFeatures, db: LocalFeatures, limit: int = 200) -> np.ndarray:
-        """The correspondences that verify a pair, to draw: k x 4 (query x, y, database x, y), each
-        as a share of its image's width and height; the homography's inliers, or the fundamental
-        matrix's where it verified the pair; at most `limit` (evenly sampled)."""
-        if len(query) < 4 or len(db) < 4 or query.kind != db.kind:
-            return np.zeros((0, 4), np.float32)
-        qi, di = ratio_matches(match_space(query), match_space(db), self.ratio, query.binary)
-        thr = self.threshold * max(db.size)
-        mask = ransac_mask(query.xy[qi], db.xy[di], thr)
-        if mask.sum() < self.min_inliers and self.fundamental:
-            mask = epipolar_mask(query.xy[qi], db.xy[di], thr)
-        q, d = query.xy[qi[mask]] / np.asarray(query.size, np.float32), db.xy[di[mask]] / np.asarray(db.size, np.float32)
+        """The correspondences that verified a pair, to draw: k x 4 (query x, y, database x, y),
+        each as a share of its image's width and height; at most `limit` (evenly sampled)."""
+        _, qi, di = self._verified(query, db, None)
+        q, d = query.xy[qi] / np.asarray(query.size, np.float32), db.xy[di] / np.asarray(db.size, np.float32)
         out = np.concatenate([q, d], axis=1).astype(np.float32)
         if len(out) > limit:
             out = out[np.linspace(0, len(out) - 1, limit).astype(int)]
@@ -74,17 +67,23 @@ class Verifier:
               ) -> tuple[int, float]:
         """(inliers as `inliers` counts them without the spread rule, `inlier_spread` of the inliers
         that verified in the database image; 0.0 when nothing verified)."""
-        if len(query) < 4 or len(db) < 4:
-            return 0, 0.0
-        if query.kind != db.kind:
-            return 0, 0.0  # features of two kinds never match
+        n, _, di = self._verified(query, db, q_space)
+        return n, inlier_spread(db.xy[di], db.size) if len(di) else 0.0
+
+    def _verified(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None
+                  ) -> tuple[int, np.ndarray, np.ndarray]:
+        """(the count `check` gives, query and database indices of the inliers that verified the
+        pair: none when nothing did)."""
+        none = np.zeros(0, np.int64)
+        if len(query) < 4 or len(db) < 4 or query.kind != db.kind:  # two kinds never match
+            return 0, none, none
         qi, di = ratio_matches(match_space(query) if q_space is None else q_space, match_space(db), self.ratio,
                                query.binary)
         thr = self.threshold * max(db.size)
         mask = ransac_mask(query.xy[qi], db.xy[di], thr)
         n = int(mask.sum())
         if n >= self.min_inliers:
-            return n, inlier_spread(db.xy[di[mask]], db.size)
+            return n, qi[mask], di[mask]
         if self.fundamental and len(qi) >= self.fundamental:
             fmask = epipolar_mask(query.xy[qi], db.xy[di], thr)
             f = int(fmask.sum())
@@ -93,8 +92,8 @@ class Verifier:
             if f >= self.fundamental and f >= EPIPOLAR_MIN_SHARE * len(qi):
                 # verified, at the bar: epipolar inliers come easier than a homography's, so an
                 # image verified so follows those a homography verifies with more
-                return self.min_inliers, inlier_spread(db.xy[di[fmask]], db.size)
-        return n, 0.0
+                return self.min_inliers, qi[fmask], di[fmask]
+        return n, none, none
 
     def scores(self, query: LocalFeatures, shortlist: Sequence[LocalFeatures | None]) -> list[int]:
         """Inliers of each shortlisted image (0 for one without stored features)."""
