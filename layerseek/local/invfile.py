@@ -25,6 +25,17 @@ from .quantize import hamming
 
 #: entries merged per step when segments are combined (bounds the memory of merges and saves)
 CHUNK = 1 << 20
+#: a query's layer is split into parts for threads only above this much work per part (entries
+#: read times signatures compared, about a millisecond): below, a thread costs more than it saves
+PART_WORK = 2_000_000
+
+
+def sum_parts(tasks: list) -> np.ndarray:
+    """Run `InvertedFile.vote_tasks` parts here, one after the other, and add their votes in order."""
+    total = tasks[0]()
+    for t in tasks[1:]:
+        total += t()
+    return total
 
 
 def _as_words(codes: np.ndarray) -> np.ndarray:
@@ -249,27 +260,47 @@ class InvertedFile:
         """Un-normalised score per image id (a dense array over ids 0..max id): sum over query
         assignments x of the matching entries' idf(w)^2 (Eq. 3), times exp(-d^2 / sigma^2) and
         only where d < dt with HE (Eqs. 5-7). qwords: n x m, qcodes: n x m x nbytes or None for
-        plain BoW. Each posting is read once, by a compiled loop (`kernels`). `burst`: each query
-        assignment's matches in one image count the square root of their summed HE weights
-        (intra-image burstiness, `kernels.accumulate_he`); `max_share`: see `_query`."""
-        from .kernels import accumulate_bow, accumulate_he
+        plain BoW. Each posting is read once, however many assignments chose its word, by a
+        compiled loop (`kernels`). `burst`: each query assignment's matches in one image count the
+        square root of their summed HE weights (intra-image burstiness, `kernels.accumulate_he`);
+        `max_share`: see `_query`."""
+        return sum_parts(self.vote_tasks(qwords, qcodes, dt, sigma, burst, max_share))
+
+    def vote_tasks(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+                   burst: bool = False, max_share: float = 1.0, parts: int = 1) -> list:
+        """`vote_array`'s work as up to `parts` functions of no argument and about equal work (the
+        query's words dealt out by list length times the assignments to them), each giving its
+        share of the votes as a dense array; their sum (`sum_parts`, in order) is `vote_array`.
+        The compiled loops release the GIL, so the parts run side by side in threads."""
+        from .kernels import accumulate_bow, accumulate_he, deal, group_by_word
 
         self._settle()
         qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
-        sums = np.zeros(self._ids_end)
-        for seg in (self._base, self._recent):
-            if len(seg) == 0 or len(qw) == 0:
-                continue
-            # memory maps as plain arrays over the same pages (no copy)
-            offsets, ids = np.asarray(seg.offsets, np.int64), np.asarray(seg.ids)
-            if qc64 is None:
-                accumulate_bow(offsets, ids, qw, idf2, bool(burst), sums)
-            else:
-                accumulate_he(offsets, ids, np.asarray(seg.codes64), qw, qc64, idf2, he_weight, int(dt), bool(burst),
-                              sums)
-            if seg is self._base and self._gone:  # dead base entries count for nothing (before the
-                sums[self._dead()] = 0.0          # recent ones: an id may have come back)
-        return sums
+        gwords, gstarts, qcodes_t = group_by_word(qw, qc64)
+        segs = [s for s in (self._base, self._recent) if len(s)]
+        # memory maps as plain arrays over the same pages (no copy)
+        arrays = [(s is self._base, np.asarray(s.offsets, np.int64), np.asarray(s.ids), np.asarray(s.codes64))
+                  for s in segs]
+        entries = sum(off[gwords + 1] - off[gwords] for _, off, _, _ in arrays) if segs else np.zeros(len(gwords))
+        work = entries * (np.diff(gstarts) + 1)
+        parts = max(1, min(parts, len(gwords), int(work.sum()) // PART_WORK + 1))
+        n, dead = self._ids_end, self._dead() if self._gone else None
+
+        def task(groups):
+            def run():
+                sums = np.zeros(n)
+                for is_base, offsets, ids, codes64 in arrays:
+                    if qcodes_t is None:
+                        accumulate_bow(offsets, ids, gwords, gstarts, groups, idf2, bool(burst), sums)
+                    else:
+                        accumulate_he(offsets, ids, codes64, gwords, gstarts, groups, qcodes_t, idf2, he_weight,
+                                      int(dt), bool(burst), sums)
+                    if is_base and dead is not None:  # dead base entries count for nothing (before
+                        sums[dead] = 0.0                # the recent ones: an id may have come back)
+                return sums
+            return run
+
+        return [task(groups) for groups in deal(work, parts)]
 
     def votes_reference(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
                         burst: bool = False, max_share: float = 1.0) -> dict[int, float]:
@@ -333,8 +364,11 @@ class InvertedFile:
         """Eq. 8 for this layer, per image id (dense): the votes divided by the image's and the
         query's term-frequency norms, so that each layer's scores are on the same scale before
         late fusion; 0 for an image sharing no match with the query."""
-        return (self.vote_array(qwords, qcodes, dt, sigma, burst, max_share)
-                / (self.norm_array() * self.query_norm(qwords, self.k)))
+        return self.normalise(self.vote_array(qwords, qcodes, dt, sigma, burst, max_share), qwords)
+
+    def normalise(self, votes: np.ndarray, qwords: np.ndarray) -> np.ndarray:
+        """Dense votes divided by each image's and the query's term-frequency norms (Eq. 8)."""
+        return votes / (self.norm_array() * self.query_norm(qwords, self.k))
 
     def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
                burst: bool = False, max_share: float = 1.0) -> dict[int, float]:

@@ -118,6 +118,8 @@ def rerank_head(ranking: Sequence[int], scores: Mapping[int, float], n: int) -> 
 
 
 _POOL = None
+#: threads that score a query's layers (and the parts of a layer)
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _pool():
@@ -125,7 +127,7 @@ def _pool():
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="mof")
+        _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mof")
     return _POOL
 
 
@@ -152,13 +154,24 @@ class MOFEngine:
         he = p.he if he is None else he
         chosen = [(layer, inv) for layer, inv in self.files.items() if layers is None or layer in layers]
 
-        def one(item):
-            layer, inv = item
-            args = (encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma, p.burst, p.max_share)
-            return layer, inv.score_array(*args) if dense else inv.scores(*args)
+        def args(layer):
+            return encoded[layer][0], encoded[layer][1] if he else None, p.dt, p.sigma, p.burst, p.max_share
 
-        # the compiled loops release the GIL: the layers are scored side by side
-        return dict(_pool().map(one, chosen))
+        # the compiled loops release the GIL: the layers, each cut in as many parts of about equal
+        # work as there are threads (crowded words make one layer's lists far longer than the
+        # others'), are scored side by side
+        if not dense:
+            return dict(_pool().map(lambda item: (item[0], item[1].scores(*args(item[0]))), chosen))
+        pool = _pool()
+        jobs = [(layer, inv, [pool.submit(t) for t in inv.vote_tasks(*args(layer), parts=WORKERS)])
+                for layer, inv in chosen]
+        out = {}
+        for layer, inv, parts in jobs:
+            votes = parts[0].result()
+            for part in parts[1:]:  # in order: the same sum whichever thread finished first
+                votes += part.result()
+            out[layer] = inv.normalise(votes, encoded[layer][0])
+        return out
 
     def layer_scores(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], he: bool | None = None
                      ) -> dict[str, dict[int, float]]:
