@@ -109,7 +109,7 @@ def main() -> None:
     gone = set(victims)
     returned_removed = sum(len(gone & set(store.search(q, 100)[0].tolist())) for q in queries)
     out.update({"added_found_first": found_added, "added": half, "removed": len(victims),
-                "removed_returned": returned_removed, "dead_rows": g2.dead, "graph_rows": g2.index.ntotal})
+                "removed_returned": returned_removed, "dead_rows": g2.dead, "graph_rows": g2.ntotal})
     print(f"change of {args.change}: committed in {out['change_commit_s']:.1f} s, applied to the graph in "
           f"{out['change_apply_s']:.1f} s ({'rebuilt' if out['rebuilt'] else 'in place'}); added found first "
           f"{found_added}/{half}; removed returned {returned_removed} times in the top 100 of {len(queries)} queries",

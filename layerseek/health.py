@@ -213,7 +213,7 @@ def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem,
         if hash_of.get(label) != int(g.hashes[row]):
             continue  # an image changed or removed since: a pending change, not damage
         got = conn.execute("SELECT vector FROM images WHERE id=?", (label,)).fetchone()
-        if not np.allclose(g.index.reconstruct(int(row)), np.frombuffer(got[0], np.float32), atol=1e-5):
+        if not np.allclose(g.reconstruct(int(row)), np.frombuffer(got[0], np.float32), atol=1e-5):
             wrong += 1
     if wrong:
         problem(cache / "hnsw.faiss", f"{wrong} of {len(sample)} sampled rows hold another vector than the "

@@ -306,7 +306,7 @@ def test_index_whiten_on_a_folder(data_dir, tmp_path):
         Index.open(tmp_path / "idx")
 
 
-def test_hnsw_graph_changes_in_place(tmp_path):
+def test_hnsw_graph_changes_in_place(tmp_path, monkeypatch):
     """Additions go into the existing graph, removals become tombstones that are never returned,
     a changed file's old vector is never found again, and too many tombstones rebuild the graph."""
     import hashlib
@@ -324,7 +324,7 @@ def test_hnsw_graph_changes_in_place(tmp_path):
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     idx._commit(rows(range(200), X))
     first = idx.store.graph()
-    assert first.index.ntotal == 200 and first.dead == 0
+    assert first.ntotal == 200 and first.dead == 0
     by_name = {e.path: e.id for e in idx.catalog.entries()}
     top = lambda v: list(idx.store.search(v, 5)[0])  # noqa: E731
     assert top(X[7])[0] == by_name["/x/7.jpg"]
@@ -334,26 +334,45 @@ def test_hnsw_graph_changes_in_place(tmp_path):
     Y /= np.linalg.norm(Y)
     idx._commit(rows([20], [Y]))
     g = idx.store.graph()
-    assert g is first and g.dead == 11 and g.index.ntotal == 201
+    assert g is first and g.dead == 11 and g.ntotal == 201 and g.recent.ntotal == 1  # linked into the recent graph
     for i in range(10):
         assert by_name[f"/x/{i}.jpg"] not in top(X[i])
     assert top(Y)[0] == by_name["/x/20.jpg"] and top(X[20])[0] != by_name["/x/20.jpg"]
     # additions are found without a rebuild; a new process re-applies what was not written
     Z = rng.standard_normal((5, dim)).astype(np.float32)
     Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    monkeypatch.setattr(V, "HNSW_SAVE_ROWS", 1)  # written: the recent graph's own file, not the main one
+    main_file = tmp_path / "idx" / "cache" / "hnsw.faiss"
+    written = main_file.stat().st_mtime_ns
     idx._commit(rows(range(300, 305), Z))
     g = idx.store.graph()
-    assert g is first and g.index.ntotal == 206
+    assert g is first and g.ntotal == 206 and (g.main.ntotal, g.recent.ntotal) == (200, 6)
+    assert main_file.stat().st_mtime_ns == written and (main_file.parent / "hnsw-recent.faiss").is_file()
+    loaded = V.HnswGraph.load(main_file.parent)
+    assert (loaded.main.ntotal, loaded.recent.ntotal, loaded.dead) == (200, 6, 11)
+    monkeypatch.undo()
     new_ids = {e.path: e.id for e in idx.catalog.entries()}
     assert all(top(Z[j])[0] == new_ids[f"/x/{300 + j}.jpg"] for j in range(5))
     other = Index.open(tmp_path / "idx")
     assert all(other.store.search(Z[j], 1)[0][0] == new_ids[f"/x/{300 + j}.jpg"] for j in range(5))
     assert all(by_name[f"/x/{i}.jpg"] not in list(other.store.search(X[i], 5)[0]) for i in range(10))
     other.close()
-    # more than HNSW_COMPACT_SHARE dead: rebuilt with the live rows only
-    idx._commit(deletes=[f"/x/{i}.jpg" for i in range(10, 10 + int(V.HNSW_COMPACT_SHARE * 206) + 1)])
+    # the recent graph past HNSW_RECENT_SHARE of the main one: merged, rows keep their numbers
+    W = rng.standard_normal((5, dim)).astype(np.float32)
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    labels = g.labels.copy()
+    idx._commit(rows(range(400, 405), W))
     g = idx.store.graph()
-    assert g is not first and g.dead == 0 and g.index.ntotal == idx.catalog.count()
+    assert g is first and (g.main.ntotal, g.recent.ntotal) == (211, 0) and np.array_equal(g.labels[:206], labels)
+    assert all(np.allclose(g.reconstruct(r), v) for r, v in zip(range(206, 211), W))
+    new_ids = {e.path: e.id for e in idx.catalog.entries()}
+    assert all(top(W[j])[0] == new_ids[f"/x/{400 + j}.jpg"] for j in range(5))
+    assert all(top(Z[j])[0] == new_ids[f"/x/{300 + j}.jpg"] for j in range(5))
+    assert all(by_name[f"/x/{i}.jpg"] not in top(X[i]) for i in range(10))
+    # more than HNSW_COMPACT_SHARE dead: rebuilt with the live rows only
+    idx._commit(deletes=[f"/x/{i}.jpg" for i in range(10, 10 + int(V.HNSW_COMPACT_SHARE * 211) + 1)])
+    g = idx.store.graph()
+    assert g is not first and g.dead == 0 and g.ntotal == idx.catalog.count()
     idx.close()
 
 

@@ -58,40 +58,60 @@ def exact_top(sims: np.ndarray, k: int) -> np.ndarray:
 
 #: a graph with more than this share of removed (tombstoned) rows is rebuilt without them
 HNSW_COMPACT_SHARE = 0.2
-#: rows added in memory since the graph file was written, above which it is written again
+#: rows added in memory since the graph files were written, above which they are written again
 #: (max of this and 1 % of the graph); below, the next process re-applies them from the catalog
 HNSW_SAVE_ROWS = 1000
+#: the recent graph is merged into the main one when it holds more than this share of its rows
+HNSW_RECENT_SHARE = 0.05
+
+
+def _hnsw(dim: int):
+    import faiss
+
+    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    return index
 
 
 class HnswGraph:
-    """A FAISS HNSW graph that follows the catalog in place: new and changed images are added to
-    it, removed ones become tombstones skipped at search time (an IDSelector), and the graph is
-    rebuilt only when more than HNSW_COMPACT_SHARE of its rows are dead. Rows map to image ids
-    through `labels` (-1: dead); `hashes` (each row's content hash, first 8 bytes as int64, as
-    `Catalog.id_hashes` gives them) tell a changed file."""
+    """FAISS HNSW graphs that follow the catalog in place: a main graph and a small recent one.
+    New and changed images are linked into the recent graph (adding to the main one would copy
+    its whole flat storage, 5 GB at 1M rows, at the first addition after each load); the recent
+    graph is merged into the main one when it passes HNSW_RECENT_SHARE of it. Removed images
+    become tombstones skipped at search time (an IDSelector per graph), and everything is rebuilt
+    only when more than HNSW_COMPACT_SHARE of the rows are dead. Rows are numbered across both
+    graphs — the main graph's first, then the recent one's — and keep their numbers when merged;
+    they map to image ids through `labels` (-1: dead); `hashes` (each row's content hash, first 8
+    bytes as int64, as `Catalog.id_hashes` gives them) tell a changed file."""
 
-    def __init__(self, index, labels: np.ndarray, hashes: np.ndarray, saved_rows: int):
-        self.index, self.labels, self.hashes = index, labels, hashes
-        self.saved_rows = saved_rows  # rows of the graph file on disk (the rest are in memory only)
+    def __init__(self, main, recent, labels: np.ndarray, hashes: np.ndarray, saved_rows: int, saved_main: int):
+        self.main, self.recent, self.labels, self.hashes = main, recent, labels, hashes
+        self.saved_rows = saved_rows  # rows in the files on disk (the rest are in memory only)
+        self.saved_main = saved_main  # rows of the main graph's file on disk
         self._refresh()
+
+    @property
+    def ntotal(self) -> int:
+        return self.main.ntotal + self.recent.ntotal
 
     def _refresh(self) -> None:
         import faiss
 
         dead = np.flatnonzero(self.labels < 0).astype(np.int64)
         self.dead = len(dead)
-        self._batch = faiss.IDSelectorBatch(dead) if self.dead else None  # kept alive with the selector
-        self.selector = faiss.IDSelectorNot(self._batch) if self.dead else None
+        n = self.main.ntotal
+        self._selectors = []  # (IDSelectorNot, the batch it wraps: kept alive with it) per graph
+        for rows in (dead[dead < n], dead[dead >= n] - n):
+            batch = faiss.IDSelectorBatch(rows) if len(rows) else None
+            self._selectors.append((faiss.IDSelectorNot(batch) if batch is not None else None, batch))
 
     @classmethod
     def build(cls, ids: np.ndarray, hashes: np.ndarray, mat: np.ndarray) -> HnswGraph:
-        import faiss
-
-        index = faiss.IndexHNSWFlat(mat.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        main = _hnsw(mat.shape[1])
         if len(mat):
-            index.add(np.ascontiguousarray(mat, dtype=np.float32))
-        return cls(index, np.asarray(ids, np.int64).copy(), np.asarray(hashes, np.int64).copy(), 0)
+            main.add(np.ascontiguousarray(mat, dtype=np.float32))
+        return cls(main, _hnsw(mat.shape[1]), np.asarray(ids, np.int64).copy(), np.asarray(hashes, np.int64).copy(),
+                   0, 0)
 
     def diff(self, ids: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Against the catalog's (ids sorted, their content hashes): the live rows to tombstone
@@ -107,48 +127,81 @@ class HnswGraph:
         return removed, added
 
     def apply(self, removed_rows: list[int], add_ids: np.ndarray, add_hashes: np.ndarray, add_mat: np.ndarray) -> None:
-        """Tombstone these rows and append the new images' vectors (the graph links them in)."""
+        """Tombstone these rows and link the new images' vectors into the recent graph (merged
+        into the main one once it passes HNSW_RECENT_SHARE of it)."""
         if removed_rows:
             self.labels[np.asarray(removed_rows, np.int64)] = -1
         if len(add_ids):
-            self.index.add(np.ascontiguousarray(add_mat, dtype=np.float32))
+            self.recent.add(np.ascontiguousarray(add_mat, dtype=np.float32))
             self.labels = np.concatenate([self.labels, np.asarray(add_ids, np.int64)])
             self.hashes = np.concatenate([self.hashes, np.asarray(add_hashes, np.int64)])
+            if self.recent.ntotal > HNSW_RECENT_SHARE * self.main.ntotal:
+                self.merge()
         self._refresh()
 
+    def merge(self) -> None:
+        """Link the recent graph's rows into the main graph (same row numbers) and empty it."""
+        if self.recent.ntotal:
+            self.main.add(self.recent.reconstruct_n(0, self.recent.ntotal))
+            self.recent = _hnsw(self.main.d)
+        self._refresh()
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        """The vector held at this row."""
+        n = self.main.ntotal
+        return self.main.reconstruct(row) if row < n else self.recent.reconstruct(row - n)
+
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best live rows of both graphs, best first (the main graph's
+        first among equal scores)."""
         import faiss
 
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = hnsw_ef(k)
-        if self.selector is not None:
-            params.sel = self.selector
-        scores, rows = self.index.search(np.ascontiguousarray(q[None], dtype=np.float32), k, params=params)
-        keep = rows[0] >= 0
-        return self.labels[rows[0][keep]], scores[0][keep]
+        found_rows, found_scores, offset = [], [], 0
+        for index, (selector, _) in zip((self.main, self.recent), self._selectors):
+            if index.ntotal:
+                params = faiss.SearchParametersHNSW()
+                params.efSearch = hnsw_ef(k)
+                if selector is not None:
+                    params.sel = selector
+                scores, rows = index.search(np.ascontiguousarray(q[None], dtype=np.float32), k, params=params)
+                keep = rows[0] >= 0
+                found_rows.append(rows[0][keep] + offset)
+                found_scores.append(scores[0][keep])
+            offset += index.ntotal
+        if not found_rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows, scores = np.concatenate(found_rows), np.concatenate(found_scores)
+        if len(found_rows) > 1:
+            best = np.argsort(-scores, kind="stable")[:k]
+            rows, scores = rows[best], scores[best]
+        return self.labels[rows], scores
 
     def save(self, folder: Path) -> None:
-        """graph (hnsw.faiss) and rows (hnsw.npz, with the graph's row count to check they match),
-        each written whole and renamed into place."""
+        """The graphs (hnsw.faiss, the main one only when it changed; hnsw-recent.faiss) and the
+        rows (hnsw.npz, with both graphs' row counts to check they match), each written whole and
+        renamed into place, the rows last."""
         import faiss
 
         folder.mkdir(exist_ok=True)
         tag = f".{os.getpid()}.tmp"
-        faiss.write_index(self.index, str(folder / ("hnsw.faiss" + tag)))
-        with open(folder / ("hnsw.npz" + tag), "wb") as f:
-            np.savez(f, labels=self.labels, hashes=self.hashes, ntotal=self.index.ntotal)
-        os.replace(folder / ("hnsw.faiss" + tag), folder / "hnsw.faiss")
-        os.replace(folder / ("hnsw.npz" + tag), folder / "hnsw.npz")
-        self.saved_rows = self.index.ntotal
+        graphs = [("hnsw-recent.faiss", self.recent)]
+        if self.saved_main != self.main.ntotal or not (folder / "hnsw.faiss").exists():
+            graphs.insert(0, ("hnsw.faiss", self.main))
+        for name, index in graphs:
+            faiss.write_index(index, str(folder / (name + tag)))
+            os.replace(folder / (name + tag), folder / name)
+        self.saved_rows, self.saved_main = self.ntotal, self.main.ntotal
+        self.save_rows(folder)
         for old in folder.glob("hnsw-*.faiss"):  # the per-generation files of older versions
-            old.unlink(missing_ok=True)
+            if old.name != "hnsw-recent.faiss":
+                old.unlink(missing_ok=True)
 
     def save_rows(self, folder: Path) -> None:
-        """Only the rows' labels (tombstones) of the graph on disk: cheap, and consistent with it."""
+        """Only the rows' labels (tombstones) of the graphs on disk: cheap, and consistent with them."""
         n = self.saved_rows
         tmp = folder / f"hnsw.npz.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, labels=self.labels[:n], hashes=self.hashes[:n], ntotal=n)
+            np.savez(f, labels=self.labels[:n], hashes=self.hashes[:n], ntotal=n, nmain=self.saved_main)
         os.replace(tmp, folder / "hnsw.npz")
 
     @classmethod
@@ -156,14 +209,16 @@ class HnswGraph:
         import faiss
 
         try:
-            index = faiss.read_index(str(folder / "hnsw.faiss"))
+            main = faiss.read_index(str(folder / "hnsw.faiss"))
             with np.load(folder / "hnsw.npz") as z:
                 labels, hashes, n = z["labels"], z["hashes"], int(z["ntotal"])
+                n_main = int(z["nmain"]) if "nmain" in z else n  # files of older versions: one graph
+            recent = faiss.read_index(str(folder / "hnsw-recent.faiss")) if n > n_main else _hnsw(main.d)
         except (OSError, RuntimeError, ValueError, KeyError):
             return None
-        if n != index.ntotal or len(labels) != n:  # written apart by a crash: not to be trusted
-            return None
-        return cls(index, labels.astype(np.int64), hashes.astype(np.int64), n)
+        if n_main != main.ntotal or n != n_main + recent.ntotal or len(labels) != n:
+            return None  # written apart by a crash: not to be trusted
+        return cls(main, recent, labels.astype(np.int64), hashes.astype(np.int64), n, n_main)
 
 
 class FaissStore:
@@ -231,7 +286,7 @@ class FaissStore:
         cids, hashes = self.catalog.id_hashes()
         if g is not None:
             removed, added = g.diff(cids, hashes)
-            if g.dead + len(removed) > HNSW_COMPACT_SHARE * (g.index.ntotal + len(added)):
+            if g.dead + len(removed) > HNSW_COMPACT_SHARE * (g.ntotal + len(added)):
                 g = None  # compaction: too many tombstones
             else:
                 at = np.searchsorted(cids, added)
@@ -240,8 +295,8 @@ class FaissStore:
         if g is None:
             ids, mat = self.catalog.matrix()
             g = HnswGraph.build(ids, hashes[np.searchsorted(cids, ids)], mat)
-        unsaved = g.index.ntotal - g.saved_rows
-        if unsaved >= max(HNSW_SAVE_ROWS, g.index.ntotal // 100) or (g.saved_rows == 0 and g.index.ntotal):
+        unsaved = g.ntotal - g.saved_rows
+        if unsaved >= max(HNSW_SAVE_ROWS, g.ntotal // 100) or (g.saved_rows == 0 and g.ntotal):
             g.save(folder)
         elif g.saved_rows:
             g.save_rows(folder)
