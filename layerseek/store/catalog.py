@@ -324,10 +324,13 @@ class Catalog:
     def id_hashes(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, the first 8 bytes of each content hash as big-endian int64), by id: enough to see
         which images changed, read as two arrays (fast at a million rows)."""
-        rows = self.conn.execute("SELECT id, substr(sha256, 1, 16) FROM images ORDER BY id").fetchall()
+        # no ORDER BY: SQLite then reads the hash index alone (the table's rows carry the vectors:
+        # 2x slower at 200k rows)
+        rows = self.conn.execute("SELECT id, substr(sha256, 1, 16) FROM images").fetchall()
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         hashes = np.frombuffer(bytes.fromhex("".join(r[1] for r in rows)), ">i8").astype(np.int64)
-        return ids, hashes
+        order = np.argsort(ids, kind="stable")
+        return ids[order], hashes[order]
 
     def shas(self) -> dict[int, str]:
         """id -> content hash of everything indexed."""
