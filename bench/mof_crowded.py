@@ -4,6 +4,7 @@ time per query (encoding its windows into words and signatures, and scoring).
 
     .venv/bin/python bench/mof_crowded.py --dataset smvs --train-on rparis6k-subset --words 2000
     .venv/bin/python bench/mof_crowded.py --dataset rparis6k-subset --train-on smvs --words 2000
+    .venv/bin/python bench/mof_crowded.py --dataset smvs --train-on others --words 20000 --shares 1
 
 The first row (no burstiness, no stop-list) is `layerseek eval DATASET --method mof --backbone
 mobilenet_v2 --train-on T --words W --max-train 100000`. Descriptors and vocabularies are cached
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.eval.runner import evaluate_mof  # noqa: E402
-from mof_setup import add_options, metrics_line, prepare  # noqa: E402
+from mof_setup import add_options, metrics_line, prepare, training_collections  # noqa: E402
 
 
 def main() -> None:
@@ -30,8 +31,9 @@ def main() -> None:
     args = ap.parse_args()
     setup = prepare(args)
     ds, model, pooling, db, qs, n_train = setup.ds, setup.model, setup.pooling, setup.db, setup.qs, setup.train_windows
+    learned_on = "+".join(training_collections(args.train_on, args.dataset))
     print(f"{ds.describe()}; MOF {args.backbone} {'+'.join(setup.layers)} {pooling}, {args.words} words learned on "
-          f"{args.train_on} ({n_train} windows per layer, {min(n_train, args.max_train)} used)")
+          f"{learned_on} ({n_train} windows per layer, {min(n_train, args.max_train)} used)")
     base = model.params
     nq = sum(v is not None for v in qs)
     evaluate_mof(ds, model, pooling, db, qs)  # untimed: the scorer compiled (or loaded from numba's cache)

@@ -16,9 +16,26 @@ from layerseek.local.mof import MOFModel, MOFParams  # noqa: E402
 from layerseek.local.train import train_mof  # noqa: E402
 
 
+#: the shared collections (../shared/data), one name per set of photos
+SHARED = ("smvs", "rparis6k-subset", "corel1k")
+#: collections that hold another's photos again
+SAME_PHOTOS = {"smvs-all": "smvs"}
+
+
+def training_collections(train_on: str, dataset: str) -> list[str]:
+    """--train-on as collection names: comma-separated, or `others` for every shared collection
+    but the one searched (and but any that holds its photos)."""
+    if train_on == "others":
+        searched = SAME_PHOTOS.get(dataset, dataset)
+        return [name for name in SHARED if name != searched]
+    return train_on.split(",")
+
+
 def add_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dataset", default="smvs")
-    ap.add_argument("--train-on", default="rparis6k-subset")
+    ap.add_argument("--train-on", default="rparis6k-subset",
+                    help="collections to learn the vocabularies on: names, comma-separated, or `others` (every "
+                         f"shared collection but the one searched: {', '.join(SHARED)})")
     ap.add_argument("--backbone", default="mobilenet_v2")
     ap.add_argument("--max-side", type=int, default=1024)
     ap.add_argument("--words", type=int, default=2000)
@@ -41,9 +58,10 @@ def prepare(args) -> Setup:
     ds = get_dataset(args.dataset)
     layers, pooling = DEFAULT_LAYERS[args.backbone], DEFAULT_POOLING[args.backbone]
     db, qs, _ = describe_dataset(ds, args.backbone, layers, args.max_side, None, None, local=True)
-    tdb, tq, _ = describe_dataset(get_dataset(args.train_on), args.backbone, layers, args.max_side, None, None,
-                                  local=True)
-    train = [v for v in tdb + tq if v is not None]
+    train = []
+    for name in training_collections(args.train_on, args.dataset):
+        tdb, tq, _ = describe_dataset(get_dataset(name), args.backbone, layers, args.max_side, None, None, local=True)
+        train += [v for v in tdb + tq if v is not None]
     model = train_mof(MOFParams(layers=layers, words=args.words), train, pooling, max_train=args.max_train)
     return Setup(ds, layers, pooling, db, qs, model, sum(len(v[f"{pooling}/{layers[0]}"]) for v in train))
 

@@ -54,15 +54,18 @@ def first_stage(ds: Dataset, spec: str, q_feats, db_feats, whiten_on: str | None
     return {qi: list(ranking) for qi, ranking in res["_ranks"]}  # the first 1000: enough for any shortlist
 
 
-def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist: int, diffusion: int = 0) -> dict:
+def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist: int, diffusion: int = 0,
+             truncate: int = 0) -> dict:
     """The metrics of the index's rule per query (`eval.runner.evaluate_index_rule`: verification,
     `--expand` rounds of verified QE, and with `diffusion` > 0 the diffusion from the verified
-    images over a k-NN graph of the database) on the fused vectors of the first stage."""
+    images over a k-NN graph of the database, or with `truncate` T of the query's T best) on the
+    fused vectors of the first stage."""
     pooling, backbone, *layers = args.first.split(":")
     method = make_method(pooling, backbone=backbone, **({"layers": tuple(layers[0].split(","))} if layers else {}))
     db, qs, _ = describe_dataset(ds, backbone, method.layers, 1024, None, None, [pooling])
     rule = {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA} if diffusion else None
-    return evaluate_index_rule(ds, method, db, qs, db_feats, q_feats, verifier, shortlist, args.expand, rule)
+    return evaluate_index_rule(ds, method, db, qs, db_feats, q_feats, verifier, shortlist, args.expand, rule,
+                               truncate=truncate or None)
 
 
 def query_seeded(ds: Dataset, args, k: int, kq: int = 10) -> dict:
@@ -118,6 +121,9 @@ def main() -> None:
     ap.add_argument("--expand", type=int, default=0, help="rounds of verified query expansion (global first stage)")
     ap.add_argument("--diffusion", default="", help="k of the diffusion from verified images, comma-separated "
                                                     "(global first stage, after --expand rounds; 0: off)")
+    ap.add_argument("--diffusion-shortlist", default="0", help="diffuse over the graph of each query's T best "
+                    "first-stage images only (as an index past diffusion.FULL_GRAPH_MAX does); T, comma-separated "
+                    "(0: the graph of the whole database)")
     ap.add_argument("--query-seeded", default="", help="also: diffusion seeded by the query's 10 nearest "
                                                        "neighbours (Iscen et al.), no verification; k, comma-separated")
     ap.add_argument("--json", type=Path)
@@ -164,18 +170,21 @@ def main() -> None:
                             line += f"  {phone} {fmt(pr, ds.protocol)}"
                     print(line, flush=True)
                     rows.append(row)
-                    for k in ([int(x) for x in args.diffusion.split(",")] if args.diffusion else
-                              ([0] if args.expand else [])):
-                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m, fm, sp), shortlist, k)
+                    for k, trunc in [(k, t) for k in ([int(x) for x in args.diffusion.split(",")] if args.diffusion
+                                                      else ([0] if args.expand else []))
+                                     for t in (map(int, args.diffusion_shortlist.split(",")) if k else [0])]:
+                        res = expanded(ds, args, q_feats, db_feats, Verifier(ratio, thr, m, fm, sp), shortlist, k,
+                                       trunc)
                         extra = {k2: v for k2, v in res.items() if not k2.startswith("_")}
                         line = (f"  + {args.expand} round(s) of verified QE" + (f", diffusion k {k}" if k else "")
+                                + (f" over each query's {trunc} best" if trunc else "")
                                 + f": {fmt(res, ds.protocol)}  ({res['_verify_seconds']:.2f} s/q)")
                         if args.per_phone and ds.protocol == "smvs":
                             for phone in sorted({q.path.parent.name for q in ds.queries}):
                                 pr = evaluate_rankings(ds, {qi: r for qi, (r) in dict(res["_ranks"]).items()
                                                             if ds.queries[qi].path.parent.name == phone})
                                 line += f"  {phone} {fmt(pr, ds.protocol)}"
-                        rows.append({**row, "expand": args.expand, "diffusion": k, **extra})
+                        rows.append({**row, "expand": args.expand, "diffusion": k, "diffusion_shortlist": trunc, **extra})
                         print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"dataset": ds.name, "first": args.first, "first_metrics":

@@ -197,9 +197,14 @@ class Query:
                                           if self.kind == "global" else None, shortlist,
                                           verifier.min_inliers, rounds)
         if diffusion and self.kind == "global" and q is not None:
-            from .verify.diffusion import verified_diffusion
+            from .verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, shortlist_graph, verified_diffusion
 
-            graph, S = self.graph(int(diffusion["k"]), float(diffusion["gamma"]))
+            k, gamma = int(diffusion["k"]), float(diffusion["gamma"])
+            if self.count() > FULL_GRAPH_MAX:  # truncated: the graph of this query's shortlist
+                ids = list(dict.fromkeys(order + [int(i) for i in self._top(q, SHORTLIST)[0]]))
+                graph, S = shortlist_graph(ids, self.catalog.vectors(ids), k, gamma)
+            else:
+                graph, S = self.graph(k, gamma)
             order = verified_diffusion(order, counts, verifier.min_inliers, graph, S, float(diffusion["alpha"]))
             order = order[:max(len(ranked), shortlist, top or 0)]
             entries = {i: self.catalog.by_id(i) for i in order if i not in ranked}
@@ -218,9 +223,23 @@ class Query:
     def update_graph(self) -> None:
         """Bring the diffusion graph up to date with the catalog now (a search would otherwise do
         it first); nothing on an index without diffusion."""
+        from .verify.diffusion import FULL_GRAPH_MAX
+
         d = (self.verify_settings or {}).get("diffusion")
-        if d and self.kind == "global" and self.catalog.count():
+        n = self.count()
+        if d and self.kind == "global" and 0 < n <= FULL_GRAPH_MAX:
             self.graph(int(d["k"]), float(d["gamma"]))
+        elif n > FULL_GRAPH_MAX:  # each query builds its own graph now: a whole one kept would only go stale
+            self._graph = None
+            for old in (self.catalog.root / "cache").glob("graph-*.npz"):
+                old.unlink(missing_ok=True)
+
+    def count(self) -> int:
+        """Images in the index (counted once per catalog generation: COUNT(*) reads every row)."""
+        gen = self.catalog.generation()
+        if self._count is None or self._count[0] != gen:
+            self._count = (gen, self.catalog.count())
+        return self._count[1]
 
     def graph(self, k: int, gamma: float):
         """(KnnGraph, its affinity) of the index's global vectors, in step with the catalog: kept

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layerseek.verify.diffusion import KnnGraph, diffuse, top_neighbours, verified_diffusion
+from layerseek.verify.diffusion import KnnGraph, diffuse, shortlist_graph, top_neighbours, verified_diffusion
 
 
 def _unit(x):
@@ -91,3 +91,26 @@ def test_verified_diffusion_follows_the_manifold_of_the_verified_image():
     assert order[0] == 100 and set(order[:6]) == set(range(100, 106)) and sorted(order) == list(ids)
     # nothing verified: the first stage's order, untouched
     assert verified_diffusion(first, {100: 5}, 10, g, S) == first
+
+
+def test_truncated_diffusion_orders_the_shortlist_and_keeps_the_rest_in_first_stage_order():
+    """Past FULL_GRAPH_MAX images the graph is the query's shortlist's alone: the verified image
+    first, the shortlisted chain reached through it before the distractors, and what lies outside
+    the shortlist after them, in the first stage's order."""
+    angles = np.linspace(0, 1.2, 6)
+    chain = np.stack([np.cos(angles), np.sin(angles), np.zeros(6)], 1)
+    rng = np.random.default_rng(3)
+    distract = np.stack([np.cos(0.4 + 0.05 * np.arange(4)), np.zeros(4), np.sin(0.4 + 0.05 * np.arange(4))], 1)
+    X = _unit(np.concatenate([chain, distract]) + 0.001 * rng.normal(size=(10, 3)))
+    ids = np.arange(100, 110)
+    q = _unit(np.array([[1.0, 0.0, 0.1]]))[0]
+    first = [int(ids[j]) for j in np.argsort(-(X @ q), kind="stable")]
+    short = first[:7]
+    g, S = shortlist_graph(short, X[np.asarray(short) - 100], 2, 3.0)
+    assert sorted(g.ids.tolist()) == sorted(short)
+    order = verified_diffusion(first, {100: 40}, 10, g, S)
+    assert order[0] == 100 and sorted(order) == list(ids)
+    chain_in = [i for i in short if i < 106 and i != 100]
+    assert set(order[1:1 + len(chain_in)]) == set(chain_in)  # reached through the verified image
+    outside = [i for i in first if i not in short]
+    assert [i for i in order if i in outside] == outside and order[-len(outside):] == outside

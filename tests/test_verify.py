@@ -223,10 +223,14 @@ def test_verified_expansion_ranks_again_with_the_verified_vectors():
     assert sorted(asked) == [0, 1, 3, 4] and order == [0, 3, 1, 2, 4] and counts[3] == 30
 
 
-def test_index_diffusion_graph_follows_the_catalog(data_dir, tmp_path):
+def test_index_diffusion_graph_follows_the_catalog(data_dir, tmp_path, monkeypatch):
     """A global index made with verification diffuses from the verified images over a k-NN graph
-    of its vectors, cached per generation and updated (not rebuilt) as files come and go."""
+    of its vectors, cached per generation and updated (not rebuilt) as files come and go; a large
+    one builds each query's graph over its shortlist instead."""
+    from layerseek.verify import diffusion
     from layerseek.verify.diffusion import KnnGraph
+
+    real_shortlist_graph = diffusion.shortlist_graph
 
     covers = _covers(data_dir, tmp_path / "covers")
     with Index.create(tmp_path / "idx", "rmac", verify={"diffusion": {"k": 3}}, **OPTS) as idx:
@@ -252,6 +256,16 @@ def test_index_diffusion_graph_follows_the_catalog(data_dir, tmp_path):
         plain = idx.search(photo, top=5, diffusion=False, expand=0)
         assert plain[0].path.endswith("005.jpg") and [h.id for h in plain[1:]] == \
             [h.id for h in idx.search(photo, top=5, verify=0) if h.id != plain[0].id][:4]
+        # past diffusion.FULL_GRAPH_MAX images: no graph kept, each query diffuses over its shortlist's
+        full = [h.id for h in idx.search(photo, top=5)]
+        monkeypatch.setattr(diffusion, "FULL_GRAPH_MAX", 3)
+        idx.update_graph()
+        assert not list((tmp_path / "idx" / "cache").glob("graph-*.npz"))
+        asked = []
+        monkeypatch.setattr(diffusion, "shortlist_graph", lambda ids, *a: asked.append(list(ids)) or
+                            real_shortlist_graph(ids, *a))
+        assert [h.id for h in idx.search(photo, top=5)] == full  # the shortlist holds them all here
+        assert sorted(asked[0]) == sorted(full) and not list((tmp_path / "idx" / "cache").glob("graph-*.npz"))
     with Index.create(tmp_path / "nodiff", "rmac", verify={"diffusion": False}, **OPTS) as idx:
         assert "diffusion" not in idx.verify_settings
 

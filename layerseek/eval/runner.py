@@ -188,15 +188,18 @@ def evaluate_verified(ds: Dataset, first: dict[int, list[int]] | None, db_feats,
 
 
 def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats, verifier, shortlist: int,
-                        rounds: int = 1, diffusion: dict | None = None, threads: int = 2) -> dict:
+                        rounds: int = 1, diffusion: dict | None = None, threads: int = 2,
+                        truncate: int | None = None) -> dict:
     """A global method searched as an index searches (`Query.search`): the fused vectors of
     `method` (a `methods.GlobalMethod`, whitening already fitted if any) ranked by inner product,
     the first `shortlist` verified, `rounds` of verified query expansion, then (with `diffusion`,
     {"k", "gamma", "alpha"}) the rest ordered by a diffusion seeded with the verified images over
-    the k-NN graph of the database vectors. Failed images are left out as `evaluate_global` does."""
+    the k-NN graph of the database vectors — with `truncate` T, over the graph of the query's T
+    best first-stage images only, as an index past `diffusion.FULL_GRAPH_MAX` images does. Failed
+    images are left out as `evaluate_global` does."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..verify.diffusion import KnnGraph, verified_diffusion
+    from ..verify.diffusion import KnnGraph, shortlist_graph, verified_diffusion
     from ..verify.features import match_space
     from ..verify.pipeline import verify_and_expand
 
@@ -208,7 +211,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
 
     D, Q = fused([db_vecs[i] for i in keep_db]), fused([q_vecs[i] for i in keep_q])
     graph = S = None
-    if diffusion:
+    if diffusion and not truncate:
         graph = KnnGraph(int(diffusion["k"])).fit(np.arange(len(keep_db)), D)
         S = graph.affinity(float(diffusion["gamma"]))
     skip = {qi: ds.queries[qi].db_index for qi in keep_q}
@@ -232,8 +235,12 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
 
         order, counts = verify_and_expand(Q[n], rank, inliers_of, lambda ids: D[ids], method.expand, shortlist,
                                           verifier.min_inliers, rounds)
-        if graph is not None:
-            order = verified_diffusion(order, counts, verifier.min_inliers, graph, S, float(diffusion["alpha"]))
+        if diffusion:
+            g, aff = graph, S
+            if truncate:  # the graph of this query's shortlist alone
+                ids = list(dict.fromkeys(order + rank(Q[n])[:truncate]))
+                g, aff = shortlist_graph(ids, D[ids], int(diffusion["k"]), float(diffusion["gamma"]))
+            order = verified_diffusion(order, counts, verifier.min_inliers, g, aff, float(diffusion["alpha"]))
             if own is not None:
                 order = [j for j in order if j != own] + [own]
         return qi, [keep_db[j] for j in order], {keep_db[j]: c for j, c in counts.items()}

@@ -26,7 +26,7 @@ from .quantize import hamming
 #: entries merged per step when segments are combined (bounds the memory of merges and saves)
 CHUNK = 1 << 20
 #: a query's layer is split into parts for threads only above this much work per part (entries
-#: read times signatures compared, about a millisecond): below, a thread costs more than it saves
+#: read times signatures compared, a few milliseconds): below, a thread costs more than it saves
 PART_WORK = 2_000_000
 
 
