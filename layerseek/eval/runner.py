@@ -237,8 +237,9 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
                                           verifier.min_inliers, rounds)
         if diffusion:
             g, aff = graph, S
-            if truncate:  # the graph of this query's shortlist alone
-                ids = list(dict.fromkeys(order + rank(Q[n])[:truncate]))
+            if truncate:  # the graph of this query's shortlist alone (`order` here ranks everything;
+                # an index's holds its first `shortlist`)
+                ids = list(dict.fromkeys(order[:shortlist] + rank(Q[n])[:truncate]))
                 g, aff = shortlist_graph(ids, D[ids], int(diffusion["k"]), float(diffusion["gamma"]))
             order = verified_diffusion(order, counts, verifier.min_inliers, g, aff, float(diffusion["alpha"]))
             if own is not None:
