@@ -73,19 +73,24 @@ def test_diffuse_solves_the_linear_system():
     assert not diffuse(S, np.zeros(30)).any()
 
 
-def test_verified_diffusion_follows_the_manifold_of_the_verified_image():
-    # a chain of views 0..5 bending away from the query, and distractors 6..9 nearer the query
-    # than the far end of the chain. Verified: 0. Diffusion brings the whole chain before them.
+def _chain():
+    """A chain of views 100..105 bending away from the query, and distractors 106..109 nearer the
+    query than the far end of the chain: (ids, their vectors, the first stage's order)."""
     angles = np.linspace(0, 1.2, 6)
     chain = np.stack([np.cos(angles), np.sin(angles), np.zeros(6)], 1)
     rng = np.random.default_rng(3)
     distract = np.stack([np.cos(0.4 + 0.05 * np.arange(4)), np.zeros(4), np.sin(0.4 + 0.05 * np.arange(4))], 1)
     X = _unit(np.concatenate([chain, distract]) + 0.001 * rng.normal(size=(10, 3)))
     ids = np.arange(100, 110)
+    q = _unit(np.array([[1.0, 0.0, 0.1]]))[0]
+    return ids, X, [int(ids[j]) for j in np.argsort(-(X @ q), kind="stable")]
+
+
+def test_verified_diffusion_follows_the_manifold_of_the_verified_image():
+    # Verified: 100. Diffusion brings the whole chain before the distractors.
+    ids, X, first = _chain()
     g = KnnGraph(2).fit(ids, X)
     S = g.affinity(3)
-    q = _unit(np.array([[1.0, 0.0, 0.1]]))[0]
-    first = [int(ids[j]) for j in np.argsort(-(X @ q), kind="stable")]
     assert first.index(105) > first.index(106)  # the far view ranks below a distractor at first
     order = verified_diffusion(first, {100: 40}, 10, g, S)
     assert order[0] == 100 and set(order[:6]) == set(range(100, 106)) and sorted(order) == list(ids)
@@ -97,14 +102,7 @@ def test_truncated_diffusion_orders_the_shortlist_and_keeps_the_rest_in_first_st
     """Past FULL_GRAPH_MAX images the graph is the query's shortlist's alone: the verified image
     first, the shortlisted chain reached through it before the distractors, and what lies outside
     the shortlist after them, in the first stage's order."""
-    angles = np.linspace(0, 1.2, 6)
-    chain = np.stack([np.cos(angles), np.sin(angles), np.zeros(6)], 1)
-    rng = np.random.default_rng(3)
-    distract = np.stack([np.cos(0.4 + 0.05 * np.arange(4)), np.zeros(4), np.sin(0.4 + 0.05 * np.arange(4))], 1)
-    X = _unit(np.concatenate([chain, distract]) + 0.001 * rng.normal(size=(10, 3)))
-    ids = np.arange(100, 110)
-    q = _unit(np.array([[1.0, 0.0, 0.1]]))[0]
-    first = [int(ids[j]) for j in np.argsort(-(X @ q), kind="stable")]
+    ids, X, first = _chain()
     short = first[:7]
     g, S = shortlist_graph(short, X[np.asarray(short) - 100], 2, 3.0)
     assert sorted(g.ids.tolist()) == sorted(short)
