@@ -33,7 +33,7 @@ from layerseek.eval.runner import evaluate_global, evaluate_index_rule, evaluate
 from layerseek.globaldesc import GlobalConfig  # noqa: E402
 from layerseek.verify.geometry import Verifier, verified_order  # noqa: E402
 from layerseek.methods import make_method  # noqa: E402
-from layerseek.verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA  # noqa: E402
+from layerseek.verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA, settings  # noqa: E402
 from layerseek.verify.pipeline import VoteIndex, dataset_features, verify_rankings  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def expanded(ds: Dataset, args, q_feats, db_feats, verifier: Verifier, shortlist
     pooling, backbone, *layers = args.first.split(":")
     method = make_method(pooling, backbone=backbone, **({"layers": tuple(layers[0].split(","))} if layers else {}))
     db, qs, _ = describe_dataset(ds, backbone, method.layers, 1024, None, None, [pooling])
-    rule = {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA} if diffusion else None
+    rule = settings(k=diffusion) if diffusion else None
     return evaluate_index_rule(ds, method, db, qs, db_feats, q_feats, verifier, shortlist, args.expand, rule,
                                truncate=truncate or None)
 

@@ -305,7 +305,7 @@ def eval_(
 
                 from .eval.runner import evaluate_index_rule
                 from .methods import make_method
-                from .verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA
+                from .verify.diffusion import settings
 
                 gm = make_method(method, backbone=backbone, layers=layer_list, weights=weights, similarity=similarity,
                                  max_side=max_side)
@@ -313,8 +313,7 @@ def eval_(
                     kept = [v for v in wv if v is not None]
                     gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
                 res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify, expand,
-                                          {"k": diffusion, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
-                                          if diffusion else None)
+                                          settings(k=diffusion) if diffusion else None)
             else:
                 res = evaluate_verified(ds, first, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify)
             res["_score_seconds"] = t_first

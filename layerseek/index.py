@@ -51,7 +51,7 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
     """The local features an index stores for verification, as written in its manifest; on a
     global index also the diffusion from verified images over the graph of its vectors
     (`verify.diffusion`; {"diffusion": False} leaves it out)."""
-    from .verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_K
+    from .verify import diffusion as dif
     from .verify.features import DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES
 
     if not verify:
@@ -68,11 +68,15 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
            "fundamental": int(given.get("fundamental", DEFAULT_FUNDAMENTAL))}
     diffusion = given.get("diffusion", True)
     if global_method and diffusion:
-        d = diffusion if isinstance(diffusion, dict) else {}
-        k, alpha = int(d.get("k", DEFAULT_K)), float(d.get("alpha", DEFAULT_ALPHA))
-        if not (1 <= k <= 1000 and 0 < alpha < 1):
-            raise LayerseekError(f"diffusion k {k}, alpha {alpha}: out of range (k 1-1000, 0 < alpha < 1)")
-        out["diffusion"] = {"k": k, "gamma": float(d.get("gamma", DEFAULT_GAMMA)), "alpha": alpha}
+        given_rule = diffusion if isinstance(diffusion, dict) else {}
+        unknown = sorted(set(given_rule) - {"k", "gamma", "alpha"})
+        if unknown:
+            raise LayerseekError(f"diffusion: unknown setting {unknown[0]!r} (k, gamma, alpha)")
+        rule = dif.settings(**given_rule)
+        if not (1 <= rule["k"] <= 1000 and 0 < rule["alpha"] < 1):
+            raise LayerseekError(f"diffusion k {rule['k']}, alpha {rule['alpha']}: out of range (k 1-1000, "
+                                 "0 < alpha < 1)")
+        out["diffusion"] = rule
     return out
 
 

@@ -154,15 +154,11 @@ class Query:
         rounds = int((self.verify_settings or {}).get("expand", 0) if expand is None else expand)
         diffuse = (self.verify_settings or {}).get("diffusion") if diffusion is not False else None
         if diffusion and not diffuse:
-            diffuse = self._diffusion_defaults()
+            from .verify.diffusion import settings
+
+            diffuse = settings()
         return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top,
                                 query_features)[:top]
-
-    @staticmethod
-    def _diffusion_defaults() -> dict:
-        from .verify.diffusion import DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_K
-
-        return {"k": DEFAULT_K, "gamma": DEFAULT_GAMMA, "alpha": DEFAULT_ALPHA}
 
     def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
                     rounds: int = 0, diffusion: dict | None = None, top: int | None = None,

@@ -268,6 +268,9 @@ def test_index_diffusion_graph_follows_the_catalog(data_dir, tmp_path, monkeypat
         assert sorted(asked[0]) == sorted(full) and not list((tmp_path / "idx" / "cache").glob("graph-*.npz"))
     with Index.create(tmp_path / "nodiff", "rmac", verify={"diffusion": False}, **OPTS) as idx:
         assert "diffusion" not in idx.verify_settings
+    for bad, said in (({"k": 0}, "diffusion k 0, alpha 0.99: out of range"), ({"kk": 3}, "unknown setting 'kk'")):
+        with pytest.raises(LayerseekError, match=said):
+            Index.create(tmp_path / "bad", "rmac", verify={"diffusion": bad}, **OPTS)
 
 
 def test_a_3d_scene_is_verified_by_its_epipolar_geometry_and_noise_is_not():

@@ -159,6 +159,11 @@ def diffuse(S, seeds: np.ndarray, alpha: float = DEFAULT_ALPHA, tol: float = 1e-
     return f
 
 
+def settings(k: int = DEFAULT_K, gamma: float = DEFAULT_GAMMA, alpha: float = DEFAULT_ALPHA) -> dict:
+    """The diffusion's settings as an index's manifest keeps them (`verify.diffusion`)."""
+    return {"k": int(k), "gamma": float(gamma), "alpha": float(alpha)}
+
+
 def shortlist_graph(ids: Sequence[int], vectors: np.ndarray, k: int = DEFAULT_K, gamma: float = DEFAULT_GAMMA):
     """(KnnGraph, its affinity) of a query's shortlist alone (truncated diffusion): `ids` the
     first stage's best images (and the verified ones), `vectors` theirs, one row each."""
