@@ -365,6 +365,26 @@ def test_compiled_scorer_equals_the_numpy_reference(tmp_path, monkeypatch):
                 assert all(0 < np.count_nonzero(t()) < np.count_nonzero(whole) for t in tasks)
 
 
+def test_image_ids_are_stored_as_int32_and_int64_lists_still_score(tmp_path):
+    rng = np.random.default_rng(14)
+    db = _random_db(rng, 40, 12)
+    inv = InvertedFile(12, 16, merge_min=50)
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    qw, qc = rng.integers(0, 12, (9, 2)).astype(np.int32), rng.integers(0, 256, (9, 2, 16), dtype=np.uint8)
+    want = inv.votes(qw, qc)
+    inv.save(tmp_path / "inv")
+    assert np.load(tmp_path / "inv" / "ids.npy").dtype == np.int32
+    np.save(tmp_path / "inv" / "ids.npy", np.load(tmp_path / "inv" / "ids.npy").astype(np.int64))  # as written before
+    old = InvertedFile.load(tmp_path / "inv")
+    assert old._base.ids.dtype == np.int64 and old.votes(qw, qc) == pytest.approx(want, rel=1e-12)
+    old.add(5000, *_random_db(rng, 1, 12)[10])  # merged with int32 entries: one dtype again
+    old.compact()
+    assert old._base.ids.dtype == np.int32 and set(want) <= set(old.votes(qw, qc))
+    with pytest.raises(ValueError, match="holds ids 0..2147483647"):
+        inv.add(2**31, *_random_db(rng, 1, 12)[10])
+
+
 def test_query_words_are_dealt_into_parts_of_about_equal_work():
     work = np.array([1, 50, 3, 40, 2, 30, 5, 7, 9, 11], float)
     parts = deal(work, 3)
