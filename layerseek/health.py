@@ -324,8 +324,11 @@ def _rebuild_caches(idx) -> list[str]:
             idx.store.graph()
             done.append("rebuilt the HNSW graph")
     if (idx.verify_settings or {}).get("diffusion"):
+        from .verify.diffusion import FULL_GRAPH_MAX
+
         idx.update_graph()
-        done.append("rebuilt the k-nearest-neighbour graph of the diffusion")
+        if n <= FULL_GRAPH_MAX:  # larger: each query builds its own, nothing is kept
+            done.append("rebuilt the k-nearest-neighbour graph of the diffusion")
     return done
 
 
