@@ -1,8 +1,9 @@
 """The HNSW graph kept in step with the catalog in place (issue 14): build it once, sweep efSearch
 for latency against recall@10 of exact search, then apply a change of C images (C/2 removed,
 C/2 added) and time it, checking that no removed image is returned and every added one is found;
-last, a second change applied by a newly opened Index (graph files loaded first), as
-`layerseek index` meets it.
+then a second change applied by a newly opened Index (graph files loaded first), as
+`layerseek index` meets it; with --merge, last, the change that merges the recent graph into the
+main one.
 
     .venv/bin/python bench/ann_inplace.py --size 1000000 --change 1000 --queries 200
 
@@ -40,6 +41,8 @@ def main() -> None:
     ap.add_argument("--change", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ef", default="64,128,256,512")
+    ap.add_argument("--merge", action="store_true", help="last, add rows until the recent graph is merged into "
+                                                         "the main one, and time that")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -137,6 +140,19 @@ def main() -> None:
     out["reopen_rebuilt"] = g3.dead == 0
     print(f"another change of {args.change}, applied by a new Index: {out['reopen_apply_s']:.1f} s, of which loading "
           f"the graph files about {out['graph_load_s']:.1f} s (timed again after)", flush=True)
+    if args.merge:
+        # rows added until the recent graph passes HNSW_RECENT_SHARE of the main one: the apply
+        # that merges it (linking its rows into the main graph, one copy of the main storage)
+        need = int(V.HNSW_RECENT_SHARE * g3.main.ntotal) + 1 - g3.recent.ntotal
+        reopened.catalog.commit_batch(rows(0, need, synthetic(need, args.dim, rng), offset=30 * n))
+        recent_before = g3.recent.ntotal + need
+        t0 = time.perf_counter()
+        g4 = reopened.store.graph()
+        out["merge_apply_s"] = time.perf_counter() - t0
+        out["merged_rows"] = recent_before
+        assert g4.recent.ntotal == 0, "not merged"
+        print(f"{need} more rows: the recent graph ({recent_before} rows) merged into the main one in "
+              f"{out['merge_apply_s']:.1f} s", flush=True)
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps(out, indent=2))
     if args.json:
