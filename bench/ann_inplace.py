@@ -138,8 +138,8 @@ def main() -> None:
     V.HnswGraph.load(Path(tmp.name) / "idx" / "cache")
     out["graph_load_s"] = time.perf_counter() - t0
     out["reopen_rebuilt"] = g3.dead == 0
-    print(f"another change of {args.change}, applied by a new Index: {out['reopen_apply_s']:.1f} s, of which loading "
-          f"the graph files about {out['graph_load_s']:.1f} s (timed again after)", flush=True)
+    print(f"another change of {args.change}, applied by a new Index: {out['reopen_apply_s']:.1f} s (reading the graph "
+          f"files alone, timed separately after it: {out['graph_load_s']:.1f} s)", flush=True)
     if args.merge:
         # rows added until the recent graph passes HNSW_RECENT_SHARE of the main one: the apply
         # that merges it (linking its rows into the main graph, one copy of the main storage)
