@@ -3,9 +3,11 @@
 however many of the query's descriptors chose that word — XOR and popcount against every
 signature of the group, the threshold, the HE weight and the accumulation in one pass (Eqs. 3,
 5-7). Real lists are skewed (Zipf-like): a crowded word is chosen by tens of the query's
-descriptors, and reading its long list once instead of once per descriptor is what keeps the
-query memory-bound no longer. `nogil`: the layers of a query are scored in parallel threads.
-Compiled on first use and cached on disk (`cache=True`), so later processes start warm.
+descriptors. Measured (docs/BENCHMARKS.md), grouping alone saved little — the comparisons, not
+the reads, were the cost; the tight loop for 128-bit signatures (`_he_128`) and cutting each
+layer into parts for the threads (`deal`) made most of the gain. `nogil`: the parts of a query
+are scored in parallel threads. Compiled on first use and cached on disk (`cache=True`), so
+later processes start warm.
 """
 from __future__ import annotations
 
