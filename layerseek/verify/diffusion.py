@@ -13,8 +13,8 @@ ranks far worse: docs/RESULTS.md).
 `KnnGraph` is the learned state (fit / update / save / load of plain arrays): each image's k best
 neighbours, kept in step with an index's additions and removals without recomputing the rest.
 Building it costs n^2 dot products (5 s at 10k images, hours at a million), so past
-FULL_GRAPH_MAX images the graph is truncated instead, as the paper does for large collections:
-built at query time over the first stage's SHORTLIST best images only (`shortlist_graph`).
+FULL_GRAPH_MAX images the graph is truncated instead: built at query time over the first
+stage's SHORTLIST best images only (`shortlist_graph`).
 """
 from __future__ import annotations
 
