@@ -92,7 +92,6 @@ class Index(Ingest, Query):
         self._store = None  # where the global vectors are searched (opened on first use)
         self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
         self._graph = None  # diffusion: (generation, KnnGraph, affinity, {id: sha256} of what it holds)
-        self._count = None  # (generation, images)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
         self._writing = 0  # depth of `writing()` held by this Index
 

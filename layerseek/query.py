@@ -196,7 +196,7 @@ class Query:
             from .verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, shortlist_graph, verified_diffusion
 
             k, gamma = int(diffusion["k"]), float(diffusion["gamma"])
-            if self.count() > FULL_GRAPH_MAX:  # truncated: the graph of this query's shortlist
+            if self.catalog.count() > FULL_GRAPH_MAX:  # truncated: the graph of this query's shortlist
                 ids = list(dict.fromkeys(order + [int(i) for i in self._top(q, SHORTLIST)[0]]))
                 graph, S = shortlist_graph(ids, self.catalog.vectors(ids), k, gamma)
             else:
@@ -222,20 +222,13 @@ class Query:
         from .verify.diffusion import FULL_GRAPH_MAX
 
         d = (self.verify_settings or {}).get("diffusion")
-        n = self.count()
+        n = self.catalog.count()
         if d and self.kind == "global" and 0 < n <= FULL_GRAPH_MAX:
             self.graph(int(d["k"]), float(d["gamma"]))
         elif n > FULL_GRAPH_MAX:  # each query builds its own graph now: a whole one kept would only go stale
             self._graph = None
             for old in (self.catalog.root / "cache").glob("graph-*.npz"):
                 old.unlink(missing_ok=True)
-
-    def count(self) -> int:
-        """Images in the index (counted once per catalog generation: COUNT(*) reads every row)."""
-        gen = self.catalog.generation()
-        if self._count is None or self._count[0] != gen:
-            self._count = (gen, self.catalog.count())
-        return self._count[1]
 
     def graph(self, k: int, gamma: float):
         """(KnnGraph, its affinity) of the index's global vectors, in step with the catalog: kept

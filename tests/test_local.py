@@ -361,7 +361,7 @@ def test_compiled_scorer_equals_the_numpy_reference(tmp_path, monkeypatch):
                 tasks = source.vote_tasks(qw, codes, dt, burst=burst, parts=3)
                 assert len(tasks) == 3
                 whole = source.vote_array(qw, codes, dt, burst=burst)
-                np.testing.assert_allclose(sum_parts(tasks), whole, rtol=1e-12)
+                np.testing.assert_allclose(sum_parts(t() for t in tasks), whole, rtol=1e-12)
                 assert all(0 < np.count_nonzero(t()) < np.count_nonzero(whole) for t in tasks)
 
 

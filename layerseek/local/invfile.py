@@ -33,11 +33,13 @@ MAX_ID = np.iinfo(np.int32).max
 PART_WORK = 2_000_000
 
 
-def sum_parts(tasks: list) -> np.ndarray:
-    """Run `InvertedFile.vote_tasks` parts here, one after the other, and add their votes in order."""
-    total = tasks[0]()
-    for t in tasks[1:]:
-        total += t()
+def sum_parts(parts) -> np.ndarray:
+    """The votes of `InvertedFile.vote_tasks` parts (their arrays, in the parts' order) added in
+    that order: the same floats whichever thread finished first."""
+    parts = iter(parts)
+    total = next(parts)
+    for part in parts:
+        total += part
     return total
 
 
@@ -269,7 +271,7 @@ class InvertedFile:
         compiled loop (`kernels`). `burst`: each query assignment's matches in one image count the
         square root of their summed HE weights (intra-image burstiness, `kernels.accumulate_he`);
         `max_share`: see `_query`."""
-        return sum_parts(self.vote_tasks(qwords, qcodes, dt, sigma, burst, max_share))
+        return sum_parts(t() for t in self.vote_tasks(qwords, qcodes, dt, sigma, burst, max_share))
 
     def vote_tasks(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
                    burst: bool = False, max_share: float = 1.0, parts: int = 1) -> list:

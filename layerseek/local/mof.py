@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LayerseekError
-from .invfile import InvertedFile
+from .invfile import InvertedFile, sum_parts
 from .quantize import HammingEmbedding, Vocabulary
 
 
@@ -167,10 +167,7 @@ class MOFEngine:
                 for layer, inv in chosen]
         out = {}
         for layer, inv, parts in jobs:
-            votes = parts[0].result()
-            for part in parts[1:]:  # in order: the same sum whichever thread finished first
-                votes += part.result()
-            out[layer] = inv.normalise(votes, encoded[layer][0])
+            out[layer] = inv.normalise(sum_parts(p.result() for p in parts), encoded[layer][0])
         return out
 
     def layer_scores(self, encoded: Mapping[str, tuple[np.ndarray, np.ndarray]], he: bool | None = None

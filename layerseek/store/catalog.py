@@ -134,6 +134,7 @@ class Catalog:
         self.root = root
         self.conn = conn
         self.manifest = manifest
+        self._count = None  # (generation, images)
 
     # -- opening -----------------------------------------------------------------------------
     @staticmethod
@@ -268,7 +269,13 @@ class Catalog:
         return int(self.conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
 
     def count(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        """Images indexed, counted once per generation (COUNT(*) reads every row: 10 ms at 1M).
+        The generation is read first: a change committed in between leaves a newer count under an
+        older generation, which the next call replaces."""
+        gen = self.generation()
+        if self._count is None or self._count[0] != gen:
+            self._count = (gen, self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return self._count[1]
 
     def entries(self, under: str | None = None) -> Iterator[Entry]:
         sql = _ENTRY_SQL

@@ -231,7 +231,6 @@ class FaissStore:
         self.catalog = catalog
         self._matrix = None  # (generation, ids, vectors)
         self._ann = None  # (generation, HnswGraph)
-        self._count = None  # (generation, images)
 
     @property
     def mode(self) -> str:
@@ -261,10 +260,7 @@ class FaissStore:
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images for one query vector, best first."""
-        gen = self.catalog.generation()
-        if self._count is None or self._count[0] != gen:  # COUNT(*) scans the table: 10 ms at 1M rows
-            self._count = (gen, self.catalog.count())
-        n = self._count[1]
+        n = self.catalog.count()
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if self.uses_hnsw(n):
