@@ -33,7 +33,9 @@ def main() -> None:
     ds, model, pooling, db, qs, n_train = setup.ds, setup.model, setup.pooling, setup.db, setup.qs, setup.train_windows
     learned_on = "+".join(training_collections(args.train_on, args.dataset))
     print(f"{ds.describe()}; MOF {args.backbone} {'+'.join(setup.layers)} {pooling}, {args.words} words learned on "
-          f"{learned_on} ({n_train} windows per layer, {min(n_train, args.max_train)} used)")
+          f"{learned_on} ({n_train} windows per layer, {min(n_train, args.max_train)} used), seed {args.seed}"
+          + (", spherical words" if args.spherical else ", plain k-means words")
+          + ("" if args.whiten is None else f", windows whitened (power {args.whiten:g}, {args.whiten_dim or 'all'} components)"))
     base = model.params
     nq = sum(v is not None for v in qs)
     evaluate_mof(ds, model, pooling, db, qs)  # untimed: the scorer compiled (or loaded from numba's cache)

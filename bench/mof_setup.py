@@ -40,6 +40,15 @@ def add_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-side", type=int, default=1024)
     ap.add_argument("--words", type=int, default=2000)
     ap.add_argument("--max-train", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=MOFParams.seed,
+                    help="seed of the k-means, the training sample and the HE projections (to measure how much "
+                         "relearning moves a figure)")
+    ap.add_argument("--whiten", type=float, default=None,
+                    help="PCA-whiten the windows before the words: the eigenvalues' power (0 centres only, 0.5 "
+                         "whitens fully); default: the paper's windows as they are")
+    ap.add_argument("--spherical", action=argparse.BooleanOptionalAction, default=MOFParams.spherical,
+                    help="words as unit vectors (spherical k-means; the default) or plain k-means (the paper's)")
+    ap.add_argument("--whiten-dim", type=int, default=None, help="with --whiten: components kept (default all)")
 
 
 @dataclass
@@ -62,10 +71,12 @@ def prepare(args) -> Setup:
     for name in training_collections(args.train_on, args.dataset):
         tdb, tq, _ = describe_dataset(get_dataset(name), args.backbone, layers, args.max_side, None, None, local=True)
         train += [v for v in tdb + tq if v is not None]
-    model = train_mof(MOFParams(layers=layers, words=args.words), train, pooling, max_train=args.max_train)
+    model = train_mof(MOFParams(layers=layers, words=args.words, seed=args.seed, whiten=args.whiten,
+                                     whiten_dim=args.whiten_dim, spherical=args.spherical), train, pooling, max_train=args.max_train)
     return Setup(ds, layers, pooling, db, qs, model, sum(len(v[f"{pooling}/{layers[0]}"]) for v in train))
 
 
 def metrics_line(ds: Dataset, res: dict) -> str:
-    keys = ("mAP_easy", "mAP_medium", "mAP_hard") if ds.protocol == "revisited" else ("R@1", "R@5", "mAP")
+    keys = {"revisited": ("mAP_easy", "mAP_medium", "mAP_hard"), "category": ("P@10", "P@50", "mAP")}.get(
+        ds.protocol, ("R@1", "R@5", "mAP"))
     return " / ".join(f"{100 * res[k]:.1f}" for k in keys)

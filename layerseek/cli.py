@@ -192,6 +192,9 @@ def eval_(
                                                                "(default: max on vgg16, sum on mobilenet_v2)")] = None,
     ma: Annotated[int, typer.Option(help="mof: words per query descriptor")] = 3,
     he: Annotated[bool, typer.Option("--he/--no-he", help="mof: Hamming Embedding")] = True,
+    spherical: Annotated[bool, typer.Option("--spherical/--plain-words",
+                                            help="mof: words as unit vectors (spherical k-means, the default) or "
+                                                 "the paper's plain k-means words")] = True,
     mof_layers: Annotated[Optional[str], typer.Option(help="mof layers with --rerank (default: the backbone's MOF layers)")] = None,
     max_train: Annotated[int, typer.Option(help="mof: training descriptors per layer (sampled)")] = 500_000,
     rerank: Annotated[int, typer.Option(help="two-stage: MOF re-scores the global method's top N (0: off)")] = 0,
@@ -245,7 +248,7 @@ def eval_(
         if use_mof:  # --layers are MOF's with --method mof, --mof-layers with --rerank
             mof_layer_names = layers if method == "mof" else mof_layers
             mof = LocalMethod(backbone, tuple(mof_layer_names.split(",")) if mof_layer_names else None, max_side,
-                              window_pooling, words, ma, he, train_on)
+                              window_pooling, words, ma, he, train_on, spherical)
         if method == "mof":
             layer_list = mof.layers
         elif use_local:
@@ -341,7 +344,8 @@ def eval_(
     if cfg is not None:
         settings.append(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening {whiten_on or 'none'}")
     if use_mof:
-        settings.append(f"MOF {'+'.join(mof.layers)}: {mof.pooling}-pooled windows, {words} words learned on {train_on}, "
+        settings.append(f"MOF {'+'.join(mof.layers)}: {mof.pooling}-pooled windows, {words} "
+                        f"{'spherical' if spherical else 'plain k-means'} words learned on {train_on}, "
                         f"MA {ma}, {'BoW+HE' if he else 'BoW'}")
     if verify:
         settings.append(f"verification {res['_verify_seconds']:.2f} s per query")
@@ -402,6 +406,9 @@ def index(
                                                                "(default: max on vgg16, sum on mobilenet_v2)")] = None,
     ma: Annotated[Optional[int], typer.Option(help="mof: words each query descriptor is assigned to (default 3)")] = None,
     he: Annotated[Optional[bool], typer.Option("--he/--no-he", help="mof: Hamming Embedding (default on)")] = None,
+    spherical: Annotated[Optional[bool], typer.Option("--spherical/--plain-words",
+                                                      help="mof: words as unit vectors (spherical k-means, the "
+                                                           "default) or the paper's plain k-means words")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
     workers: Annotated[int, typer.Option(help="threads decoding images ahead of the network")] = 2,
     batch: Annotated[int, typer.Option(help="images per committed transaction")] = 16,
@@ -437,7 +444,8 @@ def index(
 
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
                "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on),
-               "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he}
+               "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he,
+               "spherical": spherical}
     learn_on = whiten_on or train_on
     creating = not Path(index_path, "manifest.json").is_file()
     if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind
@@ -777,7 +785,8 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     console.print(f"{data['path']}: {data['images']} images, {data['failed']} failed", highlight=False, soft_wrap=True)
     if p["method"] == "mof":
         console.print(f"method mof on {p['backbone']} {'+'.join(p['layers'])}, {p['pooling']}-pooled windows, "
-                      f"{p['words']} words per layer learned on {p['train_on']}, MA {p['ma']}, HE {'on' if p['he'] else 'off'}, "
+                      f"{p['words']} {'spherical' if p.get('spherical') else 'plain k-means'} words per layer learned "
+                      f"on {p['train_on']}, MA {p['ma']}, HE {'on' if p['he'] else 'off'}, "
                       f"max side {p['max_side']}; {data['vector_bytes_per_image']} bytes of words and signatures "
                       f"per image; search {data['search']}", highlight=False, soft_wrap=True)
     else:

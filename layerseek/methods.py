@@ -157,4 +157,6 @@ def make_method(name: str, **options):
 
 def method_from_params(params: dict) -> GlobalMethod:
     p = dict(params)
+    if p.get("method") == "mof":
+        p.setdefault("spherical", False)  # an index made before the flag learned plain k-means words
     return make_method(p.pop("method"), **{k: (tuple(v) if k == "layers" else v) for k, v in p.items()})

@@ -124,6 +124,33 @@ def test_vocabulary_assignment_and_training_size_checks():
     assert np.mean(approx.assign(x)[:, 0] == np.argmin(((x[:, None] - approx.centroids_[None]) ** 2).sum(-1), 1)) > 0.99
 
 
+def test_spherical_vocabulary_words_of_unit_length_and_cosine_assignment(tmp_path):
+    """Spherical words: unit centroids, each descriptor assigned to its largest cosine; a word that
+    is the mean of scattered descriptors (short in plain k-means) no longer gathers every
+    descriptor unlike the training ones. Saved with the flag; files from before it load as plain."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3000, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    voc = Vocabulary(16, seed=3, spherical=True).fit(x)
+    np.testing.assert_allclose(np.linalg.norm(voc.centroids_, axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(voc.assign(x, 2), np.argsort(-(x @ voc.centroids_.T), axis=1)[:, :2])
+    # a short word (plain k-means' mean of scattered windows) beside two long ones: by L2 it takes
+    # every descriptor far from all three, by cosine none of them
+    centroids = np.array([[1, 0, 0], [0, 1, 0], [0.212, -0.212, 0]], np.float32)
+    far = np.array([[0.4, 0.4, 0.825], [0.45, 0.35, 0.82], [0.42, 0.38, 0.82]], np.float32)
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    plain, unit = Vocabulary(3), Vocabulary(3, spherical=True)
+    plain.centroids_ = centroids
+    unit.centroids_ = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+    assert (plain.assign(far)[:, 0] == 2).all() and (unit.assign(far)[:, 0] != 2).all()
+    voc.save(tmp_path / "v.npz")
+    assert Vocabulary.load(tmp_path / "v.npz").spherical
+    z = dict(np.load(tmp_path / "v.npz"))
+    del z["spherical"]
+    np.savez(tmp_path / "old.npz", **z)
+    assert not Vocabulary.load(tmp_path / "old.npz").spherical
+
+
 def _brute_force_scores(db, q_words, q_codes, he, k, dt=52, sigma=30.0):
     """Eqs. 3-8 by explicit loops over every (query assignment, database descriptor) pair."""
     n = len(db)
@@ -290,7 +317,8 @@ def test_inverted_file_on_disk_answers_and_keeps_changing(tmp_path):
 def test_mof_model_engine_late_fusion_and_save(tmp_path):
     rng = np.random.default_rng(9)
     train = {"a": rng.standard_normal((3000, 32)).astype(np.float32), "b": rng.standard_normal((3000, 64)).astype(np.float32)}
-    params = MOFParams(layers=("a", "b"), words=16, bits=32)
+    # dt scaled to 32 bits as the paper's 52 is to 128: at 52 every pair of 32-bit signatures matches
+    params = MOFParams(layers=("a", "b"), words=16, bits=32, dt=13)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = MOFModel(params).fit(train)
@@ -318,6 +346,32 @@ def test_mof_model_engine_late_fusion_and_save(tmp_path):
     assert engine.remove(3) and engine.search(q)[0][0] != 3
     with pytest.raises(LayerseekError, match="no usable MOF model"):
         MOFModel.load(tmp_path / "nothing")
+
+
+def test_mof_whitened_windows_learned_once_and_kept(tmp_path):
+    """With `whiten`, the words and signatures are learned on, and computed from, the PCA-whitened
+    windows (whitening learned on the training windows); the whitening is saved with the model."""
+    rng = np.random.default_rng(5)
+    offset = 20 * np.ones(16, np.float32)
+    train = {"a": (offset + rng.standard_normal((4000, 16)) * np.linspace(0.2, 3, 16)).astype(np.float32)}
+    params = MOFParams(layers=("a",), words=32, bits=16, whiten=0.5, whiten_dim=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MOFModel(params).fit(train)
+    w = model.whitenings["a"]
+    assert w.components_.shape == (8, 16) and np.allclose(w.mean_, train["a"].mean(0), atol=1e-4)
+    assert model.vocabularies["a"].centroids_.shape == (32, 8)
+    x = train["a"][:50]
+    words, sigs = model.encode({"a": x})["a"]
+    assert (words == model.vocabularies["a"].assign(w.transform(x).astype(np.float32), 3)).all()
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / "whitening-a.npz").is_file()
+    again = MOFModel.load(tmp_path / "m").encode({"a": x})["a"]
+    assert (again[0] == words).all() and (again[1] == sigs).all()
+    with pytest.raises(LayerseekError, match="whiten"):
+        MOFParams(whiten=2)
+    with pytest.raises(LayerseekError, match="whiten_dim"):
+        MOFParams(whiten=0.5, whiten_dim=0)
 
 
 def test_compiled_scorer_equals_the_numpy_reference(tmp_path, monkeypatch):

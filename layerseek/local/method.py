@@ -33,6 +33,7 @@ class LocalMethod:
     ma: int = 3
     he: bool = True
     train_on: str | None = None  # the collection the vocabularies and HE medians are learned on
+    spherical: bool = True  # words as unit vectors (MOFParams.spherical); False: the paper's plain k-means
 
     kind = "local"
     name = "mof"
@@ -51,7 +52,7 @@ class LocalMethod:
         self.mof_params()
 
     def mof_params(self) -> MOFParams:
-        return MOFParams(layers=self.layers, words=self.words, ma=self.ma, he=self.he)
+        return MOFParams(layers=self.layers, words=self.words, ma=self.ma, he=self.he, spherical=self.spherical)
 
     def params(self) -> dict:
         return {"method": "mof", **asdict(self), "layers": list(self.layers)}

@@ -20,13 +20,18 @@ MIN_POINTS_PER_WORD = 39
 class Vocabulary:
     """k visual words from FAISS k-means. With `approximate`, both the k-means assignment steps and
     the assignment of new descriptors go through an HNSW graph over the words (the AKM/ANN of the
-    paper) instead of an exact scan of all k words."""
+    paper) instead of an exact scan of all k words. With `spherical`, the words are unit vectors
+    (FAISS re-normalises the centroids after each k-means step), so a descriptor (itself of unit
+    length) goes to the word of largest cosine: no word of small norm, the mean of scattered
+    descriptors, gathers every descriptor unlike the training ones."""
 
-    def __init__(self, k: int = 20000, niter: int = 20, seed: int = 1234, approximate: bool | None = None):
+    def __init__(self, k: int = 20000, niter: int = 20, seed: int = 1234, approximate: bool | None = None,
+                 spherical: bool = False):
         self.k = k
         self.niter = niter
         self.seed = seed
         self.approximate = approximate  # None: approximate when k >= 4096
+        self.spherical = spherical
 
     def _approx(self) -> bool:
         return self.approximate if self.approximate is not None else self.k >= 4096
@@ -43,7 +48,7 @@ class Vocabulary:
             warnings.warn(f"vocabulary: only {n} training descriptors for {self.k} words (FAISS asks for "
                           f"{MIN_POINTS_PER_WORD} per word, {MIN_POINTS_PER_WORD * self.k}); the words will be "
                           "poorly estimated: use fewer words or more training images", stacklevel=2)
-        km = faiss.Kmeans(d, self.k, niter=self.niter, seed=self.seed, verbose=False)
+        km = faiss.Kmeans(d, self.k, niter=self.niter, seed=self.seed, spherical=self.spherical, verbose=False)
         if self._approx():
             km.index = faiss.IndexHNSWFlat(d, 32)
         km.train(x)
@@ -76,13 +81,14 @@ class Vocabulary:
 
     def save(self, path: str | Path) -> None:
         np.savez(path, centroids=self.centroids_, niter=self.niter, seed=self.seed,
-                 approximate=-1 if self.approximate is None else int(self.approximate))
+                 approximate=-1 if self.approximate is None else int(self.approximate), spherical=int(self.spherical))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
         with np.load(path) as z:
             a = int(z["approximate"])
-            v = cls(len(z["centroids"]), int(z["niter"]), int(z["seed"]), None if a < 0 else bool(a))
+            spherical = bool(z["spherical"]) if "spherical" in z.files else False  # saved before it existed
+            v = cls(len(z["centroids"]), int(z["niter"]), int(z["seed"]), None if a < 0 else bool(a), spherical)
             v.centroids_ = z["centroids"]
         v._index = None
         return v

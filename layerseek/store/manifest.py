@@ -48,6 +48,7 @@ class MofParams(_Model):
     ma: Annotated[int, Field(ge=1, le=64)] = 3
     he: bool = True
     train_on: Name | None = None
+    spherical: bool = False  # absent in indexes made before the flag: plain k-means words
 
 
 class Diffusion(_Model):
