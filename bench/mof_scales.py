@@ -25,6 +25,7 @@ from layerseek.eval.runner import evaluate_mof  # noqa: E402
 from layerseek.local.train import train_mof  # noqa: E402
 from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
 from layerseek.local.mof import MOFParams  # noqa: E402
+from mof_setup import add_spherical_option  # noqa: E402
 
 
 def union(per_scale: list[list], keys: list[str]) -> list:
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--backbone", default="mobilenet_v2")
     ap.add_argument("--scales", default="1024,512", help="max sides, comma-separated")
     ap.add_argument("--words", type=int, default=2000)
+    add_spherical_option(ap)
     ap.add_argument("--max-train", type=int, default=100_000)
     args = ap.parse_args()
     ds, train = get_dataset(args.dataset), get_dataset(args.train_on)
@@ -57,7 +59,7 @@ def main() -> None:
         print(f"{side} px described ({time.perf_counter() - t0:.0f} s)", flush=True)
     fmt = (lambda r: " / ".join(f"{100 * r[k]:.1f}" for k in ("mAP_easy", "mAP_medium", "mAP_hard"))) \
         if ds.protocol == "revisited" else (lambda r: " / ".join(f"{100 * r[k]:.1f}" for k in ("R@1", "R@5", "mAP")))
-    params = MOFParams(layers=layers, words=args.words)
+    params = MOFParams(layers=layers, words=args.words, spherical=args.spherical)
     runs = [(str(s), [s]) for s in scales] + [("+".join(map(str, scales)), scales)]
     print(f"{ds.describe()}; MOF {args.backbone} {'+'.join(layers)} {pooling}, {args.words} words learned on "
           f"{args.train_on} (at most {args.max_train} windows per layer)")

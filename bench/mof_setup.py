@@ -31,6 +31,12 @@ def training_collections(train_on: str, dataset: str) -> list[str]:
     return train_on.split(",")
 
 
+def add_spherical_option(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--spherical", action=argparse.BooleanOptionalAction, default=MOFParams.spherical,
+                    help="words as unit vectors (spherical k-means, the default since 2026-11-29) or, with "
+                         "--no-spherical, plain k-means words (the paper's; every MOF figure measured before)")
+
+
 def add_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dataset", default="smvs")
     ap.add_argument("--train-on", default="rparis6k-subset",
@@ -46,8 +52,7 @@ def add_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--whiten", type=float, default=None,
                     help="PCA-whiten the windows before the words: the eigenvalues' power (0 centres only, 0.5 "
                          "whitens fully); default: the paper's windows as they are")
-    ap.add_argument("--spherical", action=argparse.BooleanOptionalAction, default=MOFParams.spherical,
-                    help="words as unit vectors (spherical k-means; the default) or plain k-means (the paper's)")
+    add_spherical_option(ap)
     ap.add_argument("--whiten-dim", type=int, default=None, help="with --whiten: components kept (default all)")
 
 

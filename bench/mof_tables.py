@@ -19,6 +19,7 @@ from layerseek.eval.runner import PRIMARY, evaluate_mof_combos
 from layerseek.local.train import train_mof
 from layerseek.local.mof import MOFParams
 from layerseek.progress import progress_bar, versions
+from mof_setup import add_spherical_option
 
 TRAIN_ON = {"smvs": "rparis6k-subset", "rparis6k-subset": "smvs"}
 
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--layers", default="s16,s32,last")
     ap.add_argument("--max-side", type=int, default=1024)
     ap.add_argument("--words", type=int, default=2000)
+    add_spherical_option(ap)
     ap.add_argument("--poolings", default="sum,max")
     ap.add_argument("--max-train", type=int, default=100_000, help="training descriptors per layer (sampled)")
     ap.add_argument("--datasets", default="smvs,rparis6k-subset")
@@ -61,7 +63,7 @@ def main() -> None:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = train_mof(MOFParams(layers=layers, words=args.words), tdb + tqs, pooling,
+                model = train_mof(MOFParams(layers=layers, words=args.words, spherical=args.spherical), tdb + tqs, pooling,
                                   max_train=args.max_train)
             print(f"{name} {pooling}: model {time.perf_counter() - t0:.0f} s", flush=True)
             for he in (False, True):

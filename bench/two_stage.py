@@ -17,6 +17,7 @@ from layerseek.local.train import train_mof
 from layerseek.globaldesc import GlobalConfig
 from layerseek.local.mof import MOFParams
 from layerseek.progress import versions
+from mof_setup import add_spherical_option
 
 TRAIN_ON = {"smvs": "rparis6k-subset", "rparis6k-subset": "smvs"}
 
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--global-layers", default=None)
     ap.add_argument("--mof-layers", default="s16,s32,last")
     ap.add_argument("--words", type=int, default=2000)
+    add_spherical_option(ap)
     ap.add_argument("--max-train", type=int, default=100_000)
     ap.add_argument("--window-pooling", default="sum")
     ap.add_argument("--max-side", type=int, default=1024)
@@ -47,7 +49,7 @@ def main() -> None:
         tdb, tqs, _ = describe_dataset(tds, args.backbone, mlayers, args.max_side, local=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = train_mof(MOFParams(layers=mlayers, words=args.words), tdb + tqs, args.window_pooling,
+            model = train_mof(MOFParams(layers=mlayers, words=args.words, spherical=args.spherical), tdb + tqs, args.window_pooling,
                               max_train=args.max_train)
         g = evaluate_global(ds, GlobalConfig(args.global_method, glayers), db, qs)
         rows = [(f"{args.global_method} alone", g), ("MOF alone", evaluate_mof(ds, model, args.window_pooling, ldb, lqs))]

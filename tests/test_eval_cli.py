@@ -111,6 +111,18 @@ def test_eval_mof_and_two_stage(data_dir, tmp_path):
         model = train_mof(MOFParams(layers=("s16", "s32"), words=8), tdb + tqs, "sum", max_train=100000)
     res = evaluate_mof(ds, model, "sum", db, qs)
     assert report["metrics"]["mAP"] == res["mAP"]
+    # the paper's plain k-means words, as every MOF figure before spherical words was measured
+    r = CliRunner().invoke(app, ["eval", str(f), "--method", "mof", "--layers", "s16,s32", *common, "--plain-words",
+                                 "--json", str(tmp_path / "plain.json")])
+    assert r.exit_code == 0, r.output
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert report["mof"]["spherical"] is True and plain["mof"]["spherical"] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain_model = train_mof(MOFParams(layers=("s16", "s32"), words=8, spherical=False), tdb + tqs, "sum",
+                                max_train=100000)
+    assert not plain_model.vocabularies["s16"].spherical
+    assert plain["metrics"]["mAP"] == evaluate_mof(ds, plain_model, "sum", db, qs)["mAP"]
 
     # two stages: the global method's top 3 re-ordered by MOF score, the rest in global order
     shortlist = {0: [5, 4, 3, 2, 1, 0], 1: [0, 1, 2, 3, 4, 5]}

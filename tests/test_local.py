@@ -151,6 +151,29 @@ def test_spherical_vocabulary_words_of_unit_length_and_cosine_assignment(tmp_pat
     assert not Vocabulary.load(tmp_path / "old.npz").spherical
 
 
+def test_models_and_indexes_made_before_spherical_words_stay_plain(tmp_path):
+    """New MOF models learn spherical words; a model or index manifest saved before the flag
+    existed had plain k-means words, and says so when read back."""
+    import json
+
+    from layerseek.methods import method_from_params
+
+    rng = np.random.default_rng(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MOFModel(MOFParams(layers=("a",), words=8, bits=16)).fit({"a": rng.standard_normal((500, 16)).astype(np.float32)})
+    assert model.params.spherical and model.vocabularies["a"].spherical
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "mof.json").read_text())
+    del saved["spherical"]
+    (tmp_path / "m" / "mof.json").write_text(json.dumps(saved))
+    assert not MOFModel.load(tmp_path / "m").params.spherical
+    old = {"method": "mof", "backbone": "mobilenet_v2", "layers": ["s16", "s32"], "max_side": 1024, "pooling": "sum",
+           "words": 20000, "ma": 3, "he": True, "train_on": None}
+    assert method_from_params(old).spherical is False
+    assert method_from_params({**old, "spherical": True}).spherical is True
+
+
 def _brute_force_scores(db, q_words, q_codes, he, k, dt=52, sigma=30.0):
     """Eqs. 3-8 by explicit loops over every (query assignment, database descriptor) pair."""
     n = len(db)
