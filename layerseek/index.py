@@ -194,12 +194,15 @@ class Index(Ingest, Query):
 
     def check_method(self, method: str | None = None, **options) -> None:
         """Fail clearly when a method or option asked for differs from the index's."""
+        from .methods import SETTINGS_BEFORE
+
         have = self.catalog.manifest["params"]
+        before = SETTINGS_BEFORE.get(have.get("method"), {})
         asked = {"method": method, **options}
         for key, value in asked.items():
             if value is None:
                 continue
-            mine = have.get(key)
+            mine = have.get(key, before.get(key))
             if key == "layers":
                 value = list(value)
             if value != mine:

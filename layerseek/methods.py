@@ -155,8 +155,11 @@ def make_method(name: str, **options):
         raise LayerseekError(f"option {bad!r} does not apply to method {name!r}") from None
 
 
+#: per method, the options added after indexes were made, with the value those indexes had (their
+#: manifests lack the key): MOF indexes before spherical words learned plain k-means ones
+SETTINGS_BEFORE = {"mof": {"spherical": False}}
+
+
 def method_from_params(params: dict) -> GlobalMethod:
-    p = dict(params)
-    if p.get("method") == "mof":
-        p.setdefault("spherical", False)  # an index made before the flag learned plain k-means words
+    p = {**SETTINGS_BEFORE.get(params.get("method"), {}), **params}
     return make_method(p.pop("method"), **{k: (tuple(v) if k == "layers" else v) for k, v in p.items()})

@@ -172,6 +172,15 @@ def test_models_and_indexes_made_before_spherical_words_stay_plain(tmp_path):
            "words": 20000, "ma": 3, "he": True, "train_on": None}
     assert method_from_params(old).spherical is False
     assert method_from_params({**old, "spherical": True}).spherical is True
+    # `index` run again on such an index: --plain-words is its setting, --spherical is refused
+    from types import SimpleNamespace
+
+    from layerseek.index import Index
+
+    made_before = SimpleNamespace(catalog=SimpleNamespace(root="old.lsx", manifest={"params": old}))
+    Index.check_method(made_before, "mof", spherical=False)
+    with pytest.raises(LayerseekError, match="built with spherical False, not True"):
+        Index.check_method(made_before, "mof", spherical=True)
 
 
 def _brute_force_scores(db, q_words, q_codes, he, k, dt=52, sigma=30.0):
