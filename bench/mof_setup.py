@@ -76,8 +76,9 @@ def prepare(args) -> Setup:
     for name in training_collections(args.train_on, args.dataset):
         tdb, tq, _ = describe_dataset(get_dataset(name), args.backbone, layers, args.max_side, None, None, local=True)
         train += [v for v in tdb + tq if v is not None]
-    model = train_mof(MOFParams(layers=layers, words=args.words, seed=args.seed, whiten=args.whiten,
-                                     whiten_dim=args.whiten_dim, spherical=args.spherical), train, pooling, max_train=args.max_train)
+    params = MOFParams(layers=layers, words=args.words, seed=args.seed, whiten=args.whiten, whiten_dim=args.whiten_dim,
+                       spherical=args.spherical)
+    model = train_mof(params, train, pooling, max_train=args.max_train)
     return Setup(ds, layers, pooling, db, qs, model, sum(len(v[f"{pooling}/{layers[0]}"]) for v in train))
 
 

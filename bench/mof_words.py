@@ -40,8 +40,8 @@ def main() -> None:
           f"seed {args.seed}" + ("" if args.whiten is None else f", windows whitened (power {args.whiten:g})"))
     for layer in s.layers:
         voc = s.model.vocabularies[layer]
-        words = np.concatenate([voc.assign(local_descriptors(v, s.pooling, (layer,))[layer], 1)[:, 0]
-                                for v in s.db if v is not None])
+        windows = [s.model.windows(layer, local_descriptors(v, s.pooling, (layer,))[layer]) for v in s.db if v is not None]
+        words = np.concatenate([voc.assign(x, 1)[:, 0] for x in windows])
         used, top = word_use(words, voc.k)
         print(f"  {layer}: {len(words)} database windows in {used} words, the fullest holds {100 * top:.1f} %")
     combos = [(layer,) for layer in s.layers] + [tuple(s.layers)]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LayerseekError
-from .invfile import InvertedFile, sum_parts
 from ..postprocess import PCAWhitening
+from .invfile import InvertedFile, sum_parts
 from .quantize import HammingEmbedding, Vocabulary
 
 
@@ -40,7 +40,7 @@ class MOFParams:
     # not in the paper either (its Sec. 4 names PCA and whitening as the next step): the windows
     # PCA-whitened before the words and signatures, learned on the training windows; the power of
     # the eigenvalues (0: centred only, 0.5: full whitening) and the components kept (None: all).
-    # None: the paper's windows as they are. Measured in docs/RESULTS.md ("Whitened windows").
+    # None: the paper's windows as they are. Measured, not kept: docs/RESULTS.md ("Spherical words").
     whiten: float | None = None
     whiten_dim: int | None = None
     # not in the paper (its AKM is plain k-means): the words as unit vectors (spherical k-means),
@@ -74,7 +74,7 @@ class MOFModel:
         self.embeddings: dict[str, HammingEmbedding] = {}
         self.whitenings: dict[str, PCAWhitening] = {}
 
-    def _windows(self, layer: str, x: np.ndarray) -> np.ndarray:
+    def windows(self, layer: str, x: np.ndarray) -> np.ndarray:
         """A layer's window descriptors as the words see them: whitened when the model whitens."""
         w = self.whitenings.get(layer)
         return np.ascontiguousarray(x if w is None else w.transform(x), dtype=np.float32)
@@ -89,7 +89,7 @@ class MOFModel:
                 x = x[rng.choice(len(x), max_train, replace=False)]
             if p.whiten is not None:
                 self.whitenings[layer] = PCAWhitening(p.whiten_dim, p.whiten).fit(x)
-                x = self._windows(layer, x)
+                x = self.windows(layer, x)
             voc = Vocabulary(p.words, seed=p.seed, spherical=p.spherical).fit(x)
             nearest = voc.assign(x, 1)[:, 0]
             self.vocabularies[layer] = voc
@@ -104,7 +104,7 @@ class MOFModel:
         m = self.params.ma_db if db else self.params.ma
         out = {}
         for layer in self.params.layers:
-            x = self._windows(layer, descriptors[layer])
+            x = self.windows(layer, descriptors[layer])
             words = self.vocabularies[layer].assign(x, m)
             out[layer] = (words.astype(np.int32), self.embeddings[layer].signatures(x, words))
         return out
