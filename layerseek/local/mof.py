@@ -62,6 +62,12 @@ class MOFParams:
             raise LayerseekError(f"MOF: whiten_dim must be at least 1, got {self.whiten_dim}")
 
 
+#: MOFParams fields added after models were saved, with the value those models had: a saved model
+#: without the key reads back with it, and a model cache key leaves the field out at that value
+#: (local/train.py), so the models cached earlier stay found
+ADDED_LATER = {"whiten": None, "whiten_dim": None, "spherical": False}
+
+
 @dataclass
 class MOFModel:
     """The learned part of MOF: per layer a Vocabulary and a HammingEmbedding (and, with
@@ -123,9 +129,7 @@ class MOFModel:
     def load(cls, folder: str | Path) -> MOFModel:
         folder = Path(folder)
         try:
-            saved = json.loads((folder / "mof.json").read_text())
-            saved.setdefault("spherical", False)  # a model saved before the flag had plain words
-            params = MOFParams(**saved)
+            params = MOFParams(**{**ADDED_LATER, **json.loads((folder / "mof.json").read_text())})
             model = cls(params)
             for layer in params.layers:
                 model.vocabularies[layer] = Vocabulary.load(folder / f"vocabulary-{layer}.npz")

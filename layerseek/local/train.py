@@ -15,11 +15,6 @@ def local_descriptors(vec: dict, pooling: str, layers) -> dict[str, np.ndarray]:
     return {layer: np.asarray(vec[f"{pooling}/{layer}"], np.float32) for layer in layers}
 
 
-#: MOFParams fields added after models were cached, with the value that means "as before": left
-#: out of the cache key at that value, so the models cached earlier stay found
-UNKEYED = {"whiten": None, "whiten_dim": None, "spherical": False}
-
-
 def train_mof(params, train_vecs, pooling: str, cache_root=None, max_train: int = 500_000):
     """A MOF model learned on a training collection's window descriptors; kept on disk under a key
     of everything it depends on (parameters, pooling, sample size and the descriptors themselves),
@@ -28,7 +23,7 @@ def train_mof(params, train_vecs, pooling: str, cache_root=None, max_train: int 
     import json
     from dataclasses import asdict
 
-    from ..local.mof import MOFModel
+    from ..local.mof import ADDED_LATER, MOFModel
 
     vecs = [v for v in train_vecs if v is not None]
     if not vecs:
@@ -36,7 +31,7 @@ def train_mof(params, train_vecs, pooling: str, cache_root=None, max_train: int 
     content = hashlib.sha256()  # what the model learns from, so a changed collection trains anew
     for v in vecs:
         content.update(np.ascontiguousarray(v[f"{pooling}/{params.layers[0]}"]).tobytes())
-    settings = {k: v for k, v in asdict(params).items() if k not in UNKEYED or v != UNKEYED[k]}
+    settings = {k: v for k, v in asdict(params).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
     key = hashlib.sha256(json.dumps({**settings, "pooling": pooling, "max_train": max_train,
                                      "content": content.hexdigest()}, sort_keys=True,
                                     default=list).encode()).hexdigest()[:16]
