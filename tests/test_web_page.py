@@ -181,7 +181,10 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         page.locator("#similar .hit").first.click()
         name = page.locator("#caption").inner_text().split(" · ")[0].split(". ", 1)[1]
         page.click("#again")
-        page.wait_for_function(f"document.getElementById('status').textContent.includes('matches')", timeout=60_000)
+        # the page first fetches the photo, then closes the viewer and starts the search in one step
+        # (results cleared): until then the old results and their "matches" status are still shown
+        page.wait_for_function("!document.getElementById('viewer').classList.contains('open')", timeout=60_000)
+        page.wait_for_function("document.getElementById('status').textContent.includes('matches')", timeout=60_000)
         page.wait_for_selector("#results .hit", timeout=60_000)
         assert _results(page)[0] == Path(name).name and not page.is_visible("#viewer")
         # the drop zone answers the keyboard; a phone-sized screen shows two columns

@@ -33,7 +33,7 @@ class LocalMethod:
     ma: int = 3
     he: bool = True
     train_on: str | None = None  # the collection the vocabularies and HE medians are learned on
-    spherical: bool = True  # words as unit vectors (MOFParams.spherical); False: the paper's plain k-means
+    spherical: bool = MOFParams.spherical  # words as unit vectors; False: the paper's plain k-means words
 
     kind = "local"
     name = "mof"
