@@ -38,7 +38,7 @@ def duplicate_groups(index, neighbours: int = 10, progress: Callable[[int, int],
         raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
                              "(the default of `layerseek index`)")
     verifier = index.verifier
-    ids, vectors = index.catalog.matrix()
+    ids, vectors = index.store.matrix()
     parent = {int(i): int(i) for i in ids}
     best: dict[int, int] = {}
     degree: dict[int, int] = {}

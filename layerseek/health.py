@@ -149,21 +149,9 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
     shas = cat.shas()
     dim = int(manifest["dim"])
     for f in sorted(cache.glob("vectors-*.npz")):
-        if f.name != f"vectors-{gen}.npz":
-            note(f, "stale matrix (replaced at the next search)")
-            continue
-        try:
-            with np.load(f) as z:
-                cids, vecs = z["ids"], z["vectors"]
-        except (OSError, ValueError, KeyError) as e:
-            note(f, f"unreadable ({str(e).split('.')[0]}); rebuilt at the next search")
-            continue
-        if not np.array_equal(cids, ids) or vecs.shape != (len(ids), dim):
-            problem(f, f"holds {len(cids)} images, the catalog {len(ids)}; `repair` rebuilds it")
-            continue
-        rows = conn.execute("SELECT vector FROM images ORDER BY id")
-        if any(bytes(r[0]) != v.tobytes() for r, v in zip(rows, vecs)):
-            problem(f, "vectors differ from the catalog's; `repair` rebuilds it")
+        note(f, "the matrix file of an older version (removed at the next search)")
+    if (cache / "flat.npz").exists() or any(cache.glob("flat-*.npy")):
+        _check_flat(conn, cache, ids, hashes, dim, problem, note)
     if (cache / "hnsw.faiss").exists() or (cache / "hnsw.npz").exists():
         _check_hnsw(conn, cache, ids, hashes, problem, note)
     for f in sorted(cache.glob("graph-*.npz")):
@@ -189,6 +177,30 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
         behind = sum(1 for i, s in held.items() if shas.get(i) != s) + sum(1 for i in shas if i not in held)
         if behind:
             note(d, f"{behind} images behind the catalog (brought up to date at the next search)")
+
+
+def _check_flat(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, dim: int, problem, note) -> None:
+    """The exact store's rows: every row of an image unchanged since is compared with the catalog."""
+    from .store.vectors import FlatRows
+
+    rows = FlatRows.load(cache, dim)
+    if rows is None:
+        note(cache / "flat.npz", "unreadable, or its matrix file is; rebuilt at the next search")
+        return
+    removed, added = rows.diff(ids, hashes)
+    if len(removed) or len(added):
+        note(cache / "flat.npz", f"{len(removed)} rows to drop and {len(added)} to add (applied at the next search)")
+    hash_of = dict(zip(ids.tolist(), hashes.tolist()))
+    row_of = {int(label): r for r, (label, h) in enumerate(zip(rows.labels.tolist(), rows.hashes.tolist()))
+              if label >= 0 and hash_of.get(label) == h}  # a changed or removed image: pending, not damage
+    n, wrong = len(rows.main), 0
+    for image_id, vector in conn.execute("SELECT id, vector FROM images ORDER BY id"):
+        r = row_of.get(image_id)
+        if r is not None and (rows.main[r] if r < n else rows.recent[r - n]).tobytes() != bytes(vector):
+            wrong += 1
+    if wrong:
+        problem(cache / rows.main_file, f"{wrong} of {len(row_of)} rows hold another vector than the catalog; "
+                                    "`repair` rebuilds them")
 
 
 def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem, note) -> None:
@@ -317,12 +329,12 @@ def _rebuild_caches(idx) -> list[str]:
         idx.engine()
         done.append(f"rebuilt the MOF inverted files ({n} images)")
         return done
-    if idx.store.kind == "faiss":
-        idx.catalog.matrix()
+    if idx.store.kind == "faiss" and idx.store.uses_hnsw(n):
+        idx.store.graph()
+        done.append("rebuilt the HNSW graph")
+    elif idx.store.kind == "faiss":
+        idx.store.flat(rebuild=True)
         done.append(f"rebuilt the vector matrix ({n} images)")
-        if idx.store.uses_hnsw(n):
-            idx.store.graph()
-            done.append("rebuilt the HNSW graph")
     if (idx.verify_settings or {}).get("diffusion"):
         from .verify.diffusion import FULL_GRAPH_MAX
 

@@ -254,7 +254,7 @@ class Query:
                             graph, held = None, {}
                     except (OSError, ValueError, KeyError):
                         graph, held = None, {}
-            ids, mat = self.catalog.matrix()
+            ids, mat = self.store.matrix()
             now = self.catalog.shas()
             changed = [i for i in held if i in now and now[i] != held[i]]
             graph = (graph or KnnGraph(k)).update(ids, mat, changed)

@@ -132,12 +132,12 @@ def test_check_finds_caches_that_disagree_and_repair_rebuilds_them(made, tmp_pat
         assert _answers(i, photos) == answers["hnsw"]
     # the exact index's matrix cache, rows shuffled but shaped right
     idx = _copy(made, "exact", tmp_path)
-    cache = next((idx / "cache").glob("vectors-*.npz"))
-    with np.load(cache) as z:
-        ids, v = z["ids"], z["vectors"]
-    np.savez(cache, ids=ids, vectors=np.roll(v, 1, axis=0))
-    assert [f.what for f in check(idx)] == ["vectors differ from the catalog's; `repair` rebuilds it"]
-    repair(idx)
+    cache = next((idx / "cache").glob("flat-*.npy"))
+    v = np.load(cache)
+    np.save(cache, np.roll(v, 1, axis=0))
+    assert [f.what for f in check(idx)] == [f"{len(v)} of {len(v)} rows hold another vector than the catalog; "
+                                            "`repair` rebuilds them"]
+    assert "rebuilt the vector matrix (6 images)" in repair(idx)
     assert check(idx) == []
     with Index.open(idx) as i:
         assert _answers(i, photos) == answers["exact"]
@@ -151,8 +151,8 @@ def test_damaged_rows_are_dropped_and_indexed_again(made, tmp_path):
         c.execute("INSERT INTO features VALUES (9999, x'00')")  # local features of no image
     found = check(idx)
     assert sorted(f.what.split(" (")[0] for f in found if f.level == PROBLEM) == [
-        "1 local-feature rows of no image; `repair` drops them", "1 vectors of the wrong length",
-        "vectors differ from the catalog's; `repair` rebuilds it"]  # the matrix cache still holds the old row
+        "1 local-feature rows of no image; `repair` drops them",
+        "1 of 6 rows hold another vector than the catalog; `repair` rebuilds them", "1 vectors of the wrong length"]  # the matrix cache still holds the old row
     r = CliRunner().invoke(app, ["repair", str(idx)])
     assert r.exit_code == 0 and "dropped 1 damaged rows" in r.output, r.output
     with Index.open(idx) as i:

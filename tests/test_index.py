@@ -376,6 +376,77 @@ def test_hnsw_graph_changes_in_place(tmp_path, monkeypatch):
     idx.close()
 
 
+def test_exact_rows_change_in_place(tmp_path):
+    """The exact store follows the catalog without rewriting its matrix: each round of removals,
+    additions and changed files gives the same answers as a search of the catalog's vectors read
+    whole; a new process picks the rows up from disk; past their shares they are compacted."""
+    import hashlib
+
+    from layerseek.store import vectors as V
+
+    rng = np.random.default_rng(3)
+    idx = Index.create(tmp_path / "idx", "gem", ann="exact", **OPTS)
+    dim = idx.catalog.dim
+
+    def unit(n):
+        x = rng.standard_normal((n, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def rows(names, vecs):
+        return [(f"/x/{n}.jpg", 1, 1, hashlib.sha256(v.tobytes()).hexdigest(), 1, 1, v) for n, v in zip(names, vecs)]
+
+    def agrees(store) -> None:  # against the slow, obvious search: the catalog read whole
+        ids, mat = idx.catalog.matrix()
+        got_ids, got_mat = store.matrix()
+        assert np.array_equal(got_ids, ids) and np.array_equal(got_mat, mat)
+        for q in unit(5):
+            want = np.argsort(-(mat @ q))[:10]
+            found, scores = store.search(q, 10)
+            assert found.tolist() == ids[want].tolist()
+            assert np.allclose(scores, (mat @ q)[want], atol=1e-5)
+
+    idx._commit(rows(range(200), unit(200)))
+    first = idx.store.flat()
+    cache = tmp_path / "idx" / "cache"
+    written = V.FlatRows.main_file_of(cache)
+    assert [p.name for p in cache.glob("flat-*.npy")] == [written]
+    agrees(idx.store)
+    held_ids, held_mat = idx.store.matrix()  # what a caller keeps (the diffusion's graph) is not changed under it
+    kept_ids = held_ids.copy()
+    with pytest.raises(ValueError, match="read-only"):
+        held_mat[0, 0] = 1.0
+    names = list(range(200))
+    for r in range(2):  # 3 removed, 2 added and 2 changed a round: under both shares
+        gone = [names.pop(int(rng.integers(0, len(names)))) for _ in range(3)]
+        changed = [names[int(i)] for i in rng.choice(len(names), 2, replace=False)]
+        new = [1000 + 2 * r, 1001 + 2 * r]
+        names += new
+        idx._commit(rows(new + changed, unit(4)), deletes=[f"/x/{n}.jpg" for n in gone])
+        g = idx.store.flat()
+        assert g is first and g.dead == 5 * (r + 1) and len(g.recent) == 4 * (r + 1)
+        agrees(idx.store)
+    assert [p.name for p in cache.glob("flat-*.npy")] == [written]  # the matrix was not written again
+    assert np.array_equal(held_ids, kept_ids)
+    with Index.open(tmp_path / "idx") as again:  # a new process: the rows from disk, nothing to apply
+        loaded = V.FlatRows.load(cache, dim)
+        assert (len(loaded.main), len(loaded.recent), loaded.dead) == (200, 8, 10)
+        agrees(again.store)
+    # more recent rows than FLAT_RECENT_SHARE of the main matrix: one matrix again, the dead left out
+    many = [2000 + i for i in range(int(V.FLAT_RECENT_SHARE * 200))]
+    idx._commit(rows(many, unit(len(many))))
+    g = idx.store.flat()
+    assert g is first and len(g.recent) == 0 and g.dead == 0 and len(g.main) == idx.catalog.count() == 198 + len(many)
+    now = V.FlatRows.main_file_of(cache)
+    assert now != written and [p.name for p in cache.glob("flat-*.npy")] == [now]  # the old file removed
+    agrees(idx.store)
+    # a matrix file that does not fit what flat.npz says of it: read from the catalog again
+    np.save(cache / now, np.zeros((3, dim), np.float32))
+    with Index.open(tmp_path / "idx") as again:
+        assert V.FlatRows.load(cache, dim) is None
+        agrees(again.store)
+    idx.close()
+
+
 def test_hnsw_diff_matches_a_set_reference():
     from layerseek.store.vectors import HnswGraph
 

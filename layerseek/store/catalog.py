@@ -3,8 +3,9 @@ of the method that made them.
 
 Vectors live in the catalog beside their file's row, so adding, changing or removing an image is
 one SQLite transaction: a process killed at any moment (even SIGKILL) leaves either the old or the
-new state, never half of one. Search structures (the dense matrix, a FAISS index) are caches
-derived from the catalog, stamped with its generation and rebuilt when stale.
+new state, never half of one. Search structures (the exact store's rows, a FAISS HNSW graph) are
+derived from the catalog: they follow its changes (image ids and content hashes) in place and are
+rebuilt from it when missing or unusable.
 """
 from __future__ import annotations
 
@@ -352,28 +353,12 @@ class Catalog:
                 yield int(i), row[0], bytes(row[1])
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, n x dim float32 matrix) of everything indexed, cached in vectors-<generation>.npz."""
-        gen = self.generation()
-        cache = self.root / "cache" / f"vectors-{gen}.npz"
-        if cache.is_file():
-            try:
-                with np.load(cache) as z:
-                    ids, vecs = z["ids"], z["vectors"]
-                if vecs.shape == (len(ids), self.dim) and len(ids) == self.count():  # else: rebuilt below
-                    return ids, vecs
-            except (OSError, ValueError, KeyError):
-                pass
+        """(ids, n x dim float32 matrix) of everything indexed, by id, read from the catalog (the
+        FAISS store keeps its own copy that follows the changes: `store.vectors.FlatRows`)."""
         rows = self.conn.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = (np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
                 if rows else np.zeros((0, self.dim), np.float32))
-        cache.parent.mkdir(exist_ok=True)
-        for old in cache.parent.glob("vectors-*.npz"):
-            old.unlink(missing_ok=True)
-        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=ids, vectors=vecs)
-        os.replace(tmp, cache)
         return ids, vecs
 
     def _rows_for_ids(self, sql: str, ids: list[int]) -> Iterator[tuple]:

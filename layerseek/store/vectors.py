@@ -2,9 +2,9 @@
 Milvus collection (`--store milvus://...`).
 
 The catalog holds every vector either way; it is the truth a store is derived from. The FAISS
-store reads them into one matrix (exact search, a cache stamped with the catalog's generation) or
-keeps a FAISS HNSW graph that changes in place (`HnswGraph`: additions linked into it, removals
-as tombstones, a rebuild only when too many rows are dead). The Milvus store keeps a collection of (id, vector) in step with the
+store keeps them as rows that change in place, both for exact search (`FlatRows`: one matrix on
+disk, new images in a small recent one) and for a FAISS HNSW graph (`HnswGraph`: additions linked
+into it); removals are tombstones, and the rows are rebuilt only when too many are dead. The Milvus store keeps a collection of (id, vector) in step with the
 catalog through the catalog's change log: each change is logged in the transaction that makes it
 and applied to Milvus afterwards (upserts and deletes, so applying twice is harmless); a process
 killed in between catches up at the next open. A collection that went missing is rebuilt from
@@ -65,6 +65,26 @@ HNSW_SAVE_ROWS = 1000
 HNSW_RECENT_SHARE = 0.05
 
 
+#: the exact store's recent rows are folded into its main matrix past this share of it
+FLAT_RECENT_SHARE = 0.05
+
+
+def diff_rows(labels: np.ndarray, row_hashes: np.ndarray, ids: np.ndarray, hashes: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows held (`labels`: their image ids, -1 dead; `row_hashes`: their content hashes) against
+    the catalog's (ids sorted, their content hashes): the live rows to tombstone (image gone or
+    changed) and the ids to add (new or changed)."""
+    rows = np.flatnonzero(labels >= 0)
+    held = labels[rows]
+    pos = np.minimum(np.searchsorted(ids, held), max(len(ids) - 1, 0))
+    same = (ids[pos] == held) & (hashes[pos] == row_hashes[rows]) if len(ids) else np.zeros(len(rows), bool)
+    removed = rows[~same]
+    kept = np.sort(held[same])
+    where = np.minimum(np.searchsorted(kept, ids), max(len(kept) - 1, 0))
+    added = ids[~((kept[where] == ids) if len(kept) else np.zeros(len(ids), bool))]
+    return removed, added
+
+
 def _hnsw(dim: int):
     import faiss
 
@@ -114,17 +134,8 @@ class HnswGraph:
                    0, 0)
 
     def diff(self, ids: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Against the catalog's (ids sorted, their content hashes): the live rows to tombstone
-        (image gone or changed) and the ids to add (new or changed), in arrays."""
-        rows = np.flatnonzero(self.labels >= 0)
-        labels = self.labels[rows]
-        pos = np.minimum(np.searchsorted(ids, labels), max(len(ids) - 1, 0))
-        same = (ids[pos] == labels) & (hashes[pos] == self.hashes[rows]) if len(ids) else np.zeros(len(rows), bool)
-        removed = rows[~same]
-        kept = np.sort(labels[same])
-        where = np.minimum(np.searchsorted(kept, ids), max(len(kept) - 1, 0))
-        added = ids[~((kept[where] == ids) if len(kept) else np.zeros(len(ids), bool))]
-        return removed, added
+        """`diff_rows` of this graph's rows."""
+        return diff_rows(self.labels, self.hashes, ids, hashes)
 
     def apply(self, removed_rows: list[int], add_ids: np.ndarray, add_hashes: np.ndarray, add_mat: np.ndarray) -> None:
         """Tombstone these rows and link the new images' vectors into the recent graph (merged
@@ -221,6 +232,137 @@ class HnswGraph:
         return cls(main, recent, labels.astype(np.int64), hashes.astype(np.int64), n, n_main)
 
 
+class FlatRows:
+    """The exact store's vectors, following the catalog in place: a main matrix (flat-<tag>.npy,
+    read memory-mapped) and the rows of new and changed images after it (`recent`, in flat.npz with
+    every row's image id and content hash and the name of the main matrix's file). Removed and changed images become tombstones (label
+    -1) left out at search time. A change costs the changed rows, not a rewrite of the matrix
+    (339 MB at 49k images of the default 1728 dimensions); the recent rows are folded into the
+    main matrix, without the dead ones, once they pass FLAT_RECENT_SHARE of it or the dead pass
+    HNSW_COMPACT_SHARE of all rows. Rows are numbered main first, then recent."""
+
+    def __init__(self, main: np.ndarray, recent: np.ndarray, labels: np.ndarray, hashes: np.ndarray,
+                 main_file: str | None):
+        self.main, self.recent, self.labels, self.hashes = main, recent, labels, hashes
+        self.main_file = main_file  # the main matrix's file in the folder (None: not written yet)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.main) + len(self.recent)
+
+    @property
+    def dead(self) -> int:
+        return int(np.count_nonzero(self.labels < 0))
+
+    @classmethod
+    def build(cls, ids: np.ndarray, hashes: np.ndarray, mat: np.ndarray) -> FlatRows:
+        return cls(np.ascontiguousarray(mat, dtype=np.float32), np.zeros((0, mat.shape[1]), np.float32),
+                   np.asarray(ids, np.int64).copy(), np.asarray(hashes, np.int64).copy(), None)
+
+    def diff(self, ids: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`diff_rows` of these rows."""
+        return diff_rows(self.labels, self.hashes, ids, hashes)
+
+    def apply(self, removed_rows: np.ndarray, add_ids: np.ndarray, add_hashes: np.ndarray,
+              add_mat: np.ndarray | None) -> None:
+        """Tombstone these rows and append the new images' vectors to the recent rows; fold the
+        recent rows into the main matrix when they or the dead grow past their shares."""
+        self.labels[np.asarray(removed_rows, np.int64)] = -1
+        if len(add_ids):
+            self.recent = np.concatenate([self.recent, np.asarray(add_mat, np.float32)])
+            self.labels = np.concatenate([self.labels, np.asarray(add_ids, np.int64)])
+            self.hashes = np.concatenate([self.hashes, np.asarray(add_hashes, np.int64)])
+        if (len(self.recent) > FLAT_RECENT_SHARE * len(self.main)
+                or self.dead > HNSW_COMPACT_SHARE * self.ntotal):
+            self.compact()
+
+    def compact(self) -> None:
+        """One main matrix of the live rows, by image id; no recent rows."""
+        ids, mat = self.matrix()
+        order = np.flatnonzero(self.labels >= 0)
+        hashes = self.hashes[order][np.argsort(self.labels[order], kind="stable")]
+        self.main = np.ascontiguousarray(mat)
+        self.recent = np.zeros((0, self.main.shape[1]), np.float32)
+        self.labels, self.hashes = ids.copy(), hashes
+        self.main_file = None  # to be written
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids sorted, vectors) of the live rows: the main matrix itself (read-only) while it is all
+        there is. The ids are always a copy: the rows' labels change in place (tombstones)."""
+        if not len(self.recent) and not self.dead and np.all(self.labels[1:] > self.labels[:-1]):
+            view = self.main.view()
+            view.flags.writeable = False
+            return self.labels.copy(), view
+        live = np.flatnonzero(self.labels >= 0)
+        live = live[np.argsort(self.labels[live], kind="stable")]
+        n = len(self.main)
+        mat = np.empty((len(live), self.main.shape[1]), np.float32)
+        in_main = live < n
+        mat[in_main] = self.main[live[in_main]]
+        mat[~in_main] = self.recent[live[~in_main] - n]
+        return self.labels[live], mat
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best live rows, best first; ties by image id."""
+        sims = np.asarray(self.main @ q)
+        if len(self.recent):
+            sims = np.concatenate([sims, self.recent @ q])
+        dead = self.labels < 0
+        sims[dead] = -np.inf
+        k = min(k, len(sims) - int(np.count_nonzero(dead)))
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.flatnonzero(~dead)
+        top = top[np.lexsort((self.labels[top], -sims[top]))]
+        return self.labels[top], sims[top]
+
+    def save(self, folder: Path) -> None:
+        """A new main matrix's file (flat-<random tag>.npy) when it changed, then flat.npz (every
+        row's id and hash, the recent rows, the main file's name), each written whole and renamed
+        into place, flat.npz last, the main files it no longer names removed after. A crash or
+        another process between the two writes leaves flat.npz naming the old, intact file: a
+        main matrix is never read with rows it was not written with."""
+        folder.mkdir(exist_ok=True)
+        tag = f".{os.getpid()}.tmp"
+        if self.main_file is None or not (folder / self.main_file).exists():
+            name = f"flat-{os.urandom(6).hex()}.npy"
+            with open(folder / (name + tag), "wb") as f:
+                np.save(f, self.main)
+            os.replace(folder / (name + tag), folder / name)
+            self.main_file = name
+        with open(folder / ("flat.npz" + tag), "wb") as f:
+            np.savez(f, labels=self.labels, hashes=self.hashes, recent=self.recent, nmain=len(self.main),
+                     main=self.main_file)
+        os.replace(folder / ("flat.npz" + tag), folder / "flat.npz")
+        for old in folder.glob("flat-*.npy"):
+            if old.name != self.main_file:
+                old.unlink(missing_ok=True)
+
+    @classmethod
+    def main_file_of(cls, folder: Path) -> str | None:
+        """The name of the main matrix's file that flat.npz names, if it can be read."""
+        try:
+            with np.load(folder / "flat.npz") as z:
+                return str(z["main"])
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+
+    @classmethod
+    def load(cls, folder: Path, dim: int) -> FlatRows | None:
+        """The rows on disk, or None where they are missing, unreadable or do not fit together."""
+        try:
+            with np.load(folder / "flat.npz") as z:
+                labels, hashes, recent = z["labels"], z["hashes"], z["recent"]
+                n_main, name = int(z["nmain"]), str(z["main"])
+            main = np.load(folder / name, mmap_mode="r")
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        if (main.dtype != np.float32 or main.ndim != 2 or main.shape != (n_main, dim)
+                or recent.shape != (len(labels) - n_main, dim) or len(hashes) != len(labels)):
+            return None
+        return cls(main, recent.astype(np.float32), labels.astype(np.int64), hashes.astype(np.int64), name)
+
+
 class FaissStore:
     """The embedded store: the catalog's vectors as one matrix (exact search), or a FAISS HNSW
     graph kept in step with the catalog in place (`HnswGraph`)."""
@@ -229,7 +371,7 @@ class FaissStore:
 
     def __init__(self, catalog: Catalog, spec: dict | None = None):
         self.catalog = catalog
-        self._matrix = None  # (generation, ids, vectors)
+        self._flat = None  # (generation, FlatRows)
         self._ann = None  # (generation, HnswGraph)
 
     @property
@@ -252,11 +394,11 @@ class FaissStore:
         pass
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the index, re-read only when the catalog's generation moved."""
-        gen = self.catalog.generation()
-        if self._matrix is None or self._matrix[0] != gen:
-            self._matrix = (gen, *self.catalog.matrix())
-        return self._matrix[1], self._matrix[2]
+        """(ids sorted, vectors) of everything indexed: the exact store's rows (`flat`); an HNSW
+        index's read from the catalog (the graph is what is kept)."""
+        if self.uses_hnsw(self.catalog.count()):
+            return self.catalog.matrix()
+        return self.flat().matrix()
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images for one query vector, best first."""
@@ -265,9 +407,33 @@ class FaissStore:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if self.uses_hnsw(n):
             return self.graph().search(q, k)
-        ids, mat = self.matrix()
-        rows = exact_top(mat @ q, k)
-        return ids[rows], (mat[rows] @ q)
+        return self.flat().search(np.asarray(q, np.float32), k)
+
+    def flat(self, rebuild: bool = False) -> FlatRows:
+        """The exact store's rows in step with the catalog: loaded (or kept from the last call),
+        the catalog's changes since applied in place (`FlatRows.apply`), and read whole from the
+        catalog only on first use, when the files are unusable, or with `rebuild`."""
+        gen = self.catalog.generation()
+        if self._flat is not None and self._flat[0] == gen and not rebuild:
+            return self._flat[1]
+        folder = self.catalog.root / "cache"
+        rows = None if rebuild else (self._flat[1] if self._flat is not None
+                                     else FlatRows.load(folder, self.catalog.dim))
+        cids, hashes = self.catalog.id_hashes()
+        if rows is not None:
+            removed, added = rows.diff(cids, hashes)
+            if len(removed) or len(added):
+                at = np.searchsorted(cids, added)
+                rows.apply(removed, added, hashes[at], self.catalog.vectors(added.tolist()) if len(added) else None)
+                rows.save(folder)
+        if rows is None:
+            ids, mat = self.catalog.matrix()
+            rows = FlatRows.build(ids, hashes[np.searchsorted(cids, ids)], mat)
+            rows.save(folder)
+            for old in folder.glob("vectors-*.npz"):  # the per-generation matrices of older versions
+                old.unlink(missing_ok=True)
+        self._flat = (gen, rows)
+        return rows
 
     def graph(self) -> HnswGraph:
         """The HNSW graph in step with the catalog: loaded (or kept from the last call), the
@@ -493,6 +659,10 @@ class MilvusStore:
     def count(self) -> int:
         res = self.client.query(self.spec["collection"], filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"])
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids sorted, vectors) of everything indexed, read from the catalog."""
+        return self.catalog.matrix()
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images, best first (call `sync` first)."""
