@@ -4,11 +4,11 @@ Milvus collection (`--store milvus://...`).
 The catalog holds every vector either way; it is the truth a store is derived from. The FAISS
 store keeps them as rows that change in place, both for exact search (`FlatRows`: one matrix on
 disk, new images in a small recent one) and for a FAISS HNSW graph (`HnswGraph`: additions linked
-into it); removals are tombstones, and the rows are rebuilt only when too many are dead. The Milvus store keeps a collection of (id, vector) in step with the
-catalog through the catalog's change log: each change is logged in the transaction that makes it
-and applied to Milvus afterwards (upserts and deletes, so applying twice is harmless); a process
-killed in between catches up at the next open. A collection that went missing is rebuilt from
-the catalog.
+into it); removals are tombstones, and the rows are rebuilt only when too many are dead. The
+Milvus store keeps a collection of (id, vector) in step with the catalog through the catalog's
+change log: each change is logged in the transaction that makes it and applied to Milvus
+afterwards (upserts and deletes, so applying twice is harmless); a process killed in between
+catches up at the next open. A collection that went missing is rebuilt from the catalog.
 
 Store addresses (`parse_store`):
     faiss                               the default: embedded FAISS, nothing to run
