@@ -152,7 +152,7 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
         note(f, "the matrix file of an older version (removed at the next search)")
     if (cache / "flat.npz").exists() or any(cache.glob("flat-*.npy")):
         _check_flat(conn, cache, ids, hashes, dim, problem, note)
-    if (cache / "hnsw.faiss").exists() or (cache / "hnsw.npz").exists():
+    if (cache / "hnsw.npz").exists() or any(cache.glob("hnsw*.faiss")):
         _check_hnsw(conn, cache, ids, hashes, problem, note)
     for f in sorted(cache.glob("graph-*.npz")):
         from .verify.diffusion import KnnGraph
@@ -208,12 +208,12 @@ def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem,
 
     g = HnswGraph.load(cache)
     if g is None:
-        note(cache / "hnsw.faiss", "unreadable or written apart from hnsw.npz; rebuilt at the next search")
+        note(cache / "hnsw.npz", "unreadable, or a graph file it names is; rebuilt at the next search")
         return
     hash_of = dict(zip(ids.tolist(), hashes.tolist()))
     removed, added = g.diff(ids, hashes)
     if len(removed) or len(added):
-        note(cache / "hnsw.faiss", f"{len(removed)} rows to drop and {len(added)} to add (applied at the next "
+        note(cache / "hnsw.npz", f"{len(removed)} rows to drop and {len(added)} to add (applied at the next "
                                    "search)")
     live = np.flatnonzero(g.labels >= 0)
     if not len(live):
@@ -228,7 +228,7 @@ def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem,
         if not np.allclose(g.reconstruct(int(row)), np.frombuffer(got[0], np.float32), atol=1e-5):
             wrong += 1
     if wrong:
-        problem(cache / "hnsw.faiss", f"{wrong} of {len(sample)} sampled rows hold another vector than the "
+        problem(cache / g.files[0], f"{wrong} of {len(sample)} sampled rows hold another vector than the "
                                       "catalog; `repair` rebuilds it")
 
 

@@ -116,15 +116,18 @@ def test_check_finds_caches_that_disagree_and_repair_rebuilds_them(made, tmp_pat
     idx = _copy(made, "hnsw", tmp_path)
     import faiss
 
-    g = faiss.read_index(str(idx / "cache" / "hnsw.faiss"))
+    from layerseek.store.vectors import HnswGraph
+
+    main_file = HnswGraph.files_of(idx / "cache")[0]
+    g = faiss.read_index(str(idx / "cache" / main_file))
     vecs = np.stack([g.reconstruct(i) for i in range(g.ntotal)])
     wrong = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     wrong.add(np.ascontiguousarray(vecs[::-1]))  # the rows' vectors swapped: loads fine, answers wrong
-    faiss.write_index(wrong, str(idx / "cache" / "hnsw.faiss"))
+    faiss.write_index(wrong, str(idx / "cache" / main_file))
     with Index.open(idx) as i:
         assert _answers(i, photos) != answers["hnsw"]  # what the damage would do unnoticed
     found = check(idx)
-    assert [(f.level, f.where.rsplit("/", 1)[1]) for f in found] == [(PROBLEM, "hnsw.faiss")]
+    assert [(f.level, f.where.rsplit("/", 1)[1]) for f in found] == [(PROBLEM, main_file)]
     assert "6 of 6 sampled rows hold another vector" in found[0].what
     done = repair(idx)
     assert "rebuilt the HNSW graph" in done and check(idx) == []

@@ -131,7 +131,9 @@ def test_hnsw_agrees_with_exact(data_dir, tmp_path):
     a, b = exact.search(q, top=6), hnsw.search(q, top=6)
     assert [h.path for h in a] == [h.path for h in b]
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-4)
-    assert (tmp_path / "hnsw" / "cache" / "hnsw.faiss").is_file()
+    from layerseek.store.vectors import HnswGraph
+
+    assert (tmp_path / "hnsw" / "cache" / HnswGraph.files_of(tmp_path / "hnsw" / "cache")[0]).is_file()
 
 
 def test_method_mismatch_and_missing_index(data_dir, tmp_path):
@@ -342,13 +344,15 @@ def test_hnsw_graph_changes_in_place(tmp_path, monkeypatch):
     Z = rng.standard_normal((5, dim)).astype(np.float32)
     Z /= np.linalg.norm(Z, axis=1, keepdims=True)
     monkeypatch.setattr(V, "HNSW_SAVE_ROWS", 1)  # written: the recent graph's own file, not the main one
-    main_file = tmp_path / "idx" / "cache" / "hnsw.faiss"
-    written = main_file.stat().st_mtime_ns
+    cache = tmp_path / "idx" / "cache"
+    main_file = V.HnswGraph.files_of(cache)[0]
     idx._commit(rows(range(300, 305), Z))
     g = idx.store.graph()
     assert g is first and g.ntotal == 206 and (g.main.ntotal, g.recent.ntotal) == (200, 6)
-    assert main_file.stat().st_mtime_ns == written and (main_file.parent / "hnsw-recent.faiss").is_file()
-    loaded = V.HnswGraph.load(main_file.parent)
+    main_now, recent_file = V.HnswGraph.files_of(cache)
+    assert main_now == main_file and recent_file and sorted(p.name for p in cache.glob("hnsw*.faiss")) == \
+        sorted([main_file, recent_file])  # the recent graph in its own file; the main one not written again
+    loaded = V.HnswGraph.load(cache)
     assert (loaded.main.ntotal, loaded.recent.ntotal, loaded.dead) == (200, 6, 11)
     monkeypatch.undo()
     new_ids = {e.path: e.id for e in idx.catalog.entries()}
@@ -445,6 +449,57 @@ def test_exact_rows_change_in_place(tmp_path):
         assert V.FlatRows.load(cache, dim) is None
         agrees(again.store)
     idx.close()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "flat"])
+def test_store_files_written_apart_are_never_paired(tmp_path, monkeypatch, kind):
+    """A rebuild to as many rows, killed after its new matrix or graph file and before the rows'
+    file: the rows' file still names the old file, so the old rows are read whole with their own
+    vectors (a count check alone would have paired the old labels with the new vectors)."""
+    from layerseek.store.vectors import FlatRows, HnswGraph
+
+    cls = {"hnsw": HnswGraph, "flat": FlatRows}[kind]
+    rows_file = {"hnsw": "save_rows", "flat": None}[kind]
+    rng = np.random.default_rng(2)
+    old_mat, new_mat = rng.standard_normal((2, 30, 8)).astype(np.float32)
+    cls.build(np.arange(30), np.arange(30), old_mat).save(tmp_path)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    if rows_file:
+        monkeypatch.setattr(cls, rows_file, killed)
+    else:  # FlatRows writes flat.npz through np.savez, after np.save of its matrix
+        monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cls.build(np.arange(100, 130), np.arange(30), new_mat).save(tmp_path)
+    monkeypatch.undo()
+    loaded = cls.load(tmp_path) if kind == "hnsw" else cls.load(tmp_path, 8)
+    assert loaded.labels.tolist() == list(range(30))
+    got = np.stack([loaded.reconstruct(r) for r in range(30)]) if kind == "hnsw" else np.asarray(loaded.main)
+    assert np.allclose(got, old_mat)
+    loaded.save(tmp_path)  # the next write removes the stray file
+    assert len(list(tmp_path.glob("hnsw*.faiss" if kind == "hnsw" else "flat-*.npy"))) == 1
+
+
+def test_hnsw_files_of_older_versions_still_load(tmp_path):
+    """Graphs written under the fixed names of earlier versions (hnsw.faiss, an hnsw.npz that
+    names no file) load; hnsw.npz names the file from the next write on."""
+    import faiss
+
+    from layerseek.store.vectors import HnswGraph
+
+    rng = np.random.default_rng(4)
+    g = HnswGraph.build(np.arange(20), np.arange(20), rng.standard_normal((20, 8)).astype(np.float32))
+    faiss.write_index(g.main, str(tmp_path / "hnsw.faiss"))
+    np.savez(tmp_path / "hnsw.npz", labels=g.labels, hashes=g.hashes, ntotal=20, nmain=20)
+    loaded = HnswGraph.load(tmp_path)
+    assert loaded is not None and loaded.labels.tolist() == list(range(20))
+    assert np.allclose(loaded.reconstruct(7), g.reconstruct(7))
+    loaded.save(tmp_path)
+    with np.load(tmp_path / "hnsw.npz") as z:
+        assert str(z["main"]) == "hnsw.faiss" and str(z["recent"]) == ""
+    assert HnswGraph.load(tmp_path).labels.tolist() == list(range(20))
 
 
 def test_hnsw_diff_matches_a_set_reference():

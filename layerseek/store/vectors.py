@@ -102,12 +102,16 @@ class HnswGraph:
     only when more than HNSW_COMPACT_SHARE of the rows are dead. Rows are numbered across both
     graphs — the main graph's first, then the recent one's — and keep their numbers when merged;
     they map to image ids through `labels` (-1: dead); `hashes` (each row's content hash, first 8
-    bytes as int64, as `Catalog.id_hashes` gives them) tell a changed file."""
+    bytes as int64, as `Catalog.id_hashes` gives them) tell a changed file. On disk: each graph in
+    a file of its own random name (hnsw-<tag>.faiss, hnsw-recent-<tag>.faiss) and the rows in
+    hnsw.npz, which names them."""
 
-    def __init__(self, main, recent, labels: np.ndarray, hashes: np.ndarray, saved_rows: int, saved_main: int):
+    def __init__(self, main, recent, labels: np.ndarray, hashes: np.ndarray, saved_rows: int, saved_main: int,
+                 files: tuple[str | None, str | None] = (None, None)):
         self.main, self.recent, self.labels, self.hashes = main, recent, labels, hashes
         self.saved_rows = saved_rows  # rows in the files on disk (the rest are in memory only)
         self.saved_main = saved_main  # rows of the main graph's file on disk
+        self.files = files  # (main, recent) graph files on disk, as hnsw.npz names them
         self._refresh()
 
     @property
@@ -188,23 +192,28 @@ class HnswGraph:
         return self.labels[rows], scores
 
     def save(self, folder: Path) -> None:
-        """The graphs (hnsw.faiss, the main one only when it changed; hnsw-recent.faiss) and the
-        rows (hnsw.npz, with both graphs' row counts to check they match), each written whole and
-        renamed into place, the rows last."""
+        """The graphs, each in a new file (the main one only when it changed), then the rows
+        (hnsw.npz, naming the graphs' files, with both graphs' row counts), each written whole and
+        renamed into place, the rows last; the graph files hnsw.npz no longer names are removed
+        after. A crash between the writes leaves hnsw.npz naming the old, intact files."""
         import faiss
 
         folder.mkdir(exist_ok=True)
         tag = f".{os.getpid()}.tmp"
-        graphs = [("hnsw-recent.faiss", self.recent)]
-        if self.saved_main != self.main.ntotal or not (folder / "hnsw.faiss").exists():
-            graphs.insert(0, ("hnsw.faiss", self.main))
-        for name, index in graphs:
-            faiss.write_index(index, str(folder / (name + tag)))
-            os.replace(folder / (name + tag), folder / name)
-        self.saved_rows, self.saved_main = self.ntotal, self.main.ntotal
+        main_file, recent_file = self.files
+        if self.saved_main != self.main.ntotal or main_file is None or not (folder / main_file).exists():
+            main_file = f"hnsw-{os.urandom(6).hex()}.faiss"
+            faiss.write_index(self.main, str(folder / (main_file + tag)))
+            os.replace(folder / (main_file + tag), folder / main_file)
+        recent_file = None
+        if self.recent.ntotal:
+            recent_file = f"hnsw-recent-{os.urandom(6).hex()}.faiss"
+            faiss.write_index(self.recent, str(folder / (recent_file + tag)))
+            os.replace(folder / (recent_file + tag), folder / recent_file)
+        self.saved_rows, self.saved_main, self.files = self.ntotal, self.main.ntotal, (main_file, recent_file)
         self.save_rows(folder)
-        for old in folder.glob("hnsw-*.faiss"):  # the per-generation files of older versions
-            if old.name != "hnsw-recent.faiss":
+        for old in folder.glob("hnsw*.faiss"):  # replaced ones, and the fixed names of older versions
+            if old.name not in self.files:
                 old.unlink(missing_ok=True)
 
     def save_rows(self, folder: Path) -> None:
@@ -212,24 +221,39 @@ class HnswGraph:
         n = self.saved_rows
         tmp = folder / f"hnsw.npz.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, labels=self.labels[:n], hashes=self.hashes[:n], ntotal=n, nmain=self.saved_main)
+            np.savez(f, labels=self.labels[:n], hashes=self.hashes[:n], ntotal=n, nmain=self.saved_main,
+                     main=self.files[0] or "", recent=self.files[1] or "")
         os.replace(tmp, folder / "hnsw.npz")
+
+    @staticmethod
+    def files_of(folder: Path) -> tuple[str, str | None] | None:
+        """(main, recent or None) graph files that hnsw.npz names, if it can be read (the fixed
+        names hnsw.faiss and hnsw-recent.faiss for files written by older versions)."""
+        try:
+            with np.load(folder / "hnsw.npz") as z:
+                if "main" not in z:
+                    return "hnsw.faiss", "hnsw-recent.faiss"
+                return str(z["main"]), (str(z["recent"]) or None)
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
 
     @classmethod
     def load(cls, folder: Path) -> HnswGraph | None:
         import faiss
 
+        files = cls.files_of(folder)
         try:
-            main = faiss.read_index(str(folder / "hnsw.faiss"))
             with np.load(folder / "hnsw.npz") as z:
                 labels, hashes, n = z["labels"], z["hashes"], int(z["ntotal"])
                 n_main = int(z["nmain"]) if "nmain" in z else n  # files of older versions: one graph
-            recent = faiss.read_index(str(folder / "hnsw-recent.faiss")) if n > n_main else _hnsw(main.d)
-        except (OSError, RuntimeError, ValueError, KeyError):
+            main = faiss.read_index(str(folder / files[0]))
+            recent = faiss.read_index(str(folder / files[1])) if n > n_main else _hnsw(main.d)
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError):
             return None
         if n_main != main.ntotal or n != n_main + recent.ntotal or len(labels) != n:
-            return None  # written apart by a crash: not to be trusted
-        return cls(main, recent, labels.astype(np.int64), hashes.astype(np.int64), n, n_main)
+            return None  # not what hnsw.npz says of them: not to be trusted
+        return cls(main, recent, labels.astype(np.int64), hashes.astype(np.int64), n, n_main,
+                   (files[0], files[1] if n > n_main else None))
 
 
 class FlatRows:
