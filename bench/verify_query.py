@@ -2,8 +2,10 @@
 SIFT + RANSAC, one round of verified expansion, diffusion from the verified images over the k-NN
 graph of the index) against an index of N images, query decoding and extraction included; also
 the time to build that graph the first time and to bring it up to date after 100 additions.
+With --matches each query also asks for the verified results' correspondences (the web page's
+search).
 
-    .venv/bin/python bench/verify_query.py --size 10000 --queries 40
+    .venv/bin/python bench/verify_query.py --size 10000 --queries 40 [--matches]
 
 The index is a real one (the default `layerseek index` settings) of the 100 SMVS reference covers;
 it is then padded to N images with synthetic rows written through the real catalog: random
@@ -37,6 +39,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--verify", type=int, default=100)
     ap.add_argument("--no-diffusion", action="store_true", help="an index made without the diffusion")
+    ap.add_argument("--matches", action="store_true", help="each query also asks for the verified results' "
+                                                          "correspondences, as the web page does")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -69,11 +73,12 @@ def main() -> None:
     t = time.perf_counter()
     idx.search(photos[0], top=10, verify=args.verify)  # the graph is built at the first diffused search
     t_graph = time.perf_counter() - t
-    times, right = [], 0
+    times, right, drawn = [], 0, 0
     for p in photos:
         t = time.perf_counter()
-        hits = idx.search(p, top=10, verify=args.verify)
+        hits = idx.search(p, top=10, verify=args.verify, matches=args.matches)
         times.append(time.perf_counter() - t)
+        drawn += sum(h.matches is not None for h in hits)
         right += Path(hits[0].path).name == p.name
     pad(args.size, args.size + 100)
     t = time.perf_counter()
@@ -82,6 +87,7 @@ def main() -> None:
     out = {"size": args.size, "verify": args.verify, "diffusion": idx.verify_settings.get("diffusion"),
            "first_query_with_graph_build_s": t_graph if not args.no_diffusion else None,
            "query_after_100_additions_s": t_update, "queries": len(photos), "right_first": right,
+           "matches": args.matches, "hits_with_correspondences": drawn,
            "p50_s": float(np.percentile(times, 50)), "p90_s": float(np.percentile(times, 90)),
            "max_s": float(max(times)), "index_seconds_per_image": t_real,
            "feature_bytes_per_image": idx.catalog.feature_bytes()}

@@ -111,22 +111,17 @@ class Query:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
         carries the correspondences that verified it (`Hit.matches`, to draw them)."""
-        query_features: list = []  # the query's local features, as verification computed them
-        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, query_features)
+        drawn: dict | None = {} if matches else None  # id -> a verified image's correspondences
+        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn)
         hits = [h for h in hits if os.path.lexists(h.path)][:top]
-        if matches and query_features and any(h.verified for h in hits):
-            from .verify.features import LocalFeatures
-
-            qf = query_features[0]
-            stored = self.catalog.features([h.id for h in hits if h.verified])
-            for h in hits:
-                if h.verified and h.id in stored:
-                    h.matches = np.round(self.verifier.pairs(qf, LocalFeatures.unpack(stored[h.id])), 4).tolist()
+        for h in hits:
+            if drawn and h.verified and h.id in drawn:
+                h.matches = np.round(drawn[h.id], 4).tolist()
         return hits
 
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               query_features: list | None = None) -> list[Hit]:
+               drawn: dict | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification
         (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
@@ -134,7 +129,7 @@ class Query:
         verified again (global methods; default: the index's setting, 1 for new indexes).
         `diffusion`: the verified images seed a diffusion over the graph of the index's vectors
         that orders everything after them (`verify.diffusion`; default: the index's setting, on
-        for new global indexes; False: off)."""
+        for new global indexes; False: off). `drawn`: as `verify_hits` takes it."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
         shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
@@ -148,7 +143,7 @@ class Query:
         n = max(top, shortlist)
         if self.kind == "local":
             hits = self.search_local(q, n)
-            return (self.verify_hits(img, hits, shortlist, query_features=query_features) if shortlist else hits)[:top]
+            return (self.verify_hits(img, hits, shortlist, drawn=drawn) if shortlist else hits)[:top]
         if not shortlist:
             return self.search_vector(q, n, qe)[:top]
         rounds = int((self.verify_settings or {}).get("expand", 0) if expand is None else expand)
@@ -158,24 +153,24 @@ class Query:
 
             diffuse = settings()
         return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top,
-                                query_features)[:top]
+                                drawn)[:top]
 
     def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
                     rounds: int = 0, diffusion: dict | None = None, top: int | None = None,
-                    query_features: list | None = None) -> list[Hit]:
+                    drawn: dict | None = None) -> list[Hit]:
         """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
         function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
         inliers between the query image and their stored features, after `rounds` of expansion
         of `q` by the verified images (`verify.pipeline.verify_and_expand`). With `diffusion`
         ({"k", "gamma", "alpha"}; a global index), the images after the verified ones are ordered
         by a diffusion seeded with them (`verify.diffusion.verified_diffusion`); their score stays
-        the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return."""
+        the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return.
+        `drawn`: a dict that receives each verified image's correspondences (`Verifier.pairs`, from
+        the verification itself: nothing is matched twice)."""
         from .verify.features import LocalFeatures
         from .verify.pipeline import verify_and_expand
 
         qf = self.local_features(img)
-        if query_features is not None:  # handed back: a caller that draws the matches needs them too
-            query_features.append(qf)
         verifier = self.verifier
         ranked: dict[int, Hit] = {}
 
@@ -186,8 +181,13 @@ class Query:
 
         def inliers_of(ids: list[int]) -> dict[int, int]:
             stored = self.catalog.features(ids)
-            return dict(zip(ids, verifier.scores(qf, [LocalFeatures.unpack(stored[i]) if i in stored else None
-                                                      for i in ids])))
+            feats = [LocalFeatures.unpack(stored[i]) if i in stored else None for i in ids]
+            found = [] if drawn is not None else None
+            counts = verifier.scores(qf, feats, found)
+            for i, f, n, inl in zip(ids, feats, counts, found or ()):
+                if n >= verifier.min_inliers:
+                    drawn[i] = verifier.pairs(qf, f, found=inl)
+            return dict(zip(ids, counts))
 
         order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
                                           if self.kind == "global" else None, shortlist,

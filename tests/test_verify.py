@@ -132,6 +132,20 @@ def test_index_stores_features_in_step_and_search_verifies(data_dir, tmp_path):
                 assert all(h.inliers < hits[0].inliers for h in hits[1:])
                 if (phone, i) != ("Palm", "003"):
                     assert sum(h.verified for h in hits) == 1
+        # the correspondences drawn for each verified hit are those its verification found: the
+        # same as verifying the pair again (the slow way this used to take), and nothing else changes
+        photo = data_dir / "smvs-dvd-covers" / "Palm" / "003.jpg"
+        drawn = idx.search(photo, top=6, matches=True)
+        assert [(h.id, h.inliers) for h in drawn] == [(h.id, h.inliers) for h in idx.search(photo, top=6)]
+        qf = idx.local_features(idx.query_image(photo, None))
+        stored = idx.catalog.features([h.id for h in drawn])
+        assert sum(h.verified for h in drawn) == 3
+        for h in drawn:
+            if not h.verified:
+                assert h.matches is None
+                continue
+            again = idx.verifier.pairs(qf, LocalFeatures.unpack(stored[h.id]))
+            assert h.matches == np.round(again, 4).tolist() and len(h.matches) >= idx.verifier.min_inliers
         off = idx.search(data_dir / "smvs-dvd-covers" / "Palm" / "005.jpg", top=6, verify=0)
         assert all(h.inliers is None for h in off)
         # removed and changed files take their features with them; a copy reuses them

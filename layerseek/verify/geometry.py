@@ -48,15 +48,23 @@ class Verifier:
         fundamental matrix verifies and the homography does not counts `min_inliers`; an image
         whose verifying inliers spread less than `spread` counts `min_inliers` - 1 (not verified:
         a shared logo, not the same object)."""
-        n, spread = self.check(query, db, q_space)
-        if n >= self.min_inliers and self.spread and spread < self.spread:
-            return self.min_inliers - 1
-        return n
+        return self.verify(query, db, q_space)[0]
 
-    def pairs(self, query: LocalFeatures, db: LocalFeatures, limit: int = 200) -> np.ndarray:
+    def verify(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
+               ) -> tuple[int, np.ndarray, np.ndarray]:
+        """(inliers as `inliers` counts them, query and database indices of the inliers that
+        verified the pair: none when nothing did)."""
+        n, qi, di = self._verified(query, db, q_space)
+        if n >= self.min_inliers and self.spread and inlier_spread(db.xy[di], db.size) < self.spread:
+            return self.min_inliers - 1, qi, di
+        return n, qi, di
+
+    def pairs(self, query: LocalFeatures, db: LocalFeatures, limit: int = 200,
+              found: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """The correspondences that verified a pair, to draw: k x 4 (query x, y, database x, y),
-        each as a share of its image's width and height; at most `limit` (evenly sampled)."""
-        _, qi, di = self._verified(query, db, None)
+        each as a share of its image's width and height; at most `limit` (evenly sampled).
+        `found`: the inliers' (query, database) indices as `verify` gave them (else verified again)."""
+        qi, di = found if found is not None else self._verified(query, db, None)[1:]
         q, d = query.xy[qi] / np.asarray(query.size, np.float32), db.xy[di] / np.asarray(db.size, np.float32)
         out = np.concatenate([q, d], axis=1).astype(np.float32)
         if len(out) > limit:
@@ -95,10 +103,16 @@ class Verifier:
                 return self.min_inliers, qi[fmask], di[fmask]
         return n, none, none
 
-    def scores(self, query: LocalFeatures, shortlist: Sequence[LocalFeatures | None]) -> list[int]:
-        """Inliers of each shortlisted image (0 for one without stored features)."""
+    def scores(self, query: LocalFeatures, shortlist: Sequence[LocalFeatures | None],
+               found: list | None = None) -> list[int]:
+        """Inliers of each shortlisted image (0 for one without stored features). `found`: a list
+        that receives each image's inlier indices (query, database), as `verify` gives them."""
         q_space = match_space(query) if len(query) else None
-        return [0 if d is None else self.inliers(query, d, q_space) for d in shortlist]
+        none = np.zeros(0, np.int64)
+        out = [(0, none, none) if d is None else self.verify(query, d, q_space) for d in shortlist]
+        if found is not None:
+            found.extend((qi, di) for _, qi, di in out)
+        return [n for n, _, _ in out]
 
 
 def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool = False
