@@ -3,9 +3,10 @@
 The catalog (SQLite) is the truth: every file's row, vector and local features, a copy of the
 manifest it was created with and the hashes of the learned files (whitening, MOF model). All else
 in the directory is derived from it — the manifest (a copy kept for people and tools), the matrix,
-HNSW graph, k-NN graph and MOF inverted files in `cache/` — and can be rebuilt from it. `check`
-reads without changing anything; `repair` writes the manifest back from the catalog's copy, drops
-rows that cannot be read (so the next `index` adds those files again) and rebuilds every cache.
+HNSW graph, k-NN graph and MOF inverted files in `cache/`, and a Milvus store's collection — and
+can be rebuilt from it. `check` reads without changing anything; `repair` writes the manifest back
+from the catalog's copy, drops rows that cannot be read (so the next `index` adds those files
+again) and rebuilds every cache (and the Milvus collection).
 """
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ def check(path: str | Path) -> list[Finding]:
             return out
         _check_rows(conn, root, manifest, problem, note)
         _check_caches(conn, root, manifest, problem, note)
+        if (manifest.get("store") or {}).get("kind") == "milvus":
+            _check_milvus(conn, root, manifest, problem, note)
         _check_files(conn, root, note)
     finally:
         conn.close()
@@ -201,6 +204,50 @@ def _check_flat(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, dim: int
     if wrong:
         problem(cache / rows.main_file, f"{wrong} of {len(row_of)} rows hold another vector than the catalog; "
                                     "`repair` rebuilds them")
+
+
+def _check_milvus(conn, root: Path, manifest: dict, problem, note) -> None:
+    """The Milvus collection against the catalog: changes not yet applied (a note: the next search
+    applies them), the number of vectors, and a sample of them compared with the catalog's."""
+    from .store.vectors import MilvusStore, store_address
+
+    cat = Catalog(root, conn, manifest)
+    store = MilvusStore(cat, manifest["store"])
+    where, name = store_address(store.spec), store.spec["collection"]
+    try:
+        try:
+            c = store.client
+            if not c.has_collection(name):
+                note(where, "collection missing; rebuilt from the catalog at the next search")
+                return
+            c.load_collection(name)
+            held = store.count()
+            _, up, gone = cat.changes_after(cat.store_seq())
+            pending = set(up) | set(gone)
+            ids = cat.id_hashes()[0]
+            if pending:
+                note(where, f"{len(pending)} changes not yet applied (applied at the next search)")
+            elif held != len(ids):
+                problem(where, f"holds {held} vectors, the catalog {len(ids)}; `repair` rebuilds the collection")
+            settled = ids[~np.isin(ids, list(pending))] if pending else ids
+            if not len(settled):
+                return
+            sample = np.random.default_rng(0).choice(settled, min(SAMPLE, len(settled)), replace=False)
+            got = {int(r["id"]): np.asarray(r["vec"], np.float32)
+                   for r in c.get(name, ids=[int(i) for i in sample], output_fields=["vec"])}
+        except LayerseekError as e:
+            note(where, f"not checked: {str(e).split(': ', 1)[-1]}")
+            return
+        except Exception as e:  # pymilvus raises its own types
+            note(where, f"not checked: Milvus failed ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            return
+        want = cat.vectors(sample.tolist())
+        wrong = sum(1 for i, v in zip(sample.tolist(), want) if i not in got or not np.allclose(got[i], v, atol=1e-6))
+        if wrong:
+            problem(where, f"{wrong} of {len(sample)} sampled images are missing or hold another vector; "
+                           "`repair` rebuilds the collection")
+    finally:
+        store.close()
 
 
 def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem, note) -> None:
@@ -329,7 +376,11 @@ def _rebuild_caches(idx) -> list[str]:
         idx.engine()
         done.append(f"rebuilt the MOF inverted files ({n} images)")
         return done
-    if idx.store.kind == "faiss" and idx.store.uses_hnsw(n):
+    if idx.store.kind == "milvus":  # the catalog holds every vector: the collection is made again from it
+        idx.store.drop()
+        idx.store.rebuild()
+        done.append(f"rebuilt the Milvus collection ({n} vectors)")
+    elif idx.store.kind == "faiss" and idx.store.uses_hnsw(n):
         idx.store.graph()
         done.append("rebuilt the HNSW graph")
     elif idx.store.kind == "faiss":
