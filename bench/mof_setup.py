@@ -9,26 +9,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerseek.datasets import Dataset, get_dataset  # noqa: E402
+from layerseek.datasets import SHARED, Dataset, get_dataset, training_collections  # noqa: E402
 from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.local.method import DEFAULT_LAYERS, DEFAULT_POOLING  # noqa: E402
 from layerseek.local.mof import MOFModel, MOFParams  # noqa: E402
 from layerseek.local.train import train_mof  # noqa: E402
-
-
-#: the shared collections (../shared/data), one name per set of photos
-SHARED = ("smvs", "rparis6k-subset", "corel1k")
-#: collections that hold another's photos again
-SAME_PHOTOS = {"smvs-all": "smvs"}
-
-
-def training_collections(train_on: str, dataset: str) -> list[str]:
-    """--train-on as collection names: comma-separated, or `others` for every shared collection
-    but the one searched (and but any that holds its photos)."""
-    if train_on == "others":
-        searched = SAME_PHOTOS.get(dataset, dataset)
-        return [name for name in SHARED if name != searched]
-    return train_on.split(",")
 
 
 def add_spherical_option(ap: argparse.ArgumentParser) -> None:

@@ -186,7 +186,9 @@ def eval_(
     plots: Annotated[Optional[Path], typer.Option(help="draw the precision-recall curve and per-query top results here")] = None,
     rotations: Annotated[Optional[Path], typer.Option(help="Holidays: '<file> <degrees>' list making images upright")] = None,
     cache: Annotated[Optional[Path], typer.Option(help="descriptor cache folder (default: the user cache)")] = None,
-    train_on: Annotated[Optional[str], typer.Option(help="mof / --rerank: learn the vocabularies on this other collection")] = None,
+    train_on: Annotated[Optional[str], typer.Option(help="mof / --rerank: learn the vocabularies on this other collection "
+                                                         "(several comma-separated; `others`: every shared collection "
+                                                         "but the one searched)")] = None,
     words: Annotated[int, typer.Option(help="mof: visual words per layer")] = 20000,
     window_pooling: Annotated[Optional[str], typer.Option(help="mof: sum or max over each 224 px window "
                                                                "(default: max on vgg16, sum on mobilenet_v2)")] = None,
@@ -244,6 +246,10 @@ def eval_(
         use_mof = method == "mof" or rerank > 0
         if use_mof and not train_on:
             fail("MOF learns its vocabularies on another collection: give --train-on (a dataset name, .json or folder)")
+        if use_mof:
+            from .datasets import training_collections
+
+            train_on = ",".join(training_collections(train_on, dataset))
         mof, cfg = None, None
         if use_mof:  # --layers are MOF's with --method mof, --mof-layers with --rerank
             mof_layer_names = layers if method == "mof" else mof_layers
@@ -376,13 +382,18 @@ def eval_(
 
 
 def collection_name(name: str | None) -> str | None:
-    """A collection to learn from, as stored in an index's parameters: registry names as they are,
-    folders and files as absolute paths (so the same collection compares equal from any cwd)."""
+    """A collection to learn from, as stored in an index's parameters: registry names (and
+    `others`) as they are, folders and files as absolute paths (so the same collection compares
+    equal from any cwd); each of several separated by commas."""
     from .datasets import DATASETS
 
-    if name is None or name in DATASETS or not Path(name).expanduser().exists():
+    if name is None or name in DATASETS or name == "others":
         return name
-    return str(Path(name).expanduser().resolve())
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    if "," in name:
+        return ",".join(collection_name(n.strip()) for n in name.split(",") if n.strip())
+    return name
 
 
 @app.command()
@@ -400,7 +411,8 @@ def index(
     whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (a dataset "
                                                           "name, ground-truth .json or folder) when the index is created")] = None,
     train_on: Annotated[Optional[str], typer.Option(help="mof: learn the vocabularies on this other collection "
-                                                         "(dataset name, ground-truth .json or folder)")] = None,
+                                                         "(dataset name, ground-truth .json or folder; several "
+                                                         "comma-separated; `others`: every shared collection)")] = None,
     words: Annotated[Optional[int], typer.Option(help="mof: visual words per layer (default 20000)")] = None,
     window_pooling: Annotated[Optional[str], typer.Option(help="mof: sum or max over each 224 px window "
                                                                "(default: max on vgg16, sum on mobilenet_v2)")] = None,

@@ -330,6 +330,27 @@ DATASETS = {
 }
 
 
+#: the collections of ../shared/data, one name per set of photos: `others` learns on them
+SHARED = ("smvs", "rparis6k-subset", "corel1k")
+#: collections that hold another's photos again
+SAME_PHOTOS = {"smvs-all": "smvs"}
+
+
+def training_collections(train_on: str, searched: str | None = None) -> list[str]:
+    """The collections a `--train-on` names: one (a dataset name, ground-truth file or folder),
+    several separated by commas, or `others`: every shared collection but the one `searched`
+    (and but any that holds its photos)."""
+    if train_on == "others":
+        kept = SAME_PHOTOS.get(searched, searched)
+        return [name for name in SHARED if name != kept]
+    if Path(train_on).expanduser().exists():  # one folder or file, whatever its name holds
+        return [train_on]
+    names = [n.strip() for n in train_on.split(",") if n.strip()]
+    if not names:
+        raise LayerseekError(f"--train-on {train_on!r}: name a collection")
+    return names
+
+
 def load_folder(folder: str | Path) -> Dataset:
     """Every image under a folder (recursively) as a database without queries: a collection to
     learn from (whitening, vocabularies), not to evaluate on."""

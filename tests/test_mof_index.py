@@ -92,6 +92,33 @@ def test_mof_index_lifecycle(folders, tmp_path):
     again.close()
 
 
+def test_vocabularies_learned_on_several_collections_are_those_of_their_union(folders, tmp_path):
+    """--train-on A,B learns on both: the same words as learning on one folder that holds A's
+    photos and then B's; `others` names every shared collection but the one searched."""
+    from layerseek.datasets import SHARED, training_collections
+    from layerseek.local.method import LocalMethod
+
+    _, _, train = folders
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for i, f in enumerate(sorted(train.glob("*.jpg"))):
+        shutil.copy(f, (a if i < 20 else b) / f.name)
+
+    def words(on):
+        m = LocalMethod("mobilenet_v2", ("s16", "s32"), 384, words=24, train_on=on)
+        m.fit(on)
+        return {n: v.centroids_ for n, v in m.model.vocabularies.items()}
+
+    both, union, one = words(f"{a},{b}"), words(str(train)), words(str(a))
+    assert all(np.array_equal(both[n], union[n]) for n in ("s16", "s32"))
+    assert not np.array_equal(one["s16"], union["s16"])  # what A alone learns differs
+    assert training_collections("others", "smvs-all") == ["rparis6k-subset", "corel1k"]
+    assert training_collections("others") == list(SHARED)
+    assert training_collections("smvs, corel1k") == ["smvs", "corel1k"]
+    with pytest.raises(LayerseekError, match="name a collection"):
+        training_collections(" , ")
+
+
 def test_mof_needs_a_training_collection_and_its_own_options(folders, tmp_path):
     with pytest.raises(LayerseekError, match="--train-on"):
         Index.create(tmp_path / "a", "mof", **OPTS)

@@ -61,17 +61,20 @@ class LocalMethod:
     def fit(self, collection: str, threads: int | None = None, progress: Callable[[int, int], None] | None = None,
             max_train: int = 500_000, descriptor_cache=None) -> list[str]:
         """Learn vocabularies and HE medians on a collection (a dataset name, ground-truth file or
-        folder; every image of it, queries included; window descriptors and the model cached as for
-        `eval`). Returns the images that failed."""
-        from ..datasets import get_dataset
+        folder), several separated by commas, or `others` (every shared collection:
+        `datasets.training_collections`); every image of them, queries included; window
+        descriptors cached as for `eval`. Returns the images that failed."""
+        from ..datasets import get_dataset, training_collections
         from ..describe import describe_dataset
         from .train import train_mof
 
-        ds = get_dataset(collection)
-        db, qs, errors = describe_dataset(ds, self.backbone, self.layers, self.max_side, threads, progress,
-                                          cache_root=descriptor_cache, local=True)
+        vecs, errors = [], []
+        for name in training_collections(collection):
+            db, qs, err = describe_dataset(get_dataset(name), self.backbone, self.layers, self.max_side, threads,
+                                           progress, cache_root=descriptor_cache, local=True)
+            vecs, errors = vecs + db + qs, errors + err
         try:
-            self.model = train_mof(self.mof_params(), db + qs, self.pooling, max_train=max_train)
+            self.model = train_mof(self.mof_params(), vecs, self.pooling, max_train=max_train)
         except LayerseekError as e:
             raise LayerseekError(f"{collection}: {e}") from None
         return errors
