@@ -502,6 +502,19 @@ def test_hnsw_files_of_older_versions_still_load(tmp_path):
     assert HnswGraph.load(tmp_path).labels.tolist() == list(range(20))
 
 
+def test_hashes_of_ids_read_apart_from_the_catalog():
+    """Rows read from the catalog after its ids and hashes (another process committed between):
+    an id the hashes do not hold gets -1, so that the next comparison takes its row again."""
+    from layerseek.store.vectors import diff_rows, hashes_of
+
+    cids, hashes = np.array([1, 2, 5]), np.array([10, 20, 50])
+    got = hashes_of(np.array([1, 5, 9]), cids, hashes)
+    assert got.tolist() == [10, 50, -1]
+    assert hashes_of(np.array([3]), np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == [-1]
+    removed, added = diff_rows(np.array([1, 5, 9]), got, np.array([1, 2, 5, 9]), np.array([10, 20, 50, 90]))
+    assert removed.tolist() == [2] and added.tolist() == [2, 9]  # row 2 (id 9) taken again, id 2 new
+
+
 def test_hnsw_diff_matches_a_set_reference():
     from layerseek.store.vectors import HnswGraph
 

@@ -49,13 +49,6 @@ def hnsw_ef(k: int) -> int:
     return max(HNSW_EF_MIN, 2 * k)
 
 
-def exact_top(sims: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the k largest similarities, best first; ties by row (a stable, repeatable order)."""
-    k = min(k, len(sims))
-    top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-    return top[np.lexsort((top, -sims[top]))]
-
-
 #: a graph with more than this share of removed (tombstoned) rows is rebuilt without them
 HNSW_COMPACT_SHARE = 0.2
 #: rows added in memory since the graph files were written, above which they are written again
@@ -67,6 +60,15 @@ HNSW_RECENT_SHARE = 0.05
 
 #: the exact store's recent rows are folded into its main matrix past this share of it
 FLAT_RECENT_SHARE = 0.05
+
+
+def hashes_of(ids: np.ndarray, cids: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """The content hashes of `ids` from the catalog's (ids sorted, hashes), read apart from them:
+    an id the catalog no longer held then gets -1, so the next `diff_rows` takes its row again."""
+    if not len(cids):
+        return np.full(len(ids), -1, np.int64)
+    pos = np.minimum(np.searchsorted(cids, ids), len(cids) - 1)
+    return np.where(cids[pos] == ids, hashes[pos], -1)
 
 
 def diff_rows(labels: np.ndarray, row_hashes: np.ndarray, ids: np.ndarray, hashes: np.ndarray
@@ -258,9 +260,9 @@ class HnswGraph:
 
 class FlatRows:
     """The exact store's vectors, following the catalog in place: a main matrix (flat-<tag>.npy,
-    read memory-mapped) and the rows of new and changed images after it (`recent`, in flat.npz with
-    every row's image id and content hash and the name of the main matrix's file). Removed and changed images become tombstones (label
-    -1) left out at search time. A change costs the changed rows, not a rewrite of the matrix
+    read memory-mapped) and the rows of new and changed images after it (`recent`, in flat.npz
+    with every row's image id and content hash and the name of the main matrix's file). Removed
+    and changed images become tombstones (label -1) left out at search time. A change costs the changed rows, not a rewrite of the matrix
     (339 MB at 49k images of the default 1728 dimensions); the recent rows are folded into the
     main matrix, without the dead ones, once they pass FLAT_RECENT_SHARE of it or the dead pass
     HNSW_COMPACT_SHARE of all rows. Rows are numbered main first, then recent."""
@@ -452,7 +454,7 @@ class FaissStore:
                 rows.save(folder)
         if rows is None:
             ids, mat = self.catalog.matrix()
-            rows = FlatRows.build(ids, hashes[np.searchsorted(cids, ids)], mat)
+            rows = FlatRows.build(ids, hashes_of(ids, cids, hashes), mat)
             rows.save(folder)
             for old in folder.glob("vectors-*.npz"):  # the per-generation matrices of older versions
                 old.unlink(missing_ok=True)
@@ -480,7 +482,7 @@ class FaissStore:
                         self.catalog.vectors(added.tolist()) if len(added) else None)
         if g is None:
             ids, mat = self.catalog.matrix()
-            g = HnswGraph.build(ids, hashes[np.searchsorted(cids, ids)], mat)
+            g = HnswGraph.build(ids, hashes_of(ids, cids, hashes), mat)
         unsaved = g.ntotal - g.saved_rows
         if unsaved >= max(HNSW_SAVE_ROWS, g.ntotal // 100) or (g.saved_rows == 0 and g.ntotal):
             g.save(folder)
