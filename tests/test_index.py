@@ -502,6 +502,55 @@ def test_hnsw_files_of_older_versions_still_load(tmp_path):
     assert HnswGraph.load(tmp_path).labels.tolist() == list(range(20))
 
 
+@pytest.mark.parametrize("ann", ["exact", "hnsw"])
+def test_two_processes_take_up_each_others_files(tmp_path, monkeypatch, ann):
+    """Two stores on one index (a server and an indexer): when one rewrites the big file (a
+    compaction, a merge), the other reads it at its next refresh instead of writing its own
+    copy over it, and neither leaves the rows' file naming a file that is gone."""
+    import hashlib
+
+    from layerseek.store import vectors as V
+
+    monkeypatch.setattr(V, "HNSW_SAVE_ROWS", 1)
+    rng = np.random.default_rng(8)
+    idx = Index.create(tmp_path / "idx", "gem", ann=ann, **OPTS)
+    dim, cache = idx.catalog.dim, tmp_path / "idx" / "cache"
+
+    def rows(names):
+        x = rng.standard_normal((len(names), dim)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return [(f"/x/{n}.jpg", 1, 1, hashlib.sha256(v.tobytes()).hexdigest(), 1, 1, v) for n, v in zip(names, x)], x
+
+    def big_files():
+        return sorted(p.name for p in cache.glob("flat-*.npy" if ann == "exact" else "hnsw-*.faiss")
+                      if "recent" not in p.name)
+
+    def refresh(store):
+        return store.flat() if ann == "exact" else store.graph()
+
+    batch, _ = rows(range(100))
+    idx._commit(batch)
+    server, indexer = V.FaissStore(idx.catalog), V.FaissStore(idx.catalog)
+    refresh(server), refresh(indexer)
+    first = big_files()
+    assert len(first) == 1
+    batch, added = rows(range(100, 130))  # past both shares of recent rows: the indexer rewrites the big file
+    idx._commit(batch)
+    refresh(indexer)
+    second = big_files()
+    assert len(second) == 1 and second != first
+    batch, more = rows(range(130, 132))  # a small change: the server reads the indexer's file, writes no new one
+    idx._commit(batch)
+    got = refresh(server)
+    assert big_files() == second and (got.main_file if ann == "exact" else got.files[0]) == second[0]
+    for v, n in [(added[3], 103), (more[1], 131)]:
+        ids, _ = server.search(v, 1)
+        assert idx.catalog.by_id(int(ids[0])).path == f"/x/{n}.jpg"
+    loaded = V.FlatRows.load(cache, dim) if ann == "exact" else V.HnswGraph.load(cache)
+    assert loaded is not None and loaded.ntotal == 132
+    idx.close()
+
+
 def test_hashes_of_ids_read_apart_from_the_catalog():
     """Rows read from the catalog after its ids and hashes (another process committed between):
     an id the hashes do not hold gets -1, so that the next comparison takes its row again."""

@@ -219,7 +219,10 @@ class HnswGraph:
                 old.unlink(missing_ok=True)
 
     def save_rows(self, folder: Path) -> None:
-        """Only the rows' labels (tombstones) of the graphs on disk: cheap, and consistent with them."""
+        """Only the rows' labels (tombstones) of the graphs on disk: cheap, and consistent with them
+        (the graphs written again first if their files are gone)."""
+        if any(f is not None and not (folder / f).exists() for f in self.files) or self.files[0] is None:
+            return self.save(folder)
         n = self.saved_rows
         tmp = folder / f"hnsw.npz.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
@@ -443,8 +446,13 @@ class FaissStore:
         if self._flat is not None and self._flat[0] == gen and not rebuild:
             return self._flat[1]
         folder = self.catalog.root / "cache"
-        rows = None if rebuild else (self._flat[1] if self._flat is not None
-                                     else FlatRows.load(folder, self.catalog.dim))
+        rows = None
+        if not rebuild:
+            rows = self._flat[1] if self._flat is not None else None
+            if rows is not None and rows.main_file != FlatRows.main_file_of(folder):
+                rows = None  # another process wrote a new matrix since: its files are taken up, not written over
+            if rows is None:
+                rows = FlatRows.load(folder, self.catalog.dim)
         cids, hashes = self.catalog.id_hashes()
         if rows is not None:
             removed, added = rows.diff(cids, hashes)
@@ -470,7 +478,11 @@ class FaissStore:
         if self._ann is not None and self._ann[0] == gen:
             return self._ann[1]
         folder = self.catalog.root / "cache"
-        g = self._ann[1] if self._ann is not None else HnswGraph.load(folder)
+        g = self._ann[1] if self._ann is not None else None
+        if g is not None and g.saved_rows and (HnswGraph.files_of(folder) or (None,))[0] != g.files[0]:
+            g = None  # another process wrote a new main graph since (a merge, a rebuild): read it
+        if g is None:
+            g = HnswGraph.load(folder)
         cids, hashes = self.catalog.id_hashes()
         if g is not None:
             removed, added = g.diff(cids, hashes)
