@@ -62,6 +62,23 @@ HNSW_RECENT_SHARE = 0.05
 FLAT_RECENT_SHARE = 0.05
 
 
+def write_new(folder: Path, prefix: str, suffix: str, write) -> str:
+    """A file written whole under a new random name (`prefix`-<tag>`suffix`) and renamed into
+    place: a file that a rows' file names is never overwritten. `write(path)` writes it."""
+    name = f"{prefix}-{os.urandom(6).hex()}{suffix}"
+    tmp = folder / f"{name}.{os.getpid()}.tmp"
+    write(str(tmp))
+    os.replace(tmp, folder / name)
+    return name
+
+
+def remove_others(folder: Path, pattern: str, keep) -> None:
+    """The files matching `pattern` that are not in `keep` (replaced ones, older versions' names)."""
+    for old in folder.glob(pattern):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+
+
 def hashes_of(ids: np.ndarray, cids: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """The content hashes of `ids` from the catalog's (ids sorted, hashes), read apart from them:
     an id the catalog no longer held then gets -1, so the next `diff_rows` takes its row again."""
@@ -201,22 +218,14 @@ class HnswGraph:
         import faiss
 
         folder.mkdir(exist_ok=True)
-        tag = f".{os.getpid()}.tmp"
-        main_file, recent_file = self.files
+        main_file = self.files[0]
         if self.saved_main != self.main.ntotal or main_file is None or not (folder / main_file).exists():
-            main_file = f"hnsw-{os.urandom(6).hex()}.faiss"
-            faiss.write_index(self.main, str(folder / (main_file + tag)))
-            os.replace(folder / (main_file + tag), folder / main_file)
-        recent_file = None
-        if self.recent.ntotal:
-            recent_file = f"hnsw-recent-{os.urandom(6).hex()}.faiss"
-            faiss.write_index(self.recent, str(folder / (recent_file + tag)))
-            os.replace(folder / (recent_file + tag), folder / recent_file)
+            main_file = write_new(folder, "hnsw", ".faiss", lambda p: faiss.write_index(self.main, p))
+        recent_file = (write_new(folder, "hnsw-recent", ".faiss", lambda p: faiss.write_index(self.recent, p))
+                       if self.recent.ntotal else None)
         self.saved_rows, self.saved_main, self.files = self.ntotal, self.main.ntotal, (main_file, recent_file)
         self.save_rows(folder)
-        for old in folder.glob("hnsw*.faiss"):  # replaced ones, and the fixed names of older versions
-            if old.name not in self.files:
-                old.unlink(missing_ok=True)
+        remove_others(folder, "hnsw*.faiss", self.files)
 
     def save_rows(self, folder: Path) -> None:
         """Only the rows' labels (tombstones) of the graphs on disk: cheap, and consistent with them
@@ -352,20 +361,18 @@ class FlatRows:
         another process between the two writes leaves flat.npz naming the old, intact file: a
         main matrix is never read with rows it was not written with."""
         folder.mkdir(exist_ok=True)
-        tag = f".{os.getpid()}.tmp"
         if self.main_file is None or not (folder / self.main_file).exists():
-            name = f"flat-{os.urandom(6).hex()}.npy"
-            with open(folder / (name + tag), "wb") as f:
-                np.save(f, self.main)
-            os.replace(folder / (name + tag), folder / name)
-            self.main_file = name
-        with open(folder / ("flat.npz" + tag), "wb") as f:
+            def write(path):
+                with open(path, "wb") as f:
+                    np.save(f, self.main)
+
+            self.main_file = write_new(folder, "flat", ".npy", write)
+        tmp = folder / f"flat.npz.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
             np.savez(f, labels=self.labels, hashes=self.hashes, recent=self.recent, nmain=len(self.main),
                      main=self.main_file)
-        os.replace(folder / ("flat.npz" + tag), folder / "flat.npz")
-        for old in folder.glob("flat-*.npy"):
-            if old.name != self.main_file:
-                old.unlink(missing_ok=True)
+        os.replace(tmp, folder / "flat.npz")
+        remove_others(folder, "flat-*.npy", {self.main_file})
 
     @classmethod
     def main_file_of(cls, folder: Path) -> str | None:
