@@ -153,10 +153,20 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
     dim = int(manifest["dim"])
     for f in sorted(cache.glob("vectors-*.npz")):
         note(f, "the matrix file of an older version (removed at the next search)")
+    from .store.vectors import FaissStore
+
+    hnsw_now = FaissStore(cat).uses_hnsw(len(ids))
     if (cache / "flat.npz").exists() or any(cache.glob("flat-*.npy")):
-        _check_flat(conn, cache, ids, hashes, dim, problem, note)
+        if hnsw_now:  # an `auto` index that grew past ANN_THRESHOLD
+            note(cache / "flat.npz", "kept from when the index was searched exactly (taken up again if it is)")
+        else:
+            _check_flat(conn, cache, ids, hashes, dim, problem, note)
     if (cache / "hnsw.npz").exists() or any(cache.glob("hnsw*.faiss")):
-        _check_hnsw(conn, cache, ids, hashes, problem, note)
+        if not hnsw_now:
+            note(cache / "hnsw.npz", "kept from when the index was searched by its HNSW graph (taken up again if "
+                                     "it is)")
+        else:
+            _check_hnsw(conn, cache, ids, hashes, problem, note)
     for f in sorted(cache.glob("graph-*.npz")):
         from .verify.diffusion import KnnGraph
 

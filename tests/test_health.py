@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import PARIS
 from layerseek.cli import app
 from layerseek.errors import LayerseekError
-from layerseek.health import PROBLEM, check, repair
+from layerseek.health import NOTE, PROBLEM, check, repair
 from layerseek.index import Index
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("last",), "max_side": 128}
@@ -144,6 +144,25 @@ def test_check_finds_caches_that_disagree_and_repair_rebuilds_them(made, tmp_pat
     assert check(idx) == []
     with Index.open(idx) as i:
         assert _answers(i, photos) == answers["exact"]
+
+
+def test_files_of_the_other_search_mode_and_older_versions_are_notes(made, tmp_path):
+    """An `auto` index that crossed the HNSW threshold keeps the other mode's files: a note, not
+    checked as if in use; an older version's matrix file is a note, and the next search removes it."""
+    root, photos, answers = made
+    idx = _copy(made, "exact", tmp_path)
+    hnsw = _copy(made, "hnsw", tmp_path)
+    for f in (hnsw / "cache").glob("hnsw*"):
+        shutil.copy(f, idx / "cache" / f.name)
+    np.savez(idx / "cache" / "vectors-3.npz", ids=np.arange(2), vectors=np.zeros((2, 4), np.float32))
+    found = check(idx)
+    assert sorted((f.level, f.where.rsplit("/", 1)[1], f.what.split(" (")[0]) for f in found) == [
+        (NOTE, "hnsw.npz", "kept from when the index was searched by its HNSW graph"),
+        (NOTE, "vectors-3.npz", "the matrix file of an older version")]
+    with Index.open(idx) as i:
+        assert _answers(i, photos) == answers["exact"]
+    assert not (idx / "cache" / "vectors-3.npz").exists()
+    assert [f.what.split(" (")[0] for f in check(idx)] == ["kept from when the index was searched by its HNSW graph"]
 
 
 def test_damaged_rows_are_dropped_and_indexed_again(made, tmp_path):

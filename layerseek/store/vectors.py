@@ -471,8 +471,7 @@ class FaissStore:
             ids, mat = self.catalog.matrix()
             rows = FlatRows.build(ids, hashes_of(ids, cids, hashes), mat)
             rows.save(folder)
-            for old in folder.glob("vectors-*.npz"):  # the per-generation matrices of older versions
-                old.unlink(missing_ok=True)
+        remove_others(folder, "vectors-*.npz", ())  # the per-generation matrices of older versions
         self._flat = (gen, rows)
         return rows
 
@@ -507,6 +506,7 @@ class FaissStore:
             g.save(folder)
         elif g.saved_rows:
             g.save_rows(folder)
+        remove_others(folder, "vectors-*.npz", ())  # the per-generation matrices of older versions
         self._ann = (gen, g)
         return g
 
