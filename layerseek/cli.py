@@ -435,6 +435,9 @@ def index(
     verify: Annotated[Optional[bool], typer.Option("--verify/--no-verify",
                                                    help="store SIFT features of every photo so that searches verify "
                                                         "their best matches geometrically (default on, set at creation)")] = None,
+    verify_features: Annotated[Optional[int], typer.Option(help="SIFT features stored per photo for verification, "
+                                                                "set at creation (default 1000; 500 halves the bytes "
+                                                                "at a cost in quality: docs/RESULTS.md)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="leave out the files whose path or name matches this "
                                                                "pattern (e.g. '*.tmp.jpg', '*/thumbnails/*'), now and "
                                                                "in later runs; indexed ones are forgotten; repeatable")] = None,
@@ -472,6 +475,15 @@ def index(
         if not creating and verify is not None and bool(verify) != bool(_manifest_verify(index_path)):
             fail(f"{index_path}: this index {'stores' if not verify else 'stores no'} local features for verification, "
                  "fixed when it was created; build another index for another setting")
+        if verify_features is not None and verify is False:
+            fail("--verify-features: the features are for verification; drop --no-verify")
+        if verify_features is not None and not creating:
+            held = (_manifest_verify(index_path) or {}).get("features")
+            if held != verify_features:
+                fail(f"{index_path}: this index stores {held or 'no'} features per photo, fixed when it was created; "
+                     "build another index for another number")
+        if verify_features is not None:
+            verify = {"features": verify_features}
         wbar, wupdate = (progress_bar(f"learning on {learn_on}", err_console)
                          if learn_on and creating else (contextlib.nullcontext(), None))
         with wbar:

@@ -185,6 +185,17 @@ def test_cli_default_index_verifies_and_eval_reports_recall(data_dir, tmp_path):
     assert res[0]["path"].endswith("004.jpg") and res[0]["verified"] and res[0]["inliers"] >= 10
     r = run(app, ["index", str(covers), "--index", str(tmp_path / "idx"), "--no-verify"])
     assert r.exit_code == 1 and "fixed when it was created" in r.output
+    # fewer features per photo, chosen at creation: stored as asked, fixed afterwards
+    r = run(app, ["index", str(covers), "--index", str(tmp_path / "few"), "--max-side", "512", "--verify-features", "200"])
+    assert r.exit_code == 0, r.output
+    few = json.loads(run(app, ["info", str(tmp_path / "few"), "--json"]).output)
+    assert few["verify"]["features"] == 200 and few["feature_bytes_per_image"] < info["feature_bytes_per_image"] / 4
+    with Index.open(tmp_path / "few") as idx:
+        assert max(len(LocalFeatures.unpack(b)) for b in idx.catalog.features(e.id for e in idx.catalog.entries()).values()) <= 200
+    r = run(app, ["index", str(covers), "--index", str(tmp_path / "few"), "--verify-features", "300"])
+    assert r.exit_code == 1 and "stores 200 features per photo, fixed when it was created" in r.output
+    r = run(app, ["index", str(covers), "--index", str(tmp_path / "none"), "--no-verify", "--verify-features", "300"])
+    assert r.exit_code == 1 and "drop --no-verify" in r.output and not (tmp_path / "none").exists()
     # a generic ground-truth file gets Recall@k and MRR
     gt = {"root": str(data_dir / "smvs-dvd-covers"), "database": [f"Reference/{i}.jpg" for i in ("001", "002", "003", "004")],
           "queries": {"Droid/002.jpg": {"relevant": ["Reference/002.jpg"]}, "Palm/004.jpg": {"relevant": ["Reference/004.jpg"]}}}
