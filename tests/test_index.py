@@ -443,11 +443,17 @@ def test_exact_rows_change_in_place(tmp_path):
     now = V.FlatRows.main_file_of(cache)
     assert now != written and [p.name for p in cache.glob("flat-*.npy")] == [now]  # the old file removed
     agrees(idx.store)
-    # a matrix file that does not fit what flat.npz says of it: read from the catalog again
+    # a matrix file that does not fit what flat.npz says of it, then a flat.npz that is not one:
+    # read from the catalog again
     np.save(cache / now, np.zeros((3, dim), np.float32))
     with Index.open(tmp_path / "idx") as again:
         assert V.FlatRows.load(cache, dim) is None
         agrees(again.store)
+    (cache / "flat.npz").write_bytes(b"not an npz file at all")
+    with Index.open(tmp_path / "idx") as again:
+        assert V.FlatRows.load(cache, dim) is None
+        agrees(again.store)
+    assert V.FlatRows.load(cache, dim) is not None  # written again whole
     idx.close()
 
 
