@@ -454,6 +454,11 @@ def test_exact_rows_change_in_place(tmp_path):
         assert V.FlatRows.load(cache, dim) is None
         agrees(again.store)
     assert V.FlatRows.load(cache, dim) is not None  # written again whole
+    with np.load(cache / "flat.npz") as z:  # a rows' file naming a file elsewhere is not followed
+        bad = {k: z[k] for k in z.files} | {"main": "../../catalog.sqlite"}
+    np.savez(cache / "flat.npz", **bad)
+    assert V.FlatRows.load(cache, dim) is None
+    assert V.own_name("flat-0123456789ab.npy", "flat", ".npy") and not V.own_name("../flat-0123456789ab.npy", "flat", ".npy")
     idx.close()
 
 

@@ -72,6 +72,12 @@ def write_new(folder: Path, prefix: str, suffix: str, write) -> str:
     return name
 
 
+def own_name(name: str, prefix: str, suffix: str) -> bool:
+    """Whether a file name read from a rows' file is one `write_new` makes (or an older version's
+    fixed one): never a path elsewhere."""
+    return bool(re.fullmatch(re.escape(prefix) + r"(-[0-9a-f]{12})?" + re.escape(suffix), name))
+
+
 def remove_others(folder: Path, pattern: str, keep) -> None:
     """The files matching `pattern` that are not in `keep` (replaced ones, older versions' names)."""
     for old in folder.glob(pattern):
@@ -247,9 +253,12 @@ class HnswGraph:
             with np.load(folder / "hnsw.npz") as z:
                 if "main" not in z:
                     return "hnsw.faiss", "hnsw-recent.faiss"
-                return str(z["main"]), (str(z["recent"]) or None)
+                main, recent = str(z["main"]), (str(z["recent"]) or None)
         except (OSError, ValueError, KeyError, EOFError):
             return None
+        if not own_name(main, "hnsw", ".faiss") or not own_name(recent or "hnsw-recent.faiss", "hnsw-recent", ".faiss"):
+            return None
+        return main, recent
 
     @classmethod
     def load(cls, folder: Path) -> HnswGraph | None:
@@ -390,6 +399,8 @@ class FlatRows:
             with np.load(folder / "flat.npz") as z:
                 labels, hashes, recent = z["labels"], z["hashes"], z["recent"]
                 n_main, name = int(z["nmain"]), str(z["main"])
+            if not own_name(name, "flat", ".npy"):
+                return None
             main = np.load(folder / name, mmap_mode="r")
         except (OSError, ValueError, KeyError, EOFError):
             return None
