@@ -147,7 +147,6 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
     if not cache.is_dir():
         return
     cat = Catalog(root, conn, manifest)  # its readers, on the read-only connection
-    gen = cat.generation()
     ids, hashes = cat.id_hashes()
     shas = cat.shas()
     dim = int(manifest["dim"])
@@ -212,8 +211,8 @@ def _check_flat(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, dim: int
         if r is not None and (rows.main[r] if r < n else rows.recent[r - n]).tobytes() != bytes(vector):
             wrong += 1
     if wrong:
-        problem(cache / rows.main_file, f"{wrong} of {len(row_of)} rows hold another vector than the catalog; "
-                                    "`repair` rebuilds them")
+        problem(cache / rows.main_file,
+                f"{wrong} of {len(row_of)} rows hold another vector than the catalog; `repair` rebuilds them")
 
 
 def _check_milvus(conn, root: Path, manifest: dict, problem, note) -> None:
@@ -270,8 +269,7 @@ def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem,
     hash_of = dict(zip(ids.tolist(), hashes.tolist()))
     removed, added = g.diff(ids, hashes)
     if len(removed) or len(added):
-        note(cache / "hnsw.npz", f"{len(removed)} rows to drop and {len(added)} to add (applied at the next "
-                                   "search)")
+        note(cache / "hnsw.npz", f"{len(removed)} rows to drop and {len(added)} to add (applied at the next search)")
     live = np.flatnonzero(g.labels >= 0)
     if not len(live):
         return
@@ -285,8 +283,8 @@ def _check_hnsw(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, problem,
         if not np.allclose(g.reconstruct(int(row)), np.frombuffer(got[0], np.float32), atol=1e-5):
             wrong += 1
     if wrong:
-        problem(cache / g.files[0], f"{wrong} of {len(sample)} sampled rows hold another vector than the "
-                                      "catalog; `repair` rebuilds it")
+        problem(cache / g.files[0],
+                f"{wrong} of {len(sample)} sampled rows hold another vector than the catalog; `repair` rebuilds it")
 
 
 def _check_files(conn, root: Path, note) -> None:
