@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -465,8 +464,6 @@ def index(
     creating = not Path(index_path, "manifest.json").is_file()
     if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind
         fail(f"{folder}: no such folder; no index was created")
-    fresh = not index_path.exists()  # made by this run: removed again if its creation fails
-    started = False
     if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
         method = method or DEFAULT_INDEX["method"]
         if method != "mof" or backbone is None:
@@ -490,7 +487,6 @@ def index(
             idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store,
                                        verify=DEFAULT_INDEX["verify"] if verify is None else verify, **options)
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), err_console)
-        started = True
         with idx, bar:
             for pattern in include or []:
                 if not (idx.catalog.include(pattern) or idx.catalog.include(str(absolute(pattern)))):
@@ -505,8 +501,7 @@ def index(
                                         ray_workers=ray_workers, allow_mass_removal=allow_mass_removal)
             idx.update_graph()  # now, not in the first search's time
     except (LayerseekError, OSError) as e:
-        if fresh and not started:  # the creation itself failed (e.g. learning the whitening): leave nothing
-            shutil.rmtree(index_path, ignore_errors=True)
+        # a failed creation has removed what it made (Index.create); nothing else is removed here
         fail(str(e) if isinstance(e, LayerseekError) else os_error_line(e))
     console.print(f"{index_path}: {report.summary()}", highlight=False)
     for line in report.failed:

@@ -9,6 +9,7 @@ indexing is in `ingest.py`, searching in `query.py`.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -80,6 +81,60 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
     return out
 
 
+def _hold_lock(fd: int, root: Path, doing: str) -> None:
+    """Take the exclusive `flock` on the open lock file `fd` of index `root`, or raise IndexBusy
+    naming its holder; then write this process into it, for the message the next one gets."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        raise IndexBusy(f"{root}: index busy: {holder} is {doing} it; try again when it has finished") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"layerseek pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
+
+
+@contextmanager
+def claimed_for_creation(path: str | Path) -> Iterator[None]:
+    """The right to create an index at `path`, held until the block ends: the directory made here
+    by an exclusive `mkdir` (or an existing one without an index), its `lock` held, so a second
+    creator at the same moment gets "index busy" instead of writing into the first one's files.
+    If the block fails, what this run made is removed (the directory, or only the entries it
+    added to one that was there before) and nothing else: never another run's index."""
+    path = Path(path)
+    made = False
+    try:
+        path.mkdir(parents=True)
+        made = True
+    except FileExistsError:
+        if not path.is_dir():
+            raise LayerseekError(f"{path}: exists and is not a directory") from None
+    before = set() if made else set(os.listdir(path))
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _hold_lock(fd, path, "creating")
+        held = os.fstat(fd)
+        here = os.stat(path / "lock", follow_symlinks=False)
+        if (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):  # a failed creator removed it meanwhile
+            raise IndexBusy(f"{path}: index busy: another process is creating it; try again when it has finished")
+        if Catalog.exists(path):  # the first creator finished while this one started
+            raise LayerseekError(f"{path}: already holds an index")
+        try:
+            yield
+        except BaseException:
+            # still under the lock: nobody else can have written here since
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                for name in set(os.listdir(path)) - before:
+                    p = path / name
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            raise
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class Index(Ingest, Query):
     """An index directory opened for work: its life cycle here, indexing in `ingest.Ingest`,
     searching in `query.Query`."""
@@ -116,30 +171,28 @@ class Index(Ingest, Query):
         if m.kind == "local" and store_spec["kind"] != "faiss":
             raise LayerseekError("the Milvus store holds global vectors; a mof index keeps its inverted files "
                                  "in the index directory (leave out --store)")
-        # Learned state is written before the manifest: a directory without one is not an index yet.
-        if m.kind == "local":
-            if not m.train_on:
-                raise LayerseekError("mof learns its vocabularies on another collection: give --train-on "
-                                     "(a dataset name, ground-truth .json or folder of photos)")
-            m.fit(m.train_on, threads, learn_progress)
-            Path(path).mkdir(parents=True, exist_ok=True)
-            m.save_model(path)
-            dim = 0  # the catalog holds each image's words and signatures as bytes
-        else:
-            if m.whiten_on:
-                learn_whitening(m, m.whiten_on, threads, learn_progress)
-                Path(path).mkdir(parents=True, exist_ok=True)
-                m.save_whitening(path)
-            dim = sum(s.stop - s.start for s in m.segments())
-        if store_spec["kind"] != "faiss":
-            Path(path).mkdir(parents=True, exist_ok=True)
-            milvus = MilvusStore(None, store_spec)
-            try:
-                milvus.create(dim, ann)
-            finally:
-                milvus.close()
-        cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "store": store_spec,
-                                    "verify": verify_settings(verify, m.kind == "global"), "versions": versions()})
+        if m.kind == "local" and not m.train_on:
+            raise LayerseekError("mof learns its vocabularies on another collection: give --train-on "
+                                 "(a dataset name, ground-truth .json or folder of photos)")
+        with claimed_for_creation(path):  # held until the manifest is written; a failure removes what it made
+            # Learned state is written before the manifest: a directory without one is not an index yet.
+            if m.kind == "local":
+                m.fit(m.train_on, threads, learn_progress)
+                m.save_model(path)
+                dim = 0  # the catalog holds each image's words and signatures as bytes
+            else:
+                if m.whiten_on:
+                    learn_whitening(m, m.whiten_on, threads, learn_progress)
+                    m.save_whitening(path)
+                dim = sum(s.stop - s.start for s in m.segments())
+            if store_spec["kind"] != "faiss":
+                milvus = MilvusStore(None, store_spec)
+                try:
+                    milvus.create(dim, ann)
+                finally:
+                    milvus.close()
+            cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "store": store_spec,
+                                        "verify": verify_settings(verify, m.kind == "global"), "versions": versions()})
         return cls(cat, m, threads)
 
     @classmethod
@@ -245,18 +298,9 @@ class Index(Ingest, Query):
             finally:
                 self._writing -= 1
             return
-        import fcntl
-
         fd = os.open(self.catalog.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-                raise IndexBusy(f"{self.catalog.root}: index busy: {holder} is changing it; try again when it "
-                                     "has finished") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"layerseek pid {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
+            _hold_lock(fd, self.catalog.root, "changing")
             self._writing = 1
             try:
                 yield

@@ -224,3 +224,53 @@ def test_no_file_of_the_index_stays_open_after_close(copy_paris, tmp_path):
         assert held() == []
     finally:
         gc.enable()
+
+
+def test_two_creators_at_once_lose_nothing(copy_paris, tmp_path):
+    """Issue 27: a second `index` that meets a creation under way gets "index busy" and removes
+    nothing; before, its clean-up deleted the first run's new index. The first creator here is
+    held inside its creation (after the directory and before the manifest)."""
+    photos = copy_paris(tmp_path / "photos", 2)
+    target = tmp_path / "race.lsx"
+    creator = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom layerseek.store import catalog\n"
+                                "real = catalog.Catalog.create.__func__\n"
+                                "def slow(cls, root, manifest):\n    print('creating', flush=True); time.sleep(3)\n"
+                                "    return real(cls, root, manifest)\n"
+                                "catalog.Catalog.create = classmethod(slow)\nfrom layerseek.index import Index\n"
+                                f"Index.create({str(target)!r}, 'gem', backbone='mobilenet_v2', layers=('last',)).close()\n"
+                                "print('made', flush=True)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert creator.stdout.readline().strip() == "creating"
+        r = CliRunner().invoke(app, ["index", str(photos), "--index", str(target), "--method", "gem"])
+        assert r.exit_code == 1 and "index busy" in r.output and "is creating it" in r.output, r.output
+        assert target.is_dir()  # left alone
+        assert creator.stdout.readline().strip() == "made" and creator.wait(30) == 0
+    finally:
+        creator.kill()
+    with Index.open(target) as idx:
+        assert idx.add_folder(photos).added == 2
+    r = CliRunner().invoke(app, ["index", str(photos), "--index", str(target)])
+    assert r.exit_code == 0 and "2 unchanged" in r.output, r.output
+
+
+def test_a_failed_creation_removes_only_what_it_made(tmp_path, monkeypatch):
+    from layerseek.index import claimed_for_creation
+
+    with pytest.raises(RuntimeError):
+        with claimed_for_creation(tmp_path / "new" / "idx"):
+            (tmp_path / "new" / "idx" / "half.npz").write_bytes(b"x")
+            raise RuntimeError("learning failed")
+    assert not (tmp_path / "new" / "idx").exists() and (tmp_path / "new").is_dir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    with pytest.raises(RuntimeError):
+        with claimed_for_creation(tmp_path / "mine"):
+            (tmp_path / "mine" / "half.npz").write_bytes(b"x")
+            raise RuntimeError("learning failed")
+    assert sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]
+    with Index.create(tmp_path / "idx", "gem", **OPTS):
+        pass
+    with pytest.raises(Exception, match="already holds an index"):
+        with claimed_for_creation(tmp_path / "idx"):
+            pass
+    assert Index.open(tmp_path / "idx").catalog.count() == 0
