@@ -13,7 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import LayerseekError
+from .errors import IndexBusy, LayerseekError
+
+#: seconds between tries while another process holds the index (its run may last minutes)
+BUSY_RETRY = 2.0
 
 
 def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Event | None = None,
@@ -21,8 +24,10 @@ def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Even
           poll: bool = False, **add_options) -> None:
     """Index `folder` into `index` now, then again after every burst of changes under it (once no
     event came for `debounce` seconds), until `stop` is set. `on_report` gets each run's
-    IndexReport, `on_error` the message of a run that failed (the watch goes on). `poll`: a
-    polling observer (network shares, where no events come)."""
+    IndexReport, `on_error` the message of a run that failed (the watch goes on). A run that
+    finds the index busy (another `index` or `remove` holds its lock) is tried again every
+    BUSY_RETRY seconds until it gets through, so no change is left behind. `poll`: a polling
+    observer (network shares, where no events come)."""
     from watchdog.events import FileSystemEventHandler
     from watchdog.observers import Observer
     from watchdog.observers.polling import PollingObserver
@@ -45,14 +50,23 @@ def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Even
             last[0] = time.monotonic()
             changed.set()
 
+    busy = [False]  # the last run met another writer: the changes it was for are still to be indexed
+
     def run():
         try:
             report = index.add_folder(folder, **add_options)
             index.update_graph()  # as `index` does: the next search does not pay for it
+        except IndexBusy as e:
+            if on_error and not busy[0]:  # said once per wait, not every BUSY_RETRY seconds
+                on_error(f"{e} (will try again every {BUSY_RETRY:g} s)")
+            busy[0] = True
+            return
         except LayerseekError as e:
+            busy[0] = False
             if on_error:
                 on_error(str(e))
             return
+        busy[0] = False
         if on_report:
             on_report(report)
 
@@ -62,6 +76,10 @@ def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Even
     try:
         run()  # what changed while nobody watched
         while not stop.is_set():
+            if busy[0] and not changed.is_set():  # nothing new, but the last run did not get through
+                if not stop.wait(BUSY_RETRY):
+                    run()
+                continue
             if not changed.wait(0.2):
                 continue
             if time.monotonic() - last[0] < debounce:  # still arriving: wait for the burst to end

@@ -727,3 +727,34 @@ def test_info_remove_check_and_help_start_without_torch(data_dir, tmp_path):
     r = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[-1]) == [[0, False]] * len(runs)
+
+
+def test_watch_retries_when_another_writer_holds_the_index(data_dir, tmp_path, monkeypatch):
+    """Issue 27: a watch that met "index busy" printed it and never tried again, so a new photo
+    stayed out of the index after the other run ended."""
+    import threading
+
+    from layerseek import watch as watch_module
+
+    monkeypatch.setattr(watch_module, "BUSY_RETRY", 0.3)
+    photos = _photos(data_dir, tmp_path / "photos")
+    with Index.create(tmp_path / "idx", "gem", backbone="mobilenet_v2", layers=("last",), max_side=128) as idx:
+        idx.add_folder(photos)
+    other, idx = Index.open(tmp_path / "idx"), Index.open(tmp_path / "idx")
+    errors, reports, stop = [], [], threading.Event()
+    t = threading.Thread(target=watch_module.watch, args=(idx, photos, 0.3, stop, reports.append, errors.append))
+    try:
+        with other.writing():  # another `index` run holds the lock ...
+            t.start()
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / "paris_louvre_000239.jpg", photos / "new.jpg")
+            time.sleep(2.5)  # ... through the watch's first run and the burst after it
+            assert reports == [] and len(errors) == 1 and "index busy" in errors[0] and "try again every" in errors[0]
+        deadline = time.monotonic() + 60  # ... and then lets go
+        while time.monotonic() < deadline and not reports:
+            time.sleep(0.1)
+        assert reports and reports[-1].added == 1 and other.catalog.by_path(str(photos / "new.jpg")) is not None
+        assert len(errors) == 1
+    finally:
+        stop.set()
+        t.join(timeout=30)
+        other.close(), idx.close()
