@@ -32,13 +32,14 @@ def fuzzed_index(tmp_path_factory, data_dir):
 @pytest.fixture
 def api_schema(fuzzed_index):
     """The schema of a new app on the index (an app's shutdown closes its catalog)."""
-    from layerseek.server.app import create_app
+    from layerseek.server.app import allowed_host_names, create_app
 
     # A request can fit the schema and still not be an image (the schema cannot say "JPEG bytes"):
     # such valid-looking uploads may be refused as documented (400, 413, 415).
     config = schemathesis.Config.from_dict({"checks": {"positive_data_acceptance": {
         "expected-statuses": ["2xx", "3xx", 400, 401, 403, 404, 409, 413, 415, 429]}}})
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(fuzzed_index, token=TOKEN), config=config)
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(
+        fuzzed_index, token=TOKEN, allowed_hosts=allowed_host_names(extra=["testserver"])), config=config)  # its Host
 
 
 def _fuzz(schema, mode, examples: int, headers: dict | None = None) -> list[str]:

@@ -80,7 +80,7 @@ def test_the_http_api_answers_every_kind_without_a_server_error(corpus):
     from layerseek.server.app import create_app
 
     root, items, _ = corpus
-    client = TestClient(create_app(root / "idx", token="t"), raise_server_exceptions=False)
+    client = TestClient(create_app(root / "idx", token="t"), raise_server_exceptions=False, base_url="http://localhost")
     auth = {"Authorization": "Bearer t"}
     readable = {k: v for k, v in items.items() if k not in ("fifo", "dangling symlink", "symlink loop",
                                                             "symlink loop b", "folder named jpg", "unreadable")}

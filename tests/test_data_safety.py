@@ -127,6 +127,9 @@ def test_symlinks_are_recorded_and_removable_by_either_path(indexed, tmp_path):
         assert idx.remove([photos / "linked.jpg"]) == [] and idx.catalog.count() == 5  # by the link's
 
 
+TOKEN = {"Authorization": "Bearer tok"}
+
+
 def test_a_swapped_file_is_not_served(indexed, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
     photos = tmp_path / "photos"
@@ -138,23 +141,29 @@ def test_a_swapped_file_is_not_served(indexed, tmp_path, monkeypatch):
         changed = idx.catalog.by_path(str(photos.resolve() / PARIS[2]))
     secret = tmp_path / "secret.txt"
     secret.write_text("root:x:0:0 the server's own secrets")
-    with TestClient(create_app(tmp_path / "idx")) as c:
+    with TestClient(create_app(tmp_path / "idx"), base_url="http://localhost") as c:
         assert c.get(f"/images/{victim.id}").content == (photos / PARIS[1]).read_bytes()
         (photos / PARIS[1]).unlink()
         os.symlink(secret, photos / PARIS[1])
         r = c.get(f"/images/{victim.id}")
-        assert r.status_code == 404 and b"root:" not in r.content and "now points to" in r.json()["detail"]
-        assert c.get(f"/thumbnails/{victim.id}").status_code == 404
+        # anonymous: no server path (it named the link's new target, an oracle for which files exist)
+        assert r.status_code == 404 and b"root:" not in r.content and str(tmp_path) not in r.text
+        assert r.json()["detail"] == (f"image {victim.id} is not served: its file is no longer the one indexed "
+                                      "(details in the server's log)")
+        r = c.get(f"/images/{victim.id}", headers=TOKEN)
+        assert r.status_code == 404 and f"now points to {secret}" in r.json()["detail"]
+        r = c.get(f"/thumbnails/{victim.id}")
+        assert r.status_code == 404 and str(tmp_path) not in r.text
         data = bytearray((photos / PARIS[2]).read_bytes())  # same size and time, other content
         st = os.stat(photos / PARIS[2])
         data[-10] ^= 0xFF
         (photos / PARIS[2]).write_bytes(bytes(data))
         os.utime(photos / PARIS[2], ns=(st.st_atime_ns, st.st_mtime_ns))
-        r = c.get(f"/images/{changed.id}")
+        r = c.get(f"/images/{changed.id}", headers=TOKEN)
         assert r.status_code == 404 and "content" in r.json()["detail"]
         # a link is served only while its target lies inside an indexed folder
         linked = c.app.state.index.catalog.by_path(str(photos.resolve() / "linked.jpg"))
-        r = c.get(f"/images/{linked.id}")
+        r = c.get(f"/images/{linked.id}", headers=TOKEN)
         assert r.status_code == 404 and "outside the indexed folders" in r.json()["detail"]
         inside = c.app.state.index.catalog.by_path(str(photos.resolve() / "inside.jpg"))
         assert c.get(f"/images/{inside.id}").content == (photos / PARIS[3]).read_bytes()
@@ -206,7 +215,7 @@ def _asgi_post(asgi, path: str, total: int, headers: list[tuple[bytes, bytes]], 
              "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
              "server": ("test", 80), "client": ("127.0.0.1", 1234),
              "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary),
-                         (b"transfer-encoding", b"chunked"), *headers]}
+                         (b"transfer-encoding", b"chunked"), (b"host", b"localhost"), *headers]}
     asyncio.run(asgi(scope, receive, send))
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -234,7 +243,7 @@ def _png_header_only(w: int, h: int) -> bytes:
 
 def test_huge_pixel_counts_and_ids_are_refused(indexed, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
-    with TestClient(create_app(_copy_index(indexed, tmp_path))) as c:
+    with TestClient(create_app(_copy_index(indexed, tmp_path)), base_url="http://localhost") as c:
         bomb = _png_header_only(13000, 13000)
         t0 = time.perf_counter()
         r = c.post("/search", files={"file": ("bomb.png", bomb, "image/png")})
@@ -262,7 +271,7 @@ def test_health_answers_while_a_slow_search_runs(indexed, tmp_path):
 
     idx.search = slow_search
     q = {"file": ("q.jpg", (indexed / "photos" / PARIS[0]).read_bytes(), "image/jpeg")}
-    with TestClient(api) as c:
+    with TestClient(api, base_url="http://localhost") as c:
         done = {}
         t = threading.Thread(target=lambda: done.setdefault("r", c.post("/search?top=1", files=q)))
         t.start()

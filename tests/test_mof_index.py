@@ -162,12 +162,12 @@ def test_cli_mof_index_and_search(folders, tmp_path):
 
     from layerseek.server.app import create_app
 
-    with TestClient(create_app(tmp_path / "idx")) as c:
+    with TestClient(create_app(tmp_path / "idx"), base_url="http://localhost") as c:
         assert c.get("/health").json()["method"] == "mof"
         res = c.post("/search?top=3", files={"file": ("q.jpg", (photos / PARIS[1]).read_bytes(), "image/jpeg")}).json()
         assert len(res["results"]) == 3 and res["results"][0]["score"] > 0
         assert c.post("/search?qe=2", files={"file": ("q.jpg", (photos / PARIS[1]).read_bytes(), "image/jpeg")}).status_code == 400
-    with TestClient(create_app(tmp_path / "gem", rerank_with=tmp_path / "idx", shortlist=3)) as c:
+    with TestClient(create_app(tmp_path / "gem", rerank_with=tmp_path / "idx", shortlist=3), base_url="http://localhost") as c:
         assert c.get("/health").json()["shortlist"] == 3
         res = c.post("/search?top=5", files={"file": ("q.jpg", (photos / PARIS[3]).read_bytes(), "image/jpeg")}).json()
         # without the token, paths are shown relative to the indexed folder

@@ -69,7 +69,7 @@ def test_a_name_that_is_not_utf8_round_trips(copy_paris, tmp_path):
 
     with Index.open(tmp_path / "idx") as idx:
         idx.add_files([name])
-    client = TestClient(create_app(tmp_path / "idx"))
+    client = TestClient(create_app(tmp_path / "idx"), base_url="http://localhost")
     with open(raw, "rb") as f:
         resp = client.post("/search?top=1", files={"file": ("q.jpg", f, "image/jpeg")})
     assert resp.status_code == 200 and resp.json()["results"][0]["name"] in ("caf\\xe9-\\xff.jpg", PARIS[0])
@@ -134,7 +134,7 @@ def test_no_traceback_reaches_a_user(copy_paris, tmp_path, monkeypatch):
 
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
         idx.add_folder(copy_paris(tmp_path / "photos", 2))
-    client = TestClient(create_app(tmp_path / "idx"), raise_server_exceptions=False)
+    client = TestClient(create_app(tmp_path / "idx"), raise_server_exceptions=False, base_url="http://localhost")
     env = {**os.environ, "LAYERSEEK_LOG_DIR": str(tmp_path / "logs")}
     planted = ("import sys, layerseek.index as i; from layerseek.cli import run_cli\n"
                "i.Index.info = lambda self: {}['no such key']\nrun_cli(sys.argv[1:])")
@@ -182,7 +182,7 @@ def test_serve_picks_up_what_an_index_run_commits(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos", 2)
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
         idx.add_folder(photos)
-    client = TestClient(create_app(tmp_path / "idx"))
+    client = TestClient(create_app(tmp_path / "idx"), base_url="http://localhost")
 
     def names():
         with open(tmp_path / "photos" / PARIS[0], "rb") as f:

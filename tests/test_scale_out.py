@@ -321,7 +321,7 @@ def test_cli_index_with_store_and_ray(ray_local, photos, tmp_path):
 
     from layerseek.server.app import create_app
 
-    with TestClient(create_app(tmp_path / "i")) as c:  # the web API searches the Milvus store too
+    with TestClient(create_app(tmp_path / "i"), base_url="http://localhost") as c:  # the web API searches the Milvus store too
         q = (photos / "paris_louvre_000004.jpg").read_bytes()
         got = c.post("/search?top=2", files={"file": ("q.jpg", q, "image/jpeg")}).json()
         assert got["results"][0]["path"].endswith("paris_louvre_000004.jpg")

@@ -36,7 +36,7 @@ def _jpeg(path, crop=True) -> bytes:
 @pytest.fixture
 def client(index_dir, monkeypatch):
     monkeypatch.delenv("LAYERSEEK_TOKEN", raising=False)
-    with TestClient(create_app(index_dir / "idx", max_upload=2_000_000)) as c:
+    with TestClient(create_app(index_dir / "idx", max_upload=2_000_000), base_url="http://localhost") as c:
         yield c
 
 
@@ -101,11 +101,11 @@ def test_only_catalogued_files_are_served(client):
 def test_adding_and_removing_need_the_token(index_dir, data_dir, monkeypatch):
     new = (data_dir / "paris6k-subset" / "jpg" / "paris_louvre_000015.jpg").read_bytes()
     monkeypatch.delenv("LAYERSEEK_TOKEN", raising=False)
-    with TestClient(create_app(index_dir / "idx")) as c:
+    with TestClient(create_app(index_dir / "idx"), base_url="http://localhost") as c:
         r = c.post("/images", files={"file": ("louvre.jpg", new, "image/jpeg")})
         assert r.status_code == 403 and "LAYERSEEK_TOKEN" in r.json()["detail"]
     monkeypatch.setenv("LAYERSEEK_TOKEN", "s3cret")
-    with TestClient(create_app(index_dir / "idx")) as c:
+    with TestClient(create_app(index_dir / "idx"), base_url="http://localhost") as c:
         assert c.get("/health").json()["adding"] is True
         r = c.post("/images", files={"file": ("louvre.jpg", new, "image/jpeg")}, headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401
@@ -135,3 +135,93 @@ def test_adding_and_removing_need_the_token(index_dir, data_dir, monkeypatch):
         idx.add_folder(index_dir / "photos")  # a removed file stays out of the folder's runs ...
         idx.add_files([index_dir / "photos" / PARIS[5]])  # ... until it is added back by name
         assert idx.catalog.count() == 6
+
+
+def test_foreign_hosts_are_refused_and_every_response_is_hardened(client):
+    """Issue 27: any web page could read a local server's photos by rebinding a name to 127.0.0.1
+    (the server answered any Host header)."""
+    for host in ("evil.example:8765", "evil.example", "127.0.0.1.evil.example", "localhost.evil.example", ""):
+        r = client.get("/images/1", headers={"Host": host})
+        assert r.status_code == 400 and "unknown host" in r.json()["detail"] and r.headers["connection"] == "close", host
+    for host in ("localhost:8765", "LOCALHOST", "127.0.0.1:80", "[::1]:8000"):
+        assert client.get("/health", headers={"Host": host}).status_code == 200, host
+    for path in ("/", "/health", "/images/1", "/thumbnails/1", "/docs", "/openapi.json", "/images/999"):
+        h = client.get(path).headers
+        assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer", path
+        assert "frame-ancestors 'none'" in h["content-security-policy"] and h["x-frame-options"] == "DENY", path
+    page = client.get("/").headers["content-security-policy"]
+    assert "'unsafe-inline'" not in page and "script-src 'sha256-" in page and "img-src 'self' blob:" in page
+    assert client.get("/images/1").headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert "/" not in client.get("/openapi.json").json()["info"]["description"].split(" (")[0]  # no server path
+
+
+def test_allowed_host_names():
+    from layerseek.server.app import allowed_host_names, host_name
+
+    assert allowed_host_names() == {"localhost", "127.0.0.1", "::1"}
+    assert allowed_host_names("192.168.1.5", ["photos.lan"]) == {"localhost", "127.0.0.1", "::1", "192.168.1.5",
+                                                                 "photos.lan"}
+    assert "*ip" in allowed_host_names("0.0.0.0")  # every interface: any address literal
+    assert [host_name(h) for h in ("a.b:80", "[::1]:8000", "::1", "A.B")] == ["a.b", "::1", "::1", "a.b"]
+
+
+def _serve(index, *args):
+    """`layerseek serve INDEX --port 0 ARGS` in its own process; (process, URL) once it listens."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(index), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "serving" in line, line + proc.stdout.read()
+    return proc, line.split(" at ")[1].split("/ ")[0].rstrip("/")
+
+
+def test_slow_clients_are_dropped_and_health_still_answers(index_dir):
+    """Issue 27: 300 slow-header / slow-body connections were still open after 28 s. Here 400 that
+    never finish their header and 100 that never finish their body are all closed by their
+    deadlines, while /health answers a new client throughout (the cap of 200 closes the oldest
+    waiting ones, not the newcomer). A port in use is said before any "serving at"."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc, url = _serve(index_dir / "idx", "--header-timeout", "1", "--body-timeout", "2", "--max-connections", "200")
+    port = int(url.rsplit(":", 1)[1])
+    socks = []
+    try:
+        for i in range(500):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 5:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")  # the header never ends
+            else:
+                s.sendall(b"POST /search HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n"
+                          b"Content-Type: application/octet-stream\r\n\r\nxx")  # nor does this body
+            socks.append(s)
+        t0 = time.monotonic()
+        body = urllib.request.urlopen(url + "/health", timeout=10).read()
+        assert b'"status":"ok"' in body
+        t_end = time.monotonic() + 8
+        closed = 0
+        for s in socks:
+            s.settimeout(max(0.01, t_end - time.monotonic()))
+            try:
+                while s.recv(4096):  # a 4xx, then the close; or the close alone
+                    pass
+                closed += 1
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:
+                pass
+        assert closed == 500 and time.monotonic() - t0 < 8
+        busy = subprocess.run([sys.executable, "-m", "layerseek.cli", "serve", str(index_dir / "idx"), "--port",
+                               str(port)], capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 1 and "serving" not in busy.stdout
+        assert f"127.0.0.1:{port}: cannot listen there" in busy.stderr and "Traceback" not in busy.stderr
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.wait(20)

@@ -101,7 +101,7 @@ def _results(page) -> list[str]:
 def test_pick_an_image_see_matches_open_one(server, page, tmp_path):
     url, photos, root = server
     page.goto(url + "/")
-    page.wait_for_function("document.getElementById('info').textContent.includes('5 images')", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('info').textContent.includes('5 images')", timeout=30_000)
     page.set_input_files("#file", str(photos / PARIS[2]))
     names = _results(page)
     assert names[0] == PARIS[2] and len(names) == 5
@@ -109,12 +109,12 @@ def test_pick_an_image_see_matches_open_one(server, page, tmp_path):
     scores = [float(s) for s in page.locator("#results .hit .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(1.0, abs=1e-3)
     # every thumbnail really loaded
-    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)",
                            timeout=30_000)
     page.screenshot(path=str(root / "page.png"))
     page.locator("#results .hit").first.click()
     page.wait_for_selector("#viewer.open", timeout=10_000)
-    page.wait_for_function("document.getElementById('full').complete && document.getElementById('full').naturalWidth > 0",
+    page.wait_for_function("() => document.getElementById('full').complete && document.getElementById('full').naturalWidth > 0",
                            timeout=30_000)
     assert PARIS[2] in page.inner_text("#caption")
     page.keyboard.press("Escape")
@@ -165,9 +165,9 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         # the viewer: the query beside the result, the correspondences that verified it drawn between
         page.locator("#same .hit").first.click()
         page.wait_for_selector("#viewer.open", timeout=10_000)
-        page.wait_for_function("['vq', 'full'].every(i => document.getElementById(i).complete && "
+        page.wait_for_function("() => ['vq', 'full'].every(i => document.getElementById(i).complete && "
                                "document.getElementById(i).naturalWidth > 0)", timeout=30_000)
-        page.wait_for_function("document.querySelectorAll('#lines line').length >= 10", timeout=10_000)
+        page.wait_for_function("() => document.querySelectorAll('#lines line').length >= 10", timeout=10_000)
         assert page.locator("#caption").inner_text().startswith("1. ") and page.is_disabled("#prev")
         page.screenshot(path=str(tmp_path / "viewer.png"))
         page.keyboard.press("ArrowRight")  # next: a similar result, with no lines
@@ -183,8 +183,8 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         page.click("#again")
         # the page first fetches the photo, then closes the viewer and starts the search in one step
         # (results cleared): until then the old results and their "matches" status are still shown
-        page.wait_for_function("!document.getElementById('viewer').classList.contains('open')", timeout=60_000)
-        page.wait_for_function("document.getElementById('status').textContent.includes('matches')", timeout=60_000)
+        page.wait_for_function("() => !document.getElementById('viewer').classList.contains('open')", timeout=60_000)
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('matches')", timeout=60_000)
         page.wait_for_selector("#results .hit", timeout=60_000)
         assert _results(page)[0] == Path(name).name and not page.is_visible("#viewer")
         # the drop zone answers the keyboard; a phone-sized screen shows two columns
@@ -197,7 +197,7 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         assert page.evaluate("window.asked") == 0
         page.keyboard.press("Enter")
         page.keyboard.press(" ")
-        page.wait_for_function("window.asked === 2", timeout=10_000)
+        page.wait_for_function("() => window.asked === 2", timeout=10_000)
         page.set_viewport_size({"width": 390, "height": 844})
         cols = page.evaluate("getComputedStyle(document.querySelector('#results .grid')).gridTemplateColumns")
         assert len(cols.split()) == 2, cols

@@ -19,7 +19,13 @@ What the server will do for a client is bounded:
   `max_queue` waiting (503 + Retry-After beyond): /health, files and thumbnails answer meanwhile;
 - only files still as they were indexed are served: the real path recorded at index time, under an
   indexed root, same size, mtime and content hash (else 404, and the entry is flagged);
-- without the token, results show paths relative to their indexed folder, not the server's own.
+- without the token, results show paths relative to their indexed folder, not the server's own,
+  and no error names a path on the server (the detail goes to the server's log);
+- only the hosts it serves are answered: a request whose `Host` header names another (a DNS
+  rebinding page) gets 400 (`allowed_hosts`);
+- every response carries `X-Content-Type-Options: nosniff`, a Content-Security-Policy with
+  `frame-ancestors 'none'` (the page's own inline script and style by hash, nothing else) and
+  `Referrer-Policy: no-referrer`; the connection deadlines are in `server.connections`.
 """
 from __future__ import annotations
 
@@ -120,6 +126,94 @@ class RequestGuard:
                 scope, receive, send)
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def allowed_host_names(host: str = "127.0.0.1", extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The names a `Host` header may give for a server listening on `host`: the loopback names,
+    `host` itself and `extra` (`--allow-host`). Listening on every interface (0.0.0.0 or ::) also
+    admits the machine's own name and any IP address literal: a page can only rebind a *name*
+    to this machine, never make a browser send another site's origin with an address literal."""
+    names = {*LOCAL_HOSTS, host.strip("[]").lower(), *(h.strip("[]").lower() for h in extra)}
+    if host in WILDCARD_HOSTS:
+        import socket
+
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower(), "*ip"}
+    return names - {""}
+
+
+def host_name(header: str) -> str:
+    """The host part of a `Host` header value (port and IPv6 brackets off), lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class HostAndHeaders:
+    """Pure ASGI middleware: answers 400 to a request whose Host header is not one of `allowed`
+    (see `allowed_host_names`), and adds the defensive headers to every response: `csp(path)`
+    gives the Content-Security-Policy of each path."""
+
+    def __init__(self, app, allowed: set[str], csp):
+        self.app, self.allowed, self.csp = app, allowed, csp
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = ""
+        for k, v in scope.get("headers", []):
+            if k == b"host":
+                host = host_name(v.decode("latin-1"))
+        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                 (b"x-frame-options", b"DENY"), (b"content-security-policy", self.csp(scope["path"]).encode())]
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        if host not in self.allowed and not ("*ip" in self.allowed and _is_ip(host)):
+            response = JSONResponse({"detail": "unknown host in the request's Host header (this server answers "
+                                               "only the names it was started for; see --allow-host)"}, 400,
+                                    headers={"Connection": "close"})
+            return await response(scope, receive, with_headers)
+        await self.app(scope, receive, with_headers)
+
+
+def page_csp(html: str) -> str:
+    """The page's Content-Security-Policy: its own inline script and style (by their hashes), its
+    images from this server or the dropped file (blob:), fetches to this server, no frames."""
+    import base64
+
+    def hashes(tag: str) -> str:
+        found = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(t.encode()).digest()).decode()}'" for t in found)
+
+    return (f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; img-src 'self' blob:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+#: the API docs (FastAPI's Swagger UI and ReDoc pages load their scripts from a CDN)
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' "
+            "'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; font-src https://fonts.gstatic.com; "
+            "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; worker-src blob:; "
+            "frame-ancestors 'none'")
+#: everything else: JSON and images, which nothing may run or frame
+DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
 def _find_refused(e: BaseException | None) -> Refused | None:
     seen = set()
     while e is not None and id(e) not in seen:
@@ -131,6 +225,14 @@ def _find_refused(e: BaseException | None) -> Refused | None:
             return found[0] if found else None
         e = e.__cause__ or e.__context__
     return None
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s:;,'\"()]+")
+
+
+def without_server_paths(text: str) -> str:
+    """`text` with each absolute path cut to its last component, for a client without the token."""
+    return _ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name or "/", text)
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -185,11 +287,12 @@ def documented(*codes: int) -> dict:
 
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
                threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100,
-               max_queue: int = DEFAULT_MAX_QUEUE) -> FastAPI:
+               max_queue: int = DEFAULT_MAX_QUEUE, allowed_hosts: set[str] | None = None) -> FastAPI:
     """The app for one index. `token` defaults to $LAYERSEEK_TOKEN (None: adding and removing are
     off). `rerank_with`: a mof index of the same photos that re-scores this (global) index's
     `shortlist` best of every search (two stages). `max_queue`: searches and additions that may
-    wait for the worker before the server answers 503."""
+    wait for the worker before the server answers 503. `allowed_hosts`: the names a request's
+    Host header may give (default: the loopback names; see `allowed_host_names`)."""
     idx = Index.open(index_path, threads)
     local = Index.open(rerank_with, threads) if rerank_with else None
     if local is not None and (idx.kind, local.kind) != ("global", "local"):
@@ -215,7 +318,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             local.close()
 
     app = FastAPI(title="layerseek", version=idx.catalog.manifest["versions"]["layerseek"], lifespan=lifespan,
-                  description=f"Search {idx.catalog.root} ({params['method']} on {params['backbone']}) by example image.")
+                  description=f"Search the index {idx.catalog.root.name} ({params['method']} on {params['backbone']}) by example image.")
     app.state.index = idx
 
     @app.exception_handler(Exception)
@@ -240,6 +343,10 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             raise Refused(401, "missing or wrong token (send 'Authorization: Bearer <token>')")
 
     app.add_middleware(RequestGuard, limit=max_upload + _MULTIPART_SLACK, check_write=check_write)
+    page_html = resources.files("layerseek.server").joinpath("static/index.html").read_text()
+    csp_of_page = page_csp(page_html)
+    app.add_middleware(HostAndHeaders, allowed=allowed_hosts if allowed_hosts is not None else allowed_host_names(),
+                       csp=lambda path: csp_of_page if path == "/" else DOCS_CSP if path in ("/docs", "/redoc") else DATA_CSP)
 
     async def run_job(fn, *args):
         """Run fn(*args) on the index worker, off the event loop; 503 when too many wait."""
@@ -292,7 +399,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             out["matches"] = h.matches
         return out
 
-    def served_entry(image_id: int, read: bool) -> tuple[Entry, bytes | None]:
+    def not_served(image_id: int, why: str, full: bool) -> HTTPException:
+        """404 for an image whose file cannot be served: the reason (which may name where a link
+        now points) for the token holder; for anyone else a generic line, the reason logged."""
+        if full:
+            return HTTPException(404, f"image {image_id} is not served: {why}")
+        print(f"layerseek serve: image {image_id} not served: {shown(why)}", file=sys.stderr, flush=True)
+        return HTTPException(404, f"image {image_id} is not served: its file is no longer the one indexed "
+                                  "(details in the server's log)")
+
+    def served_entry(image_id: int, read: bool, full: bool = False) -> tuple[Entry, bytes | None]:
         """The catalog entry and (with `read`) the verified bytes of an image, or 404."""
         with read_lock:
             e = reader.by_id(image_id)
@@ -304,11 +420,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         except LookupError as why:
             with read_lock, contextlib.suppress(sqlite3.Error):  # a read-only index stays unflagged
                 reader.flag(e.id, str(why))
-            raise HTTPException(404, f"image {image_id} is not served: the file {why}") from None
+            raise not_served(image_id, f"the file {why}", full) from None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        return resources.files("layerseek.server").joinpath("static/index.html").read_text()
+        return page_html
 
     @app.get("/health")
     def health() -> dict:
@@ -317,7 +433,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         return {"status": "ok", "images": n, "method": params["method"], "backbone": params["backbone"],
                 "layers": params["layers"], "adding": token is not None, "max_upload": max_upload,
                 "queue": queue["pending"], "max_queue": max_queue, "verify": idx.verify_settings,
-                "rerank_with": str(local.catalog.root) if local else None, "shortlist": shortlist if local else None}
+                "rerank_with": local.catalog.root.name if local else None, "shortlist": shortlist if local else None}
 
     def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False):
         if local is not None:
@@ -339,7 +455,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
-            raise HTTPException(400, str(e)) from None
+            raise HTTPException(400, without_server_paths(str(e)) if not token_ok(authorization) else str(e)) from None
         full = token_ok(authorization)
         return {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
                 "results": [hit_json(i, h, full) for i, h in enumerate(hits, 1)]}
@@ -347,27 +463,29 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     @app.get("/images/{image_id}", response_class=Response,
              responses={200: {"description": "the indexed file as it is on disk",
                               "content": {"image/*": {}, "application/octet-stream": {}}}, **documented(404)})
-    def image(image_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
-        e, data = served_entry(image_id, read=True)
+    def image(image_id: int = PathParam(ge=1, le=MAX_ID), authorization: str | None = Header(None)) -> Response:
+        e, data = served_entry(image_id, read=True, full=token_ok(authorization))
         media = mimetypes.guess_type(e.path)[0] or "application/octet-stream"
         return Response(data, media_type=media)
 
     @app.get("/thumbnails/{image_id}", response_class=Response,
              responses={200: {"description": "a JPEG of the image, its longer side `size` px",
                               "content": {"image/jpeg": {}}}, **documented(404)})
-    def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID), size: int = Query(256, ge=64, le=1024)) -> Response:
+    def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID), size: int = Query(256, ge=64, le=1024),
+                  authorization: str | None = Header(None)) -> Response:
+        full = token_ok(authorization)
         with read_lock:
             known = reader.by_id(image_id)
         cached = thumbs / f"{known.sha256[:24]}-{size}.jpg" if known else None
         have = cached is not None and cached.is_file()
         # a cached thumbnail shows the indexed content; served only while the file is as indexed
-        e, data = served_entry(image_id, read=not have)
+        e, data = served_entry(image_id, read=not have, full=full)
         if have:
             return FileResponse(cached, media_type="image/jpeg")
         try:
             arr = load_image(e.path, max_side=size, data=data)
         except ImageError as err:
-            raise HTTPException(404, str(err)) from None
+            raise not_served(image_id, str(err), full) from None
         from PIL import Image
 
         buf = io.BytesIO()
