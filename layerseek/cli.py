@@ -977,13 +977,21 @@ def run_cli(argv: list[str]) -> None:
     the reason; anything unexpected names the command and the exception, and writes its traceback
     to a log file whose path the line gives (exit status EXIT_UNEXPECTED). Usage errors and exit
     codes are click's (SystemExit passes through)."""
-    from .errors import escape_output, log_unexpected
+    import sqlite3
+
+    from .errors import escape_output, log_unexpected, storage_error_line
 
     escape_output()  # a file name that is not UTF-8 is printed with \xNN, never a crash
     try:
         app(args=bare_flag_values(argv), prog_name="layerseek")
     except OSError as e:  # a file or folder the OS refused
-        err_console.print(f"[red]error:[/red] {os_error_line(e)}", highlight=False, soft_wrap=True)
+        line = storage_error_line(e, e.filename) if e.filename is not None else os_error_line(e)
+        err_console.print(f"[red]error:[/red] {escape(shown(line))}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_UNEXPECTED)
+    except sqlite3.Error as e:  # the catalog: disk full, read-only, locked, damaged
+        where = next((a for a in argv if not a.startswith("-") and Path(a, "catalog.sqlite").is_file()), "the index")
+        err_console.print(f"[red]error:[/red] {escape(shown(storage_error_line(e, Path(where, 'catalog.sqlite'))))}",
+                          highlight=False, soft_wrap=True)
         sys.exit(EXIT_UNEXPECTED)
     except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a log
         line = log_unexpected(e, "layerseek " + " ".join(argv[:2]))

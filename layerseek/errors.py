@@ -66,6 +66,38 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
 
 
+#: what SQLite's messages (and the OS's errors under it) mean for a user, and what to do
+_SQLITE_CAUSES = (
+    (("database or disk is full", "no space left"), "disk full: free some space and run the command again "
+                                                     "(what was indexed before is kept)"),
+    (("readonly database", "read-only", "readonly"), "read-only: the index is on a read-only drive or folder; "
+                                                     "searching works, changing it needs write access"),
+    (("database is locked", "database table is locked"), "locked by another process; try again when it has finished"),
+    (("disk i/o error",), "disk I/O error: the drive may be full, failing or gone; check it, then "
+                          "`layerseek check` (changes nothing)"),
+    (("file is not a database", "malformed", "not a database"), "damaged or not a layerseek catalog; "
+                                                                 "`layerseek check` says what can be repaired"),
+    (("unable to open database",), "cannot be opened (missing, or no permission)"),
+)
+
+
+def storage_error_line(e: BaseException, file: str | Path) -> str:
+    """One line for an error of SQLite or of the OS under it, naming `file` and the cause: disk
+    full, read-only, locked, I/O error, damaged, not openable; else the message as it is."""
+    import errno
+
+    text = str(e).lower()
+    code = getattr(e, "errno", None)
+    if code == errno.ENOSPC:
+        text = "database or disk is full"
+    elif code == errno.EROFS:
+        text = "readonly"
+    for needles, line in _SQLITE_CAUSES:
+        if any(n in text for n in needles):
+            return f"{file}: {line}"
+    return f"{file}: {getattr(e, 'strerror', None) or e}"
+
+
 def _escape_undecodable(err: UnicodeError) -> tuple[str, int]:
     """Codec error handler "layerseek.escape": undecodable name bytes written as \\xNN."""
     if not isinstance(err, UnicodeEncodeError):

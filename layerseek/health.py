@@ -77,7 +77,7 @@ def check(path: str | Path) -> list[Finding]:
     try:
         if bad:
             problem(cat_file, "SQLite integrity_check: " + "; ".join(bad[:3]))
-        if not version or int(version[0]) != SCHEMA_VERSION:
+        if not version or str(version[0]) != str(SCHEMA_VERSION):
             problem(cat_file, f"schema version {version[0] if version else None}, this layerseek reads "
                               f"{SCHEMA_VERSION}; re-create the index")
             return out

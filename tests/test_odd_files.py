@@ -274,3 +274,55 @@ def test_a_failed_creation_removes_only_what_it_made(tmp_path, monkeypatch):
         with claimed_for_creation(tmp_path / "idx"):
             pass
     assert Index.open(tmp_path / "idx").catalog.count() == 0
+
+
+def test_a_full_disk_is_said_as_such_and_loses_nothing(copy_paris, tmp_path):
+    """Issue 27: disk full during `index` said "cannot rollback - no transaction is active" (an
+    unconditional ROLLBACK masked SQLite's "database or disk is full"). SQLite's own full-disk
+    condition is made with a page cap on the catalog (PRAGMA max_page_count)."""
+    import sqlite3
+
+    photos = copy_paris(tmp_path / "photos", 2)
+    with Index.create(tmp_path / "idx", "gem", verify=True, **OPTS) as idx:
+        assert idx.add_folder(photos).added == 2
+    pages = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite").execute("PRAGMA page_count").fetchone()[0]
+    copy_paris(photos)  # 4 more photos, each with its SIFT features (~100 KB): more than the cap allows
+    planted = ("import sys\nfrom layerseek.store import catalog\nreal = catalog.Catalog._connect\n"
+               f"def capped(path):\n    c = real(path)\n    c.execute('PRAGMA max_page_count = {pages + 8}')\n"
+               "    return c\ncatalog.Catalog._connect = staticmethod(capped)\n"
+               "from layerseek.cli import run_cli\nrun_cli(sys.argv[1:])")
+    env = {**os.environ, "LAYERSEEK_LOG_DIR": str(tmp_path / "logs")}
+    r = subprocess.run([sys.executable, "-c", planted, "index", str(photos), "--index", str(tmp_path / "idx"),
+                        "--batch", "1"], capture_output=True, text=True, env=env, timeout=300)
+    err = " ".join(r.stderr.split())
+    assert r.returncode != 0 and f"{tmp_path / 'idx' / 'catalog.sqlite'}: disk full: free some space" in err, r.stderr
+    assert "rollback" not in err and "unexpected" not in err and "Traceback" not in err
+    with Index.open(tmp_path / "idx") as idx:  # what was indexed before is all there
+        assert idx.catalog.count() >= 2 and len(idx.search(str(photos / PARIS[0]), top=2)) == 2
+    r = CliRunner().invoke(app, ["check", str(tmp_path / "idx")])
+    assert r.exit_code == 0, r.output
+
+
+def test_storage_errors_are_named(tmp_path):
+    import errno
+    import sqlite3
+
+    from layerseek.errors import storage_error_line
+
+    f = tmp_path / "catalog.sqlite"
+    assert storage_error_line(sqlite3.OperationalError("database or disk is full"), f).startswith(f"{f}: disk full")
+    assert "read-only drive" in storage_error_line(sqlite3.OperationalError("attempt to write a readonly database"), f)
+    assert "locked by another process" in storage_error_line(sqlite3.OperationalError("database is locked"), f)
+    assert "disk I/O error: the drive" in storage_error_line(sqlite3.OperationalError("disk I/O error"), f)
+    assert "damaged or not a layerseek catalog" in storage_error_line(sqlite3.DatabaseError("file is not a database"), f)
+    assert "disk full" in storage_error_line(OSError(errno.ENOSPC, "No space left on device"), f)
+    (tmp_path / "idx").mkdir()
+    with Index.create(tmp_path / "idx2", "gem", **OPTS):
+        pass
+    con = sqlite3.connect(tmp_path / "idx2" / "catalog.sqlite")
+    con.execute("UPDATE meta SET value='abc' WHERE key='schema_version'")
+    con.commit(), con.close()
+    for cmd in ("info", "search", "check"):
+        args = [cmd, str(tmp_path / "idx2")] + ([str(tmp_path / "q.jpg")] if cmd == "search" else [])
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1 and "ValueError" not in r.output and "schema version" in r.output, (cmd, r.output)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayerseekError, shown
+from ..errors import LayerseekError, shown, storage_error_line
 from .manifest import canonical, file_hashes, first_difference, made_with, validate
 
 SCHEMA_VERSION = 1
@@ -184,10 +184,10 @@ class Catalog:
         try:
             conn = cls._connect(root / CATALOG)
         except sqlite3.DatabaseError as e:
-            raise LayerseekError(f"{root / CATALOG}: not a layerseek catalog ({e})") from None
+            raise LayerseekError(storage_error_line(e, root / CATALOG)) from None
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else -1
+            version = int(row[0]) if row and str(row[0]).isdigit() else -1
             said = manifest.get("schema_version") if isinstance(manifest, dict) else None
             if version != SCHEMA_VERSION or said != SCHEMA_VERSION:
                 found = version if version != SCHEMA_VERSION else said
@@ -208,7 +208,7 @@ class Catalog:
             cls._migrate(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise LayerseekError(f"{root / CATALOG}: not a layerseek catalog ({e})") from None
+            raise LayerseekError(storage_error_line(e, root / CATALOG)) from None
         except LayerseekError:
             conn.close()
             raise
@@ -418,7 +418,8 @@ class Catalog:
             c.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # a full disk may have ended it already: its error is the one to see
+                c.execute("ROLLBACK")
             raise
 
     def roots(self) -> list[str]:
@@ -511,7 +512,8 @@ class Catalog:
                 self._bump()
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # a full disk may have ended it already: its error is the one to see
+                c.execute("ROLLBACK")
             raise
 
     def failure_record(self, path: str) -> tuple[int, int, str] | None:
