@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import LayerseekError, shown
+from .query import SEARCH_LIMITS
 
 app = typer.Typer(
     help="Find the images that show the same object or place, with multi-layer CNN retrieval.",
@@ -538,8 +539,10 @@ def search(
     index_path: Annotated[Path, typer.Argument(help="the index directory")],
     images: Annotated[list[Path], typer.Argument(help="the example image; several, or folders of them, for a "
                                                       "batch (the network is loaded once)")],
-    top: Annotated[int, typer.Option(help="how many results")] = 10,
-    qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
+    top: Annotated[int, typer.Option(help="how many results", min=SEARCH_LIMITS["top"][0],
+                                     max=SEARCH_LIMITS["top"][1])] = 10,
+    qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)", min=SEARCH_LIMITS["qe"][0],
+                                    max=SEARCH_LIMITS["qe"][1])] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table (a batch: one JSON "
                                                           "object per line and query)")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="print CSV: query, rank, score, inliers, verified, path")] = False,
@@ -552,9 +555,11 @@ def search(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
     rerank_with: Annotated[Optional[Path], typer.Option(help="two stages: a mof index of the same photos re-scores "
                                                               "this index's shortlist")] = None,
-    shortlist: Annotated[int, typer.Option(help="two stages: how many of the first stage's best are re-scored")] = 100,
+    shortlist: Annotated[int, typer.Option(help="two stages: how many of the first stage's best are re-scored",
+                                           min=SEARCH_LIMITS["shortlist"][0], max=SEARCH_LIMITS["shortlist"][1])] = 100,
     verify: Annotated[Optional[int], typer.Option(help="re-order the first N by geometric verification (default 100 "
-                                                       "on an index made with --verify; 0: off)")] = None,
+                                                       "on an index made with --verify; 0: off)",
+                                                  min=SEARCH_LIMITS["verify"][0], max=SEARCH_LIMITS["verify"][1])] = None,
     diffusion: Annotated[Optional[bool], typer.Option("--diffusion/--no-diffusion",
                                                       help="order what follows the verified results by a diffusion "
                                                            "from them over the index's neighbour graph (default: the "
@@ -575,7 +580,7 @@ def search(
     queries = query_images(images)
     batch = len(queries) != 1 or images[0].is_dir()
     if not queries:
-        fail(f"no image in {', '.join(shown(p) for p in images)}")
+        fail(f"no image in {', '.join(shown(str(p)) for p in images)}")
     failed: list[tuple[Path, str]] = []
     writer = _csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
     header = None  # printed before the first results
@@ -820,7 +825,8 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                          else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
                       + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
                          if v.get("diffusion") else "")
-                      + f"; {data['feature_bytes_per_image']} bytes of features per image", highlight=False, soft_wrap=True)
+                      + (f"; {data['feature_bytes_per_image']} bytes of features per image"
+                         if data["feature_bytes_per_image"] is not None else "; no features stored yet"), highlight=False, soft_wrap=True)
     else:
         console.print("verification: off (this index stores no local features)", highlight=False, soft_wrap=True)
     if data["roots"]:

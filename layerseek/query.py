@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: How many of the first stage's best a search verifies by default, on an index that stores
 #: local features (what docs/RESULTS.md measured; a query then takes about 1 s more on 2 cores).
 DEFAULT_VERIFY = 100
+#: the range of each search option, the same for the command line and the HTTP API
+SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlist": (1, 100000)}
 
 
 @dataclass

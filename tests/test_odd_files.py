@@ -326,3 +326,24 @@ def test_storage_errors_are_named(tmp_path):
         args = [cmd, str(tmp_path / "idx2")] + ([str(tmp_path / "q.jpg")] if cmd == "search" else [])
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 1 and "ValueError" not in r.output and "schema version" in r.output, (cmd, r.output)
+
+
+def test_search_options_out_of_range_and_swapped_arguments(copy_paris, tmp_path):
+    """Issue 27: `--top -1` gave 7 results, `--top 0` none, `--qe -3` was taken (exit 0; the server
+    refused them with 422); a folder with no images, or the index and photo swapped, ended in an
+    AttributeError."""
+    photos = copy_paris(tmp_path / "photos", 2)
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+    run = CliRunner().invoke
+    for args in (["--top", "-1"], ["--top", "0"], ["--top", "1001"], ["--qe", "-3"], ["--verify", "-1"]):
+        r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[0]), *args])
+        out = " ".join(r.output.replace("│", " ").split())
+        assert r.exit_code == 2 and ("or equal to" in out or "range" in out), (args, r.output)
+    (tmp_path / "empty").mkdir()
+    r = run(app, ["search", str(tmp_path / "idx"), str(tmp_path / "empty")])
+    assert r.exit_code == 1 and f"no image in {tmp_path / 'empty'}" in r.output, r.output
+    r = run(app, ["search", str(photos / PARIS[0]), str(tmp_path / "idx")])  # swapped
+    assert r.exit_code == 1 and "AttributeError" not in r.output and "no image in" in r.output, r.output
+    r = run(app, ["info", str(tmp_path / "idx")])
+    assert "None" not in r.output, r.output

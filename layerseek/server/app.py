@@ -56,6 +56,7 @@ from pydantic import BaseModel
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..images import IMAGE_SUFFIXES, load_image
 from ..index import Index
+from ..query import SEARCH_LIMITS
 from ..store.catalog import Catalog, Entry, is_under
 
 TOKEN_ENV = "LAYERSEEK_TOKEN"
@@ -442,8 +443,9 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
-                     top: int = Query(12, ge=1, le=1000), qe: int = Query(0, ge=0, le=50),
-                     verify: int | None = Query(None, ge=0, le=1000, description="verify the first N geometrically "
+                     top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
+                     qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
+                     verify: int | None = Query(None, ge=SEARCH_LIMITS["verify"][0], le=SEARCH_LIMITS["verify"][1], description="verify the first N geometrically "
                                                 "(default 100 on an index that stores local features; 0: off)"),
                      matches: bool = Query(False, description="each verified result also lists the correspondences "
                                            "that verified it: [query x, y, result x, y] as shares of each image's size"),
