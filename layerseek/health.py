@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LayerseekError
-from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, write_atomic
+from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, read_only_place, write_atomic
 from .store.manifest import file_hashes, first_difference, made_with, validate
 
 PROBLEM, NOTE = "problem", "note"
@@ -43,6 +43,8 @@ def _examples(paths: list[str], n: int = 3) -> str:
 
 
 def _open_readonly(root: Path) -> sqlite3.Connection:
+    if read_only_place(root):  # a read-only drive: WAL needs a -shm file it cannot make there
+        return Catalog._connect_read_only(root / CATALOG)
     return sqlite3.connect(f"file:{root / CATALOG}?mode=ro", uri=True, timeout=30)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import IndexBusy, LayerseekError
+from .errors import IndexBusy, LayerseekError, storage_error_line
 from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE, Ingest, IndexReport, absolute  # noqa: F401 (re-exported)
 from .progress import versions
 from .query import Hit, Query  # noqa: F401 (re-exported)
@@ -298,7 +298,10 @@ class Index(Ingest, Query):
             finally:
                 self._writing -= 1
             return
-        fd = os.open(self.catalog.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.catalog.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only drive, a folder this user may not write
+            raise LayerseekError(storage_error_line(e, self.catalog.root)) from None
         try:
             _hold_lock(fd, self.catalog.root, "changing")
             self._writing = 1

@@ -261,13 +261,14 @@ class Query:
             changed = [i for i in held if i in now and now[i] != held[i]]
             graph = (graph or KnnGraph(k)).update(ids, mat, changed)
             shas = [now[int(i)] for i in ids]
-            cache.mkdir(exist_ok=True)
-            tmp = cache / f"graph-{gen}.npz.{os.getpid()}.tmp"
-            graph.save(tmp, shas=np.array(shas, dtype="U64"))
-            os.replace(tmp, cache / f"graph-{gen}.npz")
-            for old in cache.glob("graph-*.npz"):
-                if old.name != f"graph-{gen}.npz":
-                    old.unlink(missing_ok=True)
+            if not self.catalog.read_only:  # a read-only index: the graph is kept in memory only
+                cache.mkdir(exist_ok=True)
+                tmp = cache / f"graph-{gen}.npz.{os.getpid()}.tmp"
+                graph.save(tmp, shas=np.array(shas, dtype="U64"))
+                os.replace(tmp, cache / f"graph-{gen}.npz")
+                for old in cache.glob("graph-*.npz"):
+                    if old.name != f"graph-{gen}.npz":
+                        old.unlink(missing_ok=True)
             S = graph.affinity(gamma)
             self._graph = (gen, graph, S, dict(zip((int(i) for i in ids), shas)))
             return graph, S
@@ -322,7 +323,7 @@ class Query:
         for i, sha, payload in self.catalog.payloads(todo):
             engine.add(i, unpack(payload))
             held[i] = sha
-        if todo or not (cache / f"mof-{gen}").is_dir():
+        if (todo or not (cache / f"mof-{gen}").is_dir()) and not self.catalog.read_only:
             self._save_engine(engine, held, gen)
         self._engine = (gen, engine, held)
         return engine

@@ -347,3 +347,45 @@ def test_search_options_out_of_range_and_swapped_arguments(copy_paris, tmp_path)
     assert r.exit_code == 1 and "AttributeError" not in r.output and "no image in" in r.output, r.output
     r = run(app, ["info", str(tmp_path / "idx")])
     assert "None" not in r.output, r.output
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A folder and a read-only bind mount of it (root may bind-mount; chmod does not stop root)."""
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir(), ro.mkdir()
+    made = subprocess.run(["mount", "--bind", str(src), str(ro)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {made.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True, capture_output=True)
+        yield src, ro
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+def test_a_read_only_index_is_searched_and_checked_sound(copy_paris, tmp_path, read_only_mount):
+    """Issue 27: on a read-only drive (a WAL catalog without its -shm file) search failed and
+    `check` said "re-create the index" for a sound one."""
+    src, ro = read_only_mount
+    photos = copy_paris(tmp_path / "photos", 3)
+    with Index.create(src / "idx", "gem", verify=True, **OPTS) as idx:
+        idx.add_folder(photos)
+    for f in ("catalog.sqlite-shm", "catalog.sqlite-wal"):
+        assert not (src / "idx" / f).exists()  # closed cleanly: as it would be copied to a drive
+    run = CliRunner().invoke
+    r = run(app, ["search", str(ro / "idx"), str(photos / PARIS[1]), "--paths-only", "--top", "1"])
+    assert r.exit_code == 0 and r.output.strip() == str(photos / PARIS[1]), r.output
+    r = run(app, ["check", str(ro / "idx")])
+    assert r.exit_code == 0 and "sound" in r.output, r.output
+    r = run(app, ["index", str(photos), "--index", str(ro / "idx")])
+    assert r.exit_code == 1 and f"{ro / 'idx'}: read-only: the index is on a read-only drive" in " ".join(r.output.split())
+    from fastapi.testclient import TestClient
+
+    from layerseek.server.app import create_app
+
+    with TestClient(create_app(ro / "idx"), base_url="http://localhost") as c:
+        assert c.get("/thumbnails/1").status_code == 200  # made, served, not kept
+        q = {"file": ("q.jpg", (photos / PARIS[2]).read_bytes(), "image/jpeg")}
+        assert c.post("/search?top=1", files=q).json()["results"][0]["name"] == PARIS[2]
+    assert sorted(os.listdir(src / "idx")) == sorted(os.listdir(ro / "idx"))

@@ -492,6 +492,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, "JPEG", quality=85)
+        if idx.catalog.read_only:  # served, not kept
+            return Response(buf.getvalue(), media_type="image/jpeg")
         thumbs.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + f".{threading.get_ident()}.tmp")
         tmp.write_bytes(buf.getvalue())

@@ -119,6 +119,15 @@ def is_under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def read_only_place(folder: Path) -> bool:
+    """Whether nothing may be written in `folder`: a read-only file system (a read-only drive or
+    bind mount), or a folder this user may not write."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     with open(tmp, "w") as f:
@@ -141,10 +150,37 @@ class Catalog:
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         # explicit transactions; callers serialise use of one connection (the server across threads)
+        if read_only_place(path.parent):
+            return Catalog._connect_read_only(path)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+    @staticmethod
+    def _connect_read_only(path: Path) -> sqlite3.Connection:
+        """A catalog on a read-only drive or folder, opened to be read. A WAL database there has no
+        -shm file and cannot make one, so SQLite cannot open it read-only as it is; it is opened as
+        immutable then (nothing can change it where nothing may be written)."""
+        from urllib.parse import quote
+
+        uri = "file:" + quote(os.fsdecode(os.path.abspath(path)))
+        for extra in ("", "&immutable=1"):
+            conn = sqlite3.connect(f"{uri}?mode=ro{extra}", uri=True, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.OperationalError:
+                conn.close()
+                if extra:
+                    raise
+        raise AssertionError("unreachable")
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this index lies where nothing may be written (a read-only drive or folder)."""
+        return read_only_place(self.root)
 
     @classmethod
     def exists(cls, root: str | Path) -> bool:

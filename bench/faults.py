@@ -1,0 +1,114 @@
+"""Faults survived (issue 27): concurrency scenarios run N times each with the real command line,
+counting indexes lost or damaged and the messages seen. Results go in docs/BENCHMARKS.md.
+
+    .venv/bin/python bench/faults.py --tries 20 --photos ../shared/data/paris6k-subset/jpg --n 8
+
+Scenarios:
+- creators: two `layerseek index FOLDER --index NEW` started `offset` seconds apart (offsets spread
+  over 0-6 s): the index must exist afterwards, hold all N photos after one more run, and `check`
+  must find it sound;
+- slow: 500 connections that never finish their header or body against `layerseek serve
+  --header-timeout 2 --body-timeout 2`: seconds until all are closed, and /health's latency
+  (p50 / max over a request every 50 ms) meanwhile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+LS = [sys.executable, "-m", "layerseek.cli"]
+
+
+def creators(photos: Path, tries: int, work: Path) -> dict:
+    lost = damaged = 0
+    messages: Counter = Counter()
+    for t in range(tries):
+        target = work / f"race{t}.lsx"
+        offset = 6.0 * t / max(1, tries - 1)
+        a = subprocess.Popen([*LS, "index", str(photos), "--index", str(target)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(offset)
+        b = subprocess.run([*LS, "index", str(photos), "--index", str(target)], capture_output=True, text=True)
+        out_a, err_a = a.communicate()
+        for rc, out, err in ((a.returncode, out_a, err_a), (b.returncode, b.stdout, b.stderr)):
+            line = " ".join((err.strip().splitlines() or out.strip().splitlines() or [""])[-1].split())
+            messages[f"exit {rc}: " + (line.split(": ", 1)[1] if ": " in line else line)[:90]] += 1
+        if not (target / "manifest.json").is_file():
+            lost += 1
+            continue
+        again = subprocess.run([*LS, "index", str(photos), "--index", str(target)], capture_output=True, text=True)
+        check = subprocess.run([*LS, "check", str(target)], capture_output=True, text=True)
+        info = json.loads(subprocess.run([*LS, "info", str(target), "--json"], capture_output=True, text=True).stdout)
+        if again.returncode != 0 or check.returncode != 0 or info["images"] != len(list(photos.iterdir())):
+            damaged += 1
+        shutil.rmtree(target, ignore_errors=True)
+    return {"tries": tries, "lost": lost, "damaged": damaged, "messages": dict(messages)}
+
+
+def slow(index: Path, n: int = 500) -> dict:
+    proc = subprocess.Popen([*LS, "serve", str(index), "--port", "0", "--header-timeout", "2", "--body-timeout", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = proc.stdout.readline().split(" at ")[1].split("/ ")[0].rstrip("/")
+    port = int(url.rsplit(":", 1)[1])
+    socks = []
+    try:
+        t0 = time.monotonic()
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: " if i % 2 else
+                      b"POST /search HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999\r\n\r\nxx")
+            s.setblocking(False)
+            socks.append(s)
+        latencies, open_ = [], set(range(n))
+        while open_ and time.monotonic() - t0 < 30:
+            t = time.perf_counter()
+            urllib.request.urlopen(url + "/health", timeout=10).read()
+            latencies.append(1000 * (time.perf_counter() - t))
+            for i in list(open_):
+                try:
+                    if socks[i].recv(4096) == b"":
+                        open_.discard(i)
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    open_.discard(i)
+            time.sleep(0.05)
+        return {"connections": n, "all_closed_after_s": round(time.monotonic() - t0, 2), "still_open": len(open_),
+                "health_p50_ms": round(statistics.median(latencies), 1), "health_max_ms": round(max(latencies), 1),
+                "health_requests": len(latencies)}
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.wait(20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--photos", type=Path, default=Path("../shared/data/paris6k-subset/jpg"))
+    ap.add_argument("--n", type=int, default=8, help="photos in the folder indexed")
+    ap.add_argument("--tries", type=int, default=20)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="faults-"))
+    photos = work / "photos"
+    photos.mkdir()
+    for p in sorted(args.photos.glob("*.jpg"))[:args.n]:
+        shutil.copy(p, photos / p.name)
+    print(json.dumps({"creators": creators(photos, args.tries, work)}), flush=True)
+    subprocess.run([*LS, "index", str(photos), "--index", str(work / "served.lsx")], capture_output=True, check=True)
+    print(json.dumps({"slow": slow(work / "served.lsx")}), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
