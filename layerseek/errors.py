@@ -25,10 +25,10 @@ class ImageError(LayerseekError):
     def __init__(self, path: str | Path, reason: str, detail: str = ""):
         self.path = str(path)
         self.reason = reason
-        self.detail = detail
+        self.detail = " ".join(detail.split())  # a decoder's message may end in a newline: one line
         msg = f"{self.path}: {reason}"
-        if detail:
-            msg += f" ({detail})"
+        if self.detail:
+            msg += f" ({self.detail})"
         super().__init__(msg)
 
 

@@ -260,7 +260,7 @@ def test_huge_pixel_counts_and_ids_are_refused(indexed, tmp_path, monkeypatch):
 
 # -- 4. a responsive server ---------------------------------------------------------------------
 def test_health_answers_while_a_slow_search_runs(indexed, tmp_path):
-    api = create_app(_copy_index(indexed, tmp_path), max_queue=1)
+    api = create_app(_copy_index(indexed, tmp_path), max_queue=1, token="tok")
     idx = api.state.index
     real_search, started = idx.search, threading.Event()
 
@@ -281,6 +281,9 @@ def test_health_answers_while_a_slow_search_runs(indexed, tmp_path):
         assert t.is_alive()  # /health came back while the search was still running
         busy = c.post("/search?top=1", files=q)  # the queue (1) is full
         assert busy.status_code == 503 and int(busy.headers["Retry-After"]) >= 1
+        new = {"file": ("new.jpg", (indexed / "photos" / PARIS[4]).read_bytes(), "image/jpeg")}
+        busy = c.post("/images", files=new, headers={"Authorization": "Bearer tok"})  # an upload refused as busy ...
+        assert busy.status_code == 503 and not list((idx.catalog.root / "uploads").glob("*"))  # ... leaves no file
         first = idx.catalog.by_path(str((indexed / "photos" / PARIS[0]).resolve()))
         assert c.get(f"/images/{first.id}").status_code == 200  # files are served meanwhile too
         t.join(60)

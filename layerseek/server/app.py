@@ -521,11 +521,17 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         folder = idx.catalog.root / UPLOADS
         folder.mkdir(exist_ok=True)
         dest = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{name}"
-        if not dest.exists():
+        stored = not dest.exists()
+        if stored:
             tmp = dest.with_name(dest.name + ".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, dest)
-        report, e = await run_job(do_add, dest)
+        try:
+            report, e = await run_job(do_add, dest)
+        except HTTPException:  # refused (busy): the copy stored for it is not left behind
+            if stored:
+                dest.unlink(missing_ok=True)
+            raise
         if e is None:
             raise HTTPException(415, "; ".join(report.failed) or f"{name}: could not be indexed")
         return {"id": e.id, "path": shown(e.path), "image": f"/images/{e.id}", "thumbnail": f"/thumbnails/{e.id}",
