@@ -41,8 +41,10 @@ def creators(photos: Path, tries: int, work: Path) -> dict:
         b = subprocess.run([*LS, "index", str(photos), "--index", str(target)], capture_output=True, text=True)
         out_a, err_a = a.communicate()
         for rc, out, err in ((a.returncode, out_a, err_a), (b.returncode, b.stdout, b.stderr)):
-            line = " ".join((err.strip().splitlines() or out.strip().splitlines() or [""])[-1].split())
-            messages[f"exit {rc}: " + (line.split(": ", 1)[1] if ": " in line else line)[:90]] += 1
+            said = [ln for ln in (err + "\n" + out).splitlines() if ln.startswith("error:") or ".lsx: " in ln]
+            line = " ".join((said or [""])[-1].split())
+            line = line.split(".lsx: ", 1)[1] if ".lsx: " in line else line  # the index's path off
+            messages[f"exit {rc}: " + line.split(" (since")[0].split("layerseek pid")[0][:80]] += 1
         if not (target / "manifest.json").is_file():
             lost += 1
             continue
