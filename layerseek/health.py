@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LayerseekError
+from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE
 from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, read_only_place, write_atomic
 from .store.manifest import file_hashes, first_difference, made_with, validate
 
@@ -300,8 +301,12 @@ def _check_files(conn, root: Path, note) -> None:
         if st.st_size != size or st.st_mtime_ns != mtime:
             changed.append(path)
     if missing:
-        note(root / CATALOG, f"{len(missing)} indexed files are gone from disk ({_examples(missing)}); "
-                             "the next `index` of their folder drops them")
+        total = conn.execute("SELECT count(*) FROM images").fetchone()[0]
+        many = len(missing) >= MASS_REMOVAL_MIN and len(missing) > MASS_REMOVAL_SHARE * total
+        note(root / CATALOG, f"{len(missing)} indexed files are gone from disk ({_examples(missing)}); " +
+             ("so many that the next `index` of their folder refuses to forget them (a moved or unmounted folder?): "
+              "`index` the folder where they are now, or run it with --allow-mass-removal to forget them"
+              if many else "the next `index` of their folder drops them"))
     if changed:
         note(root / CATALOG, f"{len(changed)} indexed files changed on disk since ({_examples(changed)}); "
                              "the next `index` of their folder indexes them again")

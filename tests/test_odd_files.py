@@ -389,3 +389,17 @@ def test_a_read_only_index_is_searched_and_checked_sound(copy_paris, tmp_path, r
         q = {"file": ("q.jpg", (photos / PARIS[2]).read_bytes(), "image/jpeg")}
         assert c.post("/search?top=1", files=q).json()["results"][0]["name"] == PARIS[2]
     assert sorted(os.listdir(src / "idx")) == sorted(os.listdir(ro / "idx"))
+
+
+def test_check_after_a_renamed_folder_says_what_index_will_do(copy_paris, tmp_path):
+    """Issue 27: after a renamed folder `check` said the next `index` drops the old rows, while that
+    `index` refuses (a vanished folder is not taken for deleted photos)."""
+    photos = copy_paris(tmp_path / "photos", 4)
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+    photos.rename(tmp_path / "renamed")
+    r = CliRunner().invoke(app, ["check", str(tmp_path / "idx")])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0 and "4 indexed files are gone from disk" in out and "refuses to forget them" in out, out
+    r = CliRunner().invoke(app, ["index", str(photos), "--index", str(tmp_path / "idx")])
+    assert r.exit_code == 1 and "nothing was removed" in " ".join(r.output.split())
