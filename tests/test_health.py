@@ -200,6 +200,6 @@ def test_check_notes_files_gone_and_refuses_a_catalog_that_is_no_database(made, 
         p.unlink()
     assert "not a readable SQLite database" in check(idx)[0].what
     r = CliRunner().invoke(app, ["info", str(idx)])
-    assert r.exit_code == 1 and "catalog.sqlite: not a layerseek catalog (file is not a database)" in r.output
+    assert r.exit_code == 1 and "catalog.sqlite: damaged or not a layerseek catalog" in r.output
     with pytest.raises(LayerseekError, match="not a readable SQLite database"):
         repair(idx)
