@@ -90,6 +90,7 @@ def slow(index: Path, n: int = 500) -> dict:
             time.sleep(0.05)
         return {"connections": n, "all_closed_after_s": round(time.monotonic() - t0, 2), "still_open": len(open_),
                 "health_p50_ms": round(statistics.median(latencies), 1), "health_max_ms": round(max(latencies), 1),
+                "health_slowest_ms": [round(x) for x in sorted(latencies)[-3:]], "health_first_in_flood_ms": round(latencies[0], 1),
                 "health_requests": len(latencies), "first_health_before_ms": round(first_ms, 1)}
     finally:
         for s in socks:
