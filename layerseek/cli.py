@@ -60,9 +60,11 @@ def _manifest_verify(index_path: Path):
 
 
 def os_error_line(e: OSError) -> str:
-    """An OSError as one line naming the file: "PATH: Permission denied"."""
-    where = e.filename if e.filename is not None else ""
-    return f"{where}: {e.strerror or e}" if where else str(e.strerror or e)
+    """An OSError as one line naming the file and the cause ("PATH: disk full: …", "PATH:
+    Permission denied"): `errors.storage_error_line`."""
+    from .errors import storage_error_line
+
+    return storage_error_line(e, e.filename) if e.filename is not None else str(e.strerror or e)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -991,8 +993,7 @@ def run_cli(argv: list[str]) -> None:
     try:
         app(args=bare_flag_values(argv), prog_name="layerseek")
     except OSError as e:  # a file or folder the OS refused
-        line = storage_error_line(e, e.filename) if e.filename is not None else os_error_line(e)
-        err_console.print(f"[red]error:[/red] {escape(shown(line))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(shown(os_error_line(e)))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_UNEXPECTED)
     except sqlite3.Error as e:  # the catalog: disk full, read-only, locked, damaged
         where = next((a for a in argv if not a.startswith("-") and Path(a, "catalog.sqlite").is_file()), "the index")

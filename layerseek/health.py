@@ -45,7 +45,7 @@ def _examples(paths: list[str], n: int = 3) -> str:
 
 def _open_readonly(root: Path) -> sqlite3.Connection:
     if read_only_place(root):  # a read-only drive: WAL needs a -shm file it cannot make there
-        return Catalog._connect_read_only(root / CATALOG)
+        return Catalog.connect_read_only(root / CATALOG)
     return sqlite3.connect(f"file:{root / CATALOG}?mode=ro", uri=True, timeout=30)
 
 

@@ -151,14 +151,14 @@ class Catalog:
     def _connect(path: Path) -> sqlite3.Connection:
         # explicit transactions; callers serialise use of one connection (the server across threads)
         if read_only_place(path.parent):
-            return Catalog._connect_read_only(path)
+            return Catalog.connect_read_only(path)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     @staticmethod
-    def _connect_read_only(path: Path) -> sqlite3.Connection:
+    def connect_read_only(path: Path) -> sqlite3.Connection:
         """A catalog on a read-only drive or folder, opened to be read. A WAL database there has no
         -shm file and cannot make one, so SQLite cannot open it read-only as it is; it is opened as
         immutable then (nothing can change it where nothing may be written)."""
