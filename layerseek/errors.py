@@ -103,8 +103,12 @@ def _escape_undecodable(err: UnicodeError) -> tuple[str, int]:
     if not isinstance(err, UnicodeEncodeError):
         raise err
     part = err.object[err.start:err.end]
-    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
-                   for c in part), err.end
+    def escaped(c: str) -> str:
+        if 0xDC80 <= ord(c) <= 0xDCFF:
+            return f"\\x{ord(c) - 0xDC00:02x}"
+        return f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"  # as Python writes them
+
+    return "".join(escaped(c) for c in part), err.end
 
 
 def escape_output() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import LayerseekError
 from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE
-from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, read_only_place, write_atomic
+from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, from_db, read_only_place, write_atomic
 from .store.manifest import file_hashes, first_difference, made_with, validate
 
 PROBLEM, NOTE = "problem", "note"
@@ -294,7 +294,7 @@ def _check_files(conn, root: Path, note) -> None:
     missing, changed = [], []
     for path, size, mtime in conn.execute("SELECT path, size, mtime_ns FROM images"):
         try:
-            st = os.stat(os.fsencode(path) if isinstance(path, str) else path)
+            st = os.stat(path.encode("utf-8") if isinstance(path, str) else path)  # the bytes to_db stored
         except OSError:
             missing.append(path)
             continue
@@ -372,8 +372,8 @@ def _drop_damaged_rows(idx) -> int:
     dim = cat.dim
     bad = []  # paths
     if dim:
-        bad = [r[0] for r in cat.conn.execute("SELECT path FROM images WHERE length(vector) != ?", (4 * dim,))]
-        bad += [p for p, blob in cat.conn.execute("SELECT path, vector FROM images WHERE length(vector) = ?",
+        bad = [from_db(r[0]) for r in cat.conn.execute("SELECT path FROM images WHERE length(vector) != ?", (4 * dim,))]
+        bad += [from_db(p) for p, blob in cat.conn.execute("SELECT path, vector FROM images WHERE length(vector) = ?",
                                                   (4 * dim,)) if not np.isfinite(np.frombuffer(blob, np.float32)).all()]
     orphans = cat.conn.execute("SELECT COUNT(*) FROM features WHERE id NOT IN (SELECT id FROM images)").fetchone()[0]
     if bad:

@@ -75,6 +75,38 @@ def test_a_name_that_is_not_utf8_round_trips(copy_paris, tmp_path):
     assert resp.status_code == 200 and resp.json()["results"][0]["name"] in ("caf\\xe9-\\xff.jpg", PARIS[0])
 
 
+def test_an_emoji_name_is_one_file_under_any_locale(copy_paris, tmp_path):
+    """Issue 27: under a non-UTF-8 locale (Python then names "🐱.jpg" with surrogates) a photo
+    indexed under a UTF-8 one missed its own search and was added again under a new id."""
+    photos = copy_paris(tmp_path / "photos", 2)
+    emoji = photos / "🐱 cat.jpg"
+    os.rename(photos / PARIS[0], emoji)
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        assert idx.add_folder(photos).added == 2
+    c_locale = {**os.environ, "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C",
+                "LAYERSEEK_LOG_DIR": str(tmp_path / "logs")}
+    script = ("import json, os, sys\nfrom layerseek.index import Index\n"
+              "assert sys.getfilesystemencoding() == 'ascii'\n"
+              "photos = os.fsdecode(sys.argv[2].encode('utf-8'))\n"  # as this locale names the folder
+              "with Index.open(sys.argv[1]) as idx:\n"
+              "    r = idx.add_folder(photos)\n"
+              "    name = [n for n in os.listdir(photos) if n.endswith(' cat.jpg')][0]\n"
+              "    top = idx.search(os.path.join(photos, name), top=1)\n"
+              "    print(json.dumps([r.added, r.unchanged, idx.catalog.count(), os.fsencode(top[0].path).hex()]))\n")
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "idx"), str(photos)], capture_output=True,
+                       text=True, env=c_locale, timeout=300)
+    assert r.returncode == 0, r.stderr
+    added, unchanged, count, top = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (added, unchanged, count) == (0, 2, 2)  # the same two files, nothing re-added
+    assert bytes.fromhex(top) == os.fsencode(emoji)  # its own search finds it, by the bytes on disk
+    with Index.open(tmp_path / "idx") as idx:  # and back under UTF-8: still one row
+        assert idx.add_folder(photos).unchanged == 2 and idx.catalog.by_path(str(emoji)) is not None
+    from layerseek.errors import escape_output
+
+    escape_output()  # on an ASCII terminal the name is written as Python writes it, not as \u1f431
+    assert "🐱 é".encode("ascii", "layerseek.escape") == b"\\U0001f431 \\u00e9"
+
+
 def test_two_writers_one_index(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos")
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:

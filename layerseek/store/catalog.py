@@ -91,21 +91,26 @@ _ENTRY_SQL = "SELECT id, path, size, mtime_ns, sha256, width, height, real_path,
 
 
 def to_db(path: str | None) -> str | bytes | None:
-    """A path as the catalog stores it: text, or its bytes when the name is not valid UTF-8 (bytes
-    from an old disk or archive, which Python holds as surrogates and SQLite text cannot). A blob
-    never equals a text in SQLite, so the two kinds cannot collide."""
+    """A path as the catalog stores it: the name's bytes as UTF-8 text, or the bytes themselves
+    when they are not UTF-8 (from an old disk or archive; SQLite text cannot hold them). A blob
+    never equals a text in SQLite, so the two kinds cannot collide. Taken from the bytes, not from
+    Python's string: under a non-UTF-8 locale Python names "🐱.jpg" with surrogates, and the
+    same file must have the same key whatever the locale of the run that indexed it."""
     if path is None:
         return None
+    raw = os.fsencode(path)
     try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 def from_db(value: str | bytes | None) -> str | None:
-    """The path `to_db` stored, as Python names the file (surrogates for undecodable bytes)."""
-    return os.fsdecode(value) if isinstance(value, bytes) else value
+    """The path `to_db` stored, as this process names the file (its locale's decoding of the
+    bytes: surrogates for those it cannot decode)."""
+    if value is None:
+        return None
+    return os.fsdecode(value if isinstance(value, bytes) else value.encode("utf-8"))
 
 
 def _entry(row: tuple) -> Entry:
@@ -137,6 +142,21 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _paths_as_text(conn: sqlite3.Connection) -> None:
+    """Rows that earlier versions stored as blobs although their bytes are UTF-8 (a run under a
+    non-UTF-8 locale) get the text key `to_db` gives now. One whose text key is taken already (the
+    same file indexed again by such a version under a UTF-8 locale) is left as it is."""
+    for table, column in (("images", "path"), ("images", "real_path"), ("failures", "path"),
+                          ("roots", "path"), ("excluded", "pattern")):
+        rows = conn.execute(f"SELECT rowid, {column} FROM {table} WHERE typeof({column}) = 'blob'").fetchall()
+        for rowid, raw in rows:
+            try:
+                text = bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            conn.execute(f"UPDATE OR IGNORE {table} SET {column} = ? WHERE rowid = ?", (text, rowid))
+
+
 class Catalog:
     """One index directory. Open with `Catalog.create` (new) or `Catalog.open` (existing)."""
 
@@ -164,7 +184,7 @@ class Catalog:
         immutable then (nothing can change it where nothing may be written)."""
         from urllib.parse import quote
 
-        uri = "file:" + quote(os.fsdecode(os.path.abspath(path)))
+        uri = "file:" + quote(os.fsencode(os.path.abspath(path)))
         for extra in ("", "&immutable=1"):
             conn = sqlite3.connect(f"{uri}?mode=ro{extra}", uri=True, timeout=30, isolation_level=None,
                                    check_same_thread=False)
@@ -277,6 +297,7 @@ class Catalog:
             if col not in have:
                 conn.execute(f"ALTER TABLE images ADD COLUMN {col} {kind}")
         conn.executescript(_PROVENANCE + _EXCLUDED + _FEATURES + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
+        _paths_as_text(conn)
 
     def reader(self) -> Catalog:
         """Another connection to the same catalog, for reads beside a writer (WAL: readers never
