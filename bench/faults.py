@@ -7,6 +7,11 @@ Scenarios:
 - creators: two `layerseek index FOLDER --index NEW` started `offset` seconds apart (offsets spread
   over 0-6 s): the index must exist afterwards, hold all N photos after one more run, and `check`
   must find it sound;
+- together: `index`, `watch` and `serve` adding to one index at once (tests/faults.py `together`):
+  every photo in the index once, uploads all 201, `check` sound;
+- kill: `remove`, `repair` and a server's upload killed with SIGKILL after a delay drawn uniformly
+  over the command's uninterrupted duration (tests/faults.py `killed`): all or nothing after the
+  kill, and the rerun ends as an uninterrupted run;
 - slow: 500 connections that never finish their header or body against `layerseek serve
   --header-timeout 2 --body-timeout 2`: seconds until all are closed, and /health's latency
   (p50 / max over a request every 50 ms) meanwhile.
@@ -27,6 +32,8 @@ from collections import Counter
 from pathlib import Path
 
 LS = [sys.executable, "-m", "layerseek.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import faults as scenarios  # noqa: E402  (the same scenarios tests/test_faults.py runs once)
 
 
 def creators(photos: Path, tries: int, work: Path) -> dict:
@@ -99,21 +106,62 @@ def slow(index: Path, n: int = 500) -> dict:
         proc.wait(20)
 
 
+def together(photos: Path, tries: int, work: Path) -> dict:
+    results = []
+    for t in range(tries):
+        r = scenarios.together(work / f"together{t}", sorted(photos.glob("*.jpg")))
+        print(scenarios.summary(r), file=sys.stderr, flush=True)
+        results.append(r)
+    messages: Counter = Counter()
+    for r in results:
+        messages.update(r["messages"])
+    return {"tries": tries, "failed": sum(not r["ok"] for r in results), "photos": results[0]["expected"],
+            "seconds_p50": statistics.median(r["seconds"] for r in results), "messages": dict(messages)}
+
+
+def kill(photos: Path, tries: int, work: Path) -> dict:
+    import random
+
+    rng = random.Random(27)
+    files = sorted(photos.glob("*.jpg"))
+    held = work / "held"
+    held.mkdir()
+    for p in files[:-1]:
+        shutil.copy(p, held / p.name)
+    template = work / "template.lsx"
+    subprocess.run([*LS, "index", str(held), "--index", str(template), *scenarios.SMALL], capture_output=True, check=True)
+    named = [held / p.name for p in files[:-1]] + [files[-1]]
+    out = {}
+    for command in ("remove", "repair", "serve-add"):
+        clean = scenarios.clean_seconds(template, work, command, named)
+        results = []
+        for _ in range(tries):
+            r = scenarios.killed(template, work, command, rng.uniform(0, clean), named)
+            print(scenarios.summary(r), file=sys.stderr, flush=True)
+            results.append(r)
+        out[command] = {"tries": tries, "clean_s": round(clean, 2), "failed": sum(not r["ok"] for r in results),
+                        "finished_before_kill": sum(r["finished_before_kill"] for r in results),
+                        "changed_by_the_killed_run": sum(r["rows_after_kill"] != scenarios.rows(template)[0]
+                                                         for r in results)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos", type=Path, default=Path("../shared/data/paris6k-subset/jpg"))
     ap.add_argument("--n", type=int, default=8, help="photos in the folder indexed")
     ap.add_argument("--tries", type=int, default=20)
-    ap.add_argument("--only", choices=["creators", "slow"], help="one scenario")
+    ap.add_argument("--only", choices=["creators", "together", "kill", "slow"], help="one scenario")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="faults-"))
     photos = work / "photos"
     photos.mkdir()
     for p in sorted(args.photos.glob("*.jpg"))[:args.n]:
         shutil.copy(p, photos / p.name)
-    if args.only != "slow":
-        print(json.dumps({"creators": creators(photos, args.tries, work)}), flush=True)
-    if args.only == "creators":
+    for name, scenario in (("creators", creators), ("together", together), ("kill", kill)):
+        if args.only in (None, name):
+            print(json.dumps({name: scenario(photos, args.tries, work)}), flush=True)
+    if args.only not in (None, "slow"):
         return
     subprocess.run([*LS, "index", str(photos), "--index", str(work / "served.lsx")], capture_output=True, check=True)
     print(json.dumps({"slow": slow(work / "served.lsx")}), flush=True)

@@ -94,24 +94,28 @@ class _Encoder:
         return bytes(out) if self.method.kind == "local" else np.asarray(out, np.float32).tobytes()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .images import file_sha256
-        from .images import load_image
+        import hashlib
+
+        from .images import load_image, read_snapshot
 
         n = len(batch["path"])
         sha, payload, width, height = [""] * n, [b""] * n, [0] * n, [0] * n
         reason, detail = [""] * n, [""] * n
+        size, mtime = batch["size"].copy(), batch["mtime"].copy()
 
         def decode(i):
             path = batch["path"][i]
-            try:
-                sha[i] = file_sha256(path)
-            except OSError as e:
-                reason[i], detail[i] = "unreadable", e.strerror or str(e)
+            try:  # hash, pixels, size and time of one version of the file
+                data, got_size, got_mtime = read_snapshot(path)
+            except ImageError as e:
+                reason[i], detail[i] = e.reason, e.detail
                 return None
+            size[i], mtime[i] = got_size, got_mtime
+            sha[i] = hashlib.sha256(data).hexdigest()
             if has_prefix(self.known, sha[i]):
                 return None  # indexed already (the driver copies its vector)
             try:
-                return load_image(path, max_side=self.method.max_side)
+                return load_image(path, max_side=self.method.max_side, data=data)
             except ImageError as e:
                 reason[i], detail[i] = e.reason, e.detail
                 return None
@@ -138,7 +142,7 @@ class _Encoder:
                     where.append(i)
             for j, acts in self.fx.extract(images, batch_size=self.forward_batch):
                 encode(where[j], acts)
-        return {"path": batch["path"], "size": batch["size"], "mtime": batch["mtime"],
+        return {"path": batch["path"], "size": size, "mtime": mtime,
                 "sha": np.array(sha, dtype=object), "payload": np.array(payload, dtype=object),
                 "width": np.array(width, np.int64), "height": np.array(height, np.int64),
                 "reason": np.array(reason, dtype=object), "detail": np.array(detail, dtype=object)}

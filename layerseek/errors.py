@@ -20,7 +20,8 @@ class IndexBusy(LayerseekError):
 class ImageError(LayerseekError):
     """An image file could not be used. `reason` is one of REASONS."""
 
-    REASONS = ("missing", "empty", "truncated", "not an image", "unsupported", "too large", "unreadable")
+    REASONS = ("missing", "empty", "truncated", "not an image", "unsupported", "too large", "unreadable",
+               "changed while being read")
 
     def __init__(self, path: str | Path, reason: str, detail: str = ""):
         self.path = str(path)

@@ -6,6 +6,7 @@ not an image, unsupported, too large (or unreadable, for permission and other OS
 from __future__ import annotations
 
 import io
+import os
 import stat
 import warnings
 from pathlib import Path
@@ -56,6 +57,36 @@ def file_sha256(path: str | Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+#: A file larger than this is refused as "too large" before it is read into memory: the largest
+#: image the pixel limit lets through (50 M pixels of 16-bit RGBA, uncompressed) is 400 MB.
+MAX_FILE_BYTES = 512 << 20
+
+
+def read_snapshot(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, int, int]:
+    """(content, size, mtime_ns) of a file, all three from one moment: the file's status is taken
+    on the open file before and after the read, and a file that changed in between (a copy still
+    being written, an editor saving) is an ImageError "changed while being read" instead of a
+    hash of one version stored beside the size of another."""
+    try:
+        with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
+            if not stat.S_ISREG(before.st_mode):
+                raise ImageError(path, "not an image", "not a regular file")
+            if before.st_size > max_bytes:
+                raise ImageError(path, "too large", f"{before.st_size} bytes, more than {max_bytes}")
+            data = f.read(max_bytes + 1)
+            after = os.fstat(f.fileno())
+    except FileNotFoundError:
+        raise ImageError(path, "missing") from None
+    except OSError as e:
+        raise ImageError(path, "unreadable", e.strerror or str(e)) from None
+    if len(data) > max_bytes:
+        raise ImageError(path, "too large", f"more than {max_bytes} bytes")
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+        raise ImageError(path, "changed while being read", "indexed on the next run, once it is written")
+    return data, after.st_size, after.st_mtime_ns
 
 
 def _open(path: Path, data: bytes | None) -> Image.Image:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import os
 import stat
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, LayerseekError
-from .images import file_sha256, is_image_name, load_image
+from .images import is_image_name, load_image, read_snapshot
 from .store.catalog import is_under
 
 #: Share of a folder's indexed files that one `index` run may forget without --allow-mass-removal.
@@ -219,14 +220,15 @@ class Ingest:
         and take its local features (index with verification), ahead of the network."""
         path, size, mtime = item
         try:
-            sha = file_sha256(path)
-        except OSError as e:
-            return item, None, None, ImageError(path, "unreadable", e.strerror or str(e))
-        existing = self.catalog_sha_known(sha, path)
-        if existing:
+            data, size, mtime = read_snapshot(path)  # hash, pixels, size and time of one version
+        except ImageError as e:
+            return item, None, None, e  # recorded under the size and time planned: a changed file is read again
+        item = (path, size, mtime)
+        sha = hashlib.sha256(data).hexdigest()
+        if self.catalog_sha_known(sha, path):
             return item, sha, None, None
         try:
-            img = load_image(path, max_side=self.method.max_side)
+            img = load_image(path, max_side=self.method.max_side, data=data)
         except ImageError as e:
             return item, sha, None, e
         return item, sha, (img, self.local_features(img)), None

@@ -107,6 +107,40 @@ def test_an_emoji_name_is_one_file_under_any_locale(copy_paris, tmp_path):
     assert "🐱 é".encode("ascii", "layerseek.escape") == b"\\U0001f431 \\u00e9"
 
 
+def test_a_file_written_while_it_is_read_is_not_stored_half_seen(copy_paris, tmp_path, monkeypatch):
+    """Issue 27: a file appended to during indexing got its size and hash from different moments.
+    The file's status is taken on the open file before and after the read; here the file grows
+    in between (a copy still being written), for real, on disk."""
+    import hashlib
+
+    from layerseek import images
+
+    photos = copy_paris(tmp_path / "photos", 3)
+    growing = photos / PARIS[1]
+    real_fstat, calls = os.fstat, []
+
+    def fstat(fd):
+        if os.readlink(f"/proc/self/fd/{fd}") == str(growing):
+            calls.append(fd)
+            if len(calls) == 2:  # after the read, before the second look: more bytes arrive
+                with open(growing, "ab") as f:
+                    f.write(b"\0" * 4096)
+        return real_fstat(fd)
+
+    monkeypatch.setattr(images.os, "fstat", fstat)
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        r = idx.add_folder(photos)
+        assert r.added == 2 and r.failed == [f"{growing}: changed while being read (indexed on the next run, "
+                                             "once it is written)"], r.failed
+        assert idx.catalog.by_path(str(growing)) is None
+        monkeypatch.setattr(images.os, "fstat", real_fstat)
+        r = idx.add_folder(photos)  # written now: read whole, and stored as it is on disk
+        assert r.added == 1 and not r.failed, r.failed
+        e, st = idx.catalog.by_path(str(growing)), growing.stat()
+        assert (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        assert e.sha256 == hashlib.sha256(growing.read_bytes()).hexdigest()
+
+
 def test_two_writers_one_index(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos")
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
