@@ -956,7 +956,7 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
         fail(str(e))
     try:  # bound before "serving at" is printed: a port in use is said as such, not after the claim
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                    reuse_port=False)
+                                    reuse_port=False, backlog=LISTEN_BACKLOG)
     except OSError as e:
         fail(f"{host}:{port}: cannot listen there ({e.strerror or e}); choose another --port or --host")
     console.print(f"serving {index_path} at http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}/  "
@@ -964,6 +964,11 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
     config = uvicorn.Config(api, log_level="warning",
                             http=guarded_protocol(header_timeout, body_timeout, max_connections))
     uvicorn.Server(config).run(sockets=[sock])
+
+
+#: connections the system queues before the server accepts them (uvicorn's own default). Python's
+#: default, 128, made a burst of connections wait for the client's SYN to be sent again.
+LISTEN_BACKLOG = 2048
 
 
 def bare_flag_values(argv: list[str], option: str = "--ray", default: str = "local") -> list[str]:

@@ -262,13 +262,17 @@ class Query:
             graph = (graph or KnnGraph(k)).update(ids, mat, changed)
             shas = [now[int(i)] for i in ids]
             if not self.catalog.read_only:  # a read-only index: the graph is kept in memory only
-                cache.mkdir(exist_ok=True)
                 tmp = cache / f"graph-{gen}.npz.{os.getpid()}.tmp"
-                graph.save(tmp, shas=np.array(shas, dtype="U64"))
-                os.replace(tmp, cache / f"graph-{gen}.npz")
-                for old in cache.glob("graph-*.npz"):
-                    if old.name != f"graph-{gen}.npz":
-                        old.unlink(missing_ok=True)
+                try:
+                    cache.mkdir(exist_ok=True)
+                    graph.save(tmp, shas=np.array(shas, dtype="U64"))
+                    os.replace(tmp, cache / f"graph-{gen}.npz")
+                except OSError:  # a full drive: the graph is a cache, the search goes on with it in memory
+                    tmp.unlink(missing_ok=True)
+                else:
+                    for old in cache.glob("graph-*.npz"):
+                        if old.name != f"graph-{gen}.npz":
+                            old.unlink(missing_ok=True)
             S = graph.affinity(gamma)
             self._graph = (gen, graph, S, dict(zip((int(i) for i in ids), shas)))
             return graph, S

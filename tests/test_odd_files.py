@@ -369,6 +369,54 @@ def test_a_full_disk_is_said_as_such_and_loses_nothing(copy_paris, tmp_path):
     assert r.exit_code == 0, r.output
 
 
+FULL_DISK_RUN = r"""
+import os, subprocess, sys, json
+disk, photos2, photos6 = sys.argv[1:4]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "none", disk], check=True)
+ls = [sys.executable, "-m", "layerseek.cli"]
+small = ["--method", "gem", "--backbone", "mobilenet_v2", "--layers", "last", "--max-side", "128"]
+def run(*args):
+    r = subprocess.run([*ls, *args], capture_output=True, text=True)
+    return [r.returncode, " ".join((r.stdout + r.stderr).split())]
+out = {"first": run("index", photos2, "--index", disk + "/idx", *small)}
+st = os.statvfs(disk)
+with open(disk + "/filler", "wb") as f:  # the drive full but for 32 KB
+    f.write(b"\0" * (st.f_bavail * st.f_frsize - (32 << 10)))
+out["full"] = run("index", photos6, "--index", disk + "/idx")
+out["search"] = run("search", disk + "/idx", photos6 + "/" + sys.argv[4], "--paths-only", "--top", "1")
+out["check_full"] = run("check", disk + "/idx")
+os.remove(disk + "/filler")
+out["again"] = run("index", photos6, "--index", disk + "/idx")
+out["check"] = run("check", disk + "/idx")
+print(json.dumps(out))
+"""
+
+
+def test_a_full_drive_is_said_as_such_and_searched(copy_paris, tmp_path):
+    """Issue 27, on a real file system that fills up (a 16 MB tmpfs in a private mount namespace):
+    `index` says "disk full" in one line, what was indexed is searched (the search's caches were
+    written and failed with "No space left on device") and checked sound while the drive is full,
+    and once space is freed the same command goes on."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm) to make a small file system in")
+    photos2, photos6 = copy_paris(tmp_path / "two", 2), copy_paris(tmp_path / "six", 6)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    env = {**os.environ, "LAYERSEEK_LOG_DIR": str(tmp_path / "logs")}
+    r = subprocess.run(["unshare", "-rm", sys.executable, "-c", FULL_DISK_RUN, str(disk), str(photos2), str(photos6),
+                        PARIS[0]], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["first"][0] == 0, out
+    rc, said = out["full"]
+    assert rc != 0 and ": disk full: free some space" in said, out
+    assert "Traceback" not in said and "unexpected" not in said and "rollback" not in said
+    assert out["search"] in ([0, str(photos2 / PARIS[0])], [0, str(photos6 / PARIS[0])]), out  # the same photo
+    assert out["check_full"][0] == 0, out  # a full drive damages nothing
+    assert out["again"][0] == 0 and out["check"][0] == 0, out
+    assert "0 failed" in out["again"][1], out
+
+
 def test_storage_errors_are_named(tmp_path):
     import errno
     import sqlite3

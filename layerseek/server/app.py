@@ -494,10 +494,13 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         Image.fromarray(arr).save(buf, "JPEG", quality=85)
         if idx.catalog.read_only:  # served, not kept
             return Response(buf.getvalue(), media_type="image/jpeg")
-        thumbs.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + f".{threading.get_ident()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, cached)
+        try:
+            thumbs.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, cached)
+        except OSError:  # a full drive: a cache, not kept this time
+            tmp.unlink(missing_ok=True)
         return Response(buf.getvalue(), media_type="image/jpeg")
 
     def do_add(dest: Path):
