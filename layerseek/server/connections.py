@@ -5,9 +5,10 @@ deadlines and a cap.
   the previous response on a kept-alive connection), its body within `body_timeout` seconds of
   the header; otherwise the connection is closed. uvicorn by itself waits forever for a client
   that sends one byte at a time (slowloris).
-- At most `max_connections` are open: past that, the oldest connection still waiting for a
-  header is closed to make room (a flood of idle sockets must not lock out the next real user;
-  refusing the newest would). A connection whose request is being answered is never dropped.
+- At most `max_connections` are open: past that, the oldest connection still sending its
+  header (then, if none, the oldest still sending its body) is closed to make room (a flood of
+  idle sockets must not lock out the next real user; refusing the newest would). A connection
+  whose request is being answered is never dropped.
 
     uvicorn.Config(app, http=guarded_protocol(header_timeout=10, body_timeout=60, max_connections=200))
 """
@@ -37,10 +38,12 @@ class GuardedH11Protocol(H11Protocol):
         self._phase = "header"
         self._since = time.monotonic()
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
-            waiting = [c for c in self.connections if c is not self and getattr(c, "_phase", None) == "header"]
-            if waiting:
-                min(waiting, key=lambda c: c._since).drop()
+        # a dropped connection stays in the set until the loop calls its connection_lost: not counted
+        held = [c for c in self.connections if not c.transport.is_closing()]
+        if len(held) > self.max_connections:
+            waiting = [c for c in held if c is not self and getattr(c, "_phase", None) in ("header", "body")]
+            if waiting:  # the oldest still sending its header goes first, then the oldest body
+                min(waiting, key=lambda c: (c._phase != "header", c._since)).drop()
             else:  # every other connection is being answered: this one waits its turn elsewhere
                 self.drop()
                 return
