@@ -41,7 +41,7 @@ def rows(index: Path) -> tuple[int, int]:
 
 def is_sound(index: Path) -> tuple[bool, str]:
     r = run("check", str(index))
-    return r.returncode == 0, " ".join((r.stdout + r.stderr).split())[:300]
+    return r.returncode == 0, " ".join((r.stdout + r.stderr).split())
 
 
 def said(p: subprocess.CompletedProcess | tuple[int, str]) -> str:
@@ -180,7 +180,7 @@ def killed(template: Path, work: Path, command: str, delay: float, photos: list[
 
     command: "remove" (two photos), "repair" (of a catalog with a vector of the wrong length),
     "serve-add" (an upload of a new photo; the server is killed). Sound when the kill left the
-    index all-or-nothing (`check` passes, or for repair reports the one problem it was given) and
+    index all-or-nothing (`check` passes, or for repair reports just what it said of the damage) and
     the rerun ends as an uninterrupted run does."""
     index = work / "k.lsx"
     shutil.rmtree(index, ignore_errors=True)
@@ -192,6 +192,7 @@ def killed(template: Path, work: Path, command: str, delay: float, photos: list[
         with sqlite3.connect(index / "catalog.sqlite") as c:
             c.execute("UPDATE images SET vector = x'00' WHERE id = (SELECT MAX(id) FROM images)")
         args, after = ["repair", str(index)], {before, before - 1}
+        given = is_sound(index)[1]  # what check says of the damage, before repair runs
     elif command == "serve-add":
         args, after = None, {before, before + 1}
     else:
@@ -210,8 +211,8 @@ def killed(template: Path, work: Path, command: str, delay: float, photos: list[
         server.close(signal.SIGKILL)
     n, distinct = rows(index)
     sound, why = is_sound(index)
-    if command == "repair" and not sound and "wrong length" in why:
-        sound = True  # killed before it mended: the problem it was given, nothing else
+    if command == "repair" and not sound and why == given:
+        sound = True  # killed before it mended: the problems it was given, nothing else
     if args is not None:
         rerun = run(*args)
         ran_again = rerun.returncode in (0, 1)  # `remove` of files gone already says so and exits 1
