@@ -31,13 +31,15 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-LS = [sys.executable, "-m", "layerseek.cli"]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import faults as scenarios  # noqa: E402  (the same scenarios tests/test_faults.py runs once)
+
+LS = scenarios.LS
 
 
 def creators(photos: Path, tries: int, work: Path) -> dict:
     lost = damaged = 0
+    n = len(list(photos.iterdir()))
     messages: Counter = Counter()
     for t in range(tries):
         target = work / f"race{t}.lsx"
@@ -47,27 +49,21 @@ def creators(photos: Path, tries: int, work: Path) -> dict:
         time.sleep(offset)
         b = subprocess.run([*LS, "index", str(photos), "--index", str(target)], capture_output=True, text=True)
         out_a, err_a = a.communicate()
-        for rc, out, err in ((a.returncode, out_a, err_a), (b.returncode, b.stdout, b.stderr)):
-            said = [ln for ln in (err + "\n" + out).splitlines() if ln.startswith("error:") or ".lsx: " in ln]
-            line = " ".join((said or [""])[-1].split())
-            line = line.split(".lsx: ", 1)[1] if ".lsx: " in line else line  # the index's path off
-            messages[f"exit {rc}: " + line.split(" (since")[0].split("layerseek pid")[0][:80]] += 1
+        messages[scenarios.said((a.returncode, out_a + "\n" + err_a))] += 1
+        messages[scenarios.said(b)] += 1
         if not (target / "manifest.json").is_file():
             lost += 1
             continue
-        again = subprocess.run([*LS, "index", str(photos), "--index", str(target)], capture_output=True, text=True)
-        check = subprocess.run([*LS, "check", str(target)], capture_output=True, text=True)
-        info = json.loads(subprocess.run([*LS, "info", str(target), "--json"], capture_output=True, text=True).stdout)
-        if again.returncode != 0 or check.returncode != 0 or info["images"] != len(list(photos.iterdir())):
+        again = scenarios.run("index", str(photos), "--index", str(target))
+        if again.returncode != 0 or not scenarios.is_sound(target)[0] or scenarios.rows(target) != (n, n):
             damaged += 1
         shutil.rmtree(target, ignore_errors=True)
     return {"tries": tries, "lost": lost, "damaged": damaged, "messages": dict(messages)}
 
 
 def slow(index: Path, n: int = 500) -> dict:
-    proc = subprocess.Popen([*LS, "serve", str(index), "--port", "0", "--header-timeout", "2", "--body-timeout", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = proc.stdout.readline().split(" at ")[1].split("/ ")[0].rstrip("/")
+    server = scenarios.Server(index, "--header-timeout", "2", "--body-timeout", "2")
+    url = server.url
     port = int(url.rsplit(":", 1)[1])
     socks = []
     try:
@@ -104,8 +100,7 @@ def slow(index: Path, n: int = 500) -> dict:
     finally:
         for s in socks:
             s.close()
-        proc.terminate()
-        proc.wait(20)
+        server.close()
 
 
 def together(photos: Path, tries: int, work: Path) -> dict:

@@ -261,18 +261,17 @@ class Query:
             changed = [i for i in held if i in now and now[i] != held[i]]
             graph = (graph or KnnGraph(k)).update(ids, mat, changed)
             shas = [now[int(i)] for i in ids]
-            if not self.catalog.read_only:  # a read-only index: the graph is kept in memory only
+
+            def save():
+                cache.mkdir(exist_ok=True)
                 tmp = cache / f"graph-{gen}.npz.{os.getpid()}.tmp"
-                try:
-                    cache.mkdir(exist_ok=True)
-                    graph.save(tmp, shas=np.array(shas, dtype="U64"))
-                    os.replace(tmp, cache / f"graph-{gen}.npz")
-                except OSError:  # a full drive: the graph is a cache, the search goes on with it in memory
-                    tmp.unlink(missing_ok=True)
-                else:
-                    for old in cache.glob("graph-*.npz"):
-                        if old.name != f"graph-{gen}.npz":
-                            old.unlink(missing_ok=True)
+                graph.save(tmp, shas=np.array(shas, dtype="U64"))
+                os.replace(tmp, cache / f"graph-{gen}.npz")
+                for old in cache.glob("graph-*.npz"):
+                    if old.name != f"graph-{gen}.npz":
+                        old.unlink(missing_ok=True)
+
+            self.catalog.keep_cache(save)  # read-only or full: kept in memory only
             S = graph.affinity(gamma)
             self._graph = (gen, graph, S, dict(zip((int(i) for i in ids), shas)))
             return graph, S
@@ -327,8 +326,8 @@ class Query:
         for i, sha, payload in self.catalog.payloads(todo):
             engine.add(i, unpack(payload))
             held[i] = sha
-        if (todo or not (cache / f"mof-{gen}").is_dir()) and not self.catalog.read_only:
-            self._save_engine(engine, held, gen)
+        if todo or not (cache / f"mof-{gen}").is_dir():
+            self.catalog.keep_cache(lambda: self._save_engine(engine, held, gen))
         self._engine = (gen, engine, held)
         return engine
 

@@ -174,29 +174,38 @@ def together(work: Path, photos: list[Path], settle: float = 240) -> dict:
             "ok": sound and n == distinct == expected and all(s == 201 for s in statuses)}
 
 
-def killed(template: Path, work: Path, command: str, delay: float, photos: list[Path]) -> dict:
-    """One writing command on a copy of the index `template` (which holds `photos`), killed with
-    SIGKILL `delay` seconds after it started; then `check`, and the command run again to the end.
+#: rows an uninterrupted run of each writing command changes the index by
+CHANGE = {"remove": -2, "repair": -1, "serve-add": +1}
 
-    command: "remove" (two photos), "repair" (of a catalog with a vector of the wrong length),
-    "serve-add" (an upload of a new photo; the server is killed). Sound when the kill left the
-    index all-or-nothing (`check` passes, or for repair reports just what it said of the damage) and
-    the rerun ends as an uninterrupted run does."""
+
+def _prepared(template: Path, work: Path, command: str, photos: list[Path]) -> tuple[Path, list[str] | None]:
+    """A fresh copy of `template` ready for `command`, and the command's arguments (None: an
+    upload to a server). "repair" gets a catalog with one vector of the wrong length to mend."""
     index = work / "k.lsx"
     shutil.rmtree(index, ignore_errors=True)
     shutil.copytree(template, index)
-    before = rows(index)[0]
-    if command == "remove":
-        args, after = ["remove", str(index), str(photos[0]), str(photos[1])], {before, before - 2}
-    elif command == "repair":
+    if command == "repair":
         with sqlite3.connect(index / "catalog.sqlite") as c:
             c.execute("UPDATE images SET vector = x'00' WHERE id = (SELECT MAX(id) FROM images)")
-        args, after = ["repair", str(index)], {before, before - 1}
-        given = is_sound(index)[1]  # what check says of the damage, before repair runs
-    elif command == "serve-add":
-        args, after = None, {before, before + 1}
-    else:
+    args = {"remove": ["remove", str(index), str(photos[0]), str(photos[1])], "repair": ["repair", str(index)],
+            "serve-add": None}
+    if command not in args:
         raise ValueError(command)
+    return index, args[command]
+
+
+def killed(template: Path, work: Path, command: str, delay: float, photos: list[Path]) -> dict:
+    """One writing command on a copy of the index `template` (which holds all `photos` but the
+    last), killed with SIGKILL `delay` seconds after it started; then `check`, and the command run
+    again to the end.
+
+    command: "remove" (two photos), "repair" (of a catalog with a vector of the wrong length),
+    "serve-add" (an upload of the last photo; the server is killed). Sound when the kill left the
+    index all-or-nothing (`check` passes, or for repair reports just what it said of the damage)
+    and the rerun ends as an uninterrupted run does."""
+    index, args = _prepared(template, work, command, photos)
+    before = rows(index)[0]
+    given = is_sound(index)[1]  # what check says before the command (repair: of the damage)
     if args is not None:
         proc = subprocess.Popen([*LS, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(delay)
@@ -211,43 +220,37 @@ def killed(template: Path, work: Path, command: str, delay: float, photos: list[
         server.close(signal.SIGKILL)
     n, distinct = rows(index)
     sound, why = is_sound(index)
-    if command == "repair" and not sound and why == given:
-        sound = True  # killed before it mended: the problems it was given, nothing else
+    sound = sound or why == given  # repair killed before it mended: the damage it was given, nothing else
+    all_or_nothing = n in (before, before + CHANGE[command]) and n == distinct
     if args is not None:
-        rerun = run(*args)
-        ran_again = rerun.returncode in (0, 1)  # `remove` of files gone already says so and exits 1
+        ran_again = run(*args).returncode in (0, 1)  # `remove` of files gone already says so and exits 1
     else:
         server = Server(index)
         ran_again = server.add(photos[-1])[0] == 201
         server.close()
     final, final_distinct = rows(index)
     final_sound, final_why = is_sound(index)
-    end = {"remove": before - 2, "repair": before - 1, "serve-add": before + 1}[command]
+    rerun_ok = ran_again and final == final_distinct == before + CHANGE[command] and final_sound
     return {"command": command, "delay_s": round(delay, 2), "finished_before_kill": finished,
-            "rows_after_kill": n, "all_or_nothing": n in after and n == distinct, "sound_after_kill": sound,
-            "check_after_kill": why, "rerun_ok": ran_again and final == final_distinct == end and final_sound,
-            "check_after_rerun": final_why, "ok": n in after and n == distinct and sound and ran_again
-            and final == final_distinct == end and final_sound}
+            "rows_after_kill": n, "all_or_nothing": all_or_nothing, "sound_after_kill": sound,
+            "check_after_kill": why, "rerun_ok": rerun_ok, "check_after_rerun": final_why,
+            "ok": all_or_nothing and sound and rerun_ok}
 
 
 def clean_seconds(template: Path, work: Path, command: str, photos: list[Path]) -> float:
-    """How long the command takes uninterrupted on a copy of `template` (kill delays are drawn over it)."""
-    index = work / "k.lsx"
-    shutil.rmtree(index, ignore_errors=True)
-    shutil.copytree(template, index)
-    t0 = time.monotonic()
-    if command == "remove":
-        run("remove", str(index), str(photos[0]), str(photos[1]))
-    elif command == "repair":
-        run("repair", str(index))
-    else:
-        server = Server(index)
+    """How long the command takes uninterrupted on a copy prepared as `killed` prepares it (the
+    kill delays are drawn over it); for an upload, from the request on (the server started)."""
+    index, args = _prepared(template, work, command, photos)
+    if args is not None:
         t0 = time.monotonic()
-        server.add(photos[-1])
-        seconds = time.monotonic() - t0
-        server.close()
-        return seconds
-    return time.monotonic() - t0
+        run(*args)
+        return time.monotonic() - t0
+    server = Server(index)
+    t0 = time.monotonic()
+    server.add(photos[-1])
+    seconds = time.monotonic() - t0
+    server.close()
+    return seconds
 
 
 def summary(result: dict) -> str:

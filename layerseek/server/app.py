@@ -492,15 +492,14 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, "JPEG", quality=85)
-        if idx.catalog.read_only:  # served, not kept
-            return Response(buf.getvalue(), media_type="image/jpeg")
-        tmp = cached.with_name(cached.name + f".{threading.get_ident()}.tmp")
-        try:
+
+        def save():
             thumbs.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(cached.name + f".{threading.get_ident()}.{os.getpid()}.tmp")
             tmp.write_bytes(buf.getvalue())
             os.replace(tmp, cached)
-        except OSError:  # a full drive: a cache, not kept this time
-            tmp.unlink(missing_ok=True)
+
+        idx.catalog.keep_cache(save)  # read-only or full: served, not kept
         return Response(buf.getvalue(), media_type="image/jpeg")
 
     def do_add(dest: Path):

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +201,24 @@ class Catalog:
     def read_only(self) -> bool:
         """Whether this index lies where nothing may be written (a read-only drive or folder)."""
         return read_only_place(self.root)
+
+    def keep_cache(self, save: Callable[[], object]) -> bool:
+        """Run `save()`, which writes a derived structure under cache/ (through `*.<pid>.tmp` files
+        renamed into place), unless nothing may be written here. A drive that refuses the write
+        (full, or gone read-only) leaves the structure in memory only: a cache is rebuilt from the
+        catalog when missing or behind, so the search goes on; the half-written files are removed.
+        Returns whether it was kept."""
+        if self.read_only:
+            return False
+        try:
+            save()
+            return True
+        except OSError:
+            import shutil
+
+            for tmp in (self.root / "cache").rglob(f"*.{os.getpid()}.tmp"):  # files, or the MOF engine's folder
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            return False
 
     @classmethod
     def exists(cls, root: str | Path) -> bool:

@@ -477,13 +477,11 @@ class FaissStore:
             if len(removed) or len(added):
                 at = np.searchsorted(cids, added)
                 rows.apply(removed, added, hashes[at], self.catalog.vectors(added.tolist()) if len(added) else None)
-                if not self.catalog.read_only:  # a read-only index: built in memory, searched, not kept
-                    rows.save(folder)
+                self.catalog.keep_cache(lambda: rows.save(folder))  # read-only or full: in memory only
         if rows is None:
             ids, mat = self.catalog.matrix()
             rows = FlatRows.build(ids, hashes_of(ids, cids, hashes), mat)
-            if not self.catalog.read_only:
-                rows.save(folder)
+            self.catalog.keep_cache(lambda: rows.save(folder))
         if not self.catalog.read_only:
             remove_others(folder, "vectors-*.npz", ())  # the per-generation matrices of older versions
         self._flat = (gen, rows)
@@ -516,12 +514,10 @@ class FaissStore:
             ids, mat = self.catalog.matrix()
             g = HnswGraph.build(ids, hashes_of(ids, cids, hashes), mat)
         unsaved = g.ntotal - g.saved_rows
-        if self.catalog.read_only:  # built in memory, searched, not kept
-            pass
-        elif unsaved >= max(HNSW_SAVE_ROWS, g.ntotal // 100) or (g.saved_rows == 0 and g.ntotal):
-            g.save(folder)
+        if unsaved >= max(HNSW_SAVE_ROWS, g.ntotal // 100) or (g.saved_rows == 0 and g.ntotal):
+            self.catalog.keep_cache(lambda: g.save(folder))  # read-only or full: in memory only
         elif g.saved_rows:
-            g.save_rows(folder)
+            self.catalog.keep_cache(lambda: g.save_rows(folder))
         if not self.catalog.read_only:
             remove_others(folder, "vectors-*.npz", ())  # the per-generation matrices of older versions
         self._ann = (gen, g)
