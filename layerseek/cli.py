@@ -210,6 +210,10 @@ def eval_(
     diffusion: Annotated[int, typer.Option(help="with --verify on a global method: the verified images seed a diffusion "
                                                 "over a K-nearest-neighbour graph of the database that orders the rest, "
                                                 "as an index searches (an index's default: 15; 0: off)")] = 0,
+    word_candidates: Annotated[int, typer.Option(help="with --verify and --expand or --diffusion: also verify the N best of the "
+                                            "word engine over the SIFT features, wherever the CNN ranks them, as an "
+                                            "index searches (an index's default: 100; 0: off)",
+                                       min=0, max=1000)] = 0,
     fundamental: Annotated[int, typer.Option(help="with --verify: an image the homography does not verify is verified "
                                                   "by a fundamental matrix (3-D scenes) with at least this many inliers "
                                                   "(an index's default: 20; 0: off)")] = 0,
@@ -240,6 +244,8 @@ def eval_(
         verify = verify or (10 if use_local else 0)
         if (expand or diffusion) and (not verify or use_local or method == "mof" or rerank):
             fail("--expand and --diffusion follow --verify N on a global method")
+        if word_candidates and not (expand or diffusion):
+            fail("--word-candidates follows --verify N with --expand or --diffusion (the index's rule)")
         if (expand or diffusion) and (qe or similarity not in ("cosine", "correlation")):
             fail("--expand and --diffusion search fused vectors as an index does: no --qe, and similarity cosine "
                  "or correlation")
@@ -324,7 +330,8 @@ def eval_(
                     kept = [v for v in wv if v is not None]
                     gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
                 res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify, expand,
-                                          settings(k=diffusion) if diffusion else None)
+                                          settings(k=diffusion) if diffusion else None,
+                                          words=word_candidates)
             else:
                 res = evaluate_verified(ds, first, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify)
             res["_score_seconds"] = t_first
@@ -341,6 +348,8 @@ def eval_(
         title += f", {expand} round(s) of verified QE"
     if diffusion:
         title += f", diffusion from the verified (k {diffusion})"
+    if word_candidates:
+        title += f", + the word engine's top {word_candidates} verified"
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -368,7 +377,7 @@ def eval_(
                   "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
-                  "verify": verify, "expand": expand, "diffusion": diffusion, "fundamental": fundamental, "spread": spread,
+                  "verify": verify, "expand": expand, "diffusion": diffusion, "word_candidates": word_candidates, "fundamental": fundamental, "spread": spread,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "per_query": per_query(ds, res.get("_ranks", [])),
@@ -566,6 +575,10 @@ def search(
                                                       help="order what follows the verified results by a diffusion "
                                                            "from them over the index's neighbour graph (default: the "
                                                            "index's setting, on for new global indexes)")] = None,
+    word_candidates: Annotated[Optional[int], typer.Option(help="also verify the N best of the word engine over the stored "
+                                                      "SIFT features, wherever the CNN ranks them (default 100 on "
+                                                      "an index made with --verify; 0: off)",
+                                                 min=SEARCH_LIMITS["words"][0], max=SEARCH_LIMITS["words"][1])] = None,
 ) -> None:
     """The indexed images most like IMAGE, best first. On an index that stores local features,
     the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
@@ -602,7 +615,8 @@ def search(
                     if local is not None:
                         hits = idx.search_two_stage(image, local, top=n, shortlist=shortlist)
                     else:
-                        hits = idx.search(image, top=n, qe=qe, verify=verify, diffusion=diffusion)
+                        hits = idx.search(image, top=n, qe=qe, verify=verify, diffusion=diffusion,
+                                          words=word_candidates)
                 except LayerseekError as e:
                     if not batch:
                         raise
@@ -821,7 +835,9 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                       + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False, soft_wrap=True)
     v = data.get("verify")
     if v:
-        console.print(f"verification: the first 100 of a search re-ordered by RANSAC inliers of {v['features']} SIFT "
+        words = (f" and the {v['words']['top']} best of the word engine over those features (vocabulary "
+                 f"{v['words']['vocabulary']}, wherever the CNN ranks them)" if v.get("words") else "")
+        console.print(f"verification: the first 100 of a search{words} re-ordered by RANSAC inliers of {v['features']} SIFT "
                       f"features at {v['side']} px (same object from {v['min_inliers']} inliers"
                       + (f"; 3-D scenes from {v['fundamental']} inliers of a fundamental matrix" if v.get("fundamental")
                          else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"

@@ -183,7 +183,7 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
         behind = sum(1 for i, s in held.items() if shas.get(i) != s) + sum(1 for i in shas if i not in held)
         if behind:
             note(f, f"{behind} images behind the catalog (brought up to date at the next search)")
-    for d in sorted(cache.glob("mof-*")):
+    for d in sorted([*cache.glob("mof-*"), *cache.glob("words-*")]):
         try:
             held = {int(k): v for k, v in json.loads((d / "held.json").read_text()).items()}
         except (OSError, ValueError, AttributeError) as e:

@@ -78,6 +78,15 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
             raise LayerseekError(f"diffusion k {rule['k']}, alpha {rule['alpha']}: out of range (k 1-1000, "
                                  "0 < alpha < 1)")
         out["diffusion"] = rule
+    words = given.get("words", True)
+    if global_method and words:
+        from .verify.words import DEFAULT_WORD_CANDIDATES, shipped
+
+        top = int(words.get("top", DEFAULT_WORD_CANDIDATES)) if isinstance(words, dict) else DEFAULT_WORD_CANDIDATES
+        if not 1 <= top <= 1000:
+            raise LayerseekError(f"word candidates {top}: out of range (1-1000)")
+        # the second source of candidates (verify.words): the shipped vocabulary, named by its hash
+        out["words"] = {"vocabulary": shipped().fingerprint(), "top": top}
     return out
 
 
@@ -147,6 +156,7 @@ class Index(Ingest, Query):
         self._store = None  # where the global vectors are searched (opened on first use)
         self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
         self._graph = None  # diffusion: (generation, KnnGraph, affinity, {id: sha256} of what it holds)
+        self._words = None  # word candidates: (generation, WordsEngine, {id: sha256} of what it holds)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
         self._writing = 0  # depth of `writing()` held by this Index
 

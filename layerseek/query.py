@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 #: local features (what docs/RESULTS.md measured; a query then takes about 1 s more on 2 cores).
 DEFAULT_VERIFY = 100
 #: the range of each search option, the same for the command line and the HTTP API
-SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlist": (1, 100000)}
+SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlist": (1, 100000),
+                 "words": (0, 1000)}
 
 
 @dataclass
@@ -109,12 +110,12 @@ class Query:
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               matches: bool = False) -> list[Hit]:
+               matches: bool = False, words: int | None = None) -> list[Hit]:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
         carries the correspondences that verified it (`Hit.matches`, to draw them)."""
         drawn: dict | None = {} if matches else None  # id -> a verified image's correspondences
-        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn)
+        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words)
         hits = [h for h in hits if os.path.lexists(h.path)][:top]
         for h in hits:
             if drawn and h.verified and h.id in drawn:
@@ -123,7 +124,7 @@ class Query:
 
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               drawn: dict | None = None) -> list[Hit]:
+               drawn: dict | None = None, words: int | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification
         (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
@@ -131,7 +132,9 @@ class Query:
         verified again (global methods; default: the index's setting, 1 for new indexes).
         `diffusion`: the verified images seed a diffusion over the graph of the index's vectors
         that orders everything after them (`verify.diffusion`; default: the index's setting, on
-        for new global indexes; False: off). `drawn`: as `verify_hits` takes it."""
+        for new global indexes; False: off). `drawn`: as `verify_hits` takes it. `words`: how many
+        of the word engine's best (`verify.words`, over the stored SIFT) are verified beside the
+        first stage's shortlist (default: the index's setting, 100 for new global indexes; 0: off)."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
         shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
@@ -155,11 +158,11 @@ class Query:
 
             diffuse = settings()
         return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top,
-                                drawn)[:top]
+                                drawn, words)[:top]
 
     def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
                     rounds: int = 0, diffusion: dict | None = None, top: int | None = None,
-                    drawn: dict | None = None) -> list[Hit]:
+                    drawn: dict | None = None, words: int | None = None) -> list[Hit]:
         """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
         function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
         inliers between the query image and their stored features, after `rounds` of expansion
@@ -168,7 +171,7 @@ class Query:
         by a diffusion seeded with them (`verify.diffusion.verified_diffusion`); their score stays
         the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return.
         `drawn`: a dict that receives each verified image's correspondences (`Verifier.pairs`, from
-        the verification itself: nothing is matched twice)."""
+        the verification itself: nothing is matched twice). `words`: as `ranked` takes it."""
         from .verify.features import LocalFeatures
         from .verify.pipeline import verify_and_expand
 
@@ -191,9 +194,12 @@ class Query:
                     drawn[i] = verifier.pairs(qf, f, found=inl)
             return dict(zip(ids, counts))
 
+        extra = self.word_candidates(qf, words, q)
+        for h in extra:
+            ranked.setdefault(h.id, h)
         order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
                                           if self.kind == "global" else None, shortlist,
-                                          verifier.min_inliers, rounds)
+                                          verifier.min_inliers, rounds, [h.id for h in extra])
         if diffusion and self.kind == "global" and q is not None:
             from .verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, shortlist_graph, verified_diffusion
 
@@ -218,10 +224,37 @@ class Query:
                 h.inliers, h.verified = counts[h.id], counts[h.id] >= verifier.min_inliers
         return out
 
+    def word_candidates(self, qf, words: int | None = None, q: np.ndarray | None = None) -> list[Hit]:
+        """The word engine's `words` best images for the query's local features `qf` (default: the
+        index's setting; none on an index without word candidates), as hits scored by the first
+        stage's similarity to `q` (the word score where there is no `q`)."""
+        w = (self.verify_settings or {}).get("words")
+        k = int(w["top"]) if words is None and w else int(words or 0)
+        if k < 0:
+            raise LayerseekError(f"words {k}: give a number of word candidates >= 0")
+        if not k or qf is None or not len(qf):
+            return []
+        if not w:
+            raise LayerseekError(f"{self.catalog.root}: this index has no word candidates (made before "
+                                 "them, or with them off); search with --word-candidates 0")
+        with self._lock:
+            engine = self.words_engine()
+            found = engine.search(engine.words.encode(qf, engine.params.ma), k)
+            entries = {i: self.catalog.by_id(i) for i, _ in found}
+        found = [(i, s) for i, s in found if entries[i] is not None]
+        if q is not None and found:
+            sims = self.catalog.vectors([i for i, _ in found]) @ np.asarray(q, np.float32)
+            found = [(i, float(v)) for (i, _), v in zip(found, sims)]
+        return [Hit(i, entries[i].path, float(s)) for i, s in found]
+
     def update_graph(self) -> None:
-        """Bring the diffusion graph up to date with the catalog now (a search would otherwise do
-        it first); nothing on an index without diffusion."""
+        """Bring the diffusion graph and the word engine up to date with the catalog now (a search
+        would otherwise do it first); nothing on an index without them."""
         from .verify.diffusion import FULL_GRAPH_MAX
+
+        if (self.verify_settings or {}).get("words"):
+            with self._lock:
+                self.words_engine()
 
         d = (self.verify_settings or {}).get("diffusion")
         n = self.catalog.count()
@@ -302,48 +335,88 @@ class Query:
         from .local.method import unpack
         from .local.mof import MOFEngine
 
+        def encoded(ids):
+            for i, sha, payload in self.catalog.payloads(ids):
+                yield i, sha, unpack(payload)
+
+        return self._in_step("_engine", "mof", lambda: MOFEngine(self.method.model), encoded)
+
+    def words_engine(self):
+        """The word engine of the index's stored SIFT features (`verify.words`), in step with the
+        catalog as `engine` is; None on an index without word candidates (made before them, or
+        with them off)."""
+        from .verify.features import LocalFeatures
+        from .verify.words import WordsEngine, WordsParams, shipped
+
+        w = (self.verify_settings or {}).get("words")
+        if not w:
+            return None
+        vocabulary = shipped()
+        if vocabulary.fingerprint() != w["vocabulary"]:
+            raise LayerseekError(f"{self.catalog.root}: made with word vocabulary {w['vocabulary']}, this "
+                                 f"installation has {vocabulary.fingerprint()}; search with --word-candidates 0")
+        params = WordsParams()
+
+        def encoded(ids):
+            ids = list(ids)
+            now = self.catalog.shas()
+            for at in range(0, len(ids), 256):  # the features of a few hundred images at a time
+                stored = self.catalog.features(ids[at:at + 256])
+                for i, data in stored.items():
+                    yield i, now[i], vocabulary.encode(LocalFeatures.unpack(data), 1)
+
+        return self._in_step("_words", "words", lambda: WordsEngine(vocabulary, params), encoded)
+
+    def _in_step(self, attr: str, prefix: str, fresh, encoded):
+        """An engine of inverted files (`fresh()` makes an empty one) in step with the catalog,
+        kept in `self.<attr>` and saved in cache/<prefix>-<generation>/: the images added, changed
+        or removed since it was last saved are added (`encoded(ids)` gives (id, sha, what `add`
+        takes)) or removed, never rebuilt whole."""
         gen = self.catalog.generation()
-        if self._engine is not None and self._engine[0] == gen:
-            return self._engine[1]
+        kept = getattr(self, attr)
+        if kept is not None and kept[0] == gen:
+            return kept[1]
         cache = self.catalog.root / "cache"
-        if self._engine is None:
-            engine, held = MOFEngine(self.method.model), {}
-            saved = sorted(cache.glob("mof-*"), key=lambda p: int(p.name.split("-")[1]))
+        if kept is None:
+            engine, held = fresh(), {}
+            # a killed save leaves <prefix>-<gen>.<pid>.tmp: not a saved engine
+            saved = [p for p in cache.glob(f"{prefix}-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+            saved.sort(key=lambda p: int(p.name.split("-", 1)[1]))
             if saved:
                 try:
                     engine.load_files(saved[-1])
                     held = json.loads((saved[-1] / "held.json").read_text())
                     held = {int(k): v for k, v in held.items()}
                 except (OSError, ValueError, KeyError):
-                    engine, held = MOFEngine(self.method.model), {}
+                    engine, held = fresh(), {}
         else:
-            _, engine, held = self._engine
+            _, engine, held = kept
         now = self.catalog.shas()
         for i in [i for i, sha in held.items() if now.get(i) != sha]:
             engine.remove(i)
             del held[i]
         todo = [i for i in now if i not in held]
-        for i, sha, payload in self.catalog.payloads(todo):
-            engine.add(i, unpack(payload))
+        for i, sha, item in encoded(todo):
+            engine.add(i, item)
             held[i] = sha
-        if todo or not (cache / f"mof-{gen}").is_dir():
-            self.catalog.keep_cache(lambda: self._save_engine(engine, held, gen))
-        self._engine = (gen, engine, held)
+        if todo or not (cache / f"{prefix}-{gen}").is_dir():
+            self.catalog.keep_cache(lambda: self._save_engine(engine, held, prefix, gen))
+        setattr(self, attr, (gen, engine, held))
         return engine
 
-    def _save_engine(self, engine, held: dict, gen: int) -> None:
+    def _save_engine(self, engine, held: dict, prefix: str, gen: int) -> None:
         cache = self.catalog.root / "cache"
-        tmp = cache / f"mof-{gen}.{os.getpid()}.tmp"
+        tmp = cache / f"{prefix}-{gen}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         engine.save(tmp)
         (tmp / "held.json").write_text(json.dumps(held))
-        final = cache / f"mof-{gen}"
+        final = cache / f"{prefix}-{gen}"
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         # read from the files under their final name: the next save links their unchanged bases
         engine.load_files(final)
-        for old in cache.glob("mof-*"):
+        for old in cache.glob(f"{prefix}-*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
 

@@ -187,16 +187,31 @@ def evaluate_verified(ds: Dataset, first: dict[int, list[int]] | None, db_feats,
     return result
 
 
+def words_engine(db_feats):
+    """The word engine (`verify.words`, the shipped vocabulary) of a database's SIFT features,
+    keyed by database index."""
+    from ..verify.words import WordsEngine, shipped
+
+    engine = WordsEngine(shipped())
+    for i, f in enumerate(db_feats):
+        if f is not None:
+            engine.add(i, engine.words.encode(f, 1))
+    return engine
+
+
 def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats, verifier, shortlist: int,
                         rounds: int = 1, diffusion: dict | None = None, threads: int = 2,
-                        truncate: int | None = None) -> dict:
+                        truncate: int | None = None, words: int = 0, engine=None) -> dict:
     """A global method searched as an index searches (`Query.search`): the fused vectors of
     `method` (a `methods.GlobalMethod`, whitening already fitted if any) ranked by inner product,
     the first `shortlist` verified, `rounds` of verified query expansion, then (with `diffusion`,
     {"k", "gamma", "alpha"}) the rest ordered by a diffusion seeded with the verified images over
     the k-NN graph of the database vectors — with `truncate` T, over the graph of the query's T
-    best first-stage images only, as an index past `diffusion.FULL_GRAPH_MAX` images does. Failed
-    images are left out as `evaluate_global` does."""
+    best first-stage images only, as an index past `diffusion.FULL_GRAPH_MAX` images does. With
+    `words` W, the W best of the word engine over the database's SIFT features (`verify.words`,
+    the shipped vocabulary) are verified beside the shortlist, as an index with word candidates
+    does (`engine`: a `WordsEngine` of the database already made, keyed by database index).
+    Failed images are left out as `evaluate_global` does."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..verify.diffusion import KnnGraph, shortlist_graph, verified_diffusion
@@ -216,6 +231,8 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
         S = graph.affinity(float(diffusion["gamma"]))
     skip = {qi: ds.queries[qi].db_index for qi in keep_q}
     row_of = {old: new for new, old in enumerate(keep_db)}
+    if words and engine is None:
+        engine = words_engine(db_feats)
 
     def one(item):
         n, qi = item
@@ -233,8 +250,10 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
             return {j: 0 if db_feats[keep_db[j]] is None else verifier.inliers(qf, db_feats[keep_db[j]], q_space)
                     for j in ids}
 
+        extra = [] if not words else [row_of[i] for i, _ in engine.search(engine.words.encode(qf, 1), words + 1)
+                                      if i in row_of and row_of[i] != own][:words]
         order, counts = verify_and_expand(Q[n], rank, inliers_of, lambda ids: D[ids], method.expand, shortlist,
-                                          verifier.min_inliers, rounds)
+                                          verifier.min_inliers, rounds, extra)
         if diffusion:
             g, aff = graph, S
             if truncate:  # the graph of this query's shortlist alone (`order` here ranks everything;

@@ -436,10 +436,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                 "queue": queue["pending"], "max_queue": max_queue, "verify": idx.verify_settings,
                 "rerank_with": local.catalog.root.name if local else None, "shortlist": shortlist if local else None}
 
-    def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False):
+    def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False,
+                  words: int | None = None):
         if local is not None:
             return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
-        return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches)
+        return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches, words=words)
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
@@ -447,13 +448,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                      qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
                      verify: int | None = Query(None, ge=SEARCH_LIMITS["verify"][0], le=SEARCH_LIMITS["verify"][1], description="verify the first N geometrically "
                                                 "(default 100 on an index that stores local features; 0: off)"),
+                     words: int | None = Query(None, ge=SEARCH_LIMITS["words"][0], le=SEARCH_LIMITS["words"][1],
+                                               description="also verify the N best of the word engine over the "
+                                               "stored SIFT features (default 100 on an index that has it; 0: off)"),
                      matches: bool = Query(False, description="each verified result also lists the correspondences "
                                            "that verified it: [query x, y, result x, y] as shares of each image's size"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches)
+            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches, words)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:

@@ -57,6 +57,11 @@ class Diffusion(_Model):
     alpha: Annotated[float, Field(gt=0, lt=1)]
 
 
+class Words(_Model):
+    vocabulary: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]  # the hash of verify.words' vocabulary
+    top: Annotated[int, Field(ge=1, le=1000)]
+
+
 class Verify(_Model):
     kind: Literal["sift"]
     features: Annotated[int, Field(ge=16, le=20000)]
@@ -68,6 +73,7 @@ class Verify(_Model):
     fundamental: Annotated[int, Field(ge=0, le=10000)] = 0  # 0: homography only (indexes made before it)
     spread: Annotated[float, Field(ge=0, le=1)] = 0.0  # 0: no spread rule (indexes made before it)
     diffusion: Diffusion | None = None
+    words: Words | None = None  # None: no word candidates (indexes made before them, or off)
 
 
 class Store(_Model):

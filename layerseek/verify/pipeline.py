@@ -148,17 +148,20 @@ class VoteIndex:
 def verify_and_expand(q: np.ndarray, rank: Callable[[np.ndarray], list[int]],
                       inliers_of: Callable[[list[int]], dict[int, int]], vectors: Callable[[list[int]], np.ndarray],
                       expand: Callable[[np.ndarray, np.ndarray], np.ndarray], shortlist: int, min_inliers: int,
-                      rounds: int = 1) -> tuple[list[int], dict[int, int]]:
+                      rounds: int = 1, extra: Sequence[int] = ()) -> tuple[list[int], dict[int, int]]:
     """Verification with spatially verified query expansion (Chum et al. 2007): rank by the
-    global vector `q`, verify the first `shortlist`; then, `rounds` times, expand the query with
-    the vectors of the verified images (`expand(q, their vectors)`, e.g. average QE), rank again
-    and verify the new shortlist (counts already known are kept). Returns the last ranking with
-    its head in `verified_order`, and every inlier count computed (id -> inliers)."""
+    global vector `q`, verify the first `shortlist` and the `extra` candidates (another source's,
+    e.g. `verify.words`: they are verified whatever the ranking says of them); then, `rounds`
+    times, expand the query with the vectors of the verified images (`expand(q, their vectors)`,
+    e.g. average QE), rank again and verify the new shortlist (counts already known are kept).
+    Returns the verified images by inliers (ties: the ranking's order, then the extras'), then
+    the rest of the last ranking in its order (an extra candidate that fails verification stays
+    where the ranking put it, or out of it), and every inlier count computed (id -> inliers)."""
     counts: dict[int, int] = {}
     q0 = q
     for r in range(rounds + 1):
         order = rank(q)
-        head = order[:shortlist]
+        head = list(dict.fromkeys(order[:shortlist] + list(extra)))
         todo = [i for i in head if i not in counts]
         if todo:
             counts.update(inliers_of(todo))
@@ -166,4 +169,6 @@ def verify_and_expand(q: np.ndarray, rank: Callable[[np.ndarray], list[int]],
         if r == rounds or not verified:
             break
         q = expand(q0, vectors(verified))
-    return verified_order(head, counts, min_inliers) + order[shortlist:], counts
+    good = verified_order(head, counts, min_inliers)[:len(verified)]
+    chosen = set(good)
+    return good + [i for i in order if i not in chosen], counts

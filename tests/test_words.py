@@ -1,0 +1,143 @@
+"""The word engine (`verify.words`): a second source of candidates over the stored SIFT features,
+independent of the CNN: the vocabulary as an estimator, the engine's ranking, and an index whose
+engine stays in step with its catalog and finds what the CNN's shortlist misses."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from layerseek.errors import LayerseekError
+from layerseek.images import load_image
+from layerseek.index import Index
+from layerseek.verify.features import LocalFeatures, rootsift, sift_features
+from layerseek.verify.words import SHIPPED, SiftWords, WordsEngine, shipped
+
+OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 512}
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_a_vocabulary_round_trips_and_assigns_each_descriptor_its_nearest_word(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.standard_normal((32, 128)))
+    x = _unit(np.repeat(centres, 60, axis=0) + 0.02 * rng.standard_normal((32 * 60, 128)))
+    w = SiftWords(k=32, niter=10).fit(x)
+    words, sigs = w.vocabulary_.assign(x, 1)[:, 0], None
+    exact = np.argmax(x @ w.vocabulary_.centroids_.T, axis=1)
+    assert np.mean(words == exact) > 0.99  # the HNSW assignment is the nearest word
+    # the planted clusters are words (k-means may split one and merge two: most, not all)
+    pure = sum(len(np.unique(words[c * 60:(c + 1) * 60])) == 1 for c in range(32))
+    assert pure >= 28 and len(np.unique(words)) == 32
+    # a signature bit is the projection against that word's median (Jégou et al. 2008)
+    proj = x @ w.he_.projection_.T
+    sigs = w.he_.signatures(x, words[:, None])[:, 0]
+    assert np.array_equal(np.unpackbits(sigs, axis=1).astype(bool), proj > w.he_.medians_[words])
+    w.save(tmp_path / "w.npz", {"learned_on": "test"})
+    back = SiftWords.load(tmp_path / "w.npz")
+    assert back.about == {"learned_on": "test"} and back.fingerprint() == w.fingerprint()
+    assert np.mean(back.vocabulary_.assign(x, 1)[:, 0] == words) > 0.99  # float16 words: same assignment
+    (tmp_path / "bad.npz").write_bytes(b"not a vocabulary")
+    with pytest.raises(LayerseekError, match="bad.npz: not a usable word vocabulary"):
+        SiftWords.load(tmp_path / "bad.npz")
+
+
+def test_the_shipped_vocabulary_says_what_it_was_learned_on():
+    w = shipped()
+    assert w.k == 20000 and w.nbytes == 8 and SHIPPED.is_file()
+    assert "corel1k" in w.about["learned_on"] and w.about["command"].startswith("python -m layerseek.verify.words")
+
+
+def test_the_engine_ranks_the_cover_of_a_phone_photo_first(data_dir):
+    w = shipped()
+    covers = data_dir / "smvs-dvd-covers"
+    engine = WordsEngine(w)
+    for i in range(1, 11):
+        engine.add(i, w.encode(sift_features(load_image(covers / "Reference" / f"{i:03d}.jpg", max_side=640))))
+    for i in (3, 7):
+        q = sift_features(load_image(covers / "Palm" / f"{i:03d}.jpg", max_side=640))
+        found = engine.search(w.encode(q), 5)
+        assert found[0][0] == i and found[0][1] > 2 * found[1][1], found
+    assert engine.remove(7) and not engine.remove(7)
+    q = sift_features(load_image(covers / "Palm" / "007.jpg", max_side=640))
+    assert 7 not in [i for i, _ in engine.search(w.encode(q), 10)]
+    with pytest.raises(LayerseekError, match="reads SIFT"):
+        w.encode(LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), (1, 1), "orb"))
+
+
+def _covers(data_dir, folder, n=8):
+    folder.mkdir(parents=True)
+    for i in range(1, n + 1):
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i:03d}.jpg", folder / f"{i:03d}.jpg")
+    return folder
+
+
+def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step(data_dir, tmp_path):
+    covers = _covers(data_dir, tmp_path / "covers")
+    photo = data_dir / "smvs-dvd-covers" / "Palm" / "007.jpg"
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(covers)
+        idx.update_graph()
+        assert idx.verify_settings["words"] == {"vocabulary": shipped().fingerprint(), "top": 100}
+        # the CNN ranks the right cover 5th: a shortlist of 2 never sees it
+        cnn = idx.search(photo, top=8, verify=0)
+        assert [h.path[-7:] for h in cnn].index("007.jpg") >= 2
+        alone = idx.search(photo, top=3, verify=2, words=0, diffusion=False)
+        assert not alone[0].path.endswith("007.jpg") and not any(h.verified for h in alone)
+        both = idx.search(photo, top=3, verify=2, diffusion=False, expand=0)
+        assert both[0].path.endswith("007.jpg") and both[0].verified
+        # its score stays the first stage's similarity, as a shortlisted hit's would
+        assert both[0].score == pytest.approx([h.score for h in cnn if h.path.endswith("007.jpg")][0], abs=1e-5)
+        # in step with the catalog: a removed file leaves it, a changed one is held as it is now
+        held = lambda: idx._words[2]  # noqa: E731
+        assert held() == idx.catalog.shas()
+        gone = both[0].id
+        (covers / "007.jpg").unlink()
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / "009.jpg", covers / "002.jpg")
+        idx.add_folder(covers)
+        assert idx.search(photo, top=1, verify=2)[0].verified  # with the expansion and diffusion on too
+        assert gone not in [h.id for h in idx.word_candidates(idx.local_features(idx.query_image(photo)), 10)]
+        assert held() == idx.catalog.shas() and len(idx.words_engine()) == 7
+        nine = data_dir / "smvs-dvd-covers" / "Palm" / "009.jpg"
+        assert idx.search(nine, top=1, verify=1, diffusion=False)[0].path.endswith("002.jpg")
+        first = [(h.id, h.inliers) for h in idx.search(nine, top=5)]
+        gen = idx.catalog.generation()
+    assert sorted(p.name for p in (tmp_path / "idx" / "cache").glob("words-*")) == [f"words-{gen}"]
+    # another process reads the saved engine: nothing encoded again, the same results
+    with Index.open(tmp_path / "idx") as again:
+        again.words_engine()
+        assert again._words[2] == again.catalog.shas()
+        assert [(h.id, h.inliers) for h in again.search(nine, top=5)] == first
+
+
+def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_alone(data_dir, tmp_path):
+    covers = _covers(data_dir, tmp_path / "covers", 4)
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(covers)
+    manifest = tmp_path / "idx" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["verify"]["words"]  # as written before the word engine existed
+    manifest.write_text(json.dumps(m))
+    with Index.open(tmp_path / "idx") as old:
+        hit = old.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", top=1)[0]
+        assert hit.path.endswith("003.jpg") and hit.verified and old.words_engine() is None
+        with pytest.raises(LayerseekError, match="no word candidates"):
+            old.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", words=10)
+    assert not list((tmp_path / "idx" / "cache").glob("words-*"))
+    m["verify"]["words"] = {"vocabulary": "0123456789abcdef", "top": 100}
+    manifest.write_text(json.dumps(m))
+    with Index.open(tmp_path / "idx") as other:
+        with pytest.raises(LayerseekError, match="word vocabulary 0123456789abcdef"):
+            other.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg")
+        assert other.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", words=0, top=1)[0].verified
+
+
+def test_rootsift_of_the_stored_bytes_is_what_the_words_see(data_dir):
+    f = sift_features(load_image(data_dir / "smvs-dvd-covers" / "Reference" / "001.jpg", max_side=640))
+    back = LocalFeatures.unpack(f.pack())
+    w = shipped()
+    assert np.array_equal(w.encode(back)[0], w.vocabulary_.assign(rootsift(f.desc), 1).astype(np.int32))
