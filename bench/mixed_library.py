@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--n", default="0")
     ap.add_argument("--words", default="0,100", help="word candidates verified beside the shortlist (0: off)")
     ap.add_argument("--shortlist", type=int, default=100)
-    ap.add_argument("--kinds", default="smvs,rparis6k-subset,corel1k")
+    ap.add_argument("--kinds", default="smvs,rparis6k-subset,corel1k", help="the collections in the database")
+    ap.add_argument("--queries", default="smvs,rparis6k-subset", help="the collections whose queries are searched")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     kinds = [get_dataset(k) for k in args.kinds.split(",")]
@@ -81,7 +82,7 @@ def main() -> None:
     rows = []
     for n in (int(x) for x in args.n.split(",")):
         database, sets = mixed(kinds, distractor_files(args.distractors, n))
-        queried = [ds for ds in sets if ds.queries]
+        queried = [ds for ds in sets if ds.queries and ds.name in args.queries.split(",")]
         whole = Dataset("mixed", "none", database, [q for ds in queried for q in ds.queries])
         t0 = time.perf_counter()
         db, qs, err = describe_dataset(whole, method.backbone, method.layers, method.max_side, None, None,
@@ -111,15 +112,15 @@ def main() -> None:
                 line = f"  N={n} words={words} {ds.name}: "
                 if ds.protocol == "smvs":
                     ranks = dict(res["_ranks"]) if "_ranks" in res else None
-                    line += f"R@1 {res['R@1']:.1f} mAP {res['mAP']:.1f}"
+                    line += f"R@1 {100 * res['R@1']:.1f} mAP {100 * res['mAP']:.1f}"
                     if ranks is not None:
                         for phone in sorted({q.path.parent.name for q in ds.queries}):
                             sub = {qi: r for qi, r in ranks.items() if ds.queries[qi].path.parent.name == phone}
                             pr = evaluate_rankings(ds, sub)
                             row[phone] = pr["R@1"]
-                            line += f"  {phone} {pr['R@1']:.1f}"
+                            line += f"  {phone} {100 * pr['R@1']:.1f}"
                 else:
-                    line += "  ".join(f"{k} {v:.1f}" for k, v in res.items() if k.startswith("mAP"))
+                    line += "  ".join(f"{k} {100 * v:.1f}" for k, v in res.items() if k.startswith("mAP"))
                 line += f"  ({res['_verify_seconds']:.2f} s/query)"
                 print(line, flush=True)
                 rows.append(row)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import LayerseekError, shown
-from .query import SEARCH_LIMITS
+from .query import DEFAULT_VERIFY, SEARCH_LIMITS
 
 app = typer.Typer(
     help="Find the images that show the same object or place, with multi-layer CNN retrieval.",
@@ -798,6 +798,10 @@ def demo(
     except LayerseekError as e:
         fail(str(e))
     console.print(f"{right} of {len(queries)} phone photos found their cover first.", highlight=False)
+    if len(refs) <= DEFAULT_VERIFY:  # say what this measures: verification saw every cover
+        console.print(f"(An index of {len(refs)} covers alone: each search verified all of them. In a library of "
+                      "mixed kinds the word engine's candidates keep the right photo in sight: docs/RESULTS.md, "
+                      "\"Word candidates\".)", highlight=False, soft_wrap=True)
     console.print(f"Next: layerseek search {index_path} PHOTO   or   layerseek serve {index_path}  (then open the "
                   "address it prints and drop a photo)", highlight=False, soft_wrap=True)
     if right < len(queries):

@@ -362,8 +362,9 @@ class Query:
             now = self.catalog.shas()
             for at in range(0, len(ids), 256):  # the features of a few hundred images at a time
                 stored = self.catalog.features(ids[at:at + 256])
-                for i, data in stored.items():
-                    yield i, now[i], vocabulary.encode(LocalFeatures.unpack(data), 1)
+                codes = vocabulary.encode_many([LocalFeatures.unpack(d) for d in stored.values()], 1)
+                for i, code in zip(stored, codes):
+                    yield i, now[i], code
 
         return self._in_step("_words", "words", lambda: WordsEngine(vocabulary, params), encoded)
 

@@ -193,9 +193,11 @@ def words_engine(db_feats):
     from ..verify.words import WordsEngine, shipped
 
     engine = WordsEngine(shipped())
-    for i, f in enumerate(db_feats):
-        if f is not None:
-            engine.add(i, engine.words.encode(f, 1))
+    have = [i for i, f in enumerate(db_feats) if f is not None]
+    for at in range(0, len(have), 256):
+        part = have[at:at + 256]
+        for i, code in zip(part, engine.words.encode_many([db_feats[i] for i in part], 1)):
+            engine.add(i, code)
     return engine
 
 

@@ -19,6 +19,20 @@ import numpy as np
 from .features import LocalFeatures, distances, match_space
 
 
+_POOL = None
+
+
+def _pool():
+    """The threads a shortlist is verified in (one per core, at most 4)."""
+    global _POOL
+    if _POOL is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="verify")
+    return _POOL
+
+
 #: what a new index verifies 3-D scenes with: an image the homography leaves unverified is verified
 #: by a fundamental matrix with at least this many inliers (docs/RESULTS.md, "3-D scenes")
 DEFAULT_FUNDAMENTAL = 20
@@ -109,7 +123,12 @@ class Verifier:
         that receives each image's inlier indices (query, database), as `verify` gives them."""
         q_space = match_space(query) if len(query) else None
         none = np.zeros(0, np.int64)
-        out = [(0, none, none) if d is None else self.verify(query, d, q_space) for d in shortlist]
+
+        def one(d):
+            return (0, none, none) if d is None else self.verify(query, d, q_space)
+
+        # the matching (BLAS) and RANSAC (OpenCV) release the GIL: the shortlist is verified in threads
+        out = list(_pool().map(one, shortlist)) if len(shortlist) > 1 else [one(d) for d in shortlist]
         if found is not None:
             found.extend((qi, di) for _, qi, di in out)
         return [n for n, _, _ in out]

@@ -29,6 +29,9 @@ from .features import LocalFeatures, rootsift
 
 #: the vocabulary every new index with local features uses (learned on Corel-1k; see `learn`)
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "sift-words-20k.npz"
+#: the HNSW assignment's search breadth: 99 % of descriptors get the exact nearest word (64: 99.6 %)
+#: in 57 % of the time (48 against 84 ms for 1000 descriptors on 2 cores; bench/word_encode.py)
+EF_SEARCH = 32
 #: how many of the word engine's best a search verifies beside the CNN's shortlist (docs/RESULTS.md)
 DEFAULT_WORD_CANDIDATES = 100
 
@@ -61,13 +64,31 @@ class SiftWords:
     def nbytes(self) -> int:
         return self.he_.nbytes
 
+    def _assign(self, x: np.ndarray, ma: int) -> np.ndarray:
+        index = self.vocabulary_._search_index()
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = EF_SEARCH
+        return self.vocabulary_.assign(x, ma)
+
     def encode(self, f: LocalFeatures, ma: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(words n x ma int32, signatures n x ma x nbytes) of an image's SIFT features."""
-        if f.kind != "sift":
-            raise LayerseekError(f"the word engine reads SIFT features, not {f.kind}")
-        x = rootsift(f.desc) if len(f) else np.zeros((0, 128), np.float32)
-        words = self.vocabulary_.assign(x, ma)
-        return words.astype(np.int32), self.he_.signatures(x, words)
+        return self.encode_many([f], ma)[0]
+
+    def encode_many(self, feats: list[LocalFeatures], ma: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`encode` of several images, their descriptors assigned in one search (FAISS spreads
+        one search over the cores)."""
+        for f in feats:
+            if f.kind != "sift":
+                raise LayerseekError(f"the word engine reads SIFT features, not {f.kind}")
+        x = np.concatenate([rootsift(f.desc) for f in feats if len(f)] or [np.zeros((0, 128), np.float32)])
+        words = self._assign(x, ma)
+        sigs = self.he_.signatures(x, words)
+        out, at = [], 0
+        for f in feats:
+            n = len(f)
+            out.append((words[at:at + n].astype(np.int32), sigs[at:at + n]))
+            at += n
+        return out
 
     def fingerprint(self) -> str:
         """A short hash of the learned arrays: what an index's cache and manifest are tied to."""
