@@ -141,3 +141,36 @@ def test_rootsift_of_the_stored_bytes_is_what_the_words_see(data_dir):
     back = LocalFeatures.unpack(f.pack())
     w = shipped()
     assert np.array_equal(w.encode(back)[0], w.vocabulary_.assign(rootsift(f.desc), 1).astype(np.int32))
+
+
+def test_extra_candidates_are_verified_wherever_the_ranking_puts_them():
+    from layerseek.verify.pipeline import verify_and_expand
+
+    inliers = {0: 12, 7: 30, 8: 3}
+    seen = []
+
+    def inliers_of(ids):
+        seen.extend(ids)
+        return {i: inliers.get(i, 0) for i in ids}
+
+    order, counts = verify_and_expand(None, lambda _: list(range(10)), inliers_of, None, None, 2, 10, rounds=0,
+                                      extra=[7, 8, 1])
+    # verified first by inliers (the extra 7 before the shortlisted 0); the extra 8 that fails
+    # stays where the ranking put it; the shortlist's own 1 is verified once
+    assert order == [7, 0, 1, 2, 3, 4, 5, 6, 8, 9] and sorted(seen) == [0, 1, 7, 8]
+    assert counts == {0: 12, 1: 0, 7: 30, 8: 3}
+    # an extra the ranking does not hold and that fails is left out; one that verifies comes first
+    order, _ = verify_and_expand(None, lambda _: [0, 1, 2], inliers_of, None, None, 2, 10, rounds=0, extra=[8, 7])
+    assert order == [7, 0, 1, 2]
+
+
+def test_an_image_without_features_is_no_candidate(data_dir):
+    w = shipped()
+    engine = WordsEngine(w)
+    blank = LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), (64, 64))
+    engine.add(0, w.encode(blank))  # a flat grey photo: no keypoint, a norm of 0
+    cover = sift_features(load_image(data_dir / "smvs-dvd-covers" / "Reference" / "004.jpg", max_side=640))
+    engine.add(1, w.encode(cover))
+    s = engine.score_array(w.encode(cover))
+    assert np.isfinite(s).all() and s[0] == 0 and s[1] > 0
+    assert [i for i, _ in engine.search(w.encode(cover), 10)] == [1]

@@ -374,8 +374,10 @@ class InvertedFile:
         return self.normalise(self.vote_array(qwords, qcodes, dt, sigma, burst, max_share), qwords)
 
     def normalise(self, votes: np.ndarray, qwords: np.ndarray) -> np.ndarray:
-        """Dense votes divided by each image's and the query's term-frequency norms (Eq. 8)."""
-        return votes / (self.norm_array() * self.query_norm(qwords, self.k))
+        """Dense votes divided by each image's and the query's term-frequency norms (Eq. 8); 0 for
+        an image without features (no votes, norm 0)."""
+        norms = self.norm_array()[:len(votes)] * self.query_norm(qwords, self.k)
+        return np.divide(votes, norms, out=np.zeros(len(votes)), where=norms > 0)
 
     def scores(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
                burst: bool = False, max_share: float = 1.0) -> dict[int, float]:

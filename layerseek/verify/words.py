@@ -58,6 +58,7 @@ class SiftWords:
         self.vocabulary_ = Vocabulary(self.k, self.niter, self.seed, approximate=True, spherical=True).fit(x)
         nearest = self.vocabulary_.assign(x, 1)[:, 0]
         self.he_ = HammingEmbedding(self.bits, self.seed).fit(x, nearest, self.k)
+        self._fingerprint = None
         return self
 
     @property
@@ -91,10 +92,14 @@ class SiftWords:
         return out
 
     def fingerprint(self) -> str:
-        """A short hash of the learned arrays: what an index's cache and manifest are tied to."""
+        """A short hash of the learned arrays: what an index's cache and manifest are tied to
+        (computed once: 5 MB of words)."""
+        if getattr(self, "_fingerprint", None):
+            return self._fingerprint
         h = hashlib.sha256(np.ascontiguousarray(self.vocabulary_.centroids_, np.float16).tobytes())
         h.update(np.ascontiguousarray(self.he_.medians_, np.float16).tobytes())
-        return h.hexdigest()[:16]
+        self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def save(self, path: str | Path, about: dict | None = None) -> None:
         """Plain arrays (float16: the words and medians of unit vectors lose nothing that matters
