@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from dataclasses import replace
@@ -29,24 +28,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones.weights import cache_dir  # noqa: E402
-from layerseek.datasets import Dataset, get_dataset  # noqa: E402
+from layerseek.datasets import Dataset, distractor_photos, get_dataset  # noqa: E402
 from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.eval.runner import evaluate_index_rule, evaluate_rankings, words_engine  # noqa: E402
-from layerseek.images import IMAGE_SUFFIXES  # noqa: E402
 from layerseek.methods import make_method  # noqa: E402
 from layerseek.verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, settings  # noqa: E402
 from layerseek.verify.geometry import DEFAULT_FUNDAMENTAL, Verifier  # noqa: E402
 from layerseek.verify.pipeline import dataset_features  # noqa: E402
-
-
-def distractor_files(folder: str | None, n: int) -> list[Path]:
-    if not n:
-        return []
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    random.Random(0).shuffle(files)
-    if len(files) < n:
-        raise SystemExit(f"{folder}: {len(files)} photos, fewer than {n}")
-    return files[:n]
 
 
 def shifted(q, by: int):
@@ -81,7 +69,7 @@ def main() -> None:
     method = make_method("rmac", backbone="mobilenet_v2")
     rows = []
     for n in (int(x) for x in args.n.split(",")):
-        database, sets = mixed(kinds, distractor_files(args.distractors, n))
+        database, sets = mixed(kinds, distractor_photos(args.distractors, n))
         queried = [ds for ds in sets if ds.queries and ds.name in args.queries.split(",")]
         whole = Dataset("mixed", "none", database, [q for ds in queried for q in ds.queries])
         t0 = time.perf_counter()

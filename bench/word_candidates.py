@@ -14,7 +14,6 @@ assembles them). Features and descriptors are cached as for `eval`.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -25,26 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.backbones import get_spec  # noqa: E402
 from layerseek.backbones.weights import cache_dir  # noqa: E402
-from layerseek.datasets import Dataset, get_dataset  # noqa: E402
+from layerseek.datasets import Dataset, distractor_photos, get_dataset  # noqa: E402
 from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.eval.metrics import revisited_sets  # noqa: E402
 from layerseek.eval.runner import evaluate_global  # noqa: E402
 from layerseek.globaldesc import GlobalConfig  # noqa: E402
-from layerseek.images import IMAGE_SUFFIXES  # noqa: E402
 from layerseek.verify.pipeline import dataset_features  # noqa: E402
 from layerseek.verify.words import WordsEngine, WordsParams, shipped  # noqa: E402
 
 KS = (10, 25, 50, 100, 200, 400)
-
-
-def distractor_files(folder: str | None, n: int) -> list[Path]:
-    if not n:
-        return []
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    random.Random(0).shuffle(files)
-    if len(files) < n:
-        raise SystemExit(f"{folder}: {len(files)} photos, fewer than {n}")
-    return files[:n]
 
 
 def wanted(ds: Dataset, qi: int) -> set[int]:
@@ -82,7 +70,7 @@ def main() -> None:
     base = get_dataset(args.dataset)
     words = shipped()
     for n in (int(x) for x in args.n.split(",")):
-        extra = distractor_files(args.distractors, n)
+        extra = distractor_photos(args.distractors, n)
         ds = Dataset(base.name, base.protocol, list(base.database) + extra, base.queries)
         t0 = time.perf_counter()
         db_f, q_f, errors = dataset_features(ds, cache_dir() / "features")

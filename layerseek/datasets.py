@@ -361,6 +361,21 @@ def load_folder(folder: str | Path) -> Dataset:
     return Dataset(folder.name, "none", images, [])
 
 
+def distractor_photos(folder: str | Path, n: int) -> list[Path]:
+    """The first `n` image files under `folder` in a fixed shuffled order (seed 0): real photos of
+    other kinds to mix into a benchmark's database (`../shared/tools/distractors.py` assembles
+    them; the benches of mixed libraries read them)."""
+    import random
+
+    if not n:
+        return []
+    files = _image_files(_need_dir(Path(folder).expanduser(), "distractor folder"))
+    random.Random(0).shuffle(files)
+    if len(files) < n:
+        raise LayerseekError(f"{folder}: {len(files)} photos, fewer than {n}")
+    return files[:n]
+
+
 def get_dataset(name: str, root: str | Path | None = None) -> Dataset:
     """A dataset by registry name, a generic ground-truth JSON file by path, or a folder of images
     (a collection without queries)."""

@@ -138,3 +138,17 @@ def test_the_shared_data_is_found_beside_the_repository(data_dir, monkeypatch):
 
     monkeypatch.delenv("LAYERSEEK_DATA", raising=False)
     assert shared_data_dir().resolve() == data_dir.resolve()
+
+
+def test_distractor_photos_are_a_fixed_sample_of_the_folder(tmp_path):
+    from layerseek.datasets import distractor_photos
+
+    for i in range(20):
+        (tmp_path / f"{i:02d}.jpg").write_bytes(b"x")
+    (tmp_path / "manifest.csv").write_text("not a photo")
+    five = distractor_photos(tmp_path, 5)
+    assert five == distractor_photos(tmp_path, 5) and five == distractor_photos(tmp_path, 20)[:5]
+    assert len(set(five)) == 5 and five != sorted(tmp_path.glob("*.jpg"))[:5]  # shuffled, no repeats
+    assert len(distractor_photos(tmp_path, 20)) == 20 and distractor_photos(tmp_path, 0) == []
+    with pytest.raises(LayerseekError, match="20 photos, fewer than 21"):
+        distractor_photos(tmp_path, 21)
