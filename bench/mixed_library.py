@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from layerseek.backbones.weights import cache_dir  # noqa: E402
 from layerseek.datasets import Dataset, distractor_photos, get_dataset  # noqa: E402
 from layerseek.describe import describe_dataset  # noqa: E402
-from layerseek.eval.runner import evaluate_index_rule, evaluate_rankings, words_engine  # noqa: E402
+from layerseek.eval.runner import evaluate_index_rule, evaluate_rankings, word_features, words_engine  # noqa: E402
 from layerseek.methods import make_method  # noqa: E402
 from layerseek.verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, settings  # noqa: E402
 from layerseek.verify.geometry import DEFAULT_FUNDAMENTAL, Verifier  # noqa: E402
@@ -60,6 +60,11 @@ def main() -> None:
     ap.add_argument("--n", default="0")
     ap.add_argument("--words", default="0,100", help="word candidates verified beside the shortlist (0: off)")
     ap.add_argument("--shortlist", type=int, default=100)
+    ap.add_argument("--geometry", default="descriptors",
+                    help="what verification matches: descriptors (SIFT ratio test), words (shared word and HE "
+                         "signature, `geometry.word_matches`), or both, comma-separated")
+    ap.add_argument("--hamming", default="20", help="word geometry: Hamming thresholds to try, comma-separated")
+    ap.add_argument("--ma", type=int, default=5, help="word geometry: words per query feature")
     ap.add_argument("--kinds", default="smvs,rparis6k-subset,corel1k", help="the collections in the database")
     ap.add_argument("--queries", default="smvs,rparis6k-subset", help="the collections whose queries are searched")
     ap.add_argument("--json", type=Path, default=None)
@@ -79,24 +84,30 @@ def main() -> None:
         t0 = time.perf_counter()
         engine = words_engine(fdb) if any(int(w) for w in args.words.split(",")) else None
         t_words = time.perf_counter() - t0
+        geometries = []  # (label, database features, query features, verifier)
+        for g in args.geometry.split(","):
+            if g == "descriptors":
+                geometries.append(("descriptors", fdb, fqs, Verifier(fundamental=DEFAULT_FUNDAMENTAL)))
+            else:
+                wdb, wqs = word_features(fdb), word_features(fqs, args.ma)
+                for h in (int(x) for x in args.hamming.split(",")):
+                    geometries.append((f"words h{h} ma{args.ma}", wdb, wqs,
+                                       Verifier(fundamental=DEFAULT_FUNDAMENTAL, hamming=h)))
         print(f"{len(database)} images ({' + '.join(f'{len(k.database)} {k.name}' for k in kinds)} + {n} distractors), "
               f"{len(whole.queries)} queries; {len(err) + len(ferr)} unreadable; described in {t_describe:.0f} s, "
               f"word engine in {t_words:.0f} s", flush=True)
         truncate = SHORTLIST if len(database) > FULL_GRAPH_MAX else None
-        at = 0
-        per_set = []
-        for ds in queried:
-            per_set.append((ds, qs[at:at + len(ds.queries)], fqs[at:at + len(ds.queries)]))
-            at += len(ds.queries)
-        for words in (int(w) for w in args.words.split(",")):
-            for ds, q_vecs, q_feats in per_set:
-                res = evaluate_index_rule(ds, method, db, q_vecs, fdb, q_feats, Verifier(fundamental=DEFAULT_FUNDAMENTAL),
-                                          args.shortlist, 1, settings(k=15), truncate=truncate, words=words,
-                                          engine=engine)
-                row = {"n": n, "images": len(database), "kind": ds.name, "words": words,
+        for (label, gdb, gqs, verifier), words in ((g, int(w)) for g in geometries for w in args.words.split(",")):
+            at = 0
+            for ds in queried:
+                q_vecs, q_feats = qs[at:at + len(ds.queries)], gqs[at:at + len(ds.queries)]
+                at += len(ds.queries)
+                res = evaluate_index_rule(ds, method, db, q_vecs, gdb, q_feats, verifier, args.shortlist, 1,
+                                          settings(k=15), truncate=truncate, words=words, engine=engine)
+                row = {"n": n, "images": len(database), "kind": ds.name, "words": words, "geometry": label,
                        "seconds_per_query": res["_verify_seconds"],
                        **{k: v for k, v in res.items() if not k.startswith("_")}}
-                line = f"  N={n} words={words} {ds.name}: "
+                line = f"  N={n} words={words} {label} {ds.name}: "
                 if ds.protocol == "smvs":
                     ranks = dict(res["_ranks"]) if "_ranks" in res else None
                     line += f"R@1 {100 * res['R@1']:.1f} mAP {100 * res['mAP']:.1f}"

@@ -220,6 +220,11 @@ def eval_(
     spread: Annotated[float, typer.Option(help="with --verify: inliers must spread over at least this share of the "
                                                "database image's width and height (a shared logo or banner does "
                                                "not verify; 0: off)")] = 0.0,
+    geometry: Annotated[str, typer.Option(help="with --verify: what correspondences verification fits: descriptors "
+                                               "(SIFT ratio test) or words (a shared visual word and HE signatures "
+                                               "within --hamming bits, as an index stores them: its default)")] = "descriptors",
+    hamming: Annotated[int, typer.Option(help="with --geometry words: the largest signature distance of a "
+                                              "correspondence (out of 64 bits)", min=0, max=64)] = 20,
 ) -> None:
     """Evaluate a method on a benchmark and print the protocol's table: a global descriptor
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
@@ -244,6 +249,10 @@ def eval_(
         verify = verify or (10 if use_local else 0)
         if (expand or diffusion) and (not verify or use_local or method == "mof" or rerank):
             fail("--expand and --diffusion follow --verify N on a global method")
+        if geometry not in ("descriptors", "words"):
+            fail(f"--geometry {geometry}: descriptors or words")
+        if geometry == "words" and (not verify or use_local):
+            fail("--geometry words follows --verify N on a global method or MOF")
         if word_candidates and not (expand or diffusion):
             fail("--word-candidates follows --verify N with --expand or --diffusion (the index's rule)")
         if (expand or diffusion) and (qe or similarity not in ("cosine", "correlation")):
@@ -315,6 +324,12 @@ def eval_(
             with bar:
                 fdb, fqs, ferr = dataset_features(ds, cache / "features" if cache else cache_dir() / "features", update)
             errors += ferr
+            verifier = Verifier(fundamental=fundamental, spread=spread, hamming=hamming)
+            if geometry == "words":  # as an index stores them: positions, words, signatures
+                from .eval.runner import word_features
+                from .verify.words import GEOMETRY_QUERY_WORDS
+
+                fdb, fqs = word_features(fdb), word_features(fqs, GEOMETRY_QUERY_WORDS)
             first = None if res is None else {qi: ranking for qi, ranking in res["_ranks"]}
             t_first = 0.0 if res is None else res["_score_seconds"]
             if expand or diffusion:
@@ -329,11 +344,11 @@ def eval_(
                 if wv is not None:
                     kept = [v for v in wv if v is not None]
                     gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
-                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify, expand,
+                res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, verifier, verify, expand,
                                           settings(k=diffusion) if diffusion else None,
                                           words=word_candidates)
             else:
-                res = evaluate_verified(ds, first, fdb, fqs, Verifier(fundamental=fundamental, spread=spread), verify)
+                res = evaluate_verified(ds, first, fdb, fqs, verifier, verify)
             res["_score_seconds"] = t_first
     except LayerseekError as e:
         fail(str(e))
@@ -343,7 +358,8 @@ def eval_(
     if use_local:
         title = f"{ds.name}: local features alone (RootSIFT votes)"
     if verify:
-        title += f", top {verify} verified (SIFT + RANSAC)"
+        title += (f", top {verify} verified (SIFT + RANSAC" + (f", word correspondences within {hamming} bits)"
+                                                                if geometry == "words" else ")"))
     if expand:
         title += f", {expand} round(s) of verified QE"
     if diffusion:
@@ -378,6 +394,7 @@ def eval_(
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
                   "verify": verify, "expand": expand, "diffusion": diffusion, "word_candidates": word_candidates, "fundamental": fundamental, "spread": spread,
+                  "geometry": geometry if verify else None, "hamming": hamming if verify and geometry == "words" else None,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
                   "per_query": per_query(ds, res.get("_ranks", [])),
@@ -449,6 +466,10 @@ def index(
     verify_features: Annotated[Optional[int], typer.Option(help="SIFT features stored per photo for verification, "
                                                                 "set at creation (default 1000; 500 halves the bytes "
                                                                 "at a cost in quality: docs/RESULTS.md)")] = None,
+    geometry: Annotated[Optional[str], typer.Option(help="how the features are stored and matched, set at creation: "
+                                                         "descriptors (SIFT, 124 KB a photo; the default) or words "
+                                                         "(their visual words and signatures, 14 KB a photo, verification "
+                                                         "5x faster, a little less sure: docs/RESULTS.md)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="leave out the files whose path or name matches this "
                                                                "pattern (e.g. '*.tmp.jpg', '*/thumbnails/*'), now and "
                                                                "in later runs; indexed ones are forgotten; repeatable")] = None,
@@ -491,8 +512,18 @@ def index(
             if held != verify_features:
                 fail(f"{index_path}: this index stores {held or 'no'} features per photo, fixed when it was created; "
                      "build another index for another number")
-        if verify_features is not None:
-            verify = {"features": verify_features}
+        if geometry is not None and geometry not in ("descriptors", "words"):
+            fail(f"--geometry {geometry}: descriptors or words")
+        if geometry is not None and verify is False:
+            fail("--geometry: the features are for verification; drop --no-verify")
+        if geometry is not None and not creating:
+            held = _manifest_verify(index_path) or {}
+            if ("words" if held.get("kind") == "sift-words" else "descriptors" if held else None) != geometry:
+                fail(f"{index_path}: this index stores {'no features' if not held else held.get('kind')}, fixed when "
+                     "it was created; build another index for another geometry")
+        if creating and (verify_features is not None or geometry is not None):
+            verify = ({"features": verify_features} if verify_features is not None else {}) | (
+                {"geometry": geometry} if geometry else {})
         wbar, wupdate = (progress_bar(f"learning on {learn_on}", err_console)
                          if learn_on and creating else (contextlib.nullcontext(), None))
         with wbar:
@@ -841,8 +872,10 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     if v:
         words = (f" and the {v['words']['top']} best of the word engine over those features (vocabulary "
                  f"{v['words']['vocabulary']}, wherever the CNN ranks them)" if v.get("words") else "")
+        stored = (f"stored as their visual words and signatures, matched by shared words within {v['hamming']} bits"
+                  if v["kind"] == "sift-words" else "matched by descriptor ratio test")
         console.print(f"verification: the first 100 of a search{words} re-ordered by RANSAC inliers of {v['features']} SIFT "
-                      f"features at {v['side']} px (same object from {v['min_inliers']} inliers"
+                      f"features at {v['side']} px, {stored} (same object from {v['min_inliers']} inliers"
                       + (f"; 3-D scenes from {v['fundamental']} inliers of a fundamental matrix" if v.get("fundamental")
                          else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
                       + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"

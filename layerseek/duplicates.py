@@ -32,7 +32,7 @@ def _find(parent: dict[int, int], i: int) -> int:
 def duplicate_groups(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None) -> list[Group]:
     """The groups (2 images or more, largest first) of a global index made with verification:
     each image against its `neighbours` nearest, verified pairs joined."""
-    from .verify.features import LocalFeatures, match_space
+    from .verify.features import match_space, unpack_features
 
     if index.kind != "global" or not index.verify_settings:
         raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
@@ -49,12 +49,12 @@ def duplicate_groups(index, neighbours: int = 10, progress: Callable[[int, int],
         checked.update((min(i, j), max(i, j)) for j in todo)
         stored = index.catalog.features([i] + todo)
         if i in stored and todo:
-            mine = LocalFeatures.unpack(stored[i])
+            mine = unpack_features(stored[i])
             space = match_space(mine) if len(mine) else None
             for j in todo:
                 if j not in stored:
                     continue
-                n = verifier.inliers(mine, LocalFeatures.unpack(stored[j]), space) if space is not None else 0
+                n = verifier.inliers(mine, unpack_features(stored[j]), space) if len(mine) else 0
                 if n >= verifier.min_inliers:
                     parent[_find(parent, i)] = _find(parent, j)
                     for a in (i, j):

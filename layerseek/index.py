@@ -79,6 +79,13 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
                                  "0 < alpha < 1)")
         out["diffusion"] = rule
     words = given.get("words", True)
+    # word features verify 5x faster in a ninth of the bytes, but the SMVS phone photos whose
+    # descriptors barely verify do not (docs/RESULTS.md, issue 26): descriptors stay the default
+    geometry = given.get("geometry", "descriptors")
+    if geometry not in ("words", "descriptors"):
+        raise LayerseekError(f"geometry {geometry!r}: words or descriptors")
+    if geometry == "words" and not (global_method and words):
+        raise LayerseekError("geometry words: stored word features come with the word candidates of a global index")
     if global_method and words:
         from .verify.words import DEFAULT_WORD_CANDIDATES, shipped
 
@@ -87,6 +94,13 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
             raise LayerseekError(f"word candidates {top}: out of range (1-1000)")
         # the second source of candidates (verify.words): the shipped vocabulary, named by its hash
         out["words"] = {"vocabulary": shipped().fingerprint(), "top": top}
+    if geometry == "words":
+        # the catalog stores each feature's position, word and signature (14 bytes), not its SIFT
+        # descriptor (132): verification matches shared words (docs/RESULTS.md, issue 26)
+        from .verify.words import GEOMETRY_QUERY_WORDS
+
+        out["kind"], out["hamming"] = "sift-words", int(given.get("hamming", Verifier().hamming))
+        out["query_words"] = int(given.get("query_words", GEOMETRY_QUERY_WORDS))
     return out
 
 

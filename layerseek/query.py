@@ -56,19 +56,42 @@ class Query:
         """A query as an H x W x 3 array, decoded as the index's images were."""
         return image if isinstance(image, np.ndarray) else load_image(image, max_side=self.method.max_side, data=data)
 
-    def local_features(self, img: np.ndarray):
-        """The image's local features for verification (None when the index stores none)."""
-        from .verify.features import sift_features
+    def local_features(self, img: np.ndarray, query: bool = False):
+        """The image's local features for verification, in the form the index stores them: SIFT
+        descriptors, or (kind "sift-words") their visual words and HE signatures
+        (`verify.features.WordFeatures`; a `query`'s features each take their `query_words`
+        nearest words); None when the index stores none."""
+        from .verify.features import WordFeatures, sift_features
 
         v = self.verify_settings
-        return None if not v else sift_features(img, v["features"], v["side"])
+        if not v:
+            return None
+        f = sift_features(img, v["features"], v["side"])
+        if v["kind"] != "sift-words":
+            return f
+        return WordFeatures.of(f, self.vocabulary().encode(f, int(v.get("query_words", 1)) if query else 1))
+
+    def vocabulary(self):
+        """The word vocabulary the index was made with (`verify.words`); an error naming both when
+        this installation ships another one."""
+        from .verify.words import shipped
+
+        w = (self.verify_settings or {}).get("words")
+        vocabulary = shipped()
+        if w and vocabulary.fingerprint() != w["vocabulary"]:
+            off = ("its stored word features need it to verify" if self.verify_settings["kind"] == "sift-words"
+                   else "search with --word-candidates 0")
+            raise LayerseekError(f"{self.catalog.root}: made with word vocabulary {w['vocabulary']}, this "
+                                 f"installation has {vocabulary.fingerprint()}; {off}")
+        return vocabulary
 
     @property
     def verifier(self):
         from .verify.geometry import Verifier
 
         v = self.verify_settings or {}
-        return Verifier(**{k: v[k] for k in ("ratio", "threshold", "min_inliers", "fundamental", "spread") if k in v})
+        return Verifier(**{k: v[k] for k in ("ratio", "threshold", "min_inliers", "fundamental", "spread", "hamming")
+                           if k in v})
 
     def encode_query(self, image: str | Path | np.ndarray, data: bytes | None = None):
         """A query image (file, its bytes or an H x W x 3 array) as this index's method encodes
@@ -172,10 +195,10 @@ class Query:
         the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return.
         `drawn`: a dict that receives each verified image's correspondences (`Verifier.pairs`, from
         the verification itself: nothing is matched twice). `words`: as `ranked` takes it."""
-        from .verify.features import LocalFeatures
+        from .verify.features import unpack_features
         from .verify.pipeline import verify_and_expand
 
-        qf = self.local_features(img)
+        qf = self.local_features(img, query=True)
         verifier = self.verifier
         ranked: dict[int, Hit] = {}
 
@@ -186,7 +209,7 @@ class Query:
 
         def inliers_of(ids: list[int]) -> dict[int, int]:
             stored = self.catalog.features(ids)
-            feats = [LocalFeatures.unpack(stored[i]) if i in stored else None for i in ids]
+            feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
             found = [] if drawn is not None else None
             counts = verifier.scores(qf, feats, found)
             for i, f, n, inl in zip(ids, feats, counts, found or ()):
@@ -239,7 +262,9 @@ class Query:
                                  "them, or with them off); search with --word-candidates 0")
         with self._lock:
             engine = self.words_engine()
-            found = engine.search(engine.words.encode(qf, engine.params.ma), k)
+            # word features: the engine searches with each feature's nearest word, as its lists hold
+            found = engine.search((qf.words[:, :engine.params.ma], qf.sigs[:, :engine.params.ma]) if hasattr(qf, "codes")
+                                  else engine.words.encode(qf, engine.params.ma), k)
             entries = {i: self.catalog.by_id(i) for i, _ in found}
         found = [(i, s) for i, s in found if entries[i] is not None]
         if q is not None and found:
@@ -342,29 +367,28 @@ class Query:
         return self._in_step("_engine", "mof", lambda: MOFEngine(self.method.model), encoded)
 
     def words_engine(self):
-        """The word engine of the index's stored SIFT features (`verify.words`), in step with the
+        """The word engine of the index's stored features (`verify.words`), in step with the
         catalog as `engine` is; None on an index without word candidates (made before them, or
-        with them off)."""
-        from .verify.features import LocalFeatures
-        from .verify.words import WordsEngine, WordsParams, shipped
+        with them off). Stored word features are its lists as they are; SIFT descriptors (an
+        index made before word features) are encoded first."""
+        from .verify.features import WordFeatures, unpack_features
+        from .verify.words import WordsEngine, WordsParams
 
         w = (self.verify_settings or {}).get("words")
         if not w:
             return None
-        vocabulary = shipped()
-        if vocabulary.fingerprint() != w["vocabulary"]:
-            raise LayerseekError(f"{self.catalog.root}: made with word vocabulary {w['vocabulary']}, this "
-                                 f"installation has {vocabulary.fingerprint()}; search with --word-candidates 0")
+        vocabulary = self.vocabulary()
         params = WordsParams()
 
         def encoded(ids):
             ids = list(ids)
             now = self.catalog.shas()
             for at in range(0, len(ids), 256):  # the features of a few hundred images at a time
-                stored = self.catalog.features(ids[at:at + 256])
-                codes = vocabulary.encode_many([LocalFeatures.unpack(d) for d in stored.values()], 1)
-                for i, code in zip(stored, codes):
-                    yield i, now[i], code
+                stored = {i: unpack_features(d) for i, d in self.catalog.features(ids[at:at + 256]).items()}
+                sift = [i for i, f in stored.items() if not isinstance(f, WordFeatures)]
+                codes = dict(zip(sift, vocabulary.encode_many([stored[i] for i in sift], 1))) if sift else {}
+                for i, f in stored.items():
+                    yield i, now[i], codes[i] if i in codes else f.codes
 
         return self._in_step("_words", "words", lambda: WordsEngine(vocabulary, params), encoded)
 

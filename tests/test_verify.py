@@ -15,8 +15,9 @@ from layerseek.cli import app
 from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
-from layerseek.verify.features import LocalFeatures, binary_space, local_features, rootsift, sift_features
-from layerseek.verify.geometry import Verifier, epipolar_inliers, ratio_matches, verified_order
+from layerseek.verify.features import (LocalFeatures, WordFeatures, binary_space, local_features, rootsift,
+                                       sift_features, unpack_features)
+from layerseek.verify.geometry import Verifier, epipolar_inliers, ratio_matches, verified_order, word_matches
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 512}
 
@@ -72,6 +73,73 @@ def test_features_round_trip_and_damage_is_refused(cover):
         LocalFeatures.unpack(f.pack()[:-1])
     with pytest.raises(LayerseekError, match="damaged"):
         LocalFeatures.unpack(b"nope" + f.pack()[4:])
+
+
+def _random_words(rng, n, ma, k=40):
+    return WordFeatures(rng.random((n, 2)).astype(np.float32) * 600, rng.integers(0, k, (n, ma)).astype(np.int32),
+                        rng.integers(0, 256, (n, ma, 8)).astype(np.uint8), (640, 480))
+
+
+def test_word_features_round_trip_and_damage_is_refused():
+    f = _random_words(np.random.default_rng(1), 300, 1, k=20000)
+    packed = f.pack()
+    assert len(packed) == 20 + 300 * 14  # the 14 bytes a feature the issue asked about (132 with descriptors)
+    g = unpack_features(packed)
+    assert isinstance(g, WordFeatures) and g.size == (640, 480) and len(g) == 300
+    np.testing.assert_array_equal(g.words, f.words)
+    np.testing.assert_array_equal(g.sigs, f.sigs)
+    np.testing.assert_allclose(g.xy, f.xy, atol=0.25)
+    three = _random_words(np.random.default_rng(2), 50, 3)
+    np.testing.assert_array_equal(WordFeatures.unpack(three.pack()).words, three.words)
+    for bad in (packed[:-1], b"LSW1" + packed[4:10]):
+        with pytest.raises(LayerseekError, match="damaged"):
+            unpack_features(bad)
+    with pytest.raises(LayerseekError, match="65,536"):
+        WordFeatures(f.xy[:1], np.array([[70000]], np.int32), f.sigs[:1], (1, 1)).pack()
+
+
+def test_word_matches_agree_with_every_pair_compared():
+    rng = np.random.default_rng(3)
+    for ma, h in ((1, 24), (3, 28)):
+        q, d = _random_words(rng, 200, ma), _random_words(rng, 300, 1)
+        qi, di = word_matches(q, d, h)
+        # the slow way: every (query feature, word, database feature), closest first, one to one
+        pairs = []
+        for i in range(len(q)):
+            for m in range(ma):
+                for j in range(len(d)):
+                    if q.words[i, m] == d.words[j, 0]:
+                        dist = int(np.unpackbits(q.sigs[i, m] ^ d.sigs[j, 0]).sum())
+                        if dist <= h:
+                            pairs.append((dist, j, i))
+        pairs.sort()
+        used_d, expect = set(), {}
+        for dist, j, i in pairs:  # one per database feature first ...
+            if j not in used_d:
+                used_d.add(j)
+                expect.setdefault(i, (dist, j))  # ... then one per query feature
+        assert len(expect) > 20
+        assert sorted(zip(qi.tolist(), di.tolist())) == sorted((i, j) for i, (_, j) in expect.items())
+
+
+def test_word_features_verify_a_phone_photo_and_reject_a_stranger(cover, data_dir):
+    from layerseek.verify.words import shipped
+
+    w = shipped()
+
+    def words(img):
+        f = sift_features(img)
+        return WordFeatures.of(f, w.encode(f))
+
+    a = words(cover)
+    photo = words(load_image(data_dir / "smvs-dvd-covers" / "Palm" / "001.jpg", max_side=640))
+    stranger = words(load_image(data_dir / "corel1k" / "jpg" / "5.jpg", max_side=640))
+    other = words(load_image(data_dir / "smvs-dvd-covers" / "Reference" / "002.jpg", max_side=640))
+    v = Verifier(hamming=16)
+    assert v.inliers(photo, a) >= 3 * v.min_inliers
+    assert v.inliers(stranger, a) < v.min_inliers and v.inliers(other, a) < v.min_inliers
+    # SIFT descriptors and word features never match each other
+    assert v.inliers(sift_features(cover), a) == 0
 
 
 def test_orb_features_round_trip_and_verify_a_known_homography(cover, data_dir):

@@ -9,6 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
+from typer.testing import CliRunner
+
+from layerseek.cli import app
 from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
@@ -99,7 +102,10 @@ def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step
         (covers / "007.jpg").unlink()
         shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / "009.jpg", covers / "002.jpg")
         idx.add_folder(covers)
-        assert idx.search(photo, top=1, verify=2)[0].verified  # with the expansion and diffusion on too
+        # the removed cover is no candidate any more, with the expansion and diffusion on too (the
+        # photo also shows the corner of cover 8: that one verifies)
+        after = idx.search(photo, top=7, verify=2)
+        assert gone not in [h.id for h in after] and after[0].verified
         assert gone not in [h.id for h in idx.word_candidates(idx.local_features(idx.query_image(photo)), 10)]
         assert held() == idx.catalog.shas() and len(idx.words_engine()) == 7
         nine = data_dir / "smvs-dvd-covers" / "Palm" / "009.jpg"
@@ -116,8 +122,10 @@ def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step
 
 def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_alone(data_dir, tmp_path):
     covers = _covers(data_dir, tmp_path / "covers", 4)
-    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+    # SIFT descriptors stored, as every index made before word features
+    with Index.create(tmp_path / "idx", "rmac", verify={"geometry": "descriptors"}, **OPTS) as idx:
         idx.add_folder(covers)
+        assert idx.verify_settings["kind"] == "sift" and "hamming" not in idx.verify_settings
     manifest = tmp_path / "idx" / "manifest.json"
     m = json.loads(manifest.read_text())
     del m["verify"]["words"]  # as written before the word engine existed
@@ -134,6 +142,17 @@ def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_al
         with pytest.raises(LayerseekError, match="word vocabulary 0123456789abcdef"):
             other.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg")
         assert other.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", words=0, top=1)[0].verified
+    # an index that stores word features cannot verify with another vocabulary at all
+    with Index.create(tmp_path / "new", "rmac", verify={"geometry": "words"}, **OPTS) as new:
+        new.add_folder(covers)
+    manifest = tmp_path / "new" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    assert m["verify"]["kind"] == "sift-words"
+    m["verify"]["words"]["vocabulary"] = "0123456789abcdef"
+    manifest.write_text(json.dumps(m))
+    with Index.open(tmp_path / "new") as other:
+        with pytest.raises(LayerseekError, match="stored word features need it"):
+            other.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", words=0)
 
 
 def test_rootsift_of_the_stored_bytes_is_what_the_words_see(data_dir):
@@ -174,3 +193,35 @@ def test_an_image_without_features_is_no_candidate(data_dir):
     s = engine.score_array(w.encode(cover))
     assert np.isfinite(s).all() and s[0] == 0 and s[1] > 0
     assert [i for i, _ in engine.search(w.encode(cover), 10)] == [1]
+
+
+def test_an_index_of_word_features_verifies_with_them_and_its_engine_reads_them_as_stored(data_dir, tmp_path,
+                                                                                           monkeypatch):
+    from layerseek.verify.features import WordFeatures, unpack_features
+
+    covers = _covers(data_dir, tmp_path / "covers", 6)
+    with Index.create(tmp_path / "idx", "rmac", verify={"geometry": "words"}, **OPTS) as idx:
+        idx.add_folder(covers)
+        v = idx.verify_settings
+        assert (v["kind"], v["hamming"], v["query_words"]) == ("sift-words", 20, 5)
+        stored = idx.catalog.features([e.id for e in idx.catalog.entries()])
+        feats = {i: unpack_features(d) for i, d in stored.items()}
+        assert all(isinstance(f, WordFeatures) and f.words.shape[1] == 1 for f in feats.values())
+        # 14 bytes a feature and a 20-byte header: a ninth of the SIFT descriptors' 132
+        assert all(len(d) == 20 + 14 * len(feats[i]) for i, d in stored.items())
+        encoded = []
+        real = SiftWords.encode_many
+        monkeypatch.setattr(SiftWords, "encode_many", lambda self, fs, ma=1: encoded.append(len(fs)) or real(self, fs, ma))
+        for phone in ("Canon", "Palm"):
+            for i in ("002", "005"):
+                hits = idx.search(data_dir / "smvs-dvd-covers" / phone / f"{i}.jpg", top=3)
+                assert hits[0].path.endswith(f"{i}.jpg") and hits[0].verified, (phone, i, hits)
+                assert hits[0].inliers > 3 * idx.verifier.min_inliers and not hits[1].verified
+        # the engine's lists are the stored words: only the four queries were encoded
+        assert encoded == [1, 1, 1, 1] and len(idx.words_engine()) == 6
+        qf = idx.local_features(idx.query_image(data_dir / "smvs-dvd-covers" / "Palm" / "005.jpg"), query=True)
+        assert qf.words.shape[1] == 5
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx")])
+    assert r.exit_code == 0 and "matched by shared words within 20 bits" in r.output
+    r = CliRunner().invoke(app, ["index", str(covers), "--index", str(tmp_path / "idx"), "--geometry", "descriptors"])
+    assert r.exit_code == 1 and "fixed when it was created" in r.output

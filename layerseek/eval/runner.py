@@ -187,16 +187,43 @@ def evaluate_verified(ds: Dataset, first: dict[int, list[int]] | None, db_feats,
     return result
 
 
+def word_features(feats, ma: int = 1):
+    """SIFT features (None where an image failed) as `verify.features.WordFeatures` of the
+    shipped vocabulary, `ma` words per feature (a stored image has 1)."""
+    from ..verify.features import WordFeatures
+    from ..verify.words import shipped
+
+    out = [None] * len(feats)
+    have = [i for i, f in enumerate(feats) if f is not None]
+    for at in range(0, len(have), 256):
+        part = have[at:at + 256]
+        for i, code in zip(part, shipped().encode_many([feats[i] for i in part], ma)):
+            out[i] = WordFeatures.of(feats[i], code)
+    return out
+
+
+def _first_word(f):
+    """(words, signatures) of features with one word each, as an index's word engine searches."""
+    from ..verify.features import WordFeatures
+
+    return (f.words[:, :1], f.sigs[:, :1]) if isinstance(f, WordFeatures) else None
+
+
 def words_engine(db_feats):
-    """The word engine (`verify.words`, the shipped vocabulary) of a database's SIFT features,
-    keyed by database index."""
+    """The word engine (`verify.words`, the shipped vocabulary) of a database's SIFT features (or
+    their `word_features`), keyed by database index."""
+    from ..verify.features import WordFeatures
     from ..verify.words import WordsEngine, shipped
 
     engine = WordsEngine(shipped())
     have = [i for i, f in enumerate(db_feats) if f is not None]
     for at in range(0, len(have), 256):
         part = have[at:at + 256]
-        for i, code in zip(part, engine.words.encode_many([db_feats[i] for i in part], 1)):
+        if all(isinstance(db_feats[i], WordFeatures) for i in part):
+            codes = [_first_word(db_feats[i]) for i in part]
+        else:
+            codes = engine.words.encode_many([db_feats[i] for i in part], 1)
+        for i, code in zip(part, codes):
             engine.add(i, code)
     return engine
 
@@ -252,7 +279,8 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
             return {j: 0 if db_feats[keep_db[j]] is None else verifier.inliers(qf, db_feats[keep_db[j]], q_space)
                     for j in ids}
 
-        extra = [] if not words else [row_of[i] for i, _ in engine.search(engine.words.encode(qf, 1), words + 1)
+        extra = [] if not words else [row_of[i] for i, _ in engine.search(_first_word(qf) or engine.words.encode(qf, 1),
+                                                                           words + 1)
                                       if i in row_of and row_of[i] != own][:words]
         order, counts = verify_and_expand(Q[n], rank, inliers_of, lambda ids: D[ids], method.expand, shortlist,
                                           verifier.min_inliers, rounds, extra)

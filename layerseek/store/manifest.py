@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import LayerseekError
 
@@ -63,7 +63,8 @@ class Words(_Model):
 
 
 class Verify(_Model):
-    kind: Literal["sift"]
+    # sift: SIFT descriptors stored; sift-words: their visual words and HE signatures (needs `words`)
+    kind: Literal["sift", "sift-words"]
     features: Annotated[int, Field(ge=16, le=20000)]
     side: Annotated[int, Field(ge=64, le=4096)]
     ratio: Annotated[float, Field(gt=0, le=1)]
@@ -72,8 +73,16 @@ class Verify(_Model):
     expand: Annotated[int, Field(ge=0, le=100)] = 1
     fundamental: Annotated[int, Field(ge=0, le=10000)] = 0  # 0: homography only (indexes made before it)
     spread: Annotated[float, Field(ge=0, le=1)] = 0.0  # 0: no spread rule (indexes made before it)
+    hamming: Annotated[int, Field(ge=0, le=64)] = 20  # sift-words: a correspondence's largest signature distance
+    query_words: Annotated[int, Field(ge=1, le=16)] = 5  # sift-words: words each query feature is matched by
     diffusion: Diffusion | None = None
     words: Words | None = None  # None: no word candidates (indexes made before them, or off)
+
+    @model_validator(mode="after")
+    def _words_named(self):
+        if self.kind == "sift-words" and self.words is None:
+            raise ValueError("stored word features (kind sift-words) need the words vocabulary named")
+        return self
 
 
 class Store(_Model):

@@ -75,6 +75,63 @@ class LocalFeatures:
         return cls(xy, desc, (w, h), kind)
 
 
+_MAGIC_WORDS = b"LSW1"  # WordFeatures: positions, visual words, HE signatures
+
+
+@dataclass
+class WordFeatures:
+    """An image's features as the word engine sees them (`verify.words`): keypoint positions,
+    each feature's visual word(s) and 64-bit HE signature(s) — 14 bytes a feature stored, against
+    132 for a SIFT descriptor and its position. Matched by shared word and close signatures
+    (`geometry.word_matches`), so verification needs no descriptors (issue 26, item 4)."""
+
+    xy: np.ndarray  # n x 2 float32 keypoint positions, as in LocalFeatures
+    words: np.ndarray  # n x ma int32 (a stored image: ma = 1; a query may take several)
+    sigs: np.ndarray  # n x ma x 8 uint8 signatures, one per word
+    size: tuple[int, int]
+    kind: str = "words"
+    binary: bool = False
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @classmethod
+    def of(cls, f: LocalFeatures, codes: tuple[np.ndarray, np.ndarray]) -> WordFeatures:
+        """The features `f` with their (words, signatures) as `SiftWords.encode` gives them."""
+        return cls(f.xy, codes[0], codes[1], f.size)
+
+    @property
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(words, signatures) as the word engine's inverted file takes them."""
+        return self.words, self.sigs
+
+    def pack(self) -> bytes:
+        """A 20-byte header (n, width, height, words per feature), float16 positions, uint16 words,
+        the signatures."""
+        n, ma = self.words.shape if self.words.ndim == 2 else (len(self.words), 1)
+        if n and int(self.words.max()) > 0xFFFF:
+            raise LayerseekError("a vocabulary of more than 65,536 words does not fit stored word features")
+        return (_MAGIC_WORDS + struct.pack("<IIII", n, *self.size, ma) + self.xy.astype(np.float16).tobytes()
+                + self.words.astype("<u2").tobytes() + np.ascontiguousarray(self.sigs, np.uint8).tobytes())
+
+    @classmethod
+    def unpack(cls, data: bytes) -> WordFeatures:
+        if data[:4] != _MAGIC_WORDS or len(data) < 20:
+            raise LayerseekError("stored word features are damaged (bad header)")
+        n, w, h, ma = struct.unpack_from("<IIII", data, 4)
+        if ma < 1 or len(data) != 20 + n * (4 + ma * 10):
+            raise LayerseekError("stored word features are damaged (wrong length)")
+        xy = np.frombuffer(data, np.float16, 2 * n, 20).reshape(n, 2).astype(np.float32)
+        words = np.frombuffer(data, "<u2", n * ma, 20 + 4 * n).reshape(n, ma).astype(np.int32)
+        sigs = np.frombuffer(data, np.uint8, 8 * n * ma, 20 + 4 * n + 2 * n * ma).reshape(n, ma, 8)
+        return cls(xy, words, sigs, (w, h))
+
+
+def unpack_features(data: bytes) -> LocalFeatures | WordFeatures:
+    """Stored features of either form (an index made before word features stores descriptors)."""
+    return WordFeatures.unpack(data) if data[:4] == _MAGIC_WORDS else LocalFeatures.unpack(data)
+
+
 def rootsift(desc: np.ndarray) -> np.ndarray:
     """RootSIFT: each descriptor L1-normalised, then square-rooted (so its L2 norm is 1 and the
     dot product of two is the Hellinger kernel of the SIFT histograms)."""
@@ -89,8 +146,11 @@ def binary_space(desc: np.ndarray) -> np.ndarray:
     return np.unpackbits(np.ascontiguousarray(desc, np.uint8), axis=1).astype(np.float32) * 2 - 1
 
 
-def match_space(f: LocalFeatures) -> np.ndarray:
-    """The vectors a kind of features is matched with: RootSIFT, or +-1 bits (`binary_space`)."""
+def match_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
+    """The vectors a kind of features is matched with: RootSIFT, or +-1 bits (`binary_space`);
+    None for word features (matched by their words, `geometry.word_matches`)."""
+    if isinstance(f, WordFeatures):
+        return None
     return binary_space(f.desc) if f.binary else rootsift(f.desc)
 
 

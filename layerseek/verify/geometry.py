@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import LocalFeatures, distances, match_space
+from .features import LocalFeatures, WordFeatures, distances, match_space
 
 
 _POOL = None
@@ -55,6 +55,9 @@ class Verifier:
     # Blu-ray case's "BLU-RAY + DVD" band) do not verify: their `inlier_spread` must reach this
     # share of the image's width and height; 0: no such check
     spread: float = 0.0
+    # word features (`features.WordFeatures`): two features correspond when they share a visual
+    # word and their 64-bit signatures differ in at most this many bits (docs/RESULTS.md)
+    hamming: int = 20
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None) -> int:
         """Inliers of the homography between a query's and a database image's features (of one
@@ -99,8 +102,13 @@ class Verifier:
         none = np.zeros(0, np.int64)
         if len(query) < 4 or len(db) < 4 or query.kind != db.kind:  # two kinds never match
             return 0, none, none
-        qi, di = ratio_matches(match_space(query) if q_space is None else q_space, match_space(db), self.ratio,
-                               query.binary)
+        if isinstance(db, WordFeatures):
+            qi, di = word_matches(query, db, self.hamming)
+        else:
+            qi, di = ratio_matches(match_space(query) if q_space is None else q_space, match_space(db), self.ratio,
+                                   query.binary)
+        if len(qi) < min(self.min_inliers, self.fundamental or self.min_inliers):
+            return 0, none, none  # no model can have more inliers than matches: no RANSAC to run
         thr = self.threshold * max(db.size)
         mask = ransac_mask(query.xy[qi], db.xy[di], thr)
         n = int(mask.sum())
@@ -157,6 +165,44 @@ def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool
     _, first_of = np.unique(best[order], return_index=True)
     keep = np.sort(order[first_of])
     return keep, best[keep]
+
+
+def word_matches(q: WordFeatures, d: WordFeatures, hamming: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, database indices) of the correspondences between two images' word
+    features: a query feature (any of its words) and a database feature that share a visual word
+    and whose signatures differ in at most `hamming` bits, one per database feature and one per
+    query feature (the closest signatures kept; ties by index). The HE matching of Jégou et al.
+    2008 used as tentative correspondences, as the descriptor ratio test is (`ratio_matches`)."""
+    none = np.zeros(0, np.int64)
+    if len(q) == 0 or len(d) == 0:
+        return none, none
+    ma = q.words.shape[1]
+    qw = q.words.reshape(-1)
+    qs = np.ascontiguousarray(q.sigs.reshape(len(qw), -1)).view("<u8").ravel()
+    ds = np.ascontiguousarray(d.sigs[:, 0]).view("<u8").ravel()
+    by_word = np.argsort(d.words[:, 0], kind="stable")
+    sorted_words = d.words[by_word, 0]
+    lo = np.searchsorted(sorted_words, qw, "left")
+    cnt = np.searchsorted(sorted_words, qw, "right") - lo
+    if cnt.sum() == 0:
+        return none, none
+    # every (query entry, database feature) pair of one word, without a Python loop
+    entry = np.repeat(np.arange(len(qw)), cnt)
+    within = np.arange(len(entry)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    dj = by_word[np.repeat(lo, cnt) + within]
+    h = np.bitwise_count(qs[entry] ^ ds[dj])
+    ok = h <= hamming
+    qi, dj, h = entry[ok] // ma, dj[ok], h[ok]
+    if len(qi) == 0:
+        return none, none
+    order = np.lexsort((qi, dj, h))  # closest first
+    qi, dj = qi[order], dj[order]
+    _, first = np.unique(dj, return_index=True)  # one per database feature
+    first = np.sort(first)
+    qi, dj = qi[first], dj[first]
+    _, first = np.unique(qi, return_index=True)  # ... and one per query feature
+    first = np.sort(first)
+    return qi[first].astype(np.int64), dj[first].astype(np.int64)
 
 
 def inlier_spread(points: np.ndarray, size: tuple[int, int]) -> float:

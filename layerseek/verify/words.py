@@ -32,6 +32,9 @@ SHIPPED = Path(__file__).resolve().parent.parent / "data" / "sift-words-20k.npz"
 #: the HNSW assignment's search breadth: 99 % of descriptors get the exact nearest word (64: 99.6 %)
 #: in 57 % of the time (48 against 84 ms for 1000 descriptors on 2 cores; bench/word_encode.py)
 EF_SEARCH = 32
+#: word geometry (`features.WordFeatures`): the words each query feature is matched by (its
+#: nearest 5; a stored feature has 1), measured with `Verifier.hamming` 20 in docs/RESULTS.md
+GEOMETRY_QUERY_WORDS = 5
 #: how many of the word engine's best a search verifies beside the CNN's shortlist (docs/RESULTS.md)
 DEFAULT_WORD_CANDIDATES = 100
 
