@@ -225,3 +225,16 @@ def test_an_index_of_word_features_verifies_with_them_and_its_engine_reads_them_
     assert r.exit_code == 0 and "matched by shared words within 20 bits" in r.output
     r = CliRunner().invoke(app, ["index", str(covers), "--index", str(tmp_path / "idx"), "--geometry", "descriptors"])
     assert r.exit_code == 1 and "fixed when it was created" in r.output
+
+
+def test_threads_encoding_at_once_with_a_fresh_vocabulary_agree_with_one_thread(data_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    feats = [sift_features(load_image(data_dir / "smvs-dvd-covers" / "Reference" / f"{i:03d}.jpg", max_side=640))
+             for i in range(1, 9)]
+    fresh = SiftWords.load(SHIPPED)  # its HNSW graph is built by the first encoding
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda f: fresh.encode(f), feats))
+    for f, (words, sigs) in zip(feats, got):
+        w1, s1 = shipped().encode(f)
+        assert np.mean(words == w1) > 0.99 and np.array_equal(sigs[words == w1], s1[words == w1])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class WordsParams:
     burst: bool = True  # intra-image burstiness: repeated structure (text, windows) counts once
 
 
+_BUILDING = threading.Lock()
+
+
 class SiftWords:
     """A vocabulary of `k` unit RootSIFT words and 64-bit Hamming Embedding: `fit` on descriptors
     of a training collection, `encode` an image's features as (words n x ma, signatures)."""
@@ -69,9 +73,12 @@ class SiftWords:
         return self.he_.nbytes
 
     def _assign(self, x: np.ndarray, ma: int) -> np.ndarray:
-        index = self.vocabulary_._search_index()
-        if hasattr(index, "hnsw"):
-            index.hnsw.efSearch = EF_SEARCH
+        # an index's decoding threads encode at once: the HNSW graph is built once, under a lock
+        # (two threads building it corrupted the heap); searching it from several is safe
+        with _BUILDING:
+            index = self.vocabulary_._search_index()
+            if hasattr(index, "hnsw") and index.hnsw.efSearch != EF_SEARCH:
+                index.hnsw.efSearch = EF_SEARCH
         return self.vocabulary_.assign(x, ma)
 
     def encode(self, f: LocalFeatures, ma: int = 1) -> tuple[np.ndarray, np.ndarray]:
