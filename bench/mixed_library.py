@@ -64,6 +64,9 @@ def main() -> None:
                     help="what verification matches: descriptors (SIFT ratio test), words (shared word and HE "
                          "signature, `geometry.word_matches`), or both, comma-separated")
     ap.add_argument("--hamming", default="20", help="word geometry: Hamming thresholds to try, comma-separated")
+    ap.add_argument("--filter", default="",
+                    help="cheap filters to try: word-engine scores at or below which a candidate is not verified, "
+                         "comma-separated (empty: none)")
     ap.add_argument("--ma", type=int, default=5, help="word geometry: words per query feature")
     ap.add_argument("--kinds", default="smvs,rparis6k-subset,corel1k", help="the collections in the database")
     ap.add_argument("--queries", default="smvs,rparis6k-subset", help="the collections whose queries are searched")
@@ -97,17 +100,21 @@ def main() -> None:
               f"{len(whole.queries)} queries; {len(err) + len(ferr)} unreadable; described in {t_describe:.0f} s, "
               f"word engine in {t_words:.0f} s", flush=True)
         truncate = SHORTLIST if len(database) > FULL_GRAPH_MAX else None
-        for (label, gdb, gqs, verifier), words in ((g, int(w)) for g in geometries for w in args.words.split(",")):
+        filters = [None] + [float(t) for t in args.filter.split(",") if t]
+        for (label, gdb, gqs, verifier), words, wf in ((g, int(w), t) for g in geometries
+                                                       for w in args.words.split(",") for t in filters):
             at = 0
             for ds in queried:
                 q_vecs, q_feats = qs[at:at + len(ds.queries)], gqs[at:at + len(ds.queries)]
                 at += len(ds.queries)
                 res = evaluate_index_rule(ds, method, db, q_vecs, gdb, q_feats, verifier, args.shortlist, 1,
-                                          settings(k=15), truncate=truncate, words=words, engine=engine)
+                                          settings(k=15), truncate=truncate, words=words, engine=engine,
+                                          word_filter=wf)
                 row = {"n": n, "images": len(database), "kind": ds.name, "words": words, "geometry": label,
+                       "word_filter": wf, "skipped": res["_skipped"],
                        "seconds_per_query": res["_verify_seconds"],
                        **{k: v for k, v in res.items() if not k.startswith("_")}}
-                line = f"  N={n} words={words} {label} {ds.name}: "
+                line = f"  N={n} words={words} {label}" + (f" filter>{wf:g}" if wf is not None else "") + f" {ds.name}: "
                 if ds.protocol == "smvs":
                     ranks = dict(res["_ranks"]) if "_ranks" in res else None
                     line += f"R@1 {100 * res['R@1']:.1f} mAP {100 * res['mAP']:.1f}"
@@ -119,7 +126,7 @@ def main() -> None:
                             line += f"  {phone} {100 * pr['R@1']:.1f}"
                 else:
                     line += "  ".join(f"{k} {100 * v:.1f}" for k, v in res.items() if k.startswith("mAP"))
-                line += f"  ({res['_verify_seconds']:.2f} s/query)"
+                line += f"  ({res['_verify_seconds']:.2f} s/query, {100 * res['_skipped']:.0f} % of candidates unverified)"
                 print(line, flush=True)
                 rows.append(row)
     if args.json:

@@ -230,7 +230,8 @@ def words_engine(db_feats):
 
 def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats, verifier, shortlist: int,
                         rounds: int = 1, diffusion: dict | None = None, threads: int = 2,
-                        truncate: int | None = None, words: int = 0, engine=None) -> dict:
+                        truncate: int | None = None, words: int = 0, engine=None,
+                        word_filter: float | None = None) -> dict:
     """A global method searched as an index searches (`Query.search`): the fused vectors of
     `method` (a `methods.GlobalMethod`, whitening already fitted if any) ranked by inner product,
     the first `shortlist` verified, `rounds` of verified query expansion, then (with `diffusion`,
@@ -240,7 +241,9 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     `words` W, the W best of the word engine over the database's SIFT features (`verify.words`,
     the shipped vocabulary) are verified beside the shortlist, as an index with word candidates
     does (`engine`: a `WordsEngine` of the database already made, keyed by database index).
-    Failed images are left out as `evaluate_global` does."""
+    With `word_filter` t, a candidate whose word-engine score for the query is t or less is not
+    verified at all (counted as 0 inliers): the cheap filter of issue 26, item 3; "_skipped" then
+    gives the share of candidates left unverified. Failed images are left out as `evaluate_global` does."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..verify.diffusion import KnnGraph, shortlist_graph, verified_diffusion
@@ -260,8 +263,9 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
         S = graph.affinity(float(diffusion["gamma"]))
     skip = {qi: ds.queries[qi].db_index for qi in keep_q}
     row_of = {old: new for new, old in enumerate(keep_db)}
-    if words and engine is None:
+    if (words or word_filter is not None) and engine is None:
         engine = words_engine(db_feats)
+    tally = {"asked": 0, "skipped": 0}
 
     def one(item):
         n, qi = item
@@ -275,12 +279,21 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
                 s[own] = -np.inf  # the query's own entry is not a result
             return [int(j) for j in np.argsort(-s, kind="stable")]
 
-        def inliers_of(ids):
-            return {j: 0 if db_feats[keep_db[j]] is None else verifier.inliers(qf, db_feats[keep_db[j]], q_space)
-                    for j in ids}
+        codes = (_first_word(qf) or engine.words.encode(qf, 1)) if engine is not None else None
+        word_score = engine.score_array(codes) if word_filter is not None else None
 
-        extra = [] if not words else [row_of[i] for i, _ in engine.search(_first_word(qf) or engine.words.encode(qf, 1),
-                                                                           words + 1)
+        def inliers_of(ids):
+            tally["asked"] += len(ids)
+            out = {}
+            for j in ids:
+                d = db_feats[keep_db[j]]
+                if word_score is not None and word_score[keep_db[j]] <= word_filter:
+                    tally["skipped"] += 1
+                    d = None
+                out[j] = 0 if d is None else verifier.inliers(qf, d, q_space)
+            return out
+
+        extra = [] if not words else [row_of[i] for i, _ in engine.search(codes, words + 1)
                                       if i in row_of and row_of[i] != own][:words]
         order, counts = verify_and_expand(Q[n], rank, inliers_of, lambda ids: D[ids], method.expand, shortlist,
                                           verifier.min_inliers, rounds, extra)
@@ -305,4 +318,5 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     result["_verify_seconds"] = seconds
     result["_inliers"] = inliers
     result["_failed"] = (len(db_vecs) - len(keep_db), len(q_vecs) - len(keep_q))
+    result["_skipped"] = tally["skipped"] / max(1, tally["asked"])
     return result
