@@ -5,6 +5,7 @@ hangs, nothing already indexed is lost."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,9 @@ def test_the_http_api_answers_every_kind_without_a_server_error(corpus):
         if item.expect == "good":
             assert r.status_code == 200, (kind, r.text)
             names = {shown(Path(items[k].name).name) for k in {kind} | item.twins}
-            assert r.json()["results"][0]["name"] in names, (kind, r.json()["results"][0])
+            # an earlier kind's upload of the same content (stored as <hash>-<name>) ties with it
+            first = re.sub(r"^[0-9a-f]{16}-", "", r.json()["results"][0]["name"])
+            assert first in names, (kind, r.json()["results"][0])
         else:
             assert 400 <= r.status_code < 500 and "\n" not in r.json()["detail"], (kind, r.status_code, r.text)
         r = client.post("/images", files={"file": (upload, data, "application/octet-stream")}, headers=auth)
