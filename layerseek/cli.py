@@ -222,7 +222,7 @@ def eval_(
                                                "not verify; 0: off)")] = 0.0,
     geometry: Annotated[str, typer.Option(help="with --verify: what correspondences verification fits: descriptors "
                                                "(SIFT ratio test) or words (a shared visual word and HE signatures "
-                                               "within --hamming bits, as an index stores them: its default)")] = "descriptors",
+                                               "within --hamming bits, as an index made with --geometry words stores them)")] = "descriptors",
     hamming: Annotated[int, typer.Option(help="with --geometry words: the largest signature distance of a "
                                               "correspondence (out of 64 bits)", min=0, max=64)] = 20,
 ) -> None:
@@ -467,9 +467,9 @@ def index(
                                                                 "set at creation (default 1000; 500 halves the bytes "
                                                                 "at a cost in quality: docs/RESULTS.md)")] = None,
     geometry: Annotated[Optional[str], typer.Option(help="how the features are stored and matched, set at creation: "
-                                                         "descriptors (SIFT, 124 KB a photo; the default) or words "
-                                                         "(their visual words and signatures, 14 KB a photo, verification "
-                                                         "5x faster, a little less sure: docs/RESULTS.md)")] = None,
+                                                         "descriptors (SIFT, about 100-124 KB a photo; the default) or "
+                                                         "words (their visual words and signatures, 10-14 KB a photo, "
+                                                         "verification 3-6x faster, a little less sure: docs/RESULTS.md)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="leave out the files whose path or name matches this "
                                                                "pattern (e.g. '*.tmp.jpg', '*/thumbnails/*'), now and "
                                                                "in later runs; indexed ones are forgotten; repeatable")] = None,

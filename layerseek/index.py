@@ -79,7 +79,7 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
                                  "0 < alpha < 1)")
         out["diffusion"] = rule
     words = given.get("words", True)
-    # word features verify 5x faster in a ninth of the bytes, but the SMVS phone photos whose
+    # word features verify 3-6x faster in a ninth of the bytes, but the SMVS phone photos whose
     # descriptors barely verify do not (docs/RESULTS.md, issue 26): descriptors stay the default
     geometry = given.get("geometry", "descriptors")
     if geometry not in ("words", "descriptors"):
@@ -99,7 +99,7 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
         # descriptor (132): verification matches shared words (docs/RESULTS.md, issue 26)
         from .verify.words import GEOMETRY_QUERY_WORDS
 
-        out["kind"], out["hamming"] = "sift-words", int(given.get("hamming", Verifier().hamming))
+        out["kind"], out["hamming"] = "sift-words", int(given.get("hamming", v.hamming))
         out["query_words"] = int(given.get("query_words", GEOMETRY_QUERY_WORDS))
     return out
 

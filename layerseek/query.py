@@ -251,6 +251,8 @@ class Query:
         """The word engine's `words` best images for the query's local features `qf` (default: the
         index's setting; none on an index without word candidates), as hits scored by the first
         stage's similarity to `q` (the word score where there is no `q`)."""
+        from .verify.features import WordFeatures
+
         w = (self.verify_settings or {}).get("words")
         k = int(w["top"]) if words is None and w else int(words or 0)
         if k < 0:
@@ -262,8 +264,7 @@ class Query:
                                  "them, or with them off); search with --word-candidates 0")
         with self._lock:
             engine = self.words_engine()
-            # word features: the engine searches with each feature's nearest word, as its lists hold
-            found = engine.search((qf.words[:, :engine.params.ma], qf.sigs[:, :engine.params.ma]) if hasattr(qf, "codes")
+            found = engine.search(qf.nearest(engine.params.ma) if isinstance(qf, WordFeatures)
                                   else engine.words.encode(qf, engine.params.ma), k)
             entries = {i: self.catalog.by_id(i) for i, _ in found}
         found = [(i, s) for i, s in found if entries[i] is not None]
@@ -388,7 +389,7 @@ class Query:
                 sift = [i for i, f in stored.items() if not isinstance(f, WordFeatures)]
                 codes = dict(zip(sift, vocabulary.encode_many([stored[i] for i in sift], 1))) if sift else {}
                 for i, f in stored.items():
-                    yield i, now[i], codes[i] if i in codes else f.codes
+                    yield i, now[i], codes[i] if i in codes else f.nearest()
 
         return self._in_step("_words", "words", lambda: WordsEngine(vocabulary, params), encoded)
 

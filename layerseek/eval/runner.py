@@ -202,13 +202,6 @@ def word_features(feats, ma: int = 1):
     return out
 
 
-def _first_word(f):
-    """(words, signatures) of features with one word each, as an index's word engine searches."""
-    from ..verify.features import WordFeatures
-
-    return (f.words[:, :1], f.sigs[:, :1]) if isinstance(f, WordFeatures) else None
-
-
 def words_engine(db_feats):
     """The word engine (`verify.words`, the shipped vocabulary) of a database's SIFT features (or
     their `word_features`), keyed by database index."""
@@ -216,15 +209,11 @@ def words_engine(db_feats):
     from ..verify.words import WordsEngine, shipped
 
     engine = WordsEngine(shipped())
-    have = [i for i, f in enumerate(db_feats) if f is not None]
-    for at in range(0, len(have), 256):
-        part = have[at:at + 256]
-        if all(isinstance(db_feats[i], WordFeatures) for i in part):
-            codes = [_first_word(db_feats[i]) for i in part]
-        else:
-            codes = engine.words.encode_many([db_feats[i] for i in part], 1)
-        for i, code in zip(part, codes):
-            engine.add(i, code)
+    if not all(isinstance(f, WordFeatures) for f in db_feats if f is not None):
+        db_feats = word_features(db_feats)
+    for i, f in enumerate(db_feats):
+        if f is not None:
+            engine.add(i, f.nearest())
     return engine
 
 
@@ -247,7 +236,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     from concurrent.futures import ThreadPoolExecutor
 
     from ..verify.diffusion import KnnGraph, shortlist_graph, verified_diffusion
-    from ..verify.features import match_space
+    from ..verify.features import WordFeatures, match_space
     from ..verify.pipeline import verify_and_expand
 
     keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
@@ -279,7 +268,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
                 s[own] = -np.inf  # the query's own entry is not a result
             return [int(j) for j in np.argsort(-s, kind="stable")]
 
-        codes = (_first_word(qf) or engine.words.encode(qf, 1)) if engine is not None else None
+        codes = None if engine is None else qf.nearest() if isinstance(qf, WordFeatures) else engine.words.encode(qf, 1)
         word_score = engine.score_array(codes) if word_filter is not None else None
 
         def inliers_of(ids):

@@ -100,10 +100,10 @@ class WordFeatures:
         """The features `f` with their (words, signatures) as `SiftWords.encode` gives them."""
         return cls(f.xy, codes[0], codes[1], f.size)
 
-    @property
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(words, signatures) as the word engine's inverted file takes them."""
-        return self.words, self.sigs
+    def nearest(self, m: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(words, signatures) of each feature's `m` nearest words, as the word engine's inverted
+        file takes them (its lists hold 1 a feature)."""
+        return self.words[:, :m], self.sigs[:, :m]
 
     def pack(self) -> bytes:
         """A 20-byte header (n, width, height, words per feature), float16 positions, uint16 words,
