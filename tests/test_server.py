@@ -266,3 +266,82 @@ def test_slow_clients_are_dropped_and_health_still_answers(index_dir):
             s.close()
         proc.terminate()
         proc.wait(20)
+
+
+def _guarded(limit: int = 10 << 20):
+    """RequestGuard around an app that records when it is entered and what body it reads."""
+    from layerseek.server.app import RequestGuard
+
+    seen = {"entered": False, "body": b""}
+
+    async def inner(scope, receive, send):
+        seen["entered"] = True
+        while True:
+            message = await receive()
+            seen["body"] += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return RequestGuard(inner, limit=limit, check_write=lambda *a: None), seen
+
+
+def _post(length: int) -> dict:
+    return {"type": "http", "method": "POST", "path": "/search",
+            "headers": [(b"content-length", str(length).encode()), (b"host", b"localhost")]}
+
+
+def test_a_slow_body_does_not_enter_the_app_until_it_is_in():
+    """Issue 27: 250 slow bodies each entered FastAPI's routing and form parser (0.4 ms each) and
+    held the next /health back; the guard now reads a body's first PREREAD bytes itself."""
+    import asyncio
+
+    from layerseek.server.app import PREREAD
+
+    async def scenario(parts: list[bytes]):
+        app, seen = _guarded()
+        queue: asyncio.Queue = asyncio.Queue()
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        task = asyncio.create_task(app(_post(sum(map(len, parts))), queue.get, send))
+        states = []
+        for i, part in enumerate(parts):
+            await queue.put({"type": "http.request", "body": part, "more_body": i < len(parts) - 1})
+            await asyncio.sleep(0.01)
+            states.append(seen["entered"])
+        await asyncio.wait_for(task, 5)
+        return states, seen["body"], sent[0]["status"]
+
+    small = [b"--b\r\n", b"x" * 1000, b"--b--\r\n"]
+    states, body, status = asyncio.run(scenario(small))
+    assert states == [False, False, True] and body == b"".join(small) and status == 200
+    big = [b"y" * (PREREAD // 2), b"y" * (PREREAD // 2), b"z" * 10, b"end"]  # past PREREAD it streams on
+    states, body, status = asyncio.run(scenario(big))
+    assert states == [False, True, True, True] and body == b"".join(big) and status == 200
+
+
+def test_the_preread_refuses_an_oversized_body_and_a_client_gone_is_not_answered():
+    import asyncio
+
+    async def scenario(messages, declared):
+        app, seen = _guarded(limit=100)
+        queue: asyncio.Queue = asyncio.Queue()
+        for m in messages:
+            queue.put_nowait(m)
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(app(_post(declared), queue.get, send), 5)
+        return seen["entered"], [m.get("status") for m in sent if m["type"] == "http.response.start"]
+
+    # Content-Length says 50 but 150 bytes come: refused while it streams, never entering the app
+    assert asyncio.run(scenario([{"type": "http.request", "body": b"a" * 80, "more_body": True},
+                                 {"type": "http.request", "body": b"a" * 70, "more_body": False}], 50)) == (False, [413])
+    assert asyncio.run(scenario([{"type": "http.request", "body": b"a", "more_body": True},
+                                 {"type": "http.disconnect"}], 50)) == (False, [])

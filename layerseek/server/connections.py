@@ -15,7 +15,6 @@ deadlines and a cap.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -23,6 +22,20 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_MAX_CONNECTIONS = 200
+
+
+class _Guard:
+    """One server's open connections by phase, each queue oldest first, and those dropped whose
+    connection_lost has not come yet (still in uvicorn's set, no longer held)."""
+
+    def __init__(self) -> None:
+        self.header: dict = {}
+        self.body: dict = {}
+        self.closing: set = set()
+
+    def leave(self, conn) -> None:
+        self.header.pop(conn, None)
+        self.body.pop(conn, None)
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -36,14 +49,15 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
         self._phase = "header"
-        self._since = time.monotonic()
         super().connection_made(transport)
-        # a dropped connection stays in the set until the loop calls its connection_lost: not counted
-        held = [c for c in self.connections if not c.transport.is_closing()]
-        if len(held) > self.max_connections:
-            waiting = [c for c in held if c is not self and getattr(c, "_phase", None) in ("header", "body")]
-            if waiting:  # the oldest still sending its header goes first, then the oldest body
-                min(waiting, key=lambda c: (c._phase != "header", c._since)).drop()
+        # The server's connections in two queues by phase, oldest first (dicts keep insertion order),
+        # and those dropped but not yet lost: a burst of N connections costs O(N), not O(N^2).
+        guard = self._guard = self.server_state.__dict__.setdefault("_guard", _Guard())
+        guard.header[self] = None
+        if len(self.connections) - len(guard.closing) > self.max_connections:
+            victim = next(iter(c for c in guard.header if c is not self), None) or next(iter(guard.body), None)
+            if victim is not None:  # the oldest still sending its header goes first, then the oldest body
+                victim.drop()
             else:  # every other connection is being answered: this one waits its turn elsewhere
                 self.drop()
                 return
@@ -59,8 +73,10 @@ class GuardedH11Protocol(H11Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._guard.leave(self)
         if not self.transport.is_closing():
             self.transport.close()
+            self._guard.closing.add(self)
 
     def _follow(self) -> None:
         """Move the deadline on with the client's side of the request: header, body, answered."""
@@ -73,7 +89,10 @@ class GuardedH11Protocol(H11Protocol):
             phase = "answer"
         if phase == self._phase:
             return
-        self._phase, self._since = phase, time.monotonic()
+        self._guard.leave(self)
+        if phase in ("header", "body") and not self.transport.is_closing():
+            getattr(self._guard, phase)[self] = None  # at the end: the newest of its phase
+        self._phase = phase
         self._arm(self.header_timeout if phase == "header" else self.body_timeout if phase == "body" else None)
 
     def data_received(self, data: bytes) -> None:
@@ -90,6 +109,8 @@ class GuardedH11Protocol(H11Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._guard.leave(self)
+        self._guard.closing.discard(self)
         super().connection_lost(exc)
 
 
