@@ -1036,12 +1036,16 @@ def bare_flag_values(argv: list[str], option: str = "--ray", default: str = "loc
 
 #: exit status when something unexpected went wrong (the traceback is in a log file)
 EXIT_UNEXPECTED = 2
+#: exit status of an error said in one line: the OS or the catalog refused (disk full, read-only,
+#: locked, damaged), as for any other error a command reports: the user knows what to do
+EXIT_FAILED = 1
 
 
 def run_cli(argv: list[str]) -> None:
     """The command line with every exception turned into one line: an OSError names the file and
     the reason; anything unexpected names the command and the exception, and writes its traceback
-    to a log file whose path the line gives (exit status EXIT_UNEXPECTED). Usage errors and exit
+    to a log file whose path the line gives (exit status EXIT_UNEXPECTED); OS and catalog errors
+    exit EXIT_FAILED, like every error a command says itself. Usage errors and exit
     codes are click's (SystemExit passes through)."""
     import sqlite3
 
@@ -1052,12 +1056,12 @@ def run_cli(argv: list[str]) -> None:
         app(args=bare_flag_values(argv), prog_name="layerseek")
     except OSError as e:  # a file or folder the OS refused
         err_console.print(f"[red]error:[/red] {escape(shown(os_error_line(e)))}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_UNEXPECTED)
+        sys.exit(EXIT_FAILED)
     except sqlite3.Error as e:  # the catalog: disk full, read-only, locked, damaged
         where = next((a for a in argv if not a.startswith("-") and Path(a, "catalog.sqlite").is_file()), "the index")
         err_console.print(f"[red]error:[/red] {escape(shown(storage_error_line(e, Path(where, 'catalog.sqlite'))))}",
                           highlight=False, soft_wrap=True)
-        sys.exit(EXIT_UNEXPECTED)
+        sys.exit(EXIT_FAILED)
     except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a log
         line = log_unexpected(e, "layerseek " + " ".join(argv[:2]))
         err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)

@@ -361,7 +361,7 @@ def test_a_full_disk_is_said_as_such_and_loses_nothing(copy_paris, tmp_path):
     r = subprocess.run([sys.executable, "-c", planted, "index", str(photos), "--index", str(tmp_path / "idx"),
                         "--batch", "1"], capture_output=True, text=True, env=env, timeout=300)
     err = " ".join(r.stderr.split())
-    assert r.returncode != 0 and f"{tmp_path / 'idx' / 'catalog.sqlite'}: disk full: free some space" in err, r.stderr
+    assert r.returncode == 1 and f"{tmp_path / 'idx' / 'catalog.sqlite'}: disk full: free some space" in err, r.stderr
     assert "rollback" not in err and "unexpected" not in err and "Traceback" not in err
     with Index.open(tmp_path / "idx") as idx:  # what was indexed before is all there
         assert idx.catalog.count() >= 2 and len(idx.search(str(photos / PARIS[0]), top=2)) == 2
@@ -409,7 +409,7 @@ def test_a_full_drive_is_said_as_such_and_searched(copy_paris, tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["first"][0] == 0, out
     rc, said = out["full"]
-    assert rc != 0 and ": disk full: free some space" in said, out
+    assert rc == 1 and ": disk full: free some space" in said, out  # an error said, not "unexpected" (2)
     assert "Traceback" not in said and "unexpected" not in said and "rollback" not in said
     assert out["search"] in ([0, str(photos2 / PARIS[0])], [0, str(photos6 / PARIS[0])]), out  # the same photo
     assert out["check_full"][0] == 0, out  # a full drive damages nothing
