@@ -610,6 +610,11 @@ def search(
                                                       "SIFT features, wherever the CNN ranks them (default 100 on "
                                                       "an index made with --verify; 0: off)",
                                                  min=SEARCH_LIMITS["words"][0], max=SEARCH_LIMITS["words"][1])] = None,
+    word_filter: Annotated[Optional[float], typer.Option(help="candidates whose word score is at most T are not "
+                                                         "verified (default: the index's setting, 0.01 for new "
+                                                         "indexes; -1: verify every candidate)",
+                                                    min=SEARCH_LIMITS["word_filter"][0],
+                                                    max=SEARCH_LIMITS["word_filter"][1])] = None,
 ) -> None:
     """The indexed images most like IMAGE, best first. On an index that stores local features,
     the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
@@ -647,7 +652,7 @@ def search(
                         hits = idx.search_two_stage(image, local, top=n, shortlist=shortlist)
                     else:
                         hits = idx.search(image, top=n, qe=qe, verify=verify, diffusion=diffusion,
-                                          words=word_candidates)
+                                          words=word_candidates, word_filter=word_filter)
                 except LayerseekError as e:
                     if not batch:
                         raise
@@ -871,7 +876,9 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
     v = data.get("verify")
     if v:
         words = (f" and the {v['words']['top']} best of the word engine over those features (vocabulary "
-                 f"{v['words']['vocabulary']}, wherever the CNN ranks them)" if v.get("words") else "")
+                 f"{v['words']['vocabulary']}, wherever the CNN ranks them"
+                 + (f"; those whose word score is at most {v['words']['filter']:g} are not verified"
+                    if v["words"].get("filter", -1) >= 0 else "") + ")" if v.get("words") else "")
         stored = (f"stored as their visual words and signatures, matched by shared words within {v['hamming']} bits"
                   if v["kind"] == "sift-words" else "matched by descriptor ratio test")
         console.print(f"verification: the first 100 of a search{words} re-ordered by RANSAC inliers of {v['features']} SIFT "

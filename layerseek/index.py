@@ -87,13 +87,18 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
     if geometry == "words" and not (global_method and words):
         raise LayerseekError("geometry words: stored word features come with the word candidates of a global index")
     if global_method and words:
-        from .verify.words import DEFAULT_WORD_CANDIDATES, shipped
+        from .verify.words import DEFAULT_WORD_CANDIDATES, DEFAULT_WORD_FILTER, shipped
 
-        top = int(words.get("top", DEFAULT_WORD_CANDIDATES)) if isinstance(words, dict) else DEFAULT_WORD_CANDIDATES
+        given_words = words if isinstance(words, dict) else {}
+        top = int(given_words.get("top", DEFAULT_WORD_CANDIDATES))
         if not 1 <= top <= 1000:
             raise LayerseekError(f"word candidates {top}: out of range (1-1000)")
-        # the second source of candidates (verify.words): the shipped vocabulary, named by its hash
-        out["words"] = {"vocabulary": shipped().fingerprint(), "top": top}
+        word_filter = float(given_words.get("filter", DEFAULT_WORD_FILTER))
+        if not -1 <= word_filter < 1:
+            raise LayerseekError(f"word filter {word_filter}: out of range (-1 to 1; negative: off)")
+        # the second source of candidates (verify.words): the shipped vocabulary, named by its hash;
+        # `filter`: candidates whose word score is at most this go unverified
+        out["words"] = {"vocabulary": shipped().fingerprint(), "top": top, "filter": word_filter}
     if geometry == "words":
         # the catalog stores each feature's position, word and signature (14 bytes), not its SIFT
         # descriptor (132): verification matches shared words (docs/RESULTS.md, issue 26)

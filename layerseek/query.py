@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 DEFAULT_VERIFY = 100
 #: the range of each search option, the same for the command line and the HTTP API
 SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlist": (1, 100000),
-                 "words": (0, 1000)}
+                 "words": (0, 1000), "word_filter": (-1.0, 1.0)}
 
 
 @dataclass
@@ -133,12 +133,13 @@ class Query:
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               matches: bool = False, words: int | None = None) -> list[Hit]:
+               matches: bool = False, words: int | None = None, word_filter: float | None = None) -> list[Hit]:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
         carries the correspondences that verified it (`Hit.matches`, to draw them)."""
         drawn: dict | None = {} if matches else None  # id -> a verified image's correspondences
-        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words)
+        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words,
+                           word_filter)
         hits = [h for h in hits if os.path.lexists(h.path)][:top]
         for h in hits:
             if drawn and h.verified and h.id in drawn:
@@ -147,7 +148,7 @@ class Query:
 
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               drawn: dict | None = None, words: int | None = None) -> list[Hit]:
+               drawn: dict | None = None, words: int | None = None, word_filter: float | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
         `verify`: how many of the first stage's best are re-ordered by geometric verification
         (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
@@ -157,7 +158,10 @@ class Query:
         that orders everything after them (`verify.diffusion`; default: the index's setting, on
         for new global indexes; False: off). `drawn`: as `verify_hits` takes it. `words`: how many
         of the word engine's best (`verify.words`, over the stored SIFT) are verified beside the
-        first stage's shortlist (default: the index's setting, 100 for new global indexes; 0: off)."""
+        first stage's shortlist (default: the index's setting, 100 for new global indexes; 0: off).
+        `word_filter`: candidates whose word-engine score for the query is at most this are not
+        verified (default: the index's setting, `verify.words.DEFAULT_WORD_FILTER` for new global
+        indexes; negative: every candidate is verified); it comes with the word engine (`words` 0: none)."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
         shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
@@ -181,11 +185,12 @@ class Query:
 
             diffuse = settings()
         return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top,
-                                drawn, words)[:top]
+                                drawn, words, word_filter)[:top]
 
     def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
                     rounds: int = 0, diffusion: dict | None = None, top: int | None = None,
-                    drawn: dict | None = None, words: int | None = None) -> list[Hit]:
+                    drawn: dict | None = None, words: int | None = None,
+                    word_filter: float | None = None) -> list[Hit]:
         """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
         function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
         inliers between the query image and their stored features, after `rounds` of expansion
@@ -194,7 +199,7 @@ class Query:
         by a diffusion seeded with them (`verify.diffusion.verified_diffusion`); their score stays
         the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return.
         `drawn`: a dict that receives each verified image's correspondences (`Verifier.pairs`, from
-        the verification itself: nothing is matched twice). `words`: as `ranked` takes it."""
+        the verification itself: nothing is matched twice). `words`, `word_filter`: as `ranked` takes them."""
         from .verify.features import unpack_features
         from .verify.pipeline import verify_and_expand
 
@@ -207,7 +212,13 @@ class Query:
             ranked.update((h.id, h) for h in found)
             return [h.id for h in found]
 
+        extra, word_scores = self.word_stage(qf, words, q)
+        skip_at = self.word_filter(word_filter) if word_scores is not None else None
+
         def inliers_of(ids: list[int]) -> dict[int, int]:
+            out = dict.fromkeys(ids, 0)
+            if skip_at is not None:  # the cheap filter: too few shared words to be worth RANSAC
+                ids = [i for i in ids if i >= len(word_scores) or word_scores[i] > skip_at]
             stored = self.catalog.features(ids)
             feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
             found = [] if drawn is not None else None
@@ -215,9 +226,9 @@ class Query:
             for i, f, n, inl in zip(ids, feats, counts, found or ()):
                 if n >= verifier.min_inliers:
                     drawn[i] = verifier.pairs(qf, f, found=inl)
-            return dict(zip(ids, counts))
+            out.update(zip(ids, counts))
+            return out
 
-        extra = self.word_candidates(qf, words, q)
         for h in extra:
             ranked.setdefault(h.id, h)
         order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
@@ -251,6 +262,11 @@ class Query:
         """The word engine's `words` best images for the query's local features `qf` (default: the
         index's setting; none on an index without word candidates), as hits scored by the first
         stage's similarity to `q` (the word score where there is no `q`)."""
+        return self.word_stage(qf, words, q)[0]
+
+    def word_stage(self, qf, words: int | None = None, q: np.ndarray | None = None) -> tuple[list[Hit], np.ndarray | None]:
+        """`word_candidates`, and the word score of every image id for the query (None where the
+        word engine is not used: `words` 0, or no features)."""
         from .verify.features import WordFeatures
 
         w = (self.verify_settings or {}).get("words")
@@ -258,20 +274,31 @@ class Query:
         if k < 0:
             raise LayerseekError(f"words {k}: give a number of word candidates >= 0")
         if not k or qf is None or not len(qf):
-            return []
+            return [], None
         if not w:
             raise LayerseekError(f"{self.catalog.root}: this index has no word candidates (made before "
                                  "them, or with them off); search with --word-candidates 0")
         with self._lock:
             engine = self.words_engine()
-            found = engine.search(qf.nearest(engine.params.ma) if isinstance(qf, WordFeatures)
-                                  else engine.words.encode(qf, engine.params.ma), k)
+            scores = engine.score_array(qf.nearest(engine.params.ma) if isinstance(qf, WordFeatures)
+                                        else engine.words.encode(qf, engine.params.ma))
+            found = engine.best(scores, k)
             entries = {i: self.catalog.by_id(i) for i, _ in found}
         found = [(i, s) for i, s in found if entries[i] is not None]
         if q is not None and found:
             sims = self.catalog.vectors([i for i, _ in found]) @ np.asarray(q, np.float32)
             found = [(i, float(v)) for (i, _), v in zip(found, sims)]
-        return [Hit(i, entries[i].path, float(s)) for i, s in found]
+        return [Hit(i, entries[i].path, float(s)) for i, s in found], scores
+
+    def word_filter(self, given: float | None = None) -> float | None:
+        """The word score at or below which a candidate is not verified: `given`, else the index's
+        setting (none on an index made before the filter); None when off (negative)."""
+        t = ((self.verify_settings or {}).get("words") or {}).get("filter") if given is None else given
+        if t is None or t < 0:
+            return None
+        if t >= 1:
+            raise LayerseekError(f"word filter {t}: give a word score below 1 (negative: off)")
+        return float(t)
 
     def update_graph(self) -> None:
         """Bring the diffusion graph and the word engine up to date with the catalog now (a search

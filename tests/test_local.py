@@ -406,6 +406,65 @@ def test_mof_whitened_windows_learned_once_and_kept(tmp_path):
         MOFParams(whiten=0.5, whiten_dim=0)
 
 
+def test_match_counts_count_every_shared_word_within_the_hamming_threshold():
+    """`InvertedFile.match_counts` (the cheap filter's count of HE matches, issue 26) against a
+    brute-force count, and the compiled loop against the numpy reference; removed images count 0."""
+    rng = np.random.default_rng(3)
+    k, dt = 12, 60
+    db = _random_db(rng, 40, k, nbytes=8)
+    inv = InvertedFile(k, 8)
+    for i, (w, c) in db.items():
+        inv.add(i, w, c)
+    # a word every image holds has idf 0 and is left out of every score: keep one such word out
+    qw, qc = rng.integers(0, k, (25, 2)).astype(np.int32), rng.integers(0, 256, (25, 2, 8), dtype=np.uint8)
+    bits = lambda a, b: int(np.unpackbits(np.bitwise_xor(a, b)).sum())  # noqa: E731
+    held = {w for i, (w, _) in db.items() for w in np.unique(w)}
+    everywhere = {w for w in held if all(w in ws for ws, _ in db.values())}
+    brute = {i: sum(1 for x in range(25) for a in range(2) for f in range(len(w))
+                    if qw[x, a] == w[f, 0] and qw[x, a] not in everywhere and bits(qc[x, a], c[f, 0]) < dt)
+             for i, (w, c) in db.items()}
+    got = inv.match_counts(qw, qc, dt)
+    assert {i: int(got[i]) for i in db} == brute and max(brute.values()) >= 5
+    ref = inv.votes_reference(qw, qc, dt, count=True)
+    assert {i: int(v) for i, v in ref.items()} == {i: n for i, n in brute.items() if n}
+    gone = max(brute, key=brute.get)
+    inv.remove(gone)
+    assert inv.match_counts(qw, qc, dt)[gone] == 0
+
+
+def test_threads_scoring_a_fresh_inverted_file_at_once_see_every_posting():
+    """The first scores fold the pending adds in; a second thread scoring meanwhile found the
+    pending list already emptied and scored the old segment: images scored 0, and eval's word
+    filter then skipped right covers (issue 26, Canon at 10,000 distractors)."""
+    import threading
+
+    rng = np.random.default_rng(4)
+    k = 50
+    db = _random_db(rng, 4000, k, nbytes=8)
+    qw, qc = rng.integers(0, k, (40, 1)).astype(np.int32), rng.integers(0, 256, (40, 1, 8), dtype=np.uint8)
+
+    def fresh():
+        inv = InvertedFile(k, 8, merge_min=10 ** 9)
+        for i, (w, c) in db.items():
+            inv.add(i, w, c)
+        return inv
+
+    want = fresh().vote_array(qw, qc, 64)
+    for _ in range(3):
+        inv, start, got = fresh(), threading.Barrier(8), []
+
+        def score():
+            start.wait()
+            got.append(inv.vote_array(qw, qc, 64))
+
+        threads = [threading.Thread(target=score) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got) == 8 and all(np.array_equal(g, want) for g in got)
+
+
 def test_compiled_scorer_equals_the_numpy_reference(tmp_path, monkeypatch):
     """The compiled loop (one pass per posting, the query's assignments grouped by word) against
     the gather-then-passes numpy scorer, on lists with a base and a recent segment, removed images,

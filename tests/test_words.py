@@ -85,7 +85,7 @@ def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step
     with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
         idx.add_folder(covers)
         idx.update_graph()
-        assert idx.verify_settings["words"] == {"vocabulary": shipped().fingerprint(), "top": 100}
+        assert idx.verify_settings["words"] == {"vocabulary": shipped().fingerprint(), "top": 100, "filter": 0.01}
         # the CNN ranks the right cover 5th: a shortlist of 2 never sees it
         cnn = idx.search(photo, top=8, verify=0)
         assert [h.path[-7:] for h in cnn].index("007.jpg") >= 2
@@ -118,6 +118,40 @@ def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step
         again.words_engine()
         assert again._words[2] == again.catalog.shas()
         assert [(h.id, h.inliers) for h in again.search(nine, top=5)] == first
+
+
+def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_dir, tmp_path, monkeypatch):
+    """Issue 26 item 3: a candidate whose word score is at most the filter costs no RANSAC."""
+    from layerseek.verify.geometry import Verifier
+
+    covers = _covers(data_dir, tmp_path / "covers")
+    photo = data_dir / "smvs-dvd-covers" / "Canon" / "004.jpg"
+    seen: list[int] = []
+    real = Verifier.scores
+    monkeypatch.setattr(Verifier, "scores", lambda self, qf, feats, found=None: seen.append(len(feats)) or
+                        real(self, qf, feats, found))
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(covers)
+        qf = idx.local_features(idx.query_image(photo), query=True)
+        _, scores = idx.word_stage(qf)
+        at = idx.word_filter()
+        low = sum(scores[h.id] <= at for h in idx.search(photo, top=8, verify=0))
+        assert 0 < low < 8  # some covers share (almost) no words with the photo, the right one many
+        runs = {}
+        for t in (-1, None, 0.99):
+            seen.clear()
+            hits = idx.search(photo, top=8, verify=8, word_filter=t, expand=0, diffusion=False)
+            runs[t] = (sum(seen), hits[0].path[-7:], hits[0].verified)
+        assert runs[-1] == (8, "004.jpg", True)
+        assert runs[None] == (8 - low, "004.jpg", True)  # the index's filter: the same answer, fewer verified
+        assert runs[0.99][0] == 0 and not runs[0.99][2]
+        assert at == 0.01 and idx.word_filter(-0.5) is None and idx.word_filter(0.3) == 0.3
+        with pytest.raises(LayerseekError, match="word filter 1.5"):
+            idx.search(photo, word_filter=1.5)
+    with pytest.raises(LayerseekError, match="word filter 2.0: out of range"):
+        Index.create(tmp_path / "bad", "rmac", verify={"words": {"filter": 2}}, **OPTS)
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx")])
+    assert "word score is at most 0.01 are not verified" in " ".join(r.output.split()), r.output
 
 
 def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_alone(data_dir, tmp_path):

@@ -220,7 +220,7 @@ def words_engine(db_feats):
 def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats, verifier, shortlist: int,
                         rounds: int = 1, diffusion: dict | None = None, threads: int = 2,
                         truncate: int | None = None, words: int = 0, engine=None,
-                        word_filter: float | None = None) -> dict:
+                        word_filter: float | None = None, count_filter: int | None = None) -> dict:
     """A global method searched as an index searches (`Query.search`): the fused vectors of
     `method` (a `methods.GlobalMethod`, whitening already fitted if any) ranked by inner product,
     the first `shortlist` verified, `rounds` of verified query expansion, then (with `diffusion`,
@@ -232,7 +232,8 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     does (`engine`: a `WordsEngine` of the database already made, keyed by database index).
     With `word_filter` t, a candidate whose word-engine score for the query is t or less is not
     verified at all (counted as 0 inliers): the cheap filter of issue 26, item 3; "_skipped" then
-    gives the share of candidates left unverified. Failed images are left out as `evaluate_global` does."""
+    gives the share of candidates left unverified. With `count_filter` c, likewise a candidate
+    with fewer than c HE matches of the query's features (`WordsEngine.match_counts`). Failed images are left out as `evaluate_global` does."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..verify.diffusion import KnnGraph, shortlist_graph, verified_diffusion
@@ -252,7 +253,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
         S = graph.affinity(float(diffusion["gamma"]))
     skip = {qi: ds.queries[qi].db_index for qi in keep_q}
     row_of = {old: new for new, old in enumerate(keep_db)}
-    if (words or word_filter is not None) and engine is None:
+    if (words or word_filter is not None or count_filter is not None) and engine is None:
         engine = words_engine(db_feats)
     tally = {"asked": 0, "skipped": 0}
 
@@ -270,13 +271,15 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
 
         codes = None if engine is None else qf.nearest() if isinstance(qf, WordFeatures) else engine.words.encode(qf, 1)
         word_score = engine.score_array(codes) if word_filter is not None else None
+        counts_of = engine.match_counts(codes) if count_filter is not None else None
 
         def inliers_of(ids):
             tally["asked"] += len(ids)
             out = {}
             for j in ids:
                 d = db_feats[keep_db[j]]
-                if word_score is not None and word_score[keep_db[j]] <= word_filter:
+                if (word_score is not None and word_score[keep_db[j]] <= word_filter
+                        or counts_of is not None and counts_of[keep_db[j]] < count_filter):
                     tally["skipped"] += 1
                     d = None
                 out[j] = 0 if d is None else verifier.inliers(qf, d, q_space)

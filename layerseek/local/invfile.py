@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .quantize import hamming
+
+#: held while pending adds are folded in: the first scores of an inverted file may be asked by
+#: several threads at once (eval's query threads), and two folds at once lose or double postings
+_SETTLING = threading.Lock()
 
 #: entries merged per step when segments are combined (bounds the memory of merges and saves)
 CHUNK = 1 << 20
@@ -212,9 +217,10 @@ class InvertedFile:
     def _settle(self) -> None:
         """Fold pending adds into the recent segment; merge it into the base when large (in
         memory; a base on disk is merged by the next `save`, streamed to its files)."""
-        self._fold_pending()
-        if not self.on_disk and self._needs_merge():
-            self.compact()
+        with _SETTLING:
+            self._fold_pending()
+            if not self.on_disk and self._needs_merge():
+                self.compact()
 
     def _gone_fraction(self) -> float:
         return len(self._gone) / max(1, len(self._gone) + len(self.norms))
@@ -273,16 +279,25 @@ class InvertedFile:
         `max_share`: see `_query`."""
         return sum_parts(t() for t in self.vote_tasks(qwords, qcodes, dt, sigma, burst, max_share))
 
+    def match_counts(self, qwords: np.ndarray, qcodes: np.ndarray, dt: int = 52, max_share: float = 1.0) -> np.ndarray:
+        """Per image id (dense, as `vote_array`): how many (query assignment, stored feature) pairs
+        share a word and lie within `dt` bits: the HE matches, unweighted (no idf, no burstiness).
+        Not normalised by either image's size, so a small shared region counts what it holds."""
+        return sum_parts(t() for t in self.vote_tasks(qwords, qcodes, dt, 1.0, False, max_share, count=True))
+
     def vote_tasks(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
-                   burst: bool = False, max_share: float = 1.0, parts: int = 1) -> list:
+                   burst: bool = False, max_share: float = 1.0, parts: int = 1, count: bool = False) -> list:
         """`vote_array`'s work as up to `parts` functions of no argument and about equal work (the
         query's words dealt out by list length times the assignments to them), each giving its
         share of the votes as a dense array; their sum (`sum_parts`, in order) is `vote_array`.
-        The compiled loops release the GIL, so the parts run side by side in threads."""
+        The compiled loops release the GIL, so the parts run side by side in threads. `count`:
+        the parts of `match_counts` instead."""
         from .kernels import accumulate_bow, accumulate_he, deal, group_by_word
 
         self._settle()
         qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
+        if count:  # `match_counts`: every match within dt weighs 1
+            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
         gwords, gstarts, qcodes_t = group_by_word(qw, qc64)
         segs = [s for s in (self._base, self._recent) if len(s)]
         # memory maps as plain arrays over the same pages (no copy)
@@ -310,12 +325,15 @@ class InvertedFile:
         return [task(groups) for groups in deal(work, parts)]
 
     def votes_reference(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
-                        burst: bool = False, max_share: float = 1.0) -> dict[int, float]:
+                        burst: bool = False, max_share: float = 1.0, count: bool = False) -> dict[int, float]:
         """`vote_array` computed the slow, obvious numpy way (gather every entry, then a pass per
         step; burstiness by grouping the matches by query assignment and image), as {image id:
-        votes} of the images with any: the reference the compiled loop is tested against."""
+        votes} of the images with any: the reference the compiled loop is tested against (with
+        `count`, `match_counts`'s)."""
         self._settle()
         qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
+        if count:  # `match_counts`: every match within dt weighs 1
+            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
         sums = np.zeros(0)
         for seg in (self._base, self._recent):
             entry, pair = seg.gather(qw)

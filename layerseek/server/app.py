@@ -462,10 +462,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                 "rerank_with": local.catalog.root.name if local else None, "shortlist": shortlist if local else None}
 
     def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False,
-                  words: int | None = None):
+                  words: int | None = None, word_filter: float | None = None):
         if local is not None:
             return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
-        return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches, words=words)
+        return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches, words=words,
+                          word_filter=word_filter)
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
@@ -476,13 +477,18 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                      words: int | None = Query(None, ge=SEARCH_LIMITS["words"][0], le=SEARCH_LIMITS["words"][1],
                                                description="also verify the N best of the word engine over the "
                                                "stored SIFT features (default 100 on an index that has it; 0: off)"),
+                     word_filter: float | None = Query(None, ge=SEARCH_LIMITS["word_filter"][0],
+                                                       le=SEARCH_LIMITS["word_filter"][1],
+                                                       description="candidates whose word score is at most this are "
+                                                       "not verified (default: the index's setting; -1: all verified)"),
                      matches: bool = Query(False, description="each verified result also lists the correspondences "
                                            "that verified it: [query x, y, result x, y] as shares of each image's size"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches, words)
+            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches, words,
+                                 word_filter)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:

@@ -60,6 +60,8 @@ class Diffusion(_Model):
 class Words(_Model):
     vocabulary: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]  # the hash of verify.words' vocabulary
     top: Annotated[int, Field(ge=1, le=1000)]
+    # candidates whose word score is at most this go unverified (negative: none); absent before it
+    filter: Annotated[float, Field(ge=-1, lt=1)] | None = None
 
 
 class Verify(_Model):
