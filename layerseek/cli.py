@@ -975,6 +975,23 @@ def repair(index_path: Annotated[Path, typer.Argument(help="the index directory"
 
 
 @app.command()
+def upgrade(index_path: Annotated[Path, typer.Argument(help="the index directory")]) -> None:
+    """Give an index made by an earlier layerseek the search settings a new one gets (today: the
+    word candidates and their filter), without extracting anything again; says what it added."""
+    from .index import Index
+
+    try:
+        with Index.open(index_path) as idx:
+            added = idx.upgrade()
+    except LayerseekError as e:
+        fail(str(e))
+    for line in added:
+        console.print(f"  added {line}", highlight=False, soft_wrap=True)
+    console.print(f"{index_path}: " + ("upgraded" if added else "nothing to add: it has what a new index gets"),
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
 def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")],
           host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port")] = 8000,

@@ -314,6 +314,35 @@ class Index(Ingest, Query):
             self.catalog.commit_batch(upserts, touches, failures, deletes)
             self.store.sync()
 
+    def upgrade(self) -> list[str]:
+        """Give this index the search-time settings a new index of its kind gets and it lacks
+        (nothing stored is changed or extracted again); what was added, one line each. Today:
+        the word candidates and their filter (issue 26) on a global index that stores SIFT
+        descriptors, made before them; the word engine is built from those on the next search."""
+        import copy
+
+        from .verify.words import DEFAULT_WORD_CANDIDATES, DEFAULT_WORD_FILTER, shipped
+
+        manifest, said = copy.deepcopy(self.catalog.manifest), []
+        v = manifest.get("verify")
+        if self.kind == "global" and v:
+            words = v.get("words")
+            if not words:
+                v["words"] = {"vocabulary": shipped().fingerprint(), "top": DEFAULT_WORD_CANDIDATES,
+                              "filter": DEFAULT_WORD_FILTER}
+                said.append(f"word candidates: the {DEFAULT_WORD_CANDIDATES} best of the word engine (vocabulary "
+                            f"{v['words']['vocabulary']}) are verified beside the CNN's shortlist; candidates "
+                            f"with a word score of at most {DEFAULT_WORD_FILTER:g} are not")
+            elif words.get("filter") is None:
+                words["filter"] = DEFAULT_WORD_FILTER
+                said.append(f"word filter: candidates with a word score of at most {DEFAULT_WORD_FILTER:g} "
+                            "are not verified")
+        if said:
+            with self.writing():
+                self.catalog.rewrite_manifest(manifest)
+            self._words = None  # made again from the new settings when a search needs it
+        return said
+
     @contextmanager
     def writing(self) -> Iterator[None]:
         """The right to change this index, one process at a time: an exclusive `flock` on the

@@ -170,6 +170,28 @@ def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_al
         with pytest.raises(LayerseekError, match="no word candidates"):
             old.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", words=10)
     assert not list((tmp_path / "idx" / "cache").glob("words-*"))
+    # `layerseek upgrade` gives it the word candidates a new index gets, nothing extracted again
+    shas = None
+    with Index.open(tmp_path / "idx") as old:
+        shas = old.catalog.shas()
+    r = CliRunner().invoke(app, ["upgrade", str(tmp_path / "idx")])
+    assert r.exit_code == 0 and "added word candidates" in r.output and "upgraded" in r.output, r.output
+    with Index.open(tmp_path / "idx") as up:
+        assert up.verify_settings["words"] == {"vocabulary": shipped().fingerprint(), "top": 100, "filter": 0.01}
+        assert up.catalog.shas() == shas and up.words_engine() is not None and len(up.words_engine()) == 4
+        assert up.search(data_dir / "smvs-dvd-covers" / "Canon" / "003.jpg", top=1, words=10)[0].verified
+    assert json.loads(manifest.read_text())["verify"]["words"]["filter"] == 0.01
+    r = CliRunner().invoke(app, ["check", str(tmp_path / "idx")])
+    assert r.exit_code == 0, r.output  # the catalog's copy agrees
+    r = CliRunner().invoke(app, ["upgrade", str(tmp_path / "idx")])
+    assert r.exit_code == 0 and "nothing to add" in r.output, r.output
+    m = json.loads(manifest.read_text())  # made with word candidates before their filter: gets the filter
+    del m["verify"]["words"]["filter"]
+    manifest.write_text(json.dumps(m))
+    with Index.open(tmp_path / "idx") as up:
+        assert up.word_filter() is None and up.upgrade() == [
+            "word filter: candidates with a word score of at most 0.01 are not verified"]
+        assert up.word_filter() == 0.01
     m["verify"]["words"] = {"vocabulary": "0123456789abcdef", "top": 100}
     manifest.write_text(json.dumps(m))
     with Index.open(tmp_path / "idx") as other:

@@ -291,6 +291,18 @@ class Catalog:
             conn.executescript(_CHANGES)  # indexes made before the log existed
         return cat
 
+    def rewrite_manifest(self, manifest: dict) -> None:
+        """Replace the manifest (search-time settings only: what made the stored vectors and
+        features must not change) in the catalog's copy and in manifest.json, the file last."""
+        validate(manifest, self.root / MANIFEST)
+        diff = first_difference(made_with(manifest), made_with(self.manifest))
+        if diff:
+            raise LayerseekError(f"{self.root}: a manifest that changes how the index was made ({diff})")
+        with self.conn:
+            self._record_manifest(self.conn, self.root, manifest)
+        write_atomic(self.root / MANIFEST, json.dumps(manifest, indent=2))
+        self.manifest = manifest
+
     @staticmethod
     def _record_manifest(conn: sqlite3.Connection, root: Path, manifest: dict) -> None:
         """Keep a copy of the manifest, and the hashes of the learned files, in the catalog."""
