@@ -28,6 +28,9 @@ def main() -> None:
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--photos", type=int, default=10, help="photos per phone (spread over the 100 covers)")
     ap.add_argument("--words", default="100,0", help="word candidates per search, each setting in turn")
+    ap.add_argument("--word-filter", default="index",
+                    help="word filters to try with each, comma-separated: index (the index's setting) or a number "
+                         "(-1: every candidate verified)")
     args = ap.parse_args()
     smvs = shared_data_dir() / "smvs-dvd-covers"
     step = max(1, 100 // args.photos)
@@ -36,15 +39,16 @@ def main() -> None:
     with Index.open(args.index) as idx:
         print(f"{args.index}: {idx.catalog.count()} images; {len(photos)} phone photos")
         idx.search(photos[0], top=10)  # warm-up: the network, the word engine and the graph loaded
-        for words in (int(w) for w in args.words.split(",")):
+        filters = [None if f == "index" else float(f) for f in args.word_filter.split(",")]
+        for words, wf in ((int(w), f) for w in args.words.split(",") for f in filters):
             times, right = [], 0
             for p in photos:
                 t0 = time.perf_counter()
-                hits = idx.search(p, top=10, words=words)
+                hits = idx.search(p, top=10, words=words, word_filter=wf)
                 times.append(time.perf_counter() - t0)
                 right += bool(hits) and Path(hits[0].path).name == p.name and Path(hits[0].path).parent.name == "covers"
             t = np.array(times)
-            print(f"  word candidates {words}: right cover first {right} / {len(photos)}; query p50 "
+            print(f"  word candidates {words}, word filter {'index' if wf is None else format(wf, 'g')}: right cover first {right} / {len(photos)}; query p50 "
                   f"{np.median(t):.2f} s, p90 {np.percentile(t, 90):.2f} s, max {t.max():.2f} s", flush=True)
 
 
