@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--count-filter", default="",
                     help="cheap filters to try: candidates with fewer HE matches of the query's features than this "
                          "are not verified, comma-separated (empty: none)")
+    ap.add_argument("--hubness", default="0",
+                    help="first-stage hubness correction to try: 0 (cosine) or k (CSLS over each image's k nearest), "
+                         "comma-separated")
     ap.add_argument("--ma", type=int, default=5, help="word geometry: words per query feature")
     ap.add_argument("--kinds", default="smvs,rparis6k-subset,corel1k", help="the collections in the database")
     ap.add_argument("--queries", default="smvs,rparis6k-subset", help="the collections whose queries are searched")
@@ -105,21 +108,23 @@ def main() -> None:
         truncate = SHORTLIST if len(database) > FULL_GRAPH_MAX else None
         filters = ([(None, None)] + [(float(t), None) for t in args.filter.split(",") if t]
                    + [(None, int(c)) for c in args.count_filter.split(",") if c])
-        for (label, gdb, gqs, verifier), words, (wf, cf) in ((g, int(w), t) for g in geometries
-                                                             for w in args.words.split(",") for t in filters):
+        for (label, gdb, gqs, verifier), words, (wf, cf), hub in ((g, int(w), t, int(h)) for g in geometries
+                                                                  for w in args.words.split(",") for t in filters
+                                                                  for h in args.hubness.split(",")):
             at = 0
             for ds in queried:
                 q_vecs, q_feats = qs[at:at + len(ds.queries)], gqs[at:at + len(ds.queries)]
                 at += len(ds.queries)
                 res = evaluate_index_rule(ds, method, db, q_vecs, gdb, q_feats, verifier, args.shortlist, 1,
                                           settings(k=15), truncate=truncate, words=words, engine=engine,
-                                          word_filter=wf, count_filter=cf)
-                row = {"n": n, "images": len(database), "kind": ds.name, "words": words, "geometry": label,
+                                          word_filter=wf, count_filter=cf, hubness=hub)
+                row = {"n": n, "images": len(database), "kind": ds.name, "words": words, "geometry": label, "hubness": hub,
                        "word_filter": wf, "count_filter": cf, "skipped": res["_skipped"],
                        "seconds_per_query": res["_verify_seconds"],
                        **{k: v for k, v in res.items() if not k.startswith("_")}}
                 line = (f"  N={n} words={words} {label}" + (f" filter>{wf:g}" if wf is not None else "")
-                        + (f" matches>={cf}" if cf is not None else "") + f" {ds.name}: ")
+                        + (f" matches>={cf}" if cf is not None else "") + (f" csls{hub}" if hub else "")
+                        + f" {ds.name}: ")
                 if ds.protocol == "smvs":
                     ranks = dict(res["_ranks"]) if "_ranks" in res else None
                     line += f"R@1 {100 * res['R@1']:.1f} mAP {100 * res['mAP']:.1f}"

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import LayerseekError, shown
-from .query import DEFAULT_VERIFY, SEARCH_LIMITS
+from .query import SEARCH_LIMITS
+from .stages import DEFAULT_VERIFY
 
 app = typer.Typer(
     help="Find the images that show the same object or place, with multi-layer CNN retrieval.",

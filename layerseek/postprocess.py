@@ -85,3 +85,24 @@ class PCAWhitening:
             obj = cls(dim=None if dim < 0 else dim, power=float(z["power"]), eps=float(z["eps"]))
             obj.mean_, obj.components_, obj.eigenvalues_ = z["mean"], z["components"], z["eigenvalues"]
         return obj
+
+
+def centre(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Vectors less a collection's mean, re-normalised: the simplest hubness remedy (a hub is an
+    image close to the collection's centre, Radovanović et al. 2010; centring moves the centre
+    to the origin, where the cosine no longer favours it)."""
+    return l2n(np.asarray(x, np.float64) - mean)
+
+
+def neighbourhood_similarity(sims_to_neighbours: np.ndarray) -> np.ndarray:
+    """r_x, each database image's mean similarity to its k nearest database images (a row of
+    `sims_to_neighbours` each): how dense its neighbourhood is, the term that CSLS and Jégou et
+    al.'s contextual dissimilarity measure (CVPR 2007) take away from a hub."""
+    return np.asarray(sims_to_neighbours, np.float64).mean(axis=1)
+
+
+def csls(sims: np.ndarray, r_db: np.ndarray, beta: float = 0.5) -> np.ndarray:
+    """Hubness-aware similarity (Conneau et al., ICLR 2018, Eq. 6, CSLS = 2 cos - r_q - r_x,
+    halved; the query's own r_q is one constant per query and cannot change its ranking):
+    cos(q, x) - beta * r_x. q x n sims, n r_db."""
+    return np.asarray(sims) - beta * np.asarray(r_db)[None, :]

@@ -14,14 +14,12 @@ import numpy as np
 from .errors import LayerseekError
 from .images import load_image
 from .local.mof import rerank_head
+from .stages import Expansion, Stages
 
 if TYPE_CHECKING:
     from .index import Index
 
 
-#: How many of the first stage's best a search verifies by default, on an index that stores
-#: local features (what docs/RESULTS.md measured; a query then takes about 1 s more on 2 cores).
-DEFAULT_VERIFY = 100
 #: the range of each search option, the same for the command line and the HTTP API
 SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlist": (1, 100000),
                  "words": (0, 1000), "word_filter": (-1.0, 1.0)}
@@ -149,62 +147,40 @@ class Query:
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
                drawn: dict | None = None, words: int | None = None, word_filter: float | None = None) -> list[Hit]:
-        """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array.
-        `verify`: how many of the first stage's best are re-ordered by geometric verification
-        (default DEFAULT_VERIFY on an index that stores local features, else 0; 0: off).
-        `expand`: rounds of query expansion with the verified images' vectors, ranked and
-        verified again (global methods; default: the index's setting, 1 for new indexes).
-        `diffusion`: the verified images seed a diffusion over the graph of the index's vectors
-        that orders everything after them (`verify.diffusion`; default: the index's setting, on
-        for new global indexes; False: off). `drawn`: as `verify_hits` takes it. `words`: how many
-        of the word engine's best (`verify.words`, over the stored SIFT) are verified beside the
-        first stage's shortlist (default: the index's setting, 100 for new global indexes; 0: off).
-        `word_filter`: candidates whose word-engine score for the query is at most this are not
-        verified (default: the index's setting, `verify.words.DEFAULT_WORD_FILTER` for new global
-        indexes; negative: every candidate is verified); it comes with the word engine (`words` 0: none)."""
+        """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array:
+        the first stage's ranking, then the stages after it (`stages.Stages.of` takes `verify`,
+        `expand`, `diffusion`, `words` and `word_filter`, each None for the index's own setting):
+        `verify` of the first stage's best (default DEFAULT_VERIFY on an index that stores local
+        features, else 0: off) re-ordered by geometric verification, beside the word engine's
+        `words` best (`verify.words`) unless their word score is at most `word_filter`; `expand`
+        rounds of verified query expansion (global methods); a `diffusion` from the verified
+        images that orders everything after them. `drawn`: as `verify_hits` takes it."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
-        shortlist = (DEFAULT_VERIFY if self.verify_settings else 0) if verify is None else int(verify)
-        if shortlist < 0:
-            raise LayerseekError(f"verify {shortlist}: give a shortlist size >= 0")
-        if shortlist and not self.verify_settings:
-            raise LayerseekError(f"{self.catalog.root}: this index stores no local features to verify with; "
-                                 "create it with --verify")
+        stages = Stages.of(self, verify, expand, diffusion, words, word_filter)
         img = self.query_image(image, data)
         q = self.encode_query(img)
+        shortlist = stages.verification.shortlist if stages.verification else 0
         n = max(top, shortlist)
         if self.kind == "local":
             hits = self.search_local(q, n)
-            return (self.verify_hits(img, hits, shortlist, drawn=drawn) if shortlist else hits)[:top]
+            return (self.verify_hits(img, hits, stages, drawn=drawn) if shortlist else hits)[:top]
         if not shortlist:
             return self.search_vector(q, n, qe)[:top]
-        rounds = int((self.verify_settings or {}).get("expand", 0) if expand is None else expand)
-        diffuse = (self.verify_settings or {}).get("diffusion") if diffusion is not False else None
-        if diffusion and not diffuse:
-            from .verify.diffusion import settings
+        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), stages, q, top, drawn)[:top]
 
-            diffuse = settings()
-        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), shortlist, q, rounds, diffuse, top,
-                                drawn, words, word_filter)[:top]
-
-    def verify_hits(self, img: np.ndarray, hits, shortlist: int, q: np.ndarray | None = None,
-                    rounds: int = 0, diffusion: dict | None = None, top: int | None = None,
-                    drawn: dict | None = None, words: int | None = None,
-                    word_filter: float | None = None) -> list[Hit]:
-        """Geometric verification of a ranking: `hits` (a list of Hit, or for a global index a
-        function from a query vector `q` to one) has its first `shortlist` re-ordered by RANSAC
-        inliers between the query image and their stored features, after `rounds` of expansion
-        of `q` by the verified images (`verify.pipeline.verify_and_expand`). With `diffusion`
-        ({"k", "gamma", "alpha"}; a global index), the images after the verified ones are ordered
-        by a diffusion seeded with them (`verify.diffusion.verified_diffusion`); their score stays
-        the first stage's similarity to `q`. `top`: how many hits a diffusion needs to return.
-        `drawn`: a dict that receives each verified image's correspondences (`Verifier.pairs`, from
-        the verification itself: nothing is matched twice). `words`, `word_filter`: as `ranked` takes them."""
-        from .verify.features import unpack_features
-        from .verify.pipeline import verify_and_expand
-
+    def verify_hits(self, img: np.ndarray, hits, stages: Stages, q: np.ndarray | None = None,
+                    top: int | None = None, drawn: dict | None = None) -> list[Hit]:
+        """The `stages` of a verified search run on a first-stage ranking: `hits` (a list of Hit,
+        or for a global index a function from a query vector `q` to one) has its first
+        `stages.verification.shortlist` and the word candidates re-ordered by RANSAC inliers
+        between the query image and their stored features, after the expansion's rounds (each
+        ranked and verified again); the diffusion orders the images after the verified ones (their
+        score stays the first stage's similarity to `q`). `top`: how many hits a diffusion needs
+        to return. `drawn`: a dict that receives each verified image's correspondences
+        (`Verifier.pairs`, from the verification itself: nothing is matched twice)."""
         qf = self.local_features(img, query=True)
-        verifier = self.verifier
+        verification = stages.verification
         ranked: dict[int, Hit] = {}
 
         def rank(v) -> list[int]:
@@ -212,39 +188,18 @@ class Query:
             ranked.update((h.id, h) for h in found)
             return [h.id for h in found]
 
-        extra, word_scores = self.word_stage(qf, words, q)
-        skip_at = self.word_filter(word_filter) if word_scores is not None else None
-
-        def inliers_of(ids: list[int]) -> dict[int, int]:
-            out = dict.fromkeys(ids, 0)
-            if skip_at is not None:  # the cheap filter: too few shared words to be worth RANSAC
-                ids = [i for i in ids if i >= len(word_scores) or word_scores[i] > skip_at]
-            stored = self.catalog.features(ids)
-            feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
-            found = [] if drawn is not None else None
-            counts = verifier.scores(qf, feats, found)
-            for i, f, n, inl in zip(ids, feats, counts, found or ()):
-                if n >= verifier.min_inliers:
-                    drawn[i] = verifier.pairs(qf, f, found=inl)
-            out.update(zip(ids, counts))
-            return out
-
+        extra, worth = [], None
+        if stages.words:
+            extra, scores = stages.words.find(self, qf, q)
+            worth = stages.words.worth_verifying(scores)
         for h in extra:
             ranked.setdefault(h.id, h)
-        order, counts = verify_and_expand(q, rank, inliers_of, self.catalog.vectors, self.method.expand
-                                          if self.kind == "global" else None, shortlist,
-                                          verifier.min_inliers, rounds, [h.id for h in extra])
-        if diffusion and self.kind == "global" and q is not None:
-            from .verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, shortlist_graph, verified_diffusion
-
-            k, gamma = int(diffusion["k"]), float(diffusion["gamma"])
-            if self.catalog.count() > FULL_GRAPH_MAX:  # truncated: the graph of this query's shortlist
-                ids = list(dict.fromkeys(order + [int(i) for i in self._top(q, SHORTLIST)[0]]))
-                graph, S = shortlist_graph(ids, self.catalog.vectors(ids), k, gamma)
-            else:
-                graph, S = self.graph(k, gamma)
-            order = verified_diffusion(order, counts, verifier.min_inliers, graph, S, float(diffusion["alpha"]))
-            order = order[:max(len(ranked), shortlist, top or 0)]
+        order, counts = (stages.expansion or Expansion()).run(
+            self, q, rank, lambda ids: verification.inliers(self, qf, ids, worth, drawn), verification,
+            [h.id for h in extra])
+        if stages.diffusion and self.kind == "global" and q is not None:
+            order = stages.diffusion.order(self, q, order, counts, verification.verifier.min_inliers)
+            order = order[:max(len(ranked), verification.shortlist, top or 0)]
             entries = {i: self.catalog.by_id(i) for i in order if i not in ranked}
             entries = {i: e for i, e in entries.items() if e is not None}  # gone since the graph was read
             order = [i for i in order if i in ranked or i in entries]
@@ -253,52 +208,11 @@ class Query:
                 for (i, e), s in zip(entries.items(), sims):
                     ranked[i] = Hit(i, e.path, float(s))
         out = [ranked[i] for i in order]
+        min_inliers = verification.verifier.min_inliers
         for h in out:
             if h.id in counts:
-                h.inliers, h.verified = counts[h.id], counts[h.id] >= verifier.min_inliers
+                h.inliers, h.verified = counts[h.id], counts[h.id] >= min_inliers
         return out
-
-    def word_candidates(self, qf, words: int | None = None, q: np.ndarray | None = None) -> list[Hit]:
-        """The word engine's `words` best images for the query's local features `qf` (default: the
-        index's setting; none on an index without word candidates), as hits scored by the first
-        stage's similarity to `q` (the word score where there is no `q`)."""
-        return self.word_stage(qf, words, q)[0]
-
-    def word_stage(self, qf, words: int | None = None, q: np.ndarray | None = None) -> tuple[list[Hit], np.ndarray | None]:
-        """`word_candidates`, and the word score of every image id for the query (None where the
-        word engine is not used: `words` 0, or no features)."""
-        from .verify.features import WordFeatures
-
-        w = (self.verify_settings or {}).get("words")
-        k = int(w["top"]) if words is None and w else int(words or 0)
-        if k < 0:
-            raise LayerseekError(f"words {k}: give a number of word candidates >= 0")
-        if not k or qf is None or not len(qf):
-            return [], None
-        if not w:
-            raise LayerseekError(f"{self.catalog.root}: this index has no word candidates (made before "
-                                 "them, or with them off); search with --word-candidates 0")
-        with self._lock:
-            engine = self.words_engine()
-            scores = engine.score_array(qf.nearest(engine.params.ma) if isinstance(qf, WordFeatures)
-                                        else engine.words.encode(qf, engine.params.ma))
-            found = engine.best(scores, k)
-            entries = {i: self.catalog.by_id(i) for i, _ in found}
-        found = [(i, s) for i, s in found if entries[i] is not None]
-        if q is not None and found:
-            sims = self.catalog.vectors([i for i, _ in found]) @ np.asarray(q, np.float32)
-            found = [(i, float(v)) for (i, _), v in zip(found, sims)]
-        return [Hit(i, entries[i].path, float(s)) for i, s in found], scores
-
-    def word_filter(self, given: float | None = None) -> float | None:
-        """The word score at or below which a candidate is not verified: `given`, else the index's
-        setting (none on an index made before the filter); None when off (negative)."""
-        t = ((self.verify_settings or {}).get("words") or {}).get("filter") if given is None else given
-        if t is None or t < 0:
-            return None
-        if t >= 1:
-            raise LayerseekError(f"word filter {t}: give a word score below 1 (negative: off)")
-        return float(t)
 
     def update_graph(self) -> None:
         """Bring the diffusion graph and the word engine up to date with the catalog now (a search

@@ -8,7 +8,8 @@ from layerseek.errors import LayerseekError, UnknownNameError
 from layerseek.fusion import (correlation, cosine, euclidean, format_ratio, get_similarity, kl, l2n,
                               ordered_contributions, ordered_weights, parse_weights, plot_simplex,
                               search_weights, simplex_grid, wmff)
-from layerseek.postprocess import PCAWhitening, alpha_query_expansion, average_query_expansion
+from layerseek.postprocess import (PCAWhitening, alpha_query_expansion, average_query_expansion, centre, csls,
+                                  neighbourhood_similarity)
 
 rng = np.random.default_rng(0)
 
@@ -111,3 +112,22 @@ def test_pca_whitening_fit_transform_save_load(tmp_path):
         PCAWhitening().transform(other)
     with pytest.raises(LayerseekError, match="at least 2"):
         PCAWhitening().fit(train[:1])
+
+
+def test_csls_takes_the_hub_down_and_centring_moves_the_mean_to_the_origin():
+    # a hub h close to everything, and x, the query's real match; by cosine h wins
+    h, x, y, z = l2n(np.array([[1.0, 1.0, 1.0], [1.0, 0.1, 0.0], [0.0, 1.0, 0.1], [0.1, 0.0, 1.0]]))
+    db = np.stack([h, x, y, z])
+    q = l2n(np.array([1.0, 0.6, 0.5]))
+    sims = (q @ db.T)[None, :]
+    assert int(np.argmax(sims)) == 0
+    # each one's mean cosine to its 2 nearest others (by hand from the Gram matrix)
+    gram = db @ db.T
+    np.fill_diagonal(gram, -np.inf)
+    r = neighbourhood_similarity(np.sort(gram, axis=1)[:, -2:])
+    assert r[0] == pytest.approx(np.sort(gram[0])[-2:].mean()) and r[0] == r.max()
+    scores = csls(sims, r)
+    assert scores[0, 0] == pytest.approx(sims[0, 0] - 0.5 * r[0]) and int(np.argmax(scores)) == 1
+    c = centre(db, db.mean(axis=0))
+    assert np.allclose(np.linalg.norm(c, axis=1), 1)
+    assert np.allclose(c, l2n(db - db.mean(axis=0)))

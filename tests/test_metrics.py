@@ -150,3 +150,15 @@ def test_per_query_records_agree_with_the_protocol_means():
     assert per[1]["ap_hard"] is None  # no hard positive: left out, as revisitop does
     # q0, Medium (easy + hard, junk 1 removed): 0 2 5 3 4 -> positives at 1, 3, 4
     assert per[0]["positives_at"] == [1, 3, 4] and per[1]["positives_at"] == [2]
+
+
+def test_k_occurrence_and_its_skewness_find_the_hub():
+    # four items, each listing its 2 nearest others: item 0 is in every list (a hub), item 3 in none
+    nb = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])
+    nk = M.k_occurrence(nb, 4)
+    assert nk.tolist() == [3, 3, 2, 0] and nk.mean() == 2  # the mean is always k
+    assert M.k_occurrence(np.array([[1, -1], [0, -1]]), 3).tolist() == [1, 1, 0]  # -1: no neighbour
+    assert M.skewness(np.array([1.0, 2.0, 3.0])) == pytest.approx(0.0)
+    # by hand: x = (0, 0, 0, 4): mean 1, deviations (-1, -1, -1, 3), E[d^3] = 6, std = sqrt(3)
+    assert M.skewness(np.array([0.0, 0.0, 0.0, 4.0])) == pytest.approx(6 / 3 ** 1.5)
+    assert M.skewness(np.array([4.0, 4.0, 0.0, 4.0])) < 0 and M.skewness(np.ones(5)) == 0.0

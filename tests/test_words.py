@@ -15,6 +15,7 @@ from layerseek.cli import app
 from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
+from layerseek.stages import Diffusion, Expansion, Stages, WordCandidates, word_candidates, word_filter_of
 from layerseek.verify.features import LocalFeatures, rootsift, sift_features
 from layerseek.verify.words import SHIPPED, SiftWords, WordsEngine, shipped
 
@@ -106,7 +107,7 @@ def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step
         # photo also shows the corner of cover 8: that one verifies)
         after = idx.search(photo, top=7, verify=2)
         assert gone not in [h.id for h in after] and after[0].verified
-        assert gone not in [h.id for h in idx.word_candidates(idx.local_features(idx.query_image(photo)), 10)]
+        assert gone not in [h.id for h in word_candidates(idx, 10).find(idx, idx.local_features(idx.query_image(photo)))[0]]
         assert held() == idx.catalog.shas() and len(idx.words_engine()) == 7
         nine = data_dir / "smvs-dvd-covers" / "Palm" / "009.jpg"
         assert idx.search(nine, top=1, verify=1, diffusion=False)[0].path.endswith("002.jpg")
@@ -133,8 +134,8 @@ def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_d
     with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
         idx.add_folder(covers)
         qf = idx.local_features(idx.query_image(photo), query=True)
-        _, scores = idx.word_stage(qf)
-        at = idx.word_filter()
+        _, scores = word_candidates(idx).find(idx, qf)
+        at = word_filter_of(idx)
         low = sum(scores[h.id] <= at for h in idx.search(photo, top=8, verify=0))
         assert 0 < low < 8  # some covers share (almost) no words with the photo, the right one many
         runs = {}
@@ -145,7 +146,18 @@ def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_d
         assert runs[-1] == (8, "004.jpg", True)
         assert runs[None] == (8 - low, "004.jpg", True)  # the index's filter: the same answer, fewer verified
         assert runs[0.99][0] == 0 and not runs[0.99][2]
-        assert at == 0.01 and idx.word_filter(-0.5) is None and idx.word_filter(0.3) == 0.3
+        assert at == 0.01 and word_filter_of(idx, -0.5) is None and word_filter_of(idx, 0.3) == 0.3
+        # the stages a search runs, from the manifest and the search's overrides
+        st = Stages.of(idx)
+        assert (st.verification.shortlist, st.words, st.expansion, st.diffusion) == (
+            100, WordCandidates(100, 0.01), Expansion(1), Diffusion(15, 3.0, 0.99))
+        assert Stages.of(idx, verify=0) == Stages()
+        st = Stages.of(idx, verify=7, expand=0, diffusion=False, words=3, word_filter=-1)
+        assert (st.verification.shortlist, st.words, st.expansion, st.diffusion) == (
+            7, WordCandidates(3, None), Expansion(0), None)
+        assert Stages.of(idx, words=0).words is None
+        with pytest.raises(LayerseekError, match="word filter 1.5"):  # said before the photo is read
+            idx.search(tmp_path / "no such photo.jpg", word_filter=1.5)
         with pytest.raises(LayerseekError, match="word filter 1.5"):
             idx.search(photo, word_filter=1.5)
     with pytest.raises(LayerseekError, match="word filter 2.0: out of range"):
@@ -189,9 +201,9 @@ def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_al
     del m["verify"]["words"]["filter"]
     manifest.write_text(json.dumps(m))
     with Index.open(tmp_path / "idx") as up:
-        assert up.word_filter() is None and up.upgrade() == [
+        assert word_filter_of(up) is None and up.upgrade() == [
             "word filter: candidates with a word score of at most 0.01 are not verified"]
-        assert up.word_filter() == 0.01
+        assert word_filter_of(up) == 0.01
     m["verify"]["words"] = {"vocabulary": "0123456789abcdef", "top": 100}
     manifest.write_text(json.dumps(m))
     with Index.open(tmp_path / "idx") as other:

@@ -159,3 +159,19 @@ def revisited_scores(all_ranks, queries, ks=(1, 5, 10)) -> dict[str, float]:
         for k in ks:
             out[f"mP@{k}_{proto}"] = float(np.mean(pks[k])) if pks[k] else float("nan")
     return out
+
+
+def k_occurrence(neighbours: np.ndarray, n: int) -> np.ndarray:
+    """N_k of each of n items: how many rows of `neighbours` (each item's k nearest others, -1 for
+    none) list it (Radovanović, Nanopoulos & Ivanović, JMLR 2010, Sec. 3). A hub is an item with a
+    large N_k; the mean is k whatever the data, the spread is what measures hubness."""
+    flat = np.asarray(neighbours).ravel()
+    return np.bincount(flat[flat >= 0], minlength=n)
+
+
+def skewness(x: np.ndarray) -> float:
+    """The standardised third moment E[(x - mean)^3] / std^3 (Radovanović et al. Eq. 1, of N_k):
+    0 for a symmetric spread, large and positive where a few items are far above the rest."""
+    x = np.asarray(x, np.float64)
+    s = x.std()
+    return float(((x - x.mean()) ** 3).mean() / s ** 3) if s > 0 else 0.0

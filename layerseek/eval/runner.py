@@ -220,7 +220,8 @@ def words_engine(db_feats):
 def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats, verifier, shortlist: int,
                         rounds: int = 1, diffusion: dict | None = None, threads: int = 2,
                         truncate: int | None = None, words: int = 0, engine=None,
-                        word_filter: float | None = None, count_filter: int | None = None) -> dict:
+                        word_filter: float | None = None, count_filter: int | None = None,
+                        hubness: int = 0) -> dict:
     """A global method searched as an index searches (`Query.search`): the fused vectors of
     `method` (a `methods.GlobalMethod`, whitening already fitted if any) ranked by inner product,
     the first `shortlist` verified, `rounds` of verified query expansion, then (with `diffusion`,
@@ -233,10 +234,13 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     With `word_filter` t, a candidate whose word-engine score for the query is t or less is not
     verified at all (counted as 0 inliers): the cheap filter of issue 26, item 3; "_skipped" then
     gives the share of candidates left unverified. With `count_filter` c, likewise a candidate
-    with fewer than c HE matches of the query's features (`WordsEngine.match_counts`). Failed images are left out as `evaluate_global` does."""
+    with fewer than c HE matches of the query's features (`WordsEngine.match_counts`). With
+    `hubness` k, the first stage ranks by CSLS (`postprocess.csls`: the cosine less half each
+    database image's mean cosine to its own k nearest), the hubness-aware similarity of issue 26,
+    item 2. Failed images are left out as `evaluate_global` does."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..verify.diffusion import KnnGraph, shortlist_graph, verified_diffusion
+    from ..verify.diffusion import KnnGraph, shortlist_graph, top_neighbours, verified_diffusion
     from ..verify.features import WordFeatures, match_space
     from ..verify.pipeline import verify_and_expand
 
@@ -247,6 +251,11 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
         return method.encode_pooled([np.stack([v[f"{method.pooling}/{layer}"] for v in vecs]) for layer in method.layers])
 
     D, Q = fused([db_vecs[i] for i in keep_db]), fused([q_vecs[i] for i in keep_q])
+    hub_r = 0.0
+    if hubness:
+        from ..postprocess import neighbourhood_similarity
+
+        hub_r = 0.5 * neighbourhood_similarity(top_neighbours(D, D, hubness, np.arange(len(D)))[1]).astype(np.float32)
     graph = S = None
     if diffusion and not truncate:
         graph = KnnGraph(int(diffusion["k"])).fit(np.arange(len(keep_db)), D)
@@ -264,7 +273,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
         own = row_of.get(skip[qi]) if skip[qi] is not None else None
 
         def rank(v):
-            s = D @ v
+            s = D @ v - hub_r
             if own is not None:
                 s[own] = -np.inf  # the query's own entry is not a result
             return [int(j) for j in np.argsort(-s, kind="stable")]
