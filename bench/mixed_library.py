@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--filter", default="",
                     help="cheap filters to try: word-engine scores at or below which a candidate is not verified, "
                          "comma-separated (empty: none)")
+    ap.add_argument("--skip-unfiltered", action="store_true",
+                    help="run only the filters given (without it, every setting also runs with no filter)")
     ap.add_argument("--count-filter", default="",
                     help="cheap filters to try: candidates with fewer HE matches of the query's features than this "
                          "are not verified, comma-separated (empty: none)")
@@ -106,7 +108,7 @@ def main() -> None:
               f"{len(whole.queries)} queries; {len(err) + len(ferr)} unreadable; described in {t_describe:.0f} s, "
               f"word engine in {t_words:.0f} s", flush=True)
         truncate = SHORTLIST if len(database) > FULL_GRAPH_MAX else None
-        filters = ([(None, None)] + [(float(t), None) for t in args.filter.split(",") if t]
+        filters = ([] if args.skip_unfiltered else [(None, None)]) + ([(float(t), None) for t in args.filter.split(",") if t]
                    + [(None, int(c)) for c in args.count_filter.split(",") if c])
         for (label, gdb, gqs, verifier), words, (wf, cf), hub in ((g, int(w), t, int(h)) for g in geometries
                                                                   for w in args.words.split(",") for t in filters

@@ -215,6 +215,10 @@ def eval_(
                                             "word engine over the SIFT features, wherever the CNN ranks them, as an "
                                             "index searches (an index's default: 100; 0: off)",
                                        min=0, max=1000)] = 0,
+    hubness: Annotated[int, typer.Option(help="with --verify and --expand or --diffusion: the first stage ranks by the "
+                                              "cosine less half each database image's mean cosine to its K nearest "
+                                              "(CSLS), as an index searches (an index's default: 10; 0: off)",
+                                         min=0, max=1000)] = 0,
     fundamental: Annotated[int, typer.Option(help="with --verify: an image the homography does not verify is verified "
                                                   "by a fundamental matrix (3-D scenes) with at least this many inliers "
                                                   "(an index's default: 20; 0: off)")] = 0,
@@ -231,7 +235,8 @@ def eval_(
     (`--method fcrow` ...), MOF (`--method mof --train-on OTHER`), or both in two stages
     (`--method gem --rerank 100 --train-on OTHER`); `--verify N` re-orders the first N by RANSAC
     inliers, and `--method local` ranks by local features alone (SIFT votes, then verification).
-    `--verify 100 --expand 1 --diffusion 15 --fundamental 20` on a global method is what a default index does."""
+    `--verify 100 --expand 1 --diffusion 15 --fundamental 20 --word-candidates 100 --hubness 10` on a global
+    method is what a default index does."""
     import json as _json
 
     from .backbones import get_spec
@@ -256,6 +261,8 @@ def eval_(
             fail("--geometry words follows --verify N on a global method or MOF")
         if word_candidates and not (expand or diffusion):
             fail("--word-candidates follows --verify N with --expand or --diffusion (the index's rule)")
+        if hubness and not (expand or diffusion):
+            fail("--hubness follows --verify N with --expand or --diffusion (the index's rule)")
         if (expand or diffusion) and (qe or similarity not in ("cosine", "correlation")):
             fail("--expand and --diffusion search fused vectors as an index does: no --qe, and similarity cosine "
                  "or correlation")
@@ -347,7 +354,7 @@ def eval_(
                     gm.fit_whitening([np.stack([v[f"{method}/{layer}"] for v in kept]) for layer in layer_list])
                 res = evaluate_index_rule(ds, gm, db, qs, fdb, fqs, verifier, verify, expand,
                                           settings(k=diffusion) if diffusion else None,
-                                          words=word_candidates)
+                                          words=word_candidates, hubness=hubness)
             else:
                 res = evaluate_verified(ds, first, fdb, fqs, verifier, verify)
             res["_score_seconds"] = t_first
@@ -367,6 +374,8 @@ def eval_(
         title += f", diffusion from the verified (k {diffusion})"
     if word_candidates:
         title += f", + the word engine's top {word_candidates} verified"
+    if hubness:
+        title += f", first stage corrected for hubs (CSLS, k {hubness})"
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -394,7 +403,8 @@ def eval_(
                   "layers": list(layer_list), "weights": cfg.weights if cfg else None, "similarity": similarity,
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
-                  "verify": verify, "expand": expand, "diffusion": diffusion, "word_candidates": word_candidates, "fundamental": fundamental, "spread": spread,
+                  "verify": verify, "expand": expand, "diffusion": diffusion, "word_candidates": word_candidates, "hubness": hubness,
+                  "fundamental": fundamental, "spread": spread,
                   "geometry": geometry if verify else None, "hamming": hamming if verify and geometry == "words" else None,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},
@@ -616,6 +626,11 @@ def search(
                                                          "indexes; -1: verify every candidate)",
                                                     min=SEARCH_LIMITS["word_filter"][0],
                                                     max=SEARCH_LIMITS["word_filter"][1])] = None,
+    hubness: Annotated[Optional[int], typer.Option(help="rank by the cosine less half each image's mean cosine to its "
+                                                   "K nearest indexed images, so that an image near everything "
+                                                   "does not crowd the results (default: the index's setting, 10 "
+                                                   "for new global indexes; 0: the cosine alone)",
+                                              min=SEARCH_LIMITS["hubness"][0], max=SEARCH_LIMITS["hubness"][1])] = None,
 ) -> None:
     """The indexed images most like IMAGE, best first. On an index that stores local features,
     the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
@@ -653,7 +668,7 @@ def search(
                         hits = idx.search_two_stage(image, local, top=n, shortlist=shortlist)
                     else:
                         hits = idx.search(image, top=n, qe=qe, verify=verify, diffusion=diffusion,
-                                          words=word_candidates, word_filter=word_filter)
+                                          words=word_candidates, word_filter=word_filter, hubness=hubness)
                 except LayerseekError as e:
                     if not batch:
                         raise
@@ -874,6 +889,10 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
         console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
                       f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
                       + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False, soft_wrap=True)
+        h = data.get("hubness")
+        console.print(f"first stage: the cosine less {h['beta']:g} x each image's mean cosine to its {h['k']} nearest "
+                      "(hubness correction)" if h else "first stage: the cosine (no hubness correction; `layerseek "
+                      "upgrade` adds it)", highlight=False, soft_wrap=True)
     v = data.get("verify")
     if v:
         words = (f" and the {v['words']['top']} best of the word engine over those features (vocabulary "

@@ -169,7 +169,7 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
                                      "it is)")
         else:
             _check_hnsw(conn, cache, ids, hashes, problem, note)
-    for f in sorted(cache.glob("graph-*.npz")):
+    for f in sorted([*cache.glob("graph-*.npz"), *cache.glob("hubs-*.npz")]):  # diffusion, hubness correction
         from .verify.diffusion import KnnGraph
 
         try:
@@ -407,6 +407,9 @@ def _rebuild_caches(idx) -> list[str]:
         idx.update_graph()
         if n <= FULL_GRAPH_MAX:  # larger: each query builds its own, nothing is kept
             done.append("rebuilt the k-nearest-neighbour graph of the diffusion")
+    elif idx.catalog.manifest.get("hubness"):
+        idx.update_graph()
+        done.append("rebuilt the neighbourhoods of the hubness correction")
     return done
 
 

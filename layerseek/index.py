@@ -109,6 +109,23 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
     return out
 
 
+def hubness_settings(hubness: bool | dict | None, global_method: bool = True) -> dict | None:
+    """The first stage's hubness correction as a manifest keeps it (None: off, and always on a
+    MOF index): {"k", "beta"} (`stages.DEFAULT_HUBNESS` where not given)."""
+    from .stages import DEFAULT_HUBNESS
+
+    if not hubness or not global_method:
+        return None
+    given = hubness if isinstance(hubness, dict) else {}
+    unknown = sorted(set(given) - set(DEFAULT_HUBNESS))
+    if unknown:
+        raise LayerseekError(f"hubness: unknown setting {unknown[0]!r} (k, beta)")
+    out = {"k": int(given.get("k", DEFAULT_HUBNESS["k"])), "beta": float(given.get("beta", DEFAULT_HUBNESS["beta"]))}
+    if not (1 <= out["k"] <= 1000 and 0 <= out["beta"] <= 1):
+        raise LayerseekError(f"hubness k {out['k']}, beta {out['beta']}: out of range (k 1-1000, beta 0-1)")
+    return out
+
+
 def _hold_lock(fd: int, root: Path, doing: str) -> None:
     """Take the exclusive `flock` on the open lock file `fd` of index `root`, or raise IndexBusy
     naming its holder; then write this process into it, for the message the next one gets."""
@@ -174,7 +191,9 @@ class Index(Ingest, Query):
         self._fx = None
         self._store = None  # where the global vectors are searched (opened on first use)
         self._engine = None  # MOF: (generation, MOFEngine, {id: sha256} of what it holds)
-        self._graph = None  # diffusion: (generation, KnnGraph, affinity, {id: sha256} of what it holds)
+        self._graph = None  # diffusion: (generation, KnnGraph, gamma, affinity)
+        self._knns = {}  # k-NN graphs by cache prefix ("graph", "hubs"): (generation, KnnGraph, {id: sha256} held)
+        self._hubs = None  # hubness correction: (generation, k, each id's neighbourhood similarity)
         self._words = None  # word candidates: (generation, WordsEngine, {id: sha256} of what it holds)
         self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
         self._writing = 0  # depth of `writing()` held by this Index
@@ -183,12 +202,14 @@ class Index(Ingest, Query):
     @classmethod
     def create(cls, path: str | Path, method: str = "fcrow", threads: int | None = None, ann: str = "auto",
                learn_progress: Callable[[int, int], None] | None = None, store: str | None = None,
-               verify: bool | dict = False, **options) -> Index:
+               verify: bool | dict = False, hubness: bool | dict = True, **options) -> Index:
         """A new, empty index. With `whiten_on` (a dataset name, ground-truth file or folder) a PCA
         whitening per layer is learned on that collection first and stored in the index. `store`
         says where the global vectors are searched: "faiss" (default, embedded) or a Milvus
         address (see `layerseek.store.vectors`). `verify` (True, or {"features": n, "side": px})
-        stores local features of every image, so searches can verify their head geometrically."""
+        stores local features of every image, so searches can verify their head geometrically.
+        `hubness` (a global index): the first stage's hubness correction (`stages.Hubness`; True:
+        `stages.DEFAULT_HUBNESS`, {"k": n} another k, False: none)."""
         if ann not in ANN_MODES:
             raise LayerseekError(f"unknown search mode {ann!r}; valid: {', '.join(ANN_MODES)}")
         if Catalog.exists(path):
@@ -221,7 +242,9 @@ class Index(Ingest, Query):
                 finally:
                     milvus.close()
             cat = Catalog.create(path, {"params": m.params(), "dim": dim, "ann": ann, "store": store_spec,
-                                        "verify": verify_settings(verify, m.kind == "global"), "versions": versions()})
+                                        "verify": verify_settings(verify, m.kind == "global"),
+                                        "hubness": hubness_settings(hubness, m.kind == "global"),
+                                        "versions": versions()})
         return cls(cat, m, threads)
 
     @classmethod
@@ -316,14 +339,19 @@ class Index(Ingest, Query):
 
     def upgrade(self) -> list[str]:
         """Give this index the search-time settings a new index of its kind gets and it lacks
-        (nothing stored is changed or extracted again); what was added, one line each. Today:
-        the word candidates and their filter (issue 26) on a global index that stores SIFT
-        descriptors, made before them; the word engine is built from those on the next search."""
+        (nothing stored is changed or extracted again); what was added, one line each. Today
+        (issue 26): the first stage's hubness correction on a global index made before it, and
+        the word candidates and their filter on one that stores SIFT descriptors, made before
+        them (the word engine is built from those on the next search)."""
         import copy
 
         from .verify.words import DEFAULT_WORD_CANDIDATES, DEFAULT_WORD_FILTER, shipped
 
         manifest, said = copy.deepcopy(self.catalog.manifest), []
+        if self.kind == "global" and not manifest.get("hubness"):
+            manifest["hubness"] = hubness_settings(True)
+            said.append(f"hubness correction: the first stage ranks by CSLS over each image's "
+                        f"{manifest['hubness']['k']} nearest (an image near everything no longer crowds it)")
         v = manifest.get("verify")
         if self.kind == "global" and v:
             words = v.get("words")
@@ -340,7 +368,7 @@ class Index(Ingest, Query):
         if said:
             with self.writing():
                 self.catalog.rewrite_manifest(manifest)
-            self._words = None  # made again from the new settings when a search needs it
+            self._words = self._hubs = None  # made again from the new settings when a search needs them
         return said
 
     @contextmanager
@@ -392,7 +420,8 @@ class Index(Ingest, Query):
                 "store": store_address(self.catalog.store_settings),
                 "bytes_on_disk": size, "bytes_per_image": round(size / n) if n else None,
                 "vector_bytes_per_image": 4 * self.catalog.dim if self.catalog.dim else self.catalog.payload_bytes(),
-                "verify": self.verify_settings, "feature_bytes_per_image": self.catalog.feature_bytes(),
+                "verify": self.verify_settings, "hubness": self.catalog.manifest.get("hubness"),
+                "feature_bytes_per_image": self.catalog.feature_bytes(),
                 "generation": self.catalog.generation(), "roots": self.catalog.roots(),
                 "excluded": [{"pattern": pat, "kind": k} for pat, k in self.catalog.exclusions()],
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import LayerseekError
 from .images import load_image
 from .local.mof import rerank_head
-from .stages import Expansion, Stages
+from .stages import HUB_POOL, Expansion, Hubness, Stages
 
 if TYPE_CHECKING:
     from .index import Index
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 #: the range of each search option, the same for the command line and the HTTP API
 SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlist": (1, 100000),
-                 "words": (0, 1000), "word_filter": (-1.0, 1.0)}
+                 "words": (0, 1000), "word_filter": (-1.0, 1.0), "hubness": (0, 1000)}
 
 
 @dataclass
@@ -106,18 +106,29 @@ class Query:
             self.store.sync()  # another process may have changed the catalog
             return self.store.search(q, k)
 
-    def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None) -> list[Hit]:
+    def _first(self, q: np.ndarray, k: int, hubness: Hubness | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage: the store's `k` best for `q`, re-scored by `hubness` (`stages.Hubness`,
+        over the store's HUB_POOL best) where given."""
+        if hubness is None:
+            return self._top(q, k)
+        ids, scores = self._top(q, max(k, HUB_POOL))
+        return hubness.rescore(self, ids, scores, k)
+
+    def search_vector(self, q: np.ndarray, top: int = 10, qe: int = 0, exclude_id: int | None = None,
+                      hubness: Hubness | None = None) -> list[Hit]:
         """The `top` best images for a vector of this index's method, from its store (FAISS or
-        Milvus); with `qe`, average query expansion over the first `qe` (vectors from the catalog)."""
+        Milvus); with `qe`, average query expansion over the first `qe` (vectors from the catalog);
+        with `hubness` (`stages.Hubness`), ordered by the hubness-aware similarity instead of the
+        cosine (each hit's score stays its cosine)."""
         q = np.asarray(q, dtype=np.float32)  # a float64 query would upcast the whole matrix (10x slower)
         extra = 1 if exclude_id is not None else 0
-        ids, scores = self._top(q, top + extra)
+        ids, scores = self._first(q, top + extra, hubness)
         if qe > 0:
             first = [i for i in ids if i != exclude_id][:qe]
             if len(first) < qe:
-                first = [i for i in self._top(q, qe + extra)[0] if i != exclude_id][:qe]
+                first = [i for i in self._first(q, qe + extra, hubness)[0] if i != exclude_id][:qe]
             q = self.method.expand(q, self.catalog.vectors(first))
-            ids, scores = self._top(q, top + extra)
+            ids, scores = self._first(q, top + extra, hubness)
         hits = []
         for i, s in zip(ids, scores):
             if i == exclude_id:
@@ -131,13 +142,14 @@ class Query:
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               matches: bool = False, words: int | None = None, word_filter: float | None = None) -> list[Hit]:
+               matches: bool = False, words: int | None = None, word_filter: float | None = None,
+               hubness: int | None = None) -> list[Hit]:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
         carries the correspondences that verified it (`Hit.matches`, to draw them)."""
         drawn: dict | None = {} if matches else None  # id -> a verified image's correspondences
         hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words,
-                           word_filter)
+                           word_filter, hubness)
         hits = [h for h in hits if os.path.lexists(h.path)][:top]
         for h in hits:
             if drawn and h.verified and h.id in drawn:
@@ -146,10 +158,12 @@ class Query:
 
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-               drawn: dict | None = None, words: int | None = None, word_filter: float | None = None) -> list[Hit]:
+               drawn: dict | None = None, words: int | None = None, word_filter: float | None = None,
+               hubness: int | None = None) -> list[Hit]:
         """The `top` most similar indexed images to an image file, its bytes or an H x W x 3 array:
         the first stage's ranking, then the stages after it (`stages.Stages.of` takes `verify`,
-        `expand`, `diffusion`, `words` and `word_filter`, each None for the index's own setting):
+        `expand`, `diffusion`, `words`, `word_filter` and `hubness`, each None for the index's own
+        setting): the first stage re-scored by the `hubness` correction (global indexes);
         `verify` of the first stage's best (default DEFAULT_VERIFY on an index that stores local
         features, else 0: off) re-ordered by geometric verification, beside the word engine's
         `words` best (`verify.words`) unless their word score is at most `word_filter`; `expand`
@@ -157,7 +171,7 @@ class Query:
         images that orders everything after them. `drawn`: as `verify_hits` takes it."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
-        stages = Stages.of(self, verify, expand, diffusion, words, word_filter)
+        stages = Stages.of(self, verify, expand, diffusion, words, word_filter, hubness)
         img = self.query_image(image, data)
         q = self.encode_query(img)
         shortlist = stages.verification.shortlist if stages.verification else 0
@@ -166,8 +180,9 @@ class Query:
             hits = self.search_local(q, n)
             return (self.verify_hits(img, hits, stages, drawn=drawn) if shortlist else hits)[:top]
         if not shortlist:
-            return self.search_vector(q, n, qe)[:top]
-        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe), stages, q, top, drawn)[:top]
+            return self.search_vector(q, n, qe, hubness=stages.hubness)[:top]
+        return self.verify_hits(img, lambda v: self.search_vector(v, n, qe, hubness=stages.hubness), stages, q, top,
+                                drawn)[:top]
 
     def verify_hits(self, img: np.ndarray, hits, stages: Stages, q: np.ndarray | None = None,
                     top: int | None = None, drawn: dict | None = None) -> list[Hit]:
@@ -215,8 +230,9 @@ class Query:
         return out
 
     def update_graph(self) -> None:
-        """Bring the diffusion graph and the word engine up to date with the catalog now (a search
-        would otherwise do it first); nothing on an index without them."""
+        """Bring the diffusion graph, the hubness correction's neighbourhoods and the word engine up
+        to date with the catalog now (a search would otherwise do it first); nothing on an index
+        without them."""
         from .verify.diffusion import FULL_GRAPH_MAX
 
         if (self.verify_settings or {}).get("words"):
@@ -229,52 +245,92 @@ class Query:
             self.graph(int(d["k"]), float(d["gamma"]))
         elif n > FULL_GRAPH_MAX:  # each query builds its own graph now: a whole one kept would only go stale
             self._graph = None
+            self._knns.pop("graph", None)
             for old in (self.catalog.root / "cache").glob("graph-*.npz"):
                 old.unlink(missing_ok=True)
+        h = self.catalog.manifest.get("hubness")
+        if h and self.kind == "global" and n:
+            self.neighbourhood(int(h["k"]))
 
     def graph(self, k: int, gamma: float):
-        """(KnnGraph, its affinity) of the index's global vectors, in step with the catalog: kept
-        in cache/graph-<generation>.npz and brought up to date by `KnnGraph.update` (only the
-        images added, changed or removed since, and the lists they touch, are computed)."""
-        from .verify.diffusion import KnnGraph
+        """(KnnGraph, its affinity) of the index's global vectors for the diffusion, in step with
+        the catalog (`_knn`, kept in cache/graph-<generation>.npz)."""
+        with self._lock:
+            gen = self.catalog.generation()
+            if self._graph is not None and self._graph[0] == gen and self._graph[1].k == k and self._graph[2] == gamma:
+                return self._graph[1], self._graph[3]
+            graph = self._knn("graph", k)
+            S = graph.affinity(gamma)
+            self._graph = (gen, graph, gamma, S)
+            return graph, S
+
+    def neighbourhood(self, k: int) -> np.ndarray:
+        """r, each image's mean cosine to its own k nearest indexed images, as an array indexed by
+        image id (0 for an id not held): the term the hubness-aware first stage takes away
+        (`postprocess.csls`). From the diffusion's graph where the index keeps a whole one of at
+        least k neighbours, else from a graph of its own (cache/hubs-<generation>.npz)."""
+        from .postprocess import neighbourhood_similarity
+        from .verify.diffusion import FULL_GRAPH_MAX
 
         with self._lock:
             gen = self.catalog.generation()
-            if self._graph is not None and self._graph[0] == gen and self._graph[1].k == k:
-                return self._graph[1], self._graph[2]
-            cache = self.catalog.root / "cache"
-            graph, held = None, {}
-            if self._graph is not None and self._graph[1].k == k:
-                graph, held = self._graph[1], self._graph[3]
-            else:
-                saved = sorted(cache.glob("graph-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
-                if saved:
-                    try:
-                        graph, extra = KnnGraph.load(saved[-1])
-                        held = dict(zip((int(i) for i in graph.ids), (str(s) for s in extra["shas"])))
-                        if graph.k != k:
-                            graph, held = None, {}
-                    except (OSError, ValueError, KeyError):
+            if self._hubs is not None and self._hubs[:2] == (gen, k):
+                return self._hubs[2]
+            d = (self.verify_settings or {}).get("diffusion")
+            whole = d and int(d["k"]) >= k and self.catalog.count() <= FULL_GRAPH_MAX
+            graph = self._knn("graph", int(d["k"])) if whole else self._knn("hubs", k)
+            sims = graph.sims[:, :k].astype(np.float64)
+            ok = np.isfinite(sims)  # an image with fewer than k others: the mean of those it has
+            r_rows = np.where(ok.any(axis=1), neighbourhood_similarity(np.where(ok, sims, 0)) * k
+                              / np.maximum(ok.sum(axis=1), 1), 0.0)
+            r = np.zeros(int(graph.ids.max()) + 1 if len(graph.ids) else 0, np.float32)
+            r[graph.ids] = r_rows
+            self._hubs = (gen, k, r)
+            return r
+
+    def _knn(self, prefix: str, k: int):
+        """The k-NN graph (`verify.diffusion.KnnGraph`) of the index's global vectors, in step with
+        the catalog: kept in memory and in cache/<prefix>-<generation>.npz, and brought up to date
+        by `KnnGraph.update` (only the images added, changed or removed since, and the lists they
+        touch, are computed). The caller holds the lock."""
+        from .verify.diffusion import KnnGraph
+
+        gen = self.catalog.generation()
+        kept = self._knns.get(prefix)
+        if kept is not None and kept[0] == gen and kept[1].k == k:
+            return kept[1]
+        cache = self.catalog.root / "cache"
+        graph, held = None, {}
+        if kept is not None and kept[1].k == k:
+            graph, held = kept[1], kept[2]
+        else:
+            saved = sorted(cache.glob(f"{prefix}-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+            if saved:
+                try:
+                    graph, extra = KnnGraph.load(saved[-1])
+                    held = dict(zip((int(i) for i in graph.ids), (str(s) for s in extra["shas"])))
+                    if graph.k != k:
                         graph, held = None, {}
-            ids, mat = self.store.matrix()
-            now = self.catalog.shas()
-            changed = [i for i in held if i in now and now[i] != held[i]]
-            graph = (graph or KnnGraph(k)).update(ids, mat, changed)
-            shas = [now[int(i)] for i in ids]
+                except (OSError, ValueError, KeyError):
+                    graph, held = None, {}
+        ids, mat = self.store.matrix()
+        now = self.catalog.shas()
+        changed = [i for i in held if i in now and now[i] != held[i]]
+        graph = (graph or KnnGraph(k)).update(ids, mat, changed)
+        shas = [now[int(i)] for i in ids]
 
-            def save():
-                cache.mkdir(exist_ok=True)
-                tmp = cache / f"graph-{gen}.npz.{os.getpid()}.tmp"
-                graph.save(tmp, shas=np.array(shas, dtype="U64"))
-                os.replace(tmp, cache / f"graph-{gen}.npz")
-                for old in cache.glob("graph-*.npz"):
-                    if old.name != f"graph-{gen}.npz":
-                        old.unlink(missing_ok=True)
+        def save():
+            cache.mkdir(exist_ok=True)
+            tmp = cache / f"{prefix}-{gen}.npz.{os.getpid()}.tmp"
+            graph.save(tmp, shas=np.array(shas, dtype="U64"))
+            os.replace(tmp, cache / f"{prefix}-{gen}.npz")
+            for old in cache.glob(f"{prefix}-*.npz"):
+                if old.name != f"{prefix}-{gen}.npz":
+                    old.unlink(missing_ok=True)
 
-            self.catalog.keep_cache(save)  # read-only or full: kept in memory only
-            S = graph.affinity(gamma)
-            self._graph = (gen, graph, S, dict(zip((int(i) for i in ids), shas)))
-            return graph, S
+        self.catalog.keep_cache(save)  # read-only or full: kept in memory only
+        self._knns[prefix] = (gen, graph, dict(zip((int(i) for i in ids), shas)))
+        return graph
 
     def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
                          data: bytes | None = None) -> list[Hit]:

@@ -1,7 +1,8 @@
-"""A verified search as explicit stages, each a small object with its settings from the index's
-manifest (`verify`) and a search's overrides:
+"""A search as explicit stages, each a small object with its settings from the index's manifest
+(`hubness`, `verify`) and a search's overrides:
 
     first stage (the store's ranking of the query vector, `Query.search_vector`)
+      Hubness            its best re-scored by CSLS, so that images near everything do not crowd it
       + WordCandidates   the word engine's best over the stored SIFT (`verify.words`)
     -> Verification      RANSAC inliers of the shortlist and the candidates, the word filter first
     -> Expansion         verified query expansion, ranked and verified again (`verify.pipeline`)
@@ -23,6 +24,33 @@ from .errors import LayerseekError
 #: How many of the first stage's best a search verifies by default, on an index that stores
 #: local features (what docs/RESULTS.md measured; a query then takes about 1 s more on 2 cores).
 DEFAULT_VERIFY = 100
+#: the hubness correction of a new global index: CSLS over each image's 10 nearest (issue 26)
+DEFAULT_HUBNESS = {"k": 10, "beta": 0.5}
+#: how many of the store's best the correction re-scores (it lowers a score by at most beta)
+HUB_POOL = 1000
+
+
+@dataclass
+class Hubness:
+    """The first stage's cosines less `beta` times each image's mean cosine to its own `k`
+    nearest indexed images (CSLS, `postprocess.csls`): a hub, an image close to everything (in a
+    mixed library one Paris photo came first for 45 % of the phone photos of covers), loses the
+    lead its crowded neighbourhood gave it (docs/RESULTS.md, "Hubs in the first stage")."""
+    k: int
+    beta: float = 0.5
+
+    def rescore(self, index, ids: np.ndarray, scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `top` best of the store's `ids` by the corrected score, with their cosines `scores`
+        (what a hit shows: an identical photo still scores 1)."""
+        from .postprocess import csls
+
+        r = index.neighbourhood(self.k)
+        ids = np.asarray(ids, np.int64)
+        held = ids < len(r)
+        rr = np.where(held, r[np.where(held, ids, 0)], 0.0)
+        adjusted = csls(np.asarray(scores, np.float64)[None], rr, self.beta)[0]
+        order = np.argsort(-adjusted, kind="stable")[:top]
+        return ids[order], np.asarray(scores, np.float32)[order]
 
 
 @dataclass
@@ -126,21 +154,25 @@ class Diffusion:
 
 @dataclass
 class Stages:
-    """The stages of one search after the first stage (`verification` None: unverified)."""
+    """The stages of one search (`hubness` None: the first stage ranks by cosine; `verification`
+    None: unverified)."""
     verification: Verification | None = None
+    hubness: Hubness | None = None
     words: WordCandidates | None = None
     expansion: Expansion | None = None
     diffusion: Diffusion | None = None
 
     @classmethod
     def of(cls, index, verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
-           words: int | None = None, word_filter: float | None = None) -> Stages:
+           words: int | None = None, word_filter: float | None = None, hubness: int | None = None) -> Stages:
         """A search's stages from the index's settings (`verify` in its manifest) and the search's
         overrides, each None for the index's own: `verify` the shortlist verified (0: none),
         `expand` the rounds of expansion, `diffusion` (False: off; True: on with the default
         settings where the index has none), `words` the word candidates (0: none), `word_filter`
-        the word score at or below which a candidate is not verified (negative: off)."""
+        the word score at or below which a candidate is not verified (negative: off), `hubness` the
+        neighbours of the first stage's correction (0: off)."""
         v = index.verify_settings or {}
+        hub = hubness_of(index, hubness)
         shortlist = (DEFAULT_VERIFY if v else 0) if verify is None else int(verify)
         if shortlist < 0:
             raise LayerseekError(f"verify {shortlist}: give a shortlist size >= 0")
@@ -148,8 +180,8 @@ class Stages:
             raise LayerseekError(f"{index.catalog.root}: this index stores no local features to verify with; "
                                  "create it with --verify")
         if not shortlist:
-            return cls()
-        stages = cls(Verification(index.verifier, shortlist))
+            return cls(hubness=hub)
+        stages = cls(Verification(index.verifier, shortlist), hub)
         stages.words = word_candidates(index, words, word_filter)
         if index.kind == "global":
             stages.expansion = Expansion(int(v.get("expand", 0) if expand is None else expand))
@@ -186,3 +218,16 @@ def word_filter_of(index, given: float | None = None) -> float | None:
     if t >= 1:
         raise LayerseekError(f"word filter {t}: give a word score below 1 (negative: off)")
     return float(t)
+
+
+def hubness_of(index, given: int | None = None) -> Hubness | None:
+    """The first stage's hubness correction on `index` (None: off): `given` neighbours (0: off),
+    else the index's setting (none on an index made before it, or on a MOF index)."""
+    h = index.catalog.manifest.get("hubness")
+    if given is None:
+        return Hubness(int(h["k"]), float(h["beta"])) if h and index.kind == "global" else None
+    if given < 0:
+        raise LayerseekError(f"hubness {given}: give a number of neighbours >= 0 (0: off)")
+    if given and index.kind != "global":
+        raise LayerseekError("the hubness correction is for the global methods; a mof index has none")
+    return Hubness(int(given), float(h["beta"]) if h else DEFAULT_HUBNESS["beta"]) if given else None

@@ -78,6 +78,8 @@ def test_eval_bad_names_fail_with_choices(tmp_path):
     assert r.exit_code == 1 and "fcrow" in r.output
     r = CliRunner().invoke(app, ["eval", "smvs", "--similarity", "dot"])
     assert r.exit_code == 1 and "cosine" in r.output
+    r = CliRunner().invoke(app, ["eval", "smvs", "--verify", "10", "--hubness", "10"])
+    assert r.exit_code == 1 and "--hubness follows --verify N with --expand or --diffusion" in r.output, r.output
 
 
 def test_eval_mof_and_two_stage(data_dir, tmp_path):

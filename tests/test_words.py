@@ -15,7 +15,7 @@ from layerseek.cli import app
 from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
-from layerseek.stages import Diffusion, Expansion, Stages, WordCandidates, word_candidates, word_filter_of
+from layerseek.stages import Diffusion, Expansion, Hubness, Stages, WordCandidates, word_candidates, word_filter_of
 from layerseek.verify.features import LocalFeatures, rootsift, sift_features
 from layerseek.verify.words import SHIPPED, SiftWords, WordsEngine, shipped
 
@@ -151,7 +151,7 @@ def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_d
         st = Stages.of(idx)
         assert (st.verification.shortlist, st.words, st.expansion, st.diffusion) == (
             100, WordCandidates(100, 0.01), Expansion(1), Diffusion(15, 3.0, 0.99))
-        assert Stages.of(idx, verify=0) == Stages()
+        assert Stages.of(idx, verify=0) == Stages(hubness=Hubness(10, 0.5))  # the first stage still corrected
         st = Stages.of(idx, verify=7, expand=0, diffusion=False, words=3, word_filter=-1)
         assert (st.verification.shortlist, st.words, st.expansion, st.diffusion) == (
             7, WordCandidates(3, None), Expansion(0), None)

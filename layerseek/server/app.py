@@ -462,11 +462,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                 "rerank_with": local.catalog.root.name if local else None, "shortlist": shortlist if local else None}
 
     def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False,
-                  words: int | None = None, word_filter: float | None = None):
+                  words: int | None = None, word_filter: float | None = None, hubness: int | None = None):
         if local is not None:
             return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
         return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches, words=words,
-                          word_filter=word_filter)
+                          word_filter=word_filter, hubness=hubness)
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
@@ -481,6 +481,9 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                                                        le=SEARCH_LIMITS["word_filter"][1],
                                                        description="candidates whose word score is at most this are "
                                                        "not verified (default: the index's setting; -1: all verified)"),
+                     hubness: int | None = Query(None, ge=SEARCH_LIMITS["hubness"][0], le=SEARCH_LIMITS["hubness"][1],
+                                                 description="rank by the cosine less half each image's mean cosine "
+                                                 "to its K nearest (default: the index's setting; 0: the cosine)"),
                      matches: bool = Query(False, description="each verified result also lists the correspondences "
                                            "that verified it: [query x, y, result x, y] as shares of each image's size"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
@@ -488,7 +491,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         t0 = time.perf_counter()
         try:
             hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches, words,
-                                 word_filter)
+                                 word_filter, hubness)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:

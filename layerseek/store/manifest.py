@@ -87,6 +87,11 @@ class Verify(_Model):
         return self
 
 
+class Hubness(_Model):
+    k: Annotated[int, Field(ge=1, le=1000)]  # the neighbours whose mean cosine is taken away (CSLS)
+    beta: Annotated[float, Field(ge=0, le=1)]
+
+
 class Store(_Model):
     kind: Literal["faiss", "milvus"]
     uri: Name | None = None
@@ -102,6 +107,7 @@ class Manifest(_Model):
     ann: Literal["auto", "exact", "hnsw"] = "auto"
     store: Store | None = None
     verify: Verify | None = None
+    hubness: Hubness | None = None  # None: the first stage ranks by cosine (indexes made before it, or off)
     versions: dict[str, str] = {}
 
 
