@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--word-filter", default="index",
                     help="word filters to try with each, comma-separated: index (the index's setting) or a number "
                          "(-1: every candidate verified)")
+    ap.add_argument("--hubness", default="index",
+                    help="first-stage hubness corrections to try with each: index (the index's setting) or k (0: off)")
     args = ap.parse_args()
     smvs = shared_data_dir() / "smvs-dvd-covers"
     step = max(1, 100 // args.photos)
@@ -40,15 +42,17 @@ def main() -> None:
         print(f"{args.index}: {idx.catalog.count()} images; {len(photos)} phone photos")
         idx.search(photos[0], top=10)  # warm-up: the network, the word engine and the graph loaded
         filters = [None if f == "index" else float(f) for f in args.word_filter.split(",")]
-        for words, wf in ((int(w), f) for w in args.words.split(",") for f in filters):
+        hubs = [None if h == "index" else int(h) for h in args.hubness.split(",")]
+        for words, wf, hub in ((int(w), f, h) for w in args.words.split(",") for f in filters for h in hubs):
             times, right = [], 0
             for p in photos:
                 t0 = time.perf_counter()
-                hits = idx.search(p, top=10, words=words, word_filter=wf)
+                hits = idx.search(p, top=10, words=words, word_filter=wf, hubness=hub)
                 times.append(time.perf_counter() - t0)
                 right += bool(hits) and Path(hits[0].path).name == p.name and Path(hits[0].path).parent.name == "covers"
             t = np.array(times)
-            print(f"  word candidates {words}, word filter {'index' if wf is None else format(wf, 'g')}: right cover first {right} / {len(photos)}; query p50 "
+            print(f"  word candidates {words}, word filter {'index' if wf is None else format(wf, 'g')}, hubness "
+                  f"{'index' if hub is None else hub}: right cover first {right} / {len(photos)}; query p50 "
                   f"{np.median(t):.2f} s, p90 {np.percentile(t, 90):.2f} s, max {t.max():.2f} s", flush=True)
 
 
