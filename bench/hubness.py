@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixed_library import mixed  # noqa: E402
+from mixed_library import queried_mixed  # noqa: E402
 
-from layerseek.datasets import Dataset, distractor_photos, get_dataset  # noqa: E402
+from layerseek.datasets import distractor_photos, get_dataset  # noqa: E402
 from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.eval.metrics import k_occurrence, revisited_sets, skewness  # noqa: E402
 from layerseek.eval.runner import evaluate_rankings  # noqa: E402
@@ -76,9 +76,7 @@ def main() -> None:
     method = make_method("rmac", backbone="mobilenet_v2")
     rows = []
     for n in (int(x) for x in args.n.split(",")):
-        database, sets = mixed(kinds, distractor_photos(args.distractors, n))
-        queried = [ds for ds in sets if ds.queries and ds.name in args.queries.split(",")]
-        whole = Dataset("mixed", "none", database, [q for ds in queried for q in ds.queries])
+        database, queried, whole = queried_mixed(kinds, distractor_photos(args.distractors, n), args.queries)
         db, qs, err = describe_dataset(whole, method.backbone, method.layers, method.max_side, None, None,
                                        [method.pooling])
         keep = [i for i, v in enumerate(db) if v is not None]

@@ -54,6 +54,14 @@ def mixed(kinds: list[Dataset], extra: list[Path]) -> tuple[list[Path], list[Dat
     return database, out
 
 
+def queried_mixed(kinds: list[Dataset], extra: list[Path], queries: str) -> tuple[list[Path], list[Dataset], Dataset]:
+    """`mixed`, the kinds named in `queries` (comma-separated) that have queries, and one dataset
+    of the database with all their queries (what is described and featured at once)."""
+    database, sets = mixed(kinds, extra)
+    queried = [ds for ds in sets if ds.queries and ds.name in queries.split(",")]
+    return database, queried, Dataset("mixed", "none", database, [q for ds in queried for q in ds.queries])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distractors", default=None)
@@ -84,9 +92,7 @@ def main() -> None:
     method = make_method("rmac", backbone="mobilenet_v2")
     rows = []
     for n in (int(x) for x in args.n.split(",")):
-        database, sets = mixed(kinds, distractor_photos(args.distractors, n))
-        queried = [ds for ds in sets if ds.queries and ds.name in args.queries.split(",")]
-        whole = Dataset("mixed", "none", database, [q for ds in queried for q in ds.queries])
+        database, queried, whole = queried_mixed(kinds, distractor_photos(args.distractors, n), args.queries)
         t0 = time.perf_counter()
         db, qs, err = describe_dataset(whole, method.backbone, method.layers, method.max_side, None, None,
                                        [method.pooling])
