@@ -269,7 +269,6 @@ class Query:
         image id (0 for an id not held): the term the hubness-aware first stage takes away
         (`postprocess.csls`). From the diffusion's graph where the index keeps a whole one of at
         least k neighbours, else from a graph of its own (cache/hubs-<generation>.npz)."""
-        from .postprocess import neighbourhood_similarity
         from .verify.diffusion import FULL_GRAPH_MAX
 
         with self._lock:
@@ -281,8 +280,7 @@ class Query:
             graph = self._knn("graph", int(d["k"])) if whole else self._knn("hubs", k)
             sims = graph.sims[:, :k].astype(np.float64)
             ok = np.isfinite(sims)  # an image with fewer than k others: the mean of those it has
-            r_rows = np.where(ok.any(axis=1), neighbourhood_similarity(np.where(ok, sims, 0)) * k
-                              / np.maximum(ok.sum(axis=1), 1), 0.0)
+            r_rows = np.where(ok, sims, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
             r = np.zeros(int(graph.ids.max()) + 1 if len(graph.ids) else 0, np.float32)
             r[graph.ids] = r_rows
             self._hubs = (gen, k, r)
