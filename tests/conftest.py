@@ -23,7 +23,7 @@ def _extractor(name, layers):
 
     if not is_present(name):
         pytest.fail(f"weights for {name} missing: run ./setup.sh (or layerseek models pull {name})")
-    return FeatureExtractor(name, layers)
+    return FeatureExtractor(name, layers, runtime="torch")  # PyTorch: the reference these tests check
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LayerseekError, UnknownNameError
+from ..errors import LayerseekError, UnknownNameError, WeightsError
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,10 @@ class FeatureExtractor:
         threads: int | None = None,
         device: str = "cpu",
         channels_last: bool = True,
+        runtime: str = "auto",
     ):
         from . import get_spec
-        from .weights import load_state_dict
+        from .runtime import choose
 
         self.spec = get_spec(backbone)
         self.layers = tuple(layers) if layers else self.spec.default_layers
@@ -114,18 +115,58 @@ class FeatureExtractor:
         if bad:
             valid = ", ".join(self.spec.layers)
             raise UnknownNameError(f"unknown layer {bad[0]!r} for {backbone}; valid: {valid}")
+        self.runtime = choose(runtime, device)
         if threads:
             torch.set_num_threads(int(threads))
+        self.threads = int(threads) if threads else torch.get_num_threads()
         keep_freed_memory()
         self.device = torch.device(device)
-        self.channels_last = channels_last
-        net = self.spec.build()
-        self.spec.load(net, load_state_dict(self.spec.weights, weights))
-        net.eval().requires_grad_(False)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = net.to(self.device, memory_format=memory_format)
+        self.channels_last = channels_last and self.runtime == "torch"
+        self._weights = weights
+        self._net: StagedNet | None = None
+        self._graphs: dict[tuple[str, ...], object] = {}  # ONNX sessions by the layers they give
+        if self.runtime == "torch":
+            _ = self.net  # load (and check) the weights now: a bad file fails at construction
+        else:
+            self._graph(self.layers)
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._inv_std = 1.0 / torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def net(self) -> StagedNet:
+        """The PyTorch network with the weights loaded (built on first use under the onnx runtime:
+        to export a graph, or as the reference)."""
+        if self._net is None:
+            from .weights import load_state_dict
+
+            net = self.spec.build()
+            self.spec.load(net, load_state_dict(self.spec.weights, self._weights))
+            net.eval().requires_grad_(False)
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+            self._net = net.to(self.device, memory_format=memory_format)
+        return self._net
+
+    def _weights_sha256(self) -> str:
+        from .weights import recorded_sha256, sha256_file
+
+        if self._weights is not None:
+            path = Path(self._weights)
+            if not path.is_file():
+                raise WeightsError(f"{path}: weight file not found")
+            return sha256_file(path)
+        return recorded_sha256(self.spec.weights)
+
+    def _graph(self, layers: tuple[str, ...]):
+        """The ONNX Runtime session giving `layers`: from the cache, else exported now."""
+        session = self._graphs.get(layers)
+        if session is None:
+            from .runtime import OnnxNet, export, graph_path
+
+            path = graph_path(self.spec.name, layers, self._weights_sha256())
+            if not path.is_file():
+                export(self.net, layers, path)
+            session = self._graphs[layers] = OnnxNet(path, layers, self.threads)
+        return session
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """uint8 RGB H x W x 3 (or a same-size list / N x H x W x 3) -> normalised N x 3 x H x W."""
@@ -150,7 +191,12 @@ class FeatureExtractor:
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Normalised N x 3 x H x W -> {layer: N x C x h x w} (contiguous, float32)."""
-        out = self.net(x, layers or self.layers)
+        layers = tuple(layers or self.layers)
+        if self.runtime == "onnx":
+            # A graph per asked layer set; the extractor's own set serves any subset of it.
+            graph = self._graph(self.layers if set(layers) <= set(self.layers) else layers)
+            return {k: torch.from_numpy(v) for k, v in graph(x.cpu().numpy(), layers).items()}
+        out = self.net(x, layers)
         return {k: v.contiguous() for k, v in out.items()}
 
     def __call__(self, images: ImageLike | Sequence[ImageLike], layers: Sequence[str] | None = None) -> dict:

@@ -7,6 +7,7 @@ network matches the TF original on every image size, not only 224 x 224.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,24 @@ def round_filters(channels: int, width: float, divisor: int = 8) -> int:
     return out + divisor if out < 0.9 * scaled else out
 
 
+def _same_total(size: int, k: int, s: int) -> int:
+    return max((size + s - 1) // s * s - s + k - size, 0)  # (ceil(size / s) - 1) * s + k - size
+
+
+def same_padding(x: torch.Tensor, kernel: list[int], stride: list[int]) -> torch.Tensor:
+    """TensorFlow's 'SAME' padding of x for a conv with `kernel` and `stride` (height, width): the
+    odd pixel at the end. Scripted, so an exported ONNX graph computes it from the input's size
+    instead of keeping the traced example's (no loop: ONNX Runtime rejects the list it builds)."""
+    h = _same_total(x.size(2), kernel[0], stride[0])
+    w = _same_total(x.size(3), kernel[1], stride[1])
+    return F.pad(x, [w // 2, w - w // 2, h // 2, h - h // 2])
+
+
+with warnings.catch_warnings():  # torch.jit.script's deprecation notice, printed at every import
+    warnings.simplefilter("ignore", FutureWarning)
+    _same_total = torch.jit.script(_same_total)
+    same_padding = torch.jit.script(same_padding)
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding: output = ceil(input / stride), extra pad at the end."""
 
@@ -48,12 +67,7 @@ class SameConv2d(nn.Conv2d):
         super().__init__(cin, cout, k, stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
+        x = same_padding(x, list(self.kernel_size), list(self.stride))
         return F.conv2d(x, self.weight, None, self.stride, 0, 1, self.groups)
 
 

@@ -294,6 +294,13 @@ def verify(name: str) -> None:
         )
 
 
+def recorded_sha256(name: str) -> str:
+    """The checksum of backbone `name`'s cached weights, after checking the file against it."""
+    lookup(SOURCES, name, "weights")
+    verify(name)
+    return _read_manifest()[name]["sha256"]
+
+
 def load_state_dict(name: str, path: str | Path | None = None, check: bool = True) -> dict[str, torch.Tensor]:
     """The state dict for backbone `name`, from the cache or from a user's own file `path`."""
     if path is not None:

@@ -1,0 +1,128 @@
+"""Where a backbone's forward pass runs: PyTorch (the reference, and the GPU path) or ONNX Runtime.
+
+On a CPU, ONNX Runtime runs the same graph 2-3x faster than PyTorch eager (docs/BENCHMARKS.md,
+"The network's runtime"). The graph is exported from the checked weights by PyTorch's exporter the
+first time a (backbone, layers, weights) triple is asked for, kept in the cache
+(`<cache>/onnx/`), and reused; `layerseek models pull` exports the default layers at set-up. Its
+activations match PyTorch's within `TOLERANCE` (tests/test_runtime.py).
+
+`$LAYERSEEK_RUNTIME` (torch / onnx) overrides the choice for a process.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayerseekError, UnknownNameError
+
+RUNTIMES = ("auto", "torch", "onnx")
+OPSET = 17
+#: Largest |ONNX - PyTorch| over a layer, relative to the layer's largest |PyTorch| activation.
+TOLERANCE = 1e-4
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose(runtime: str, device: str) -> str:
+    """"torch" or "onnx" for `runtime` ("auto": ONNX Runtime on a CPU where it is installed)."""
+    runtime = os.environ.get("LAYERSEEK_RUNTIME") or runtime
+    if runtime not in RUNTIMES:
+        raise UnknownNameError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        return "onnx" if str(device) == "cpu" and onnx_available() else "torch"
+    if runtime == "onnx":
+        if str(device) != "cpu":
+            raise LayerseekError(f"the onnx runtime runs on the CPU only; device {device!r} needs runtime torch")
+        if not onnx_available():
+            raise LayerseekError("the onnx runtime needs the onnxruntime package (pip install onnxruntime)")
+    return runtime
+
+
+def graph_path(backbone: str, layers: Sequence[str], weights_sha256: str) -> Path:
+    """The cached graph of one backbone cut at `layers`, named by all that makes it: the layers,
+    the weights' checksum, the source of the backbone's module, the staged net and the exporter, the opset
+    and the exporting PyTorch (a changed architecture file never reuses an old graph)."""
+    import torch
+
+    from . import get_spec
+    from .base import StagedNet
+    from .weights import cache_dir
+
+    key = hashlib.sha256(f"{backbone}|{','.join(layers)}|{weights_sha256}|{OPSET}|{torch.__version__}".encode())
+    for fn in (get_spec(backbone).build, StagedNet, export):
+        key.update(Path(inspect.getsourcefile(fn)).read_bytes())
+    return cache_dir() / "onnx" / f"{backbone}-{key.hexdigest()[:16]}.onnx"
+
+
+def export(net, layers: Sequence[str], path: Path) -> Path:
+    """Export `net` (a StagedNet in eval mode) cut at `layers` to `path`, with any batch size and
+    image size. Written under another name and renamed: two processes exporting at once each
+    leave a whole file."""
+    import torch
+
+    class Cut(torch.nn.Module):  # one input, the asked layers as a tuple of outputs
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            out = self.net(x, layers)
+            return tuple(out[n] for n in layers)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.zeros(1, 3, 224, 288)
+    axes = {"x": {0: "n", 2: "h", 3: "w"}, **{n: {0: "n", 2: f"h_{n}", 3: f"w_{n}"} for n in layers}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+            warnings.simplefilter("ignore")
+            # The TorchScript exporter: it keeps H and W symbolic through MobileNet's and VGG's
+            # padding with no extra package (the dynamo exporter needs onnxscript).
+            torch.onnx.export(Cut().eval(), (x,), tmp, dynamo=False, input_names=["x"],
+                              output_names=list(layers), dynamic_axes=axes, opset_version=OPSET)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class OnnxNet:
+    """An ONNX Runtime session over one exported graph: normalised N x 3 x H x W float32 ->
+    {layer: N x C x h x w}."""
+
+    def __init__(self, path: Path, layers: Sequence[str], threads: int | None = None):
+        import onnxruntime as ort
+
+        self.layers = tuple(layers)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        so.inter_op_num_threads = 1
+        # No busy-waiting between operators: on 2 cores the decoding threads take SIFT meanwhile.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - a damaged cache file: say which, remake it
+            raise LayerseekError(f"{path}: not a usable ONNX graph ({type(e).__name__}); delete it to re-export") from None
+
+    def __call__(self, x: np.ndarray, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(layers or self.layers)
+        missing = [n for n in names if n not in self.layers]
+        if missing:
+            raise LayerseekError(f"layer {missing[0]!r} is not in this graph (it has {', '.join(self.layers)})")
+        got = self.session.run(names, {"x": np.ascontiguousarray(x, dtype=np.float32)})
+        return dict(zip(names, got))

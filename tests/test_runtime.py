@@ -1,0 +1,94 @@
+"""ONNX Runtime against the PyTorch reference: the same activations, the same rankings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from layerseek.backbones import FeatureExtractor, get_spec
+from layerseek.backbones.runtime import TOLERANCE, OnnxNet, choose
+from layerseek.errors import LayerseekError, UnknownNameError
+from layerseek.images import load_image
+from layerseek.pooling import rmac
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).abs().max() / want.abs().max())
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """(onnx, torch) extractors per backbone, default layers."""
+    made = {}
+
+    def get(backbone, layers=None):
+        key = (backbone, tuple(layers or ()))
+        if key not in made:
+            made[key] = (FeatureExtractor(backbone, layers, runtime="onnx"),
+                         FeatureExtractor(backbone, layers, runtime="torch"))
+        return made[key]
+    return get
+
+
+@pytest.mark.parametrize("backbone, layers", [("mobilenet_v2", None), ("efficientnet_lite0", None),
+                                              ("vgg16", ["conv3_3", "conv5_3", "pool5"])])
+def test_activations_match_pytorch_on_a_real_photo(pairs, data_dir, backbone, layers):
+    fast, ref = pairs(backbone, layers)
+    assert fast.runtime == "onnx" and ref.runtime == "torch"
+    img = load_image(data_dir / "corel1k/jpg/500.jpg", max_side=512)
+    got, want = fast(img), ref(img)
+    assert set(got) == set(want) == set(layers or get_spec(backbone).default_layers)
+    for name in want:
+        assert got[name].shape == want[name].shape and got[name].dtype == torch.float32
+        assert relative_error(got[name], want[name]) < TOLERANCE, name
+
+
+def test_any_size_and_batch(pairs):
+    """The graph keeps batch, height and width free: odd sizes and a batch of two as PyTorch."""
+    fast, ref = pairs("mobilenet_v2")
+    rng = np.random.default_rng(4)
+    batch = [rng.integers(0, 256, (333, 517, 3), dtype=np.uint8) for _ in range(2)]
+    got, want = fast(batch), ref(batch)
+    for name in want:
+        assert got[name].shape == want[name].shape and got[name].shape[0] == 2
+        assert relative_error(got[name], want[name]) < TOLERANCE
+    # a layer outside the extractor's set is its own graph, made on first use
+    assert relative_error(fast(batch[0], ["s4"])["s4"], ref(batch[0], ["s4"])["s4"]) < TOLERANCE
+
+
+def test_rankings_are_those_of_pytorch(pairs, data_dir):
+    """R-MAC over the default layers of 24 Corel photos: every photo's ranking of the others is
+    the same under both runtimes (what retrieval sees of the network)."""
+    fast, ref = pairs("mobilenet_v2")
+    paths = sorted((data_dir / "corel1k/jpg").glob("*.jpg"))[::40][:24]
+    vecs = {}
+    for name, fx in (("onnx", fast), ("torch", ref)):
+        rows = []
+        for p in paths:
+            acts = fx(load_image(p, max_side=384))
+            v = torch.cat([torch.nn.functional.normalize(rmac(acts[n]), dim=-1) for n in fx.layers], dim=-1)
+            rows.append(torch.nn.functional.normalize(v, dim=-1)[0].numpy())
+        vecs[name] = np.stack(rows)
+    orders = {k: np.argsort(-(v @ v.T), axis=1, kind="stable") for k, v in vecs.items()}
+    assert np.abs(vecs["onnx"] - vecs["torch"]).max() < 1e-4
+    assert (orders["onnx"] == orders["torch"]).all()
+
+
+def test_choice_of_runtime(monkeypatch):
+    monkeypatch.delenv("LAYERSEEK_RUNTIME", raising=False)
+    assert choose("auto", "cpu") == "onnx"
+    assert choose("auto", "cuda") == "torch"  # the GPU path stays PyTorch
+    with pytest.raises(UnknownNameError, match="valid: auto, torch, onnx"):
+        choose("tensorrt", "cpu")
+    with pytest.raises(LayerseekError, match="CPU only"):
+        choose("onnx", "cuda")
+    monkeypatch.setenv("LAYERSEEK_RUNTIME", "torch")
+    assert choose("auto", "cpu") == "torch"
+    assert FeatureExtractor("mobilenet_v2").runtime == "torch"
+
+
+def test_damaged_graph_is_named(tmp_path):
+    bad = tmp_path / "mobilenet_v2-0000.onnx"
+    bad.write_bytes(b"not a graph" * 100)
+    with pytest.raises(LayerseekError, match="mobilenet_v2-0000.onnx: not a usable ONNX graph"):
+        OnnxNet(bad, ["s8"])
