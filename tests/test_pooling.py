@@ -65,10 +65,12 @@ def test_rmac_regions_square_and_landscape():
     assert len([q for q in rmac_regions(10, 200, levels=1)]) == 7
 
 
-def test_rmac_equals_loop_reference():
-    x = relu_map(h=7, w=11)
+@pytest.mark.parametrize("h, w", [(7, 11), (24, 32), (33, 19), (16, 16)])
+def test_rmac_equals_loop_reference(h, w):
+    """The shared-band fast path against one 2-D max per region, landscape, portrait, square."""
+    x = relu_map(h=h, w=w)
     ref = np.zeros(x.shape[:2], np.float32)
-    for t, lft, h, w in rmac_regions(7, 11):
+    for t, lft, h, w in rmac_regions(h, w):
         v = x[:, :, t : t + h, lft : lft + w].max(axis=(2, 3))
         ref += v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(rmac(x), ref, rtol=1e-5)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import mobilenet_v2
 
 from ..errors import WeightsError
 from .base import BackboneSpec, LayerInfo, StagedNet
@@ -13,6 +12,8 @@ _CUTS = {"s4": (3, 24, 4), "s8": (6, 32, 8), "s16": (13, 96, 16), "s32": (17, 32
 
 
 def build() -> StagedNet:
+    from torchvision.models import mobilenet_v2  # here: torchvision.models imports torch._dynamo (3 s)
+
     model = mobilenet_v2(weights=None)
     stages, start = [], 0
     for name, (end, _, _) in _CUTS.items():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import vgg16
 
 from ..errors import WeightsError
 from .base import BackboneSpec, LayerInfo, StagedNet
@@ -28,6 +27,8 @@ def _stage_plan() -> list[tuple[str, int, int]]:
 
 
 def build() -> StagedNet:
+    from torchvision.models import vgg16  # here: torchvision.models imports torch._dynamo (3 s)
+
     features = vgg16(weights=None).features
     stages = [(name, features[a:b]) for name, a, b in _stage_plan()]
     return StagedNet(stages, holder=features)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ..cache import cache_dir
 from ..errors import WeightsError, lookup
 
 
@@ -39,15 +39,6 @@ class WeightSource:
     filename: str  # name in the cache
     convert: Callable[[Path, Path], None] | None = None  # raw file -> torch state dict file
     note: str = ""
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("LAYERSEEK_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("layerseek"))
 
 
 def weights_dir() -> Path:
@@ -82,6 +73,8 @@ def vgg16_state_from_onnx(onnx_path: Path) -> dict[str, torch.Tensor]:
 
     model = onnx.load(str(onnx_path))
     init = {t.name: t for t in model.graph.initializer}
+    import torch
+
     state: dict[str, torch.Tensor] = {}
     for (b, c), idx in zip(VGG16_CONVS, VGG16_FEATURE_INDEX):
         prefix = f"functional_1/block{b}_conv{c}_1"
@@ -122,6 +115,7 @@ def onnx_vgg16_reference(onnx_path: Path, bgr_nhwc: np.ndarray, layer: str = "bl
 def check_vgg16_conversion(onnx_path: Path, state: dict[str, torch.Tensor], tol: float = 1e-4) -> float:
     """Converted weights fed RGB must give the ONNX graph's conv3_1 fed caffe BGR; returns the
     relative max difference, raises WeightsError above `tol`."""
+    import torch
     from torchvision.models import vgg16
 
     rng = np.random.default_rng(0)
@@ -140,6 +134,8 @@ def check_vgg16_conversion(onnx_path: Path, state: dict[str, torch.Tensor], tol:
 
 
 def _convert_vgg16(src: Path, dst: Path) -> None:
+    import torch
+
     state = vgg16_state_from_onnx(src)
     check_vgg16_conversion(src, state)
     torch.save(state, dst)
@@ -314,6 +310,8 @@ def load_state_dict(name: str, path: str | Path | None = None, check: bool = Tru
         if check:
             verify(name)
         path = cached_path(name)
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file

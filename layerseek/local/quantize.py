@@ -64,12 +64,46 @@ class Vocabulary:
                 raise LayerseekError("vocabulary: fit or load it first")
             d = self.centroids_.shape[1]
             if self._approx():
-                self._index = faiss.IndexHNSWFlat(d, 32)
-                self._index.hnsw.efSearch = 64
+                self._index = self._cached_graph()
             else:
                 self._index = faiss.IndexFlatL2(d)
-            self._index.add(self.centroids_)
+                self._index.add(self.centroids_)
         return self._index
+
+    def _cached_graph(self):
+        """The HNSW graph over the words, read from the cache (`<cache>/assign/`) when an earlier
+        process built it: building it takes 1-2 s for 20,000 words, at every start that encodes
+        (an index's first search, `index`), and FAISS's parallel build is not the same graph twice."""
+        import hashlib
+        import os
+
+        import faiss
+
+        from ..cache import cache_dir
+
+        key = hashlib.sha256(self.centroids_.tobytes())
+        key.update(f"hnsw32 ef64 faiss {faiss.__version__}".encode())
+        path = cache_dir() / "assign" / f"{key.hexdigest()[:20]}.faiss"
+        index = None
+        if path.is_file():
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError:  # damaged: built again below
+                index = None
+            if index is not None and (index.ntotal, index.d) != self.centroids_.shape:
+                index = None
+        if index is None:
+            index = faiss.IndexHNSWFlat(self.centroids_.shape[1], 32)
+            index.add(self.centroids_)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                faiss.write_index(index, str(tmp))
+                os.replace(tmp, path)
+            except (OSError, RuntimeError):  # a read-only cache: built at each start, as before
+                pass
+        index.hnsw.efSearch = 64
+        return index
 
     def assign(self, x: np.ndarray, ma: int = 1) -> np.ndarray:
         """n x ma word ids, nearest first (multiple assignment when ma > 1)."""

@@ -1,0 +1,210 @@
+"""Where the time of `layerseek index` and `layerseek search` goes, on phone-size photos.
+
+    .venv/bin/python bench/speed_profile.py photos /var/tmp/phone30 --n 30          # make 12 MP JPEGs (+ 640 px, HEIC)
+    .venv/bin/python bench/speed_profile.py index /var/tmp/phone30 [--runtime torch,onnx]
+    .venv/bin/python bench/speed_profile.py search /var/tmp/phone30 [--runtime torch,onnx]
+
+`photos` writes N phone-size JPEGs (4032 x 3024, quality 92) made from the
+shared collections' largest real photos (Paris subset, Holidays samples, SMVS covers: cropped to
+4:3 and brought up to 12 MP with Lanczos: about 1.6 MB each, less than a phone's 3-4 MB, as an
+enlarged photo holds less detail), the same photos at 640 px, and the first 5 as HEIC.
+They are benchmark data: keep them outside the repository.
+
+`index`: each stage of one photo, timed alone on each photo in turn (2 threads for the network,
+as `layerseek index` runs it): read + SHA-256, decode (JPEG draft, EXIF, resize to 1024), the
+network, pooling, SIFT (1000 features at 640 px), the word codes; then `layerseek index` of the
+folder as a user runs it (a fresh process, its start included), and the graph step after it.
+
+`search`: `layerseek search INDEX photo` from a shell (wall time, median of 5), and where it goes:
+imports, opening the index, loading the network, decoding the query, the network, SIFT, and the
+search stages (first stage, verification, diffusion).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LAYERSEEK = [str(ROOT / ".venv/bin/layerseek")] if (ROOT / ".venv/bin/layerseek").exists() else ["layerseek"]
+
+
+def make_photos(out: Path, n: int) -> None:
+    from PIL import Image
+
+    from layerseek.datasets import shared_data_dir
+
+    data = shared_data_dir()
+    sources = sorted(data.glob("samples/holidays/*.jpg")) + sorted(data.glob("paris6k-subset/jpg/*.jpg"))
+    sources += sorted(data.glob("smvs-dvd-covers/**/*.jpg"))
+    sources = sorted(sources, key=lambda p: -Image.open(p).size[0] * Image.open(p).size[1])[:n]
+    for sub in ("12mp", "640", "heic"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    for i, src in enumerate(sources):
+        im = Image.open(src).convert("RGB")
+        w, h = im.size
+        if w * 3 >= h * 4:  # crop to 4:3 landscape
+            cw = h * 4 // 3
+            im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
+        else:
+            ch = w * 3 // 4
+            im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
+        big = im.resize((4032, 3024), Image.Resampling.LANCZOS)
+        big.save(out / "12mp" / f"phone{i:03d}.jpg", quality=92)
+        big.resize((640, 480), Image.Resampling.LANCZOS).save(out / "640" / f"phone{i:03d}.jpg", quality=92)
+        if i < 5:
+            from pillow_heif import from_pillow
+
+            from_pillow(big).save(out / "heic" / f"phone{i:03d}.heic", quality=90)
+    print(f"{len(sources)} photos in {out}/12mp, /640, and {min(5, len(sources))} in /heic")
+
+
+def ms(values) -> str:
+    return f"{1000 * statistics.median(values):7.1f}"
+
+
+def stage_profile(folder: Path, runtime: str) -> dict:
+    """Median ms of each stage of one photo, over the photos of `folder`."""
+    os.environ["LAYERSEEK_RUNTIME"] = runtime
+    from PIL import Image, ImageOps
+
+    from layerseek.images import load_image, read_snapshot
+    from layerseek.index import Index
+
+    with tempfile.TemporaryDirectory() as tmp:
+        idx = Index.create(Path(tmp) / "p.lsx", "rmac", backbone="mobilenet_v2", verify=True)
+        words = idx.vocabulary() if (idx.verify_settings or {}).get("words") else None
+        t = {k: [] for k in ("read+sha256", "decode (draft)", "EXIF", "resize", "load_image (all three)",
+                             "network", "pooling", "SIFT", "word codes")}
+        fx = idx.fx
+        photos = sorted(p for p in folder.iterdir() if p.is_file())
+        fx(load_image(photos[0]))  # warm-up
+        for p in photos:
+            t0 = time.perf_counter()
+            data, _, _ = read_snapshot(p)
+            hashlib.sha256(data).hexdigest()
+            t["read+sha256"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            im = Image.open(p)
+            if im.format == "JPEG":
+                im.draft("RGB", (2048, 2048))
+            im.load()
+            t["decode (draft)"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            t["EXIF"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            s = 1024 / max(im.size)
+            if s < 1:
+                im.resize((round(im.width * s), round(im.height * s)), Image.Resampling.LANCZOS)
+            t["resize"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            img = load_image(p, max_side=idx.method.max_side, data=data)
+            t["load_image (all three)"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            acts = fx(img)
+            t["network"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            idx.method.encode(acts)
+            t["pooling"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            f = idx.local_features(img)
+            t["SIFT"].append(time.perf_counter() - t0)
+            if words is not None:
+                t0 = time.perf_counter()
+                words.encode(f, 1)
+                t["word codes"].append(time.perf_counter() - t0)
+        idx.close()
+    return {k: v for k, v in t.items() if v}
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return wall, proc.stdout + proc.stderr
+
+
+def index_profile(folder: Path, runtimes: list[str]) -> None:
+    for kind in ("12mp", "640", "heic"):
+        sub = folder / kind
+        if not sub.is_dir():
+            continue
+        n = sum(1 for _ in sub.iterdir())
+        for rt in runtimes:
+            stages = stage_profile(sub, rt)
+            print(f"\n{kind} ({n} photos), runtime {rt}: ms per photo, each stage alone (median)")
+            for k, v in stages.items():
+                print(f"  {k:24s} {ms(v)}")
+            env = dict(os.environ, LAYERSEEK_RUNTIME=rt)
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, out = timed(LAYERSEEK + ["index", str(sub), "--index", f"{tmp}/i.lsx"], env)
+                print(f"  `layerseek index` of the {n}: {wall:.2f} s wall, {n / wall:.2f} photos/s with its start")
+
+
+def search_profile(folder: Path, runtimes: list[str], repeat: int = 5) -> None:
+    photos = sorted((folder / "12mp").iterdir())
+    query = (folder / "640").iterdir().__next__() if (folder / "640").is_dir() else photos[0]
+    py = str(ROOT / ".venv/bin/python")
+    print("imports, each in a fresh process (median of 3):")
+    for mod in ("torch", "cv2", "faiss", "onnxruntime", "layerseek.cli", "layerseek.index"):
+        walls = []
+        for _ in range(3):
+            out = subprocess.run([py, "-c", f"import time; t=time.perf_counter(); import {mod}; "
+                                  "print(time.perf_counter()-t)"], capture_output=True, text=True)
+            walls.append(float(out.stdout.strip() or "nan"))
+        print(f"  import {mod:18s} {ms(walls)} ms")
+    for rt in runtimes:
+        env = dict(os.environ, LAYERSEEK_RUNTIME=rt)
+        with tempfile.TemporaryDirectory() as tmp:
+            index = f"{tmp}/i.lsx"
+            timed(LAYERSEEK + ["index", str(folder / "12mp"), "--index", index], env)
+            walls = [timed(LAYERSEEK + ["search", index, str(query)], env)[0] for _ in range(repeat)]
+            help_walls = [timed(LAYERSEEK + ["--help"], env)[0] for _ in range(3)]
+            print(f"\nruntime {rt}: `layerseek search INDEX {query.name}` {statistics.median(walls):.2f} s wall "
+                  f"(median of {repeat}; `layerseek --help` {statistics.median(help_walls):.2f} s)")
+            code = (f"import os, time; os.environ['LAYERSEEK_RUNTIME']={rt!r}; t=[time.perf_counter()]\n"
+                    "import layerseek.cli, layerseek.index; t.append(time.perf_counter())\n"
+                    f"from layerseek.index import Index; idx=Index.open({index!r}); t.append(time.perf_counter())\n"
+                    "fx=idx.fx; t.append(time.perf_counter())\n"
+                    f"img=idx.query_image({str(query)!r}); t.append(time.perf_counter())\n"
+                    "fx(img); t.append(time.perf_counter())\n"
+                    "idx.local_features(img, query=True); t.append(time.perf_counter())\n"
+                    f"idx.search({str(query)!r}, top=10); t.append(time.perf_counter())\n"
+                    "import json; print(json.dumps([b-a for a,b in zip(t,t[1:])]))")
+            parts = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, env=env).stdout)
+            names = ["imports (layerseek.cli, .index)", "open the index", "load the network", "decode the query",
+                     "the network", "SIFT", "search (again: extraction + stages)"]
+            for name, v in zip(names, parts):
+                print(f"  {name:38s} {1000 * v:7.1f} ms")
+            print(f"  {'so the stages (search less extraction)':38s} {1000 * (parts[6] - sum(parts[3:6])):7.1f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("photos", "index", "search"))
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--runtime", default="torch,onnx")
+    args = ap.parse_args()
+    if args.what == "photos":
+        make_photos(args.folder, args.n)
+    elif args.what == "index":
+        index_profile(args.folder, args.runtime.split(","))
+    else:
+        search_profile(args.folder, args.runtime.split(","))
+
+
+if __name__ == "__main__":
+    main()
