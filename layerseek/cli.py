@@ -641,16 +641,18 @@ def search(
                                                    "does not crowd the results (default: the index's setting, 10 "
                                                    "for new global indexes; 0: the cosine alone)",
                                               min=SEARCH_LIMITS["hubness"][0], max=SEARCH_LIMITS["hubness"][1])] = None,
+    here: Annotated[bool, typer.Option("--here", help="search in this process even when `layerseek serve` runs for "
+                                                      "this index (by default the server answers: no network to "
+                                                      "load)")] = False,
 ) -> None:
     """The indexed images most like IMAGE, best first. On an index that stores local features,
     the best 100 are verified: those showing the same object (enough RANSAC inliers) come first,
     marked "same"; on a global index the rest then follow a diffusion from them over the index's
     neighbour graph. Several images, or folders, search in one run: a query that fails is
-    reported and the batch goes on."""
+    reported and the batch goes on. When `layerseek serve` runs for this index, it answers (its
+    network is loaded already); --here searches in this process."""
     import csv as _csv
     import json as _json
-
-    from .index import Index
 
     if json_out + csv_out + paths_only > 1:
         fail("choose one of --json, --csv and --paths-only")
@@ -665,20 +667,58 @@ def search(
         header = lambda: writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])  # noqa: E731
     elif not (json_out or paths_only or sys.stdout.isatty()):  # a pipe or a file: tab-separated lines
         header = lambda: print(("query\t" if batch else "") + "rank\tscore\tinliers\tverified\tpath")  # noqa: E731
+    remote = None  # a running `layerseek serve` of this index answers, unless asked for what it cannot do
+    if not here and rerank_with is None and method is None and backbone is None and diffusion is None:
+        from .server.client import running_server
+
+        remote = running_server(index_path)
+        if remote is not None:
+            err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
+                              "process", highlight=False, soft_wrap=True)
+    params = {"top": top + 1 if exclude_self else top, "qe": qe, "verify": verify, "words": word_candidates,
+              "word_filter": word_filter, "hubness": hubness}
     try:
         with contextlib.ExitStack() as stack:
-            idx = stack.enter_context(Index.open(index_path, threads))
-            idx.check_method(method, backbone=backbone)
-            local = stack.enter_context(Index.open(rerank_with, threads)) if rerank_with is not None else None
+            opened: list = []  # [index, mof index to re-rank with], once a search runs here
+
+            def here_index():
+                if not opened:
+                    from .index import Index
+
+                    idx = stack.enter_context(Index.open(index_path, threads))
+                    idx.check_method(method, backbone=backbone)
+                    opened.extend([idx, stack.enter_context(Index.open(rerank_with, threads))
+                                   if rerank_with is not None else None])
+                return opened
+
+            if remote is None:
+                here_index()  # the index's own errors first; no network is loaded yet
+            if not batch and not queries[0].is_file():  # before any model loads: a mistyped name fails at once
+                from .errors import ImageError
+
+                raise (ImageError(queries[0], "missing") if not queries[0].exists()
+                       else ImageError(queries[0], "not an image", "not a regular file"))
             for image in queries:
                 t0 = time.perf_counter()
-                n = top + 1 if exclude_self else top
                 try:
-                    if local is not None:
-                        hits = idx.search_two_stage(image, local, top=n, shortlist=shortlist)
-                    else:
-                        hits = idx.search(image, top=n, qe=qe, verify=verify, diffusion=diffusion,
-                                          words=word_candidates, word_filter=word_filter, hubness=hubness)
+                    hits = None
+                    if remote is not None:
+                        from .server.client import RemoteError, search as remote_search
+
+                        try:
+                            hits = remote_search(remote, image, params)[0]
+                        except RemoteError as e:
+                            if e.refused:
+                                raise LayerseekError(str(e)) from None
+                            err_console.print(f"{e}; searching in this process", highlight=False, soft_wrap=True)
+                            remote = None
+                    if hits is None:
+                        idx, local = here_index()
+                        if local is not None:
+                            hits = idx.search_two_stage(image, local, top=params["top"], shortlist=shortlist)
+                        else:
+                            hits = idx.search(image, top=params["top"], qe=qe, verify=verify, diffusion=diffusion,
+                                              words=word_candidates, word_filter=word_filter, hubness=hubness)
                 except LayerseekError as e:
                     if not batch:
                         raise
@@ -1048,6 +1088,7 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
     import uvicorn
 
     from .server.app import allowed_host_names, create_app
+    from .server.client import announce, local_url, new_key, withdraw
     from .server.connections import guarded_protocol
 
     for name, value, low in (("--header-timeout", header_timeout, 0.1), ("--body-timeout", body_timeout, 0.1),
@@ -1055,10 +1096,12 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
                              ("--max-upload-mb", max_upload_mb, 0.001), ("--shortlist", shortlist, 1)):
         if value < low:
             fail(f"{name} {value}: must be at least {low}")
+    key = new_key()
     try:
         api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads,
                          rerank_with=rerank_with, shortlist=shortlist, max_queue=max_queue,
-                         allowed_hosts=allowed_host_names(host, allow_host or []))
+                         allowed_hosts=allowed_host_names(host, allow_host or []), local_key=key, warm=True,
+                         on_stop=lambda: withdraw(index_path, key))
     except LayerseekError as e:
         fail(str(e))
     try:  # bound before "serving at" is printed: a port in use is said as such, not after the claim
@@ -1070,7 +1113,12 @@ def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")
                   "(API docs: /docs)", highlight=False, soft_wrap=True)  # one line: a URL broken in two opens nothing
     config = uvicorn.Config(api, log_level="warning",
                             http=guarded_protocol(header_timeout, body_timeout, max_connections))
-    uvicorn.Server(config).run(sockets=[sock])
+    # `layerseek search` of this index finds the server here and sends its photos to it
+    announce(index_path, local_url(host, sock.getsockname()[1]), key)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        withdraw(index_path, key)
 
 
 #: connections the system queues before the server accepts them (uvicorn's own default). Python's

@@ -345,3 +345,73 @@ def test_the_preread_refuses_an_oversized_body_and_a_client_gone_is_not_answered
                                  {"type": "http.request", "body": b"a" * 70, "more_body": False}], 50)) == (False, [413])
     assert asyncio.run(scenario([{"type": "http.request", "body": b"a", "more_body": True},
                                  {"type": "http.disconnect"}], 50)) == (False, [])
+
+
+def test_the_local_key_shows_full_paths_and_grants_nothing_else(index_dir, monkeypatch):
+    monkeypatch.delenv("LAYERSEEK_TOKEN", raising=False)
+    app = create_app(index_dir / "idx", max_upload=2_000_000, local_key="k" * 32)
+    q = _jpeg(index_dir / "photos" / PARIS[3])
+    with TestClient(app, base_url="http://localhost") as c:
+        plain = c.post("/search?top=2", files={"file": ("q.jpg", q, "image/jpeg")}).json()["results"]
+        keyed = c.post("/search?top=2", files={"file": ("q.jpg", q, "image/jpeg")},
+                       headers={"Authorization": "Bearer " + "k" * 32}).json()["results"]
+        wrong = c.post("/search?top=2", files={"file": ("q.jpg", q, "image/jpeg")},
+                       headers={"Authorization": "Bearer " + "j" * 32}).json()["results"]
+        assert plain[0]["path"] == PARIS[3] and wrong[0]["path"] == PARIS[3]
+        assert keyed[0]["path"] == str((index_dir / "photos" / PARIS[3]).resolve())
+        adding = c.post("/images", files={"file": ("q.jpg", q, "image/jpeg")},
+                        headers={"Authorization": "Bearer " + "k" * 32})
+        assert adding.status_code == 403  # adding needs LAYERSEEK_TOKEN, whatever the key
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "layerseek.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path):
+    """Issue 28: `layerseek search` finds `layerseek serve` of the same index in serve.json (mode
+    0600), sends its photo there and prints what a search in its own process prints; a photo the
+    server refuses is the same one-line error; once the server stops, the file is gone and the
+    search runs in its own process again (and a stale file of a dead process is ignored)."""
+    import json
+    import os
+    import time
+
+    idx = index_dir / "idx"
+    query = tmp_path / "q.jpg"
+    query.write_bytes(_jpeg(index_dir / "photos" / PARIS[3]))
+    here = _cli("search", idx, query, "--json", "--top", "4", "--here")
+    assert here.returncode == 0 and "searched by the server" not in here.stderr
+    proc, url = _serve(idx)
+    try:
+        announced = idx / "serve.json"
+        for _ in range(100):
+            if announced.exists():
+                break
+            time.sleep(0.1)
+        info = json.loads(announced.read_text())
+        assert info["url"] == url and info["pid"] == proc.pid and (os.stat(announced).st_mode & 0o777) == 0o600
+        served = _cli("search", idx, query, "--json", "--top", "4")
+        assert served.returncode == 0, served.stderr
+        assert f"searched by the server at {url} (pid {proc.pid})" in served.stderr
+        got, want = json.loads(served.stdout), json.loads(here.stdout)
+        assert [r["path"] for r in got["results"]] == [r["path"] for r in want["results"]]
+        assert [r["score"] for r in got["results"]] == pytest.approx([r["score"] for r in want["results"]], abs=1e-4)
+        bad = tmp_path / "notes.jpg"
+        bad.write_text("not a photo")
+        refused = _cli("search", idx, bad)
+        assert refused.returncode == 1 and f"{bad}: not an image" in refused.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not (idx / "serve.json").exists()
+    (idx / "serve.json").write_text(json.dumps({"url": url, "pid": proc.pid, "key": "x"}))  # a dead server's
+    try:
+        again = _cli("search", idx, query, "--json", "--top", "4")
+        assert again.returncode == 0 and "searched by the server" not in again.stderr
+        assert [r["path"] for r in json.loads(again.stdout)["results"]] == [r["path"] for r in want["results"]]
+    finally:
+        (idx / "serve.json").unlink()

@@ -43,6 +43,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -313,12 +314,17 @@ def documented(*codes: int) -> dict:
 
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
                threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100,
-               max_queue: int = DEFAULT_MAX_QUEUE, allowed_hosts: set[str] | None = None) -> FastAPI:
+               max_queue: int = DEFAULT_MAX_QUEUE, allowed_hosts: set[str] | None = None,
+               local_key: str | None = None, warm: bool = False, on_stop: Callable[[], None] | None = None) -> FastAPI:
     """The app for one index. `token` defaults to $LAYERSEEK_TOKEN (None: adding and removing are
     off). `rerank_with`: a mof index of the same photos that re-scores this (global) index's
     `shortlist` best of every search (two stages). `max_queue`: searches and additions that may
     wait for the worker before the server answers 503. `allowed_hosts`: the names a request's
-    Host header may give (default: the loopback names; see `allowed_host_names`)."""
+    Host header may give (default: the loopback names; see `allowed_host_names`). `local_key`: the
+    key `layerseek search` finds in serve.json (`server.client`): it shows full paths, nothing
+    more. `warm`: load the network, the word engine and the graphs at start, not in the first
+    search's time. `on_stop`: called as the server shuts down (uvicorn then re-raises the signal
+    that stopped it, and code after its `run` never runs)."""
     idx = Index.open(index_path, threads)
     local = Index.open(rerank_with, threads) if rerank_with else None
     if local is not None and (idx.kind, local.kind) != ("global", "local"):
@@ -334,9 +340,18 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     params = idx.catalog.manifest["params"]
     thumbs = idx.catalog.root / "cache" / "thumbs"
 
+    def warm_up() -> None:
+        with contextlib.suppress(LayerseekError, OSError):
+            _ = idx.fx
+            idx.update_graph()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if warm:
+            worker.submit(warm_up)  # the first search queues behind it
         yield
+        if on_stop is not None:
+            on_stop()
         worker.shutdown(wait=True)
         reader.close()
         idx.close()
@@ -359,6 +374,12 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     def token_ok(authorization: str | None) -> bool:
         given = bearer(authorization)
         return token is not None and given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+    def paths_ok(authorization: str | None) -> bool:
+        """Full paths in answers: the token, or the key of serve.json (a local user's own search)."""
+        given = bearer(authorization)
+        return token_ok(authorization) or (local_key is not None and given is not None
+                                           and hmac.compare_digest(given.encode(), local_key.encode()))
 
     def check_write(method: str, path: str, authorization: str | None) -> None:
         if not ((method == "POST" and path.rstrip("/") == "/images") or (method == "DELETE" and path.startswith("/images/"))):
@@ -495,8 +516,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
-            raise HTTPException(400, without_server_paths(str(e)) if not token_ok(authorization) else str(e)) from None
-        full = token_ok(authorization)
+            raise HTTPException(400, without_server_paths(str(e)) if not paths_ok(authorization) else str(e)) from None
+        full = paths_ok(authorization)
         return {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
                 "results": [hit_json(i, h, full) for i, h in enumerate(hits, 1)]}
 
@@ -504,7 +525,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
              responses={200: {"description": "the indexed file as it is on disk",
                               "content": {"image/*": {}, "application/octet-stream": {}}}, **documented(404)})
     def image(image_id: int = PathParam(ge=1, le=MAX_ID), authorization: str | None = Header(None)) -> Response:
-        e, data = served_entry(image_id, read=True, full=token_ok(authorization))
+        e, data = served_entry(image_id, read=True, full=paths_ok(authorization))
         media = mimetypes.guess_type(e.path)[0] or "application/octet-stream"
         return Response(data, media_type=media)
 
@@ -513,7 +534,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                               "content": {"image/jpeg": {}}}, **documented(404)})
     def thumbnail(image_id: int = PathParam(ge=1, le=MAX_ID), size: int = Query(256, ge=64, le=1024),
                   authorization: str | None = Header(None)) -> Response:
-        full = token_ok(authorization)
+        full = paths_ok(authorization)
         with read_lock:
             known = reader.by_id(image_id)
         cached = thumbs / f"{known.sha256[:24]}-{size}.jpg" if known else None

@@ -1,0 +1,150 @@
+"""`layerseek search` through a running `layerseek serve` of the same index.
+
+A server writes `serve.json` in the index directory while it runs: its address, its process id
+and a key made at its start (the file is the user's own, mode 0600). A search from the shell that
+finds the file, the process alive and the server answering sends its photo there instead of
+starting a network of its own: no imports of torch, no model to load. The key lets the answer
+carry full paths, as a local search prints them; it grants nothing else (adding and removing
+still need LAYERSEEK_TOKEN).
+
+Only the standard library here: this runs before anything heavy is imported.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import mimetypes
+import os
+import secrets
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVE_FILE = "serve.json"
+
+
+@dataclass
+class RemoteHit:
+    """A result as the server sends it, with the fields `cli.print_hits` reads."""
+
+    id: int
+    path: str
+    score: float
+    inliers: int | None
+    verified: bool
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+    key: str
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def local_url(host: str, port: int) -> str:
+    """The address a process on this machine reaches a server listening on host:port at."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def announce(index_root: str | Path, url: str, key: str) -> Path | None:
+    """Write serve.json (mode 0600, atomically); None where the index directory is read-only."""
+    path = Path(index_root) / SERVE_FILE
+    tmp = path.with_name(f".{SERVE_FILE}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"url": url, "pid": os.getpid(), "key": key}, f)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return None
+    return path
+
+
+def withdraw(index_root: str | Path, key: str) -> None:
+    """Remove serve.json if it is still this server's (another may have started since)."""
+    path = Path(index_root) / SERVE_FILE
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("key") == key:
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: not a server this user started
+        return False
+    return True
+
+
+def running_server(index_root: str | Path, timeout: float = 0.5) -> Server | None:
+    """The server announced in the index directory, if its process is alive and it answers."""
+    try:
+        info = json.loads((Path(index_root) / SERVE_FILE).read_text())
+        server = Server(str(info["url"]), int(info["pid"]), str(info["key"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _alive(server.pid):
+        return None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(server.url + "/health"), timeout=timeout) as r:
+            ok = r.status == 200 and json.loads(r.read()).get("status") == "ok"
+    except (OSError, ValueError):
+        return None
+    return server if ok else None
+
+
+class RemoteError(Exception):
+    """The server could not answer (then the search runs here), or refused the photo (`refused`:
+    its message is the answer, as a local search would give it)."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
+
+
+def search(server: Server, image: Path, params: dict, timeout: float = 120.0) -> tuple[list[RemoteHit], dict]:
+    """POST the photo to the server's /search; (hits, the whole answer)."""
+    try:
+        data = image.read_bytes()
+    except OSError as e:
+        raise RemoteError(f"{image}: {e.strerror or e}", refused=True) from None
+    boundary = uuid.uuid4().hex
+    kind = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
+    name = image.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            f"Content-Type: {kind}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+    req = urllib.request.Request(f"{server.url}/search?{query}", data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {server.key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            answer = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            detail = json.loads(e.read()).get("detail")
+        except (OSError, ValueError, AttributeError):
+            detail = None
+        # 400 / 415: the photo itself (the same line a local search gives); 413, 503 and the rest: run here
+        refused = e.code in (400, 415) and isinstance(detail, str)
+        if refused and detail.startswith(f"{name}:"):  # the server knows the upload's name; say the path
+            detail = f"{image}{detail[len(name):]}"
+        raise RemoteError(detail if refused else f"the server answered {e.code}", refused=refused) from None
+    except (OSError, ValueError) as e:
+        raise RemoteError(f"the server did not answer ({e})") from None
+    hits = [RemoteHit(int(h["id"]), str(h["path"]), float(h["score"]), h.get("inliers"), bool(h.get("verified")))
+            for h in answer.get("results", [])]
+    return hits, answer
