@@ -16,33 +16,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .backbones import FeatureExtractor
-from .backbones.weights import cache_dir
+from .cache import cache_dir
 from .images import file_sha256, load_image  # noqa: F401 (file_sha256 re-exported)
-from .local.windows import LOCAL_POOLINGS, dense_window_descriptors
-from .pooling import POOLINGS
+from .pooling import LOCAL_POOLINGS, POOLINGS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch-backed: imported where they run, not by the search path's `Request`
+    from .backbones import FeatureExtractor
     from .datasets import Dataset
 
 CACHE_VERSION = 1
 
 
-def pool_all(acts: dict[str, torch.Tensor], poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str, np.ndarray]:
+def pool_all(acts: dict, poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str, np.ndarray]:
     """{layer: 1 x C x H x W} -> {"pooling/layer": C-vector float32} (raw, not normalised)."""
     out = {}
     for layer, x in acts.items():
         for name in poolings:
-            out[f"{name}/{layer}"] = POOLINGS[name](x)[0].float().numpy().astype(np.float32)
+            v = POOLINGS[name](x)[0]
+            out[f"{name}/{layer}"] = np.asarray(v if isinstance(v, np.ndarray) else v.float().cpu().numpy(), np.float32)
     return out
 
 
-def pool_windows(acts: dict[str, torch.Tensor], spec) -> dict[str, np.ndarray]:
+def pool_windows(acts: dict, spec) -> dict[str, np.ndarray]:
     """{layer: 1 x C x H x W} -> {"sum/layer" and "max/layer": n x C window descriptors} (float16:
     unit vectors lose nothing that matters to the vocabulary, and the cache is half the size)."""
     out = {}
+    from .local.windows import dense_window_descriptors
+
     for pooling in LOCAL_POOLINGS:
         for layer, d in dense_window_descriptors(acts, {n: spec.layers[n].stride for n in acts}, pooling).items():
             out[f"{pooling}/{layer}"] = d.astype(np.float16)
@@ -148,6 +149,8 @@ _EXTRACTORS: dict = {}
 def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) -> FeatureExtractor:
     key = (backbone, tuple(layers))
     if key not in _EXTRACTORS:
+        from .backbones import FeatureExtractor
+
         _EXTRACTORS[key] = FeatureExtractor(backbone, layers, threads=threads)
     return _EXTRACTORS[key]
 

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .backbones import get_spec
 from .errors import LayerseekError, lookup
@@ -107,10 +106,11 @@ class GlobalMethod:
         return np.concatenate([self._segment(np.asarray(p, np.float32), i) * np.sqrt(wi)
                                for i, (p, wi) in enumerate(zip(pooled, w))], axis=-1).astype(np.float32)
 
-    def encode(self, acts: dict[str, torch.Tensor]) -> np.ndarray:
-        """{layer: N x C x H x W} -> N x D."""
+    def encode(self, acts: dict) -> np.ndarray:
+        """{layer: N x C x H x W, numpy (ONNX Runtime) or torch} -> N x D."""
         pool = get_pooling(self.pooling)
-        return self.encode_pooled([pool(acts[layer]).float().numpy() for layer in self.layers])
+        pooled = [pool(acts[layer]) for layer in self.layers]
+        return self.encode_pooled([p if isinstance(p, np.ndarray) else p.float().cpu().numpy() for p in pooled])
 
     def segments(self) -> list[slice]:
         """Where each layer's part lies in the fused vector."""

@@ -1,7 +1,8 @@
 """Global poolings: pure functions from an N x C x H x W activation map to N x C vectors.
 
-Each takes a torch tensor or a numpy array and returns the same kind. None of them normalises
-its output: the global descriptor L2-normalises each layer's vector afterwards.
+Written on numpy, so the query path of an index (ONNX Runtime, numpy) never imports torch. Each
+also takes a torch tensor and returns one (computed on the CPU). None of them normalises its
+output: the global descriptor L2-normalises each layer's vector afterwards.
 """
 from __future__ import annotations
 
@@ -10,62 +11,67 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from .errors import lookup
 
 EPS = 1e-6
+#: MOF's poolings of each dense window (`local.windows`), named here where no torch is imported
+LOCAL_POOLINGS = ("sum", "max")
 
 
-def _accepts_numpy(fn: Callable) -> Callable:
-    """Let a torch function take and return numpy arrays too."""
+def _arrays(fn: Callable) -> Callable:
+    """Let a numpy pooling take a torch tensor too (and give one back, on the tensor's device)."""
 
     @functools.wraps(fn)
     def wrapper(x, *args, **kwargs):
         if isinstance(x, np.ndarray):
-            out = fn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), *args, **kwargs)
-            return out.numpy()
+            if x.ndim != 4:
+                raise ValueError(f"{fn.__name__}: expected an N x C x H x W map, got shape {x.shape}")
+            return fn(np.asarray(x, dtype=np.float32), *args, **kwargs)
+        import torch
+
         if x.ndim != 4:
             raise ValueError(f"{fn.__name__}: expected an N x C x H x W map, got shape {tuple(x.shape)}")
-        return fn(x, *args, **kwargs)
+        out = fn(x.detach().float().cpu().numpy(), *args, **kwargs)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
 
     return wrapper
 
 
-@_accepts_numpy
-def spoc(x: torch.Tensor, center_prior: bool = False) -> torch.Tensor:
+@_arrays
+def spoc(x: np.ndarray, center_prior: bool = False) -> np.ndarray:
     """SPoC, sum pooling (Babenko & Lempitsky, ICCV 2015, Eq. 2: psi = sum over positions).
 
     center_prior=True weights positions with their Gaussian centre prior (Sec. 3.2: sigma one third
     of the distance between the centre and the closest border).
     """
     if not center_prior:
-        return x.sum(dim=(-2, -1))
-    return (x * _center_prior(x.shape[-2], x.shape[-1], x.dtype, x.device)).sum(dim=(-2, -1))
+        return x.sum(axis=(-2, -1))
+    return (x * _center_prior(x.shape[-2], x.shape[-1])).sum(axis=(-2, -1))
 
 
-def _center_prior(h: int, w: int, dtype, device) -> torch.Tensor:
-    ys = torch.arange(h, dtype=dtype, device=device) - (h - 1) / 2
-    xs = torch.arange(w, dtype=dtype, device=device) - (w - 1) / 2
+def _center_prior(h: int, w: int) -> np.ndarray:
+    ys = np.arange(h, dtype=np.float32) - (h - 1) / 2
+    xs = np.arange(w, dtype=np.float32) - (w - 1) / 2
     sigma = max(min(h, w) / 2 / 3, EPS)
-    return torch.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
+    return np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2)).astype(np.float32)
 
 
-@_accepts_numpy
-def mac(x: torch.Tensor) -> torch.Tensor:
+@_arrays
+def mac(x: np.ndarray) -> np.ndarray:
     """MAC, maximum activation of convolutions (Tolias, Sicre & Jégou, ICLR 2016, Eq. 1)."""
-    return x.amax(dim=(-2, -1))
+    return x.max(axis=(-2, -1))
 
 
-@_accepts_numpy
-def gem(x: torch.Tensor, p: float = 3.0, eps: float = EPS) -> torch.Tensor:
+@_arrays
+def gem(x: np.ndarray, p: float = 3.0, eps: float = EPS) -> np.ndarray:
     """GeM, generalized mean (Radenović, Tolias & Chum, TPAMI 2018, Eq. 2); p=1 is average
     pooling, p -> inf tends to MAC. Values are clamped at eps first (activations after ReLU).
     Computed as m * mean((x / m)^p)^(1/p) with m the channel maximum, the same number without
     float32 overflow at large p."""
-    x = x.clamp(min=eps)
-    m = x.amax(dim=(-2, -1), keepdim=True)
-    return m[..., 0, 0] * (x / m).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+    x = np.maximum(x, np.float32(eps))
+    m = x.max(axis=(-2, -1), keepdims=True)
+    return m[..., 0, 0] * np.power(np.power(x / m, np.float32(p)).mean(axis=(-2, -1)), np.float32(1.0 / p))
 
 
 def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[tuple[int, int, int, int]]:
@@ -106,53 +112,56 @@ def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[
     return regions
 
 
-@_accepts_numpy
-def rmac(x: torch.Tensor, levels: int = 3, overlap: float = 0.4) -> torch.Tensor:
+@_arrays
+def rmac(x: np.ndarray, levels: int = 3, overlap: float = 0.4) -> np.ndarray:
     """R-MAC (Tolias et al., ICLR 2016, Sec. 3): the MAC of every region of `rmac_regions`,
     each L2-normalised, summed. (The paper also PCA-whitens each regional vector before the sum;
     here whitening is a separate, learned post-processing step on the final vector.)"""
     regions = rmac_regions(x.shape[-2], x.shape[-1], levels, overlap)
     # Channels last, so each max runs over whole rows of C; a column band's max over its width is
     # taken once for all the regions that share it (5x faster than a 2-D max per region on NCHW).
-    xt = x.permute(0, 2, 3, 1).contiguous()
-    bands: dict[tuple[int, int], torch.Tensor] = {}
+    xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    bands: dict[tuple[int, int], np.ndarray] = {}
     maxima = []
     for top, left, rh, rw in regions:
         if (left, rw) not in bands:
-            bands[left, rw] = xt[:, :, left : left + rw].amax(dim=2)  # N x H x C
-        maxima.append(bands[left, rw][:, top : top + rh].amax(dim=1))
-    v = torch.stack(maxima, dim=1)  # N x regions x C
-    return (v / (v.norm(dim=-1, keepdim=True) + EPS)).sum(dim=1)
+            bands[left, rw] = xt[:, :, left : left + rw].max(axis=2)  # N x H x C
+        maxima.append(bands[left, rw][:, top : top + rh].max(axis=1))
+    v = np.stack(maxima, axis=1)  # N x regions x C
+    return (v / (np.linalg.norm(v, axis=-1, keepdims=True) + EPS)).sum(axis=1)
 
 
-def crow_spatial_weights(x: torch.Tensor, a: float = 2.0, b: float = 2.0) -> torch.Tensor:
+@_arrays
+def crow_spatial_weights(x: np.ndarray, a: float = 2.0, b: float = 2.0) -> np.ndarray:
     """CroW spatial weights (Kalantidis, Mellina & Osindero, ECCVW 2016, Eq. 2):
     S = sum over channels; S_ij = (S_ij / (sum_mn S_mn^a)^(1/a))^(1/b). N x H x W.
 
     With a = 2, b = 2 this is also FCroW's Eq. 1 (p = 2, square root)."""
-    s = x.sum(dim=1)
-    norm = s.pow(a).sum(dim=(-2, -1), keepdim=True).pow(1.0 / a)
+    s = x.sum(axis=1)
+    norm = np.power(np.power(s, a).sum(axis=(-2, -1), keepdims=True), 1.0 / a)
     # An all-zero map has no salient location: every weight 0 (the pooled vector is 0 anyway).
-    return (s / norm.clamp(min=1e-12)).clamp(min=0).pow(1.0 / b)
+    return np.power(np.maximum(s / np.maximum(norm, 1e-12), 0), 1.0 / b).astype(np.float32)
 
 
-def crow_channel_weights(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+@_arrays
+def crow_channel_weights(x: np.ndarray, eps: float = EPS) -> np.ndarray:
     """CroW channel weights (Kalantidis et al., Eq. 4): Q_k = share of non-zero positions of
     channel k; beta_k = log((K eps + sum_h Q_h) / (eps + Q_k)). N x C."""
-    q = (x > 0).to(x.dtype).mean(dim=(-2, -1))
+    q = (x > 0).astype(np.float32).mean(axis=(-2, -1))
     k = x.shape[1]
-    return torch.log((k * eps + q.sum(dim=1, keepdim=True)) / (eps + q))
+    return np.log((k * eps + q.sum(axis=1, keepdims=True)) / (eps + q)).astype(np.float32)
 
 
-@_accepts_numpy
-def crow(x: torch.Tensor, a: float = 2.0, b: float = 2.0) -> torch.Tensor:
+@_arrays
+def crow(x: np.ndarray, a: float = 2.0, b: float = 2.0) -> np.ndarray:
     """CroW (Kalantidis et al., ECCVW 2016, Eqs. 1-4): spatially weighted sum pooling, times the
     channel weights."""
     s = crow_spatial_weights(x, a, b)
-    return (x * s[:, None]).sum(dim=(-2, -1)) * crow_channel_weights(x)
+    return (x * s[:, None]).sum(axis=(-2, -1)) * crow_channel_weights(x)
 
 
-def fcrow_channel_weights(x: torch.Tensor, terms: str = "counts") -> torch.Tensor:
+@_arrays
+def fcrow_channel_weights(x: np.ndarray, terms: str = "counts") -> np.ndarray:
     """FCroW channel weights (Wang et al., Neurocomputing 2019, Eq. 2):
     C_j = log( sum_i x_i / x_j + y_j / sum_i y_i ).   N x C.
 
@@ -178,26 +187,27 @@ def fcrow_channel_weights(x: torch.Tensor, terms: str = "counts") -> torch.Tenso
     """
     if terms not in ("counts", "mass"):
         raise ValueError(f"terms must be 'counts' or 'mass', got {terms!r}")
-    count = (x > 0).to(x.dtype).sum(dim=(-2, -1))
-    nonzero = count if terms == "counts" else x.clamp(min=0).sum(dim=(-2, -1))  # x_j
-    zero = x.shape[-2] * x.shape[-1] - count  # y_j
-    total_nonzero = nonzero.sum(dim=1, keepdim=True)
-    total_zero = zero.sum(dim=1, keepdim=True)
-    first = total_nonzero / torch.where(count > 0, nonzero, torch.ones_like(nonzero))
-    second = torch.where(total_zero > 0, zero / total_zero.clamp(min=1), torch.zeros_like(zero))
-    return torch.where(count > 0, torch.log(first + second), torch.zeros_like(first))
+    count = (x > 0).astype(np.float32).sum(axis=(-2, -1))
+    nonzero = count if terms == "counts" else np.maximum(x, 0).sum(axis=(-2, -1))  # x_j
+    zero = np.float32(x.shape[-2] * x.shape[-1]) - count  # y_j
+    total_nonzero = nonzero.sum(axis=1, keepdims=True)
+    total_zero = zero.sum(axis=1, keepdims=True)
+    first = total_nonzero / np.where(count > 0, nonzero, 1)
+    second = np.where(total_zero > 0, zero / np.maximum(total_zero, 1), 0)
+    with np.errstate(divide="ignore"):
+        return np.where(count > 0, np.log(first + second), 0).astype(np.float32)
 
 
-@_accepts_numpy
-def fcrow(x: torch.Tensor, terms: str = "counts") -> torch.Tensor:
+@_arrays
+def fcrow(x: np.ndarray, terms: str = "counts") -> np.ndarray:
     """FCroW (Wang et al., Neurocomputing 2019, Sec. 3.2): the map times the spatial weights of
     Eq. 1 and the channel weights of Eq. 2, summed over space."""
     s = crow_spatial_weights(x, a=2.0, b=2.0)
-    return (x * s[:, None]).sum(dim=(-2, -1)) * fcrow_channel_weights(x, terms)
+    return (x * s[:, None]).sum(axis=(-2, -1)) * fcrow_channel_weights(x, terms)
 
 
-@_accepts_numpy
-def fcrow_mass(x: torch.Tensor) -> torch.Tensor:
+@_arrays
+def fcrow_mass(x: np.ndarray) -> np.ndarray:
     """FCroW with x_j read as the sum of channel j's activation values (see fcrow_channel_weights)."""
     return fcrow(x, terms="mass")
 

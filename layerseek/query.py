@@ -42,9 +42,9 @@ class Query:
     @property
     def fx(self):
         if self._fx is None:
-            from .backbones import FeatureExtractor
+            from .backbones.runtime import make_extractor
 
-            self._fx = FeatureExtractor(self.method.backbone, self.method.layers, threads=self.threads)
+            self._fx = make_extractor(self.method.backbone, self.method.layers, threads=self.threads)
         return self._fx
 
     def encode_array(self, img: np.ndarray) -> np.ndarray:

@@ -3,22 +3,15 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LayerseekError, UnknownNameError, WeightsError
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    channels: int
-    stride: int  # input pixels per output cell
-    note: str = ""
+from ..errors import LayerseekError
+from .spec import BackboneSpec, LayerInfo  # noqa: F401 - their home before spec.py
 
 
 class StagedNet(nn.Module):
@@ -42,23 +35,6 @@ class StagedNet(nn.Module):
             if name in wanted:
                 out[name] = x
         return out
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a backbone is: its layers, its input normalisation, how to build it and its weights."""
-
-    name: str
-    layers: dict[str, LayerInfo]
-    default_layers: tuple[str, ...]
-    mean: tuple[float, float, float]  # subtracted from RGB 0..255
-    std: tuple[float, float, float]  # then divided by, per channel
-    normalisation: str  # human-readable
-    build: Callable[[], StagedNet]  # architecture, random init
-    load: Callable[[StagedNet, dict], None]  # puts a state dict into the built net
-    weights: str  # key in weights.SOURCES
-    description: str = ""
-    extras: dict = field(default_factory=dict)
 
 
 _MALLOC_TUNED = False
@@ -108,13 +84,10 @@ class FeatureExtractor:
     ):
         from . import get_spec
         from .runtime import choose
+        from .spec import checked_layers
 
         self.spec = get_spec(backbone)
-        self.layers = tuple(layers) if layers else self.spec.default_layers
-        bad = [n for n in self.layers if n not in self.spec.layers]
-        if bad:
-            valid = ", ".join(self.spec.layers)
-            raise UnknownNameError(f"unknown layer {bad[0]!r} for {backbone}; valid: {valid}")
+        self.layers = checked_layers(self.spec, layers)
         self.runtime = choose(runtime, device)
         if threads:
             torch.set_num_threads(int(threads))
@@ -146,23 +119,13 @@ class FeatureExtractor:
             self._net = net.to(self.device, memory_format=memory_format)
         return self._net
 
-    def _weights_sha256(self) -> str:
-        from .weights import recorded_sha256, sha256_file
-
-        if self._weights is not None:
-            path = Path(self._weights)
-            if not path.is_file():
-                raise WeightsError(f"{path}: weight file not found")
-            return sha256_file(path)
-        return recorded_sha256(self.spec.weights)
-
     def _graph(self, layers: tuple[str, ...]):
         """The ONNX Runtime session giving `layers`: from the cache, else exported now."""
         session = self._graphs.get(layers)
         if session is None:
-            from .runtime import OnnxNet, export, graph_path
+            from .runtime import OnnxNet, export, graph_path, weights_sha256
 
-            path = graph_path(self.spec.name, layers, self._weights_sha256())
+            path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
             if not path.is_file():
                 export(self.net, layers, path)
             session = self._graphs[layers] = OnnxNet(path, layers, self.threads)

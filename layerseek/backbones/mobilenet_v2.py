@@ -1,10 +1,8 @@
 """MobileNetV2 (Sandler et al.) with torchvision's ImageNet weights."""
 from __future__ import annotations
 
-from torch import nn
-
 from ..errors import WeightsError
-from .base import BackboneSpec, LayerInfo, StagedNet
+from .spec import BackboneSpec, LayerInfo
 
 # Layer name -> last index of torchvision's mobilenet_v2().features that it takes in: the last
 # block at each stride, and the final 1x1 conv to 1280 channels.
@@ -12,7 +10,12 @@ _CUTS = {"s4": (3, 24, 4), "s8": (6, 32, 8), "s16": (13, 96, 16), "s32": (17, 32
 
 
 def build() -> StagedNet:
-    from torchvision.models import mobilenet_v2  # here: torchvision.models imports torch._dynamo (3 s)
+    # Imported here: the registry is read without torch (ONNX Runtime's path), and
+    # torchvision.models alone imports torch._dynamo (3 s).
+    from torch import nn
+    from torchvision.models import mobilenet_v2
+
+    from .base import StagedNet
 
     model = mobilenet_v2(weights=None)
     stages, start = [], 0

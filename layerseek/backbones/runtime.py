@@ -11,7 +11,6 @@ activations match PyTorch's within `TOLERANCE` (tests/test_runtime.py).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import threading
 import warnings
@@ -53,17 +52,15 @@ def choose(runtime: str, device: str) -> str:
 
 def graph_path(backbone: str, layers: Sequence[str], weights_sha256: str) -> Path:
     """The cached graph of one backbone cut at `layers`, named by all that makes it: the layers,
-    the weights' checksum, the source of the backbone's module, the staged net and the exporter, the opset
-    and the exporting PyTorch (a changed architecture file never reuses an old graph)."""
-    import torch
+    the weights' checksum, the source of the backbones package (a changed architecture never
+    reuses an old graph), the opset and the exporting PyTorch's version (read without importing it)."""
+    from importlib.metadata import version
 
-    from . import get_spec
-    from .base import StagedNet
-    from .weights import cache_dir
+    from ..cache import cache_dir
 
-    key = hashlib.sha256(f"{backbone}|{','.join(layers)}|{weights_sha256}|{OPSET}|{torch.__version__}".encode())
-    for fn in (get_spec(backbone).build, StagedNet, export):
-        key.update(Path(inspect.getsourcefile(fn)).read_bytes())
+    key = hashlib.sha256(f"{backbone}|{','.join(layers)}|{weights_sha256}|{OPSET}|{version('torch')}".encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        key.update(source.read_bytes())
     return cache_dir() / "onnx" / f"{backbone}-{key.hexdigest()[:16]}.onnx"
 
 
@@ -126,3 +123,82 @@ class OnnxNet:
             raise LayerseekError(f"layer {missing[0]!r} is not in this graph (it has {', '.join(self.layers)})")
         got = self.session.run(names, {"x": np.ascontiguousarray(x, dtype=np.float32)})
         return dict(zip(names, got))
+
+
+def weights_sha256(spec, weights: str | Path | None = None) -> str:
+    """The checksum that names a graph: of the user's own weight file, or the one recorded when
+    the shipped weights were pulled (after checking the cached file against it)."""
+    from ..errors import WeightsError
+    from .weights import recorded_sha256, sha256_file
+
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"{path}: weight file not found")
+        return sha256_file(path)
+    return recorded_sha256(spec.weights)
+
+
+class OnnxExtractor:
+    """`FeatureExtractor`'s interface on ONNX Runtime alone, with no torch imported: uint8 RGB
+    H x W x 3 images (or a same-size list) -> {layer: N x C x h x w numpy float32}. A graph not yet
+    in the cache is exported once by PyTorch (`FeatureExtractor`), which then is imported."""
+
+    runtime = "onnx"
+
+    def __init__(self, backbone: str, layers: Sequence[str] | None = None, weights: str | Path | None = None,
+                 threads: int | None = None):
+        from . import get_spec
+        from .spec import checked_layers
+
+        self.spec = get_spec(backbone)
+        self.layers = checked_layers(self.spec, layers)
+        self.threads = int(threads or os.cpu_count() or 1)
+        self._weights = weights
+        self._graphs: dict[tuple[str, ...], OnnxNet] = {}
+        self._mean = np.asarray(self.spec.mean, np.float32).reshape(1, 3, 1, 1)
+        self._inv_std = (1.0 / np.asarray(self.spec.std, np.float32)).reshape(1, 3, 1, 1)
+        self._graph(self.layers)
+
+    def _graph(self, layers: tuple[str, ...]) -> OnnxNet:
+        graph = self._graphs.get(layers)
+        if graph is None:
+            path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
+            if not path.is_file():
+                from .base import FeatureExtractor
+
+                FeatureExtractor(self.spec.name, layers, weights=self._weights, threads=self.threads, runtime="onnx")
+            graph = self._graphs[layers] = OnnxNet(path, layers, self.threads)
+        return graph
+
+    def preprocess(self, images) -> np.ndarray:
+        """uint8 RGB H x W x 3 (or a same-size list / N x H x W x 3) -> normalised N x 3 x H x W."""
+        if isinstance(images, (list, tuple)):
+            shapes = {np.shape(im) for im in images}
+            if len(shapes) != 1:
+                raise LayerseekError(f"one batch needs images of one size, got {sorted(shapes)}")
+            batch = np.stack([np.asarray(im) for im in images])
+        else:
+            batch = np.asarray(images)
+            if batch.ndim == 3:
+                batch = batch[None]
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise LayerseekError(f"expected H x W x 3 RGB images, got shape {batch.shape}")
+        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+        return (x - self._mean) * self._inv_std
+
+    def __call__(self, images, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        layers = tuple(layers or self.layers)
+        graph = self._graph(self.layers if set(layers) <= set(self.layers) else layers)
+        return graph(self.preprocess(images), layers)
+
+
+def make_extractor(backbone: str, layers: Sequence[str] | None = None, weights: str | Path | None = None,
+                   threads: int | None = None, device: str = "cpu", runtime: str = "auto"):
+    """The extractor an index runs: `OnnxExtractor` where ONNX Runtime is chosen (no torch on the
+    path), else PyTorch's `FeatureExtractor`."""
+    if choose(runtime, device) == "onnx":
+        return OnnxExtractor(backbone, layers, weights, threads)
+    from .base import FeatureExtractor
+
+    return FeatureExtractor(backbone, layers, weights=weights, threads=threads, device=device, runtime="torch")

@@ -1,10 +1,8 @@
 """VGG16 (Simonyan & Zisserman) conv layers with the original Keras ImageNet weights."""
 from __future__ import annotations
 
-from torch import nn
-
 from ..errors import WeightsError
-from .base import BackboneSpec, LayerInfo, StagedNet
+from .spec import BackboneSpec, LayerInfo
 from .weights import VGG16_CONVS
 
 # torchvision's vgg16().features, cut into named stages: each conv stage is Conv2d + ReLU
@@ -27,7 +25,11 @@ def _stage_plan() -> list[tuple[str, int, int]]:
 
 
 def build() -> StagedNet:
-    from torchvision.models import vgg16  # here: torchvision.models imports torch._dynamo (3 s)
+    # Imported here: the registry is read without torch (ONNX Runtime's path), and
+    # torchvision.models alone imports torch._dynamo (3 s).
+    from torchvision.models import vgg16
+
+    from .base import StagedNet
 
     features = vgg16(weights=None).features
     stages = [(name, features[a:b]) for name, a, b in _stage_plan()]

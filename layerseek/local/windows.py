@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..pooling import LOCAL_POOLINGS
+
 WINDOW = 224
 STEP = 32
-LOCAL_POOLINGS = ("sum", "max")
 
 
 def signed_sqrt_l2(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
