@@ -92,3 +92,40 @@ def test_damaged_graph_is_named(tmp_path):
     bad.write_bytes(b"not a graph" * 100)
     with pytest.raises(LayerseekError, match="mobilenet_v2-0000.onnx: not a usable ONNX graph"):
         OnnxNet(bad, ["s8"])
+
+
+def test_the_lean_extractor_gives_pytorchs_activations_as_numpy(pairs, data_dir):
+    from layerseek.backbones.runtime import OnnxExtractor, make_extractor
+
+    lean = make_extractor("mobilenet_v2")
+    assert isinstance(lean, OnnxExtractor)
+    _, ref = pairs("mobilenet_v2")
+    img = load_image(data_dir / "corel1k/jpg/700.jpg", max_side=400)
+    got, want = lean(img), ref(img)
+    for name in want:
+        assert isinstance(got[name], np.ndarray) and got[name].shape == tuple(want[name].shape)
+        assert relative_error(torch.from_numpy(got[name]), want[name]) < TOLERANCE
+    with pytest.raises(UnknownNameError, match="unknown layer 'conv9' for mobilenet_v2"):
+        OnnxExtractor("mobilenet_v2", ["conv9"])
+
+
+def test_a_search_imports_no_torch(tmp_path, data_dir):
+    """Issue 28: an index's search runs on ONNX Runtime and numpy; importing torch alone costs a
+    cold `layerseek search` more than a second."""
+    import subprocess
+    import sys
+
+    from layerseek.index import Index
+
+    photos = sorted((data_dir / "corel1k/jpg").glob("*.jpg"))[:4]
+    with Index.create(tmp_path / "i.lsx", "rmac", backbone="mobilenet_v2", max_side=320, verify=True) as idx:
+        assert idx.add_files(photos).added == 4
+        idx.update_graph()
+    code = ("import sys\nfrom layerseek.index import Index\n"
+            f"with Index.open({str(tmp_path / 'i.lsx')!r}) as idx:\n"
+            f"    hits = idx.search({str(photos[2])!r}, top=2)\n"
+            "print(hits[0].path, hits[0].verified, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
+        **__import__("os").environ, "LAYERSEEK_RUNTIME": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(photos[2]), "True", "False"]
