@@ -35,7 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-LAYERSEEK = [str(ROOT / ".venv/bin/layerseek")] if (ROOT / ".venv/bin/layerseek").exists() else ["layerseek"]
+# the command as a user runs it, from this checkout (a worktree of another commit measures that one)
+LAYERSEEK = [sys.executable, "-m", "layerseek.cli"]
 
 
 def make_photos(out: Path, n: int) -> None:
@@ -129,7 +130,7 @@ def stage_profile(folder: Path, runtime: str) -> dict:
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
@@ -156,13 +157,13 @@ def index_profile(folder: Path, runtimes: list[str]) -> None:
 def search_profile(folder: Path, runtimes: list[str], repeat: int = 5) -> None:
     photos = sorted((folder / "12mp").iterdir())
     query = (folder / "640").iterdir().__next__() if (folder / "640").is_dir() else photos[0]
-    py = str(ROOT / ".venv/bin/python")
+    py = sys.executable
     print("imports, each in a fresh process (median of 3):")
     for mod in ("torch", "cv2", "faiss", "onnxruntime", "layerseek.cli", "layerseek.index"):
         walls = []
         for _ in range(3):
             out = subprocess.run([py, "-c", f"import time; t=time.perf_counter(); import {mod}; "
-                                  "print(time.perf_counter()-t)"], capture_output=True, text=True)
+                                  "print(time.perf_counter()-t)"], capture_output=True, text=True, cwd=ROOT)
             walls.append(float(out.stdout.strip() or "nan"))
         print(f"  import {mod:18s} {ms(walls)} ms")
     for rt in runtimes:
@@ -183,7 +184,8 @@ def search_profile(folder: Path, runtimes: list[str], repeat: int = 5) -> None:
                     "idx.local_features(img, query=True); t.append(time.perf_counter())\n"
                     f"idx.search({str(query)!r}, top=10); t.append(time.perf_counter())\n"
                     "import json; print(json.dumps([b-a for a,b in zip(t,t[1:])]))")
-            parts = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, env=env).stdout)
+            parts = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, env=env,
+                                              cwd=ROOT).stdout)
             names = ["imports (layerseek.cli, .index)", "open the index", "load the network", "decode the query",
                      "the network", "SIFT", "search (again: extraction + stages)"]
             for name, v in zip(names, parts):
