@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # torch-backed: imported where they run, not by the search pa
     from .backbones import FeatureExtractor
     from .datasets import Dataset
 
-CACHE_VERSION = 1
+#: 2: JPEGs decoded at the smallest draft scale that covers the target (images.load_image)
+CACHE_VERSION = 2
 
 
 def pool_all(acts: dict, poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str, np.ndarray]:

@@ -194,10 +194,13 @@ def load_image(
         w, h = img.size
         if w == 0 or h == 0:
             raise ImageError(path, "empty", f"{w}x{h} pixels")
-        # JPEG can decode at 1/2, 1/4, 1/8 scale for free; ask for twice the target size so the
-        # final LANCZOS resize still does the anti-aliasing.
+        # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the time (its DCT scaling averages
+        # the pixels it drops); the largest of those at least as big as the target is decoded, and
+        # the LANCZOS resize takes it down the rest of the way (less than 2x). A 12 MP photo then
+        # decodes at 2016 x 1512 instead of in full: 4x less work (docs/BENCHMARKS.md, "Where an
+        # indexed photo's time goes").
         draft = img.format == "JPEG" and bool(max_side) and bbox is None
-        want = tuple(2 * v for v in resized_size(w, h, max_side)) if draft else (w, h)
+        want = resized_size(w, h, max_side) if draft else (w, h)
         dw, dh = draft_size(w, h, *want) if draft else (w, h)
         if dw * dh > max_pixels:
             raise ImageError(path, "too large", f"{w}x{h}: {dw * dh} pixels to decode > limit {max_pixels}")

@@ -173,3 +173,21 @@ def test_phone_formats_load_upright_like_jpeg(data_dir, tmp_path, suffix):
     assert suffix in IMAGE_SUFFIXES and got.shape == upright.shape == (1024, 768, 3)
     assert np.abs(got - upright).mean() < 5  # lossy codec, same picture the right way up
     assert np.abs(got[::-1, ::-1] - upright).mean() > 30  # and not turned twice
+
+
+def test_a_phone_photo_decodes_at_the_draft_scale_that_covers_the_target(tmp_path, data_dir):
+    """Issue 28: a 12 MP JPEG reduced to 1024 px decodes at 1/2 scale (2016 x 1512), not in full,
+    and the result is what a full decode resized with LANCZOS gives, within a grey level or two."""
+    from PIL import Image
+
+    from layerseek.images import draft_size
+
+    assert draft_size(4032, 3024, 1024, 768) == (2016, 1512)
+    assert draft_size(2000, 1500, 1024, 768) == (2000, 1500)  # 1/2 would fall short: decoded in full
+    src = Image.open(data_dir / "samples/holidays/100002.jpg").convert("RGB").resize((4032, 3024))
+    path = tmp_path / "phone.jpg"
+    src.save(path, quality=92)
+    got = load_image(path, max_side=1024)
+    full = np.asarray(Image.open(path).convert("RGB").resize((1024, 768), Image.Resampling.LANCZOS), np.float32)
+    assert got.shape == (768, 1024, 3)
+    assert np.abs(got.astype(np.float32) - full).mean() < 2.0
