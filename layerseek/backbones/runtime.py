@@ -156,8 +156,10 @@ class OnnxExtractor:
         self.threads = int(threads or os.cpu_count() or 1)
         self._weights = weights
         self._graphs: dict[tuple[str, ...], OnnxNet] = {}
-        self._mean = np.asarray(self.spec.mean, np.float32).reshape(1, 3, 1, 1)
-        self._inv_std = (1.0 / np.asarray(self.spec.std, np.float32)).reshape(1, 3, 1, 1)
+        # (value - mean) / std of every uint8 value, per channel: one table look-up a pixel
+        mean, inv_std = np.asarray(self.spec.mean, np.float32), 1.0 / np.asarray(self.spec.std, np.float32)
+        self._mean, self._inv_std = mean.reshape(1, 3, 1, 1), inv_std.reshape(1, 3, 1, 1)
+        self._table = ((np.arange(256, dtype=np.float32)[None] - mean[:, None]) * inv_std[:, None]).astype(np.float32)
         self._graph(self.layers)
 
     def _graph(self, layers: tuple[str, ...]) -> OnnxNet:
@@ -184,8 +186,12 @@ class OnnxExtractor:
                 batch = batch[None]
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise LayerseekError(f"expected H x W x 3 RGB images, got shape {batch.shape}")
-        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
-        return (x - self._mean) * self._inv_std
+        if batch.dtype != np.uint8:  # not a decoded photo: the arithmetic the table holds
+            return (batch.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._inv_std
+        x = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)
+        for c in range(3):
+            np.take(self._table[c], batch[..., c], out=x[:, c])
+        return x
 
     def __call__(self, images, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         layers = tuple(layers or self.layers)
