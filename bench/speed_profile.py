@@ -78,7 +78,7 @@ def stage_profile(folder: Path, runtime: str) -> dict:
     os.environ["LAYERSEEK_RUNTIME"] = runtime
     from PIL import Image, ImageOps
 
-    from layerseek.images import load_image, read_snapshot
+    from layerseek.images import load_image, read_snapshot, resized_size
     from layerseek.index import Index
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,8 +96,8 @@ def stage_profile(folder: Path, runtime: str) -> dict:
             t["read+sha256"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             im = Image.open(p)
-            if im.format == "JPEG":
-                im.draft("RGB", (2048, 2048))
+            if im.format == "JPEG":  # as load_image: the draft scale that still covers the target
+                im.draft("RGB", resized_size(*im.size, idx.method.max_side))
             im.load()
             t["decode (draft)"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
