@@ -40,7 +40,7 @@ def window_pool(x: torch.Tensor, stride: int, pooling: str = "max", window: int 
         raise ValueError(f"unknown window pooling {pooling!r}; valid: {', '.join(LOCAL_POOLINGS)}")
     k, s = window_cells(stride, window, step)
     kh, kw = min(k, x.shape[2]), min(k, x.shape[3])
-    x = x.float()
+    x = torch.as_tensor(x).float()  # ONNX Runtime's maps come as numpy
     if pooling == "max":
         y = F.max_pool2d(x, (kh, kw), s)
     else:
