@@ -40,8 +40,9 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
     """Find the images that show the same object or place, with multi-layer CNN retrieval."""
 app.add_typer(models_app, name="models")
 
-console = Console()
-err_console = Console(stderr=True)
+# Into a pipe or a file, lines are never wrapped (a terminal wraps at its own width).
+console = Console(soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 #: `index` finished, but some files failed or some folders could not be read.
@@ -602,7 +603,7 @@ def search(
     index_path: Annotated[Path, typer.Argument(help="the index directory")],
     images: Annotated[list[Path], typer.Argument(help="the example image; several, or folders of them, for a "
                                                       "batch (the network is loaded once)")],
-    top: Annotated[int, typer.Option(help="how many results", min=SEARCH_LIMITS["top"][0],
+    top: Annotated[int, typer.Option("--top", "-n", help="how many results", min=SEARCH_LIMITS["top"][0],
                                      max=SEARCH_LIMITS["top"][1])] = 10,
     qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)", min=SEARCH_LIMITS["qe"][0],
                                     max=SEARCH_LIMITS["qe"][1])] = 0,
@@ -641,6 +642,10 @@ def search(
                                                    "does not crowd the results (default: the index's setting, 10 "
                                                    "for new global indexes; 0: the cosine alone)",
                                               min=SEARCH_LIMITS["hubness"][0], max=SEARCH_LIMITS["hubness"][1])] = None,
+    same_only: Annotated[bool, typer.Option("--same-only", help="show only the results verified as the same object "
+                                                                "or place")] = False,
+    min_inliers: Annotated[Optional[int], typer.Option(help="show only the results with at least N verified "
+                                                            "correspondences (inliers)", min=1)] = None,
     here: Annotated[bool, typer.Option("--here", help="search in this process even when `layerseek serve` runs for "
                                                       "this index (by default the server answers: no network to "
                                                       "load)")] = False,
@@ -728,6 +733,10 @@ def search(
                         print(_json.dumps({"query": str(image), "error": str(e)}))
                     continue
                 hits = (without_self(hits, image) if exclude_self else hits)[:top]
+                if same_only:
+                    hits = [h for h in hits if h.verified]
+                if min_inliers is not None:
+                    hits = [h for h in hits if (h.inliers or 0) >= min_inliers]
                 if header:
                     header()
                     header = None
@@ -762,17 +771,32 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
         for i, h in enumerate(hits, 1):
             print((f"{shown(str(image))}\t" if batch else "")
                   + f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{shown(h.path)}")
+        if hits and any(h.inliers is not None for h in hits) and not any(h.verified for h in hits):
+            err_console.print(f"{shown(str(image))}: no photo verified as the same object", highlight=False)
         return
-    table = Table(title=f"{shown(str(image))} ({seconds * 1000:.0f} ms)")
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
+    same = [h for h in hits if h.verified]
     checked = any(h.inliers is not None for h in hits)
-    if checked:
-        table.add_column("inliers", justify="right")
-    table.add_column("path")
+    counts = (f"{len(same)} same object" + ("s" if len(same) != 1 else "") + f" · {len(hits) - len(same)} similar"
+              if checked else f"{len(hits)} similar")
+    console.print(f"[bold]{escape(shown(str(image)))}[/bold]: {counts} · {seconds:.1f} s", highlight=False)
+    if checked and not same:
+        console.print("no photo verified as the same object; the closest by appearance:", highlight=False)
+    from rich import box
+
+    table = Table(box=box.HORIZONTALS, show_edge=False, pad_edge=False)  # a rule between same and similar
+    table.add_column("#", justify="right")
+    table.add_column("match")
+    table.add_column("path", overflow="fold")
     for i, h in enumerate(hits, 1):
-        extra = [("-" if h.inliers is None else f"{h.inliers}" + (" same" if h.verified else ""))] if checked else []
-        table.add_row(str(i), f"{h.score:.4f}", *extra, shown(h.path))
+        if h.verified:
+            match = f"[green]same[/green] · {h.inliers} inliers"
+        elif checked:
+            match = "similar" + (f" · {h.inliers} inliers" if h.inliers else "")
+        else:  # nothing verified in this index: the first stage's similarity is the order
+            match = f"similar · {h.score:.3f}"
+        if i > 1 and hits[i - 2].verified and not h.verified:
+            table.add_section()
+        table.add_row(str(i), match, escape(shown(h.path)))
     console.print(table)
 
 

@@ -97,11 +97,13 @@ class FeatureExtractor:
         self.channels_last = channels_last and self.runtime == "torch"
         self._weights = weights
         self._net: StagedNet | None = None
-        self._graphs: dict[tuple[str, ...], object] = {}  # ONNX sessions by the layers they give
+        self._onnx = None  # the ONNX Runtime extractor this one runs on, under the onnx runtime
         if self.runtime == "torch":
             _ = self.net  # load (and check) the weights now: a bad file fails at construction
         else:
-            self._graph(self.layers)
+            from .runtime import OnnxExtractor
+
+            self._onnx = OnnxExtractor(backbone, self.layers, weights, self.threads)
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._inv_std = 1.0 / torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
@@ -118,18 +120,6 @@ class FeatureExtractor:
             memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
             self._net = net.to(self.device, memory_format=memory_format)
         return self._net
-
-    def _graph(self, layers: tuple[str, ...]):
-        """The ONNX Runtime session giving `layers`: from the cache, else exported now."""
-        session = self._graphs.get(layers)
-        if session is None:
-            from .runtime import OnnxNet, export, graph_path, weights_sha256
-
-            path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
-            if not path.is_file():
-                export(self.net, layers, path)
-            session = self._graphs[layers] = OnnxNet(path, layers, self.threads)
-        return session
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """uint8 RGB H x W x 3 (or a same-size list / N x H x W x 3) -> normalised N x 3 x H x W."""
@@ -155,10 +145,8 @@ class FeatureExtractor:
     def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Normalised N x 3 x H x W -> {layer: N x C x h x w} (contiguous, float32)."""
         layers = tuple(layers or self.layers)
-        if self.runtime == "onnx":
-            # A graph per asked layer set; the extractor's own set serves any subset of it.
-            graph = self._graph(self.layers if set(layers) <= set(self.layers) else layers)
-            return {k: torch.from_numpy(v) for k, v in graph(x.cpu().numpy(), layers).items()}
+        if self._onnx is not None:
+            return {k: torch.from_numpy(v) for k, v in self._onnx.forward(x.cpu().numpy(), layers).items()}
         out = self.net(x, layers)
         return {k: v.contiguous() for k, v in out.items()}
 

@@ -166,10 +166,10 @@ class OnnxExtractor:
         graph = self._graphs.get(layers)
         if graph is None:
             path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
-            if not path.is_file():
+            if not path.is_file():  # exported once from PyTorch's network, the reference
                 from .base import FeatureExtractor
 
-                FeatureExtractor(self.spec.name, layers, weights=self._weights, threads=self.threads, runtime="onnx")
+                export(FeatureExtractor(self.spec.name, layers, self._weights, runtime="torch").net, layers, path)
             graph = self._graphs[layers] = OnnxNet(path, layers, self.threads)
         return graph
 
@@ -193,10 +193,14 @@ class OnnxExtractor:
             np.take(self._table[c], batch[..., c], out=x[:, c])
         return x
 
-    def __call__(self, images, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def forward(self, x: np.ndarray, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Normalised N x 3 x H x W -> {layer: N x C x h x w}. A graph per asked layer set; the
+        extractor's own set serves any subset of it."""
         layers = tuple(layers or self.layers)
-        graph = self._graph(self.layers if set(layers) <= set(self.layers) else layers)
-        return graph(self.preprocess(images), layers)
+        return self._graph(self.layers if set(layers) <= set(self.layers) else layers)(x, layers)
+
+    def __call__(self, images, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        return self.forward(self.preprocess(images), layers)
 
 
 def make_extractor(backbone: str, layers: Sequence[str] | None = None, weights: str | Path | None = None,

@@ -1,0 +1,83 @@
+"""What `search` and `index` print (issue 29, item 3): a terminal's table that says which results
+are the same object, short and filtering options, and lines never wrapped into a pipe."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+import layerseek.cli as cli
+from conftest import PARIS
+from layerseek.server.client import RemoteHit
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """cli's console as a 100-column terminal, recording what it prints."""
+    con = Console(force_terminal=True, width=100, color_system=None, record=True)
+    monkeypatch.setattr(cli, "console", con)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    return con
+
+
+HITS = [RemoteHit(1, "/photos/covers/001.jpg", 0.9856, 330, True),
+        RemoteHit(2, "/photos/covers/004.jpg", 0.9564, 5, False),
+        RemoteHit(3, "/photos/corel/12.jpg", 0.9608, 0, False)]
+
+
+def test_the_terminal_table_puts_the_same_object_apart(terminal):
+    cli.print_hits(Path("q.jpg"), HITS, 0.81, False, False, None, False)
+    lines = terminal.export_text().splitlines()
+    assert lines[0] == "q.jpg: 1 same object · 2 similar · 0.8 s"
+    rows = [ln for ln in lines if ln.strip()[:1].isdigit()]
+    assert [r.split()[1] for r in rows] == ["same", "similar", "similar"]
+    assert "330 inliers" in rows[0] and "0.9856" not in "\n".join(lines)  # the order's reason, not the CNN score
+    between = lines[lines.index(rows[0]) + 1]
+    assert set(between.strip()) == {"─"}  # a rule between the verified and the rest
+
+
+def test_no_verified_result_is_said(terminal):
+    cli.print_hits(Path("q.jpg"), HITS[1:], 0.5, False, False, None, False)
+    text = terminal.export_text()
+    assert "0 same objects · 2 similar" in text
+    assert "no photo verified as the same object; the closest by appearance:" in text
+
+
+def test_an_unverified_index_shows_its_similarity(terminal):
+    cli.print_hits(Path("q.jpg"), [RemoteHit(1, "/p/a.jpg", 0.9, None, False)], 0.5, False, False, None, False)
+    text = terminal.export_text()
+    assert "q.jpg: 1 similar" in text and "similar · 0.900" in text and "same object" not in text
+
+
+@pytest.fixture(scope="module")
+def small_index(copy_paris, tmp_path_factory):
+    root = tmp_path_factory.mktemp("term")
+    photos = copy_paris(root / "a-folder-name-long-enough-that-a-line-of-eighty-columns-would-break-it" / "photos", 4)
+    r = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(root / "idx"), "--max-side", "320"])
+    assert r.exit_code == 0, r.output
+    return root, photos, r
+
+
+def test_piped_lines_are_never_wrapped(small_index):
+    root, photos, r = small_index
+    line = next(ln for ln in r.output.splitlines() if "added" in ln)
+    assert line == f"{root / 'idx'}: 4 added, 0 updated, 0 removed, 0 unchanged; 0 failed, 0 not images"
+    assert len(line) > 100
+
+
+def test_short_top_same_only_and_min_inliers(small_index):
+    root, photos, _ = small_index
+    run = CliRunner().invoke
+    query = str(photos / PARIS[1])
+    r = run(cli.app, ["search", str(root / "idx"), query, "-n", "3"])
+    rows = [ln.split("\t") for ln in r.stdout.splitlines()[1:]]
+    assert r.exit_code == 0 and len(rows) == 3 and rows[0][4] == query and rows[0][3] == "1"
+    same = [ln.split("\t") for ln in run(cli.app, ["search", str(root / "idx"), query, "--same-only"]).stdout.splitlines()[1:]]
+    assert same and all(row[3] == "1" for row in same) and len(same) < 4
+    strong = run(cli.app, ["search", str(root / "idx"), query, "--min-inliers", str(int(rows[0][2]))])
+    assert [ln.split("\t")[4] for ln in strong.stdout.splitlines()[1:]] == [query]
+    none = run(cli.app, ["search", str(root / "idx"), query, "--min-inliers", "100000"])
+    assert none.exit_code == 0 and none.stdout.splitlines() == ["rank\tscore\tinliers\tverified\tpath"]
