@@ -91,7 +91,8 @@ def _alive(pid: int) -> bool:
 
 
 def running_server(index_root: str | Path, timeout: float = 0.5) -> Server | None:
-    """The server announced in the index directory, if its process is alive and it answers."""
+    """The server announced in the index directory, if its process is alive, answers, and searches
+    this index alone (not two stages)."""
     try:
         info = json.loads((Path(index_root) / SERVE_FILE).read_text())
         server = Server(str(info["url"]), int(info["pid"]), str(info["key"]))
@@ -101,9 +102,11 @@ def running_server(index_root: str | Path, timeout: float = 0.5) -> Server | Non
         return None
     try:
         with urllib.request.urlopen(urllib.request.Request(server.url + "/health"), timeout=timeout) as r:
-            ok = r.status == 200 and json.loads(r.read()).get("status") == "ok"
+            health = json.loads(r.read())
     except (OSError, ValueError):
         return None
+    # a two-stage server (--rerank-with) answers otherwise than this index searched alone
+    ok = isinstance(health, dict) and health.get("status") == "ok" and not health.get("rerank_with")
     return server if ok else None
 
 
