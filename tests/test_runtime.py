@@ -129,3 +129,17 @@ def test_a_search_imports_no_torch(tmp_path, data_dir):
         **__import__("os").environ, "LAYERSEEK_RUNTIME": ""})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(photos[2]), "True", "False"]
+
+
+def test_a_new_graph_replaces_the_stale_ones_of_its_cut(pairs, tmp_path):
+    """Graphs are named by all that makes them; one made by older code or weights for the same
+    backbone and layers is removed when its successor is written, other cuts are kept."""
+    from layerseek.backbones.runtime import export
+
+    _, ref = pairs("mobilenet_v2")
+    stale = tmp_path / "mobilenet_v2-s8+s16+s32+last-0000000000000000.onnx"
+    other = tmp_path / "mobilenet_v2-s8-0000000000000000.onnx"
+    stale.write_bytes(b"old"), other.write_bytes(b"other cut")
+    new = export(ref.net, ref.layers, tmp_path / "mobilenet_v2-s8+s16+s32+last-1111111111111111.onnx")
+    assert new.is_file() and not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, other.name])

@@ -61,7 +61,7 @@ def graph_path(backbone: str, layers: Sequence[str], weights_sha256: str) -> Pat
     key = hashlib.sha256(f"{backbone}|{','.join(layers)}|{weights_sha256}|{OPSET}|{version('torch')}".encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):
         key.update(source.read_bytes())
-    return cache_dir() / "onnx" / f"{backbone}-{key.hexdigest()[:16]}.onnx"
+    return cache_dir() / "onnx" / f"{backbone}-{'+'.join(layers)}-{key.hexdigest()[:16]}.onnx"
 
 
 def export(net, layers: Sequence[str], path: Path) -> Path:
@@ -94,6 +94,10 @@ def export(net, layers: Sequence[str], path: Path) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    # graphs of the same cut made by older code or weights: never asked for again
+    for old in path.parent.glob(f"{path.name.rsplit('-', 1)[0]}-*.onnx"):
+        if old != path:
+            old.unlink(missing_ok=True)
     return path
 
 
