@@ -49,14 +49,18 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     reused: int = 0  # same content already indexed under another name: vector copied
+    moved: int = 0  # of those, files whose old name is gone in the same run: renamed or moved
+    added_sha256: set[str] = field(default_factory=set)  # contents newly indexed this run
     failed: list[str] = field(default_factory=list)  # "path: reason"
     skipped: list[str] = field(default_factory=list)  # not image files
     unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
     excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
 
     def summary(self) -> str:
-        return (f"{self.added} added, {self.updated} updated, {self.removed} removed, {self.unchanged} unchanged"
-                + (f", {self.reused} copied from identical files" if self.reused else "")
+        reused = self.reused - self.moved
+        return (f"{self.added - self.moved} added, {self.updated} updated, {self.removed - self.moved} removed, "
+                + (f"{self.moved} moved, " if self.moved else "") + f"{self.unchanged} unchanged"
+                + (f", {reused} copied from identical files" if reused else "")
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
                 + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else "")
                 + (f", {self.excluded} excluded" if self.excluded else ""))
@@ -150,27 +154,46 @@ class Ingest:
                 raise LayerseekError(f"{folder}: empty (a drive not mounted?), and the index holds {held} files under "
                                      f"it; nothing was removed ({confirm})")
         self.catalog.add_root(str(root))
-        if remove_missing:
-            self._forget_under(root, seen, unreadable, report, held if not allow_mass_removal else None)
+        # What is gone is found (and a mass removal refused) first, but forgotten after the new
+        # files are in: a renamed or moved photo then finds its content still indexed and copies
+        # its vector instead of being extracted again, and is reported as moved.
+        gone = self._gone_under(root, seen, unreadable, held if not allow_mass_removal else None) \
+            if remove_missing else ([], [])
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
+        self._forget(gone, report)
         return report
 
     def _forget_under(self, root: Path, seen: set[str], unreadable: list[str], report: IndexReport,
                       held: int | None = None) -> None:
-        """Forget the entries (and failure records) under `root` not `seen`, except those under an
-        `unreadable` folder. With `held` (entries under root), refuse to forget more than
-        MASS_REMOVAL_SHARE of them (and at least MASS_REMOVAL_MIN)."""
+        self._forget(self._gone_under(root, seen, unreadable, held), report)
+
+    def _gone_under(self, root: Path, seen: set[str], unreadable: list[str],
+                    held: int | None = None) -> tuple[list, list[str]]:
+        """(entries, failure records) under `root` not `seen`, except those under an `unreadable`
+        folder. With `held` (entries under root), refuse to forget more than MASS_REMOVAL_SHARE of
+        them (and at least MASS_REMOVAL_MIN)."""
         def kept(p: str) -> bool:
             return p in seen or any(is_under(p, u) for u in unreadable)
 
-        gone = [e.path for e in self.catalog.entries(under=str(root)) if not kept(e.path)]
+        gone = [e for e in self.catalog.entries(under=str(root)) if not kept(e.path)]
         if held is not None and len(gone) >= MASS_REMOVAL_MIN and len(gone) > MASS_REMOVAL_SHARE * held:
             raise LayerseekError(f"{root}: {len(gone)} of the {held} indexed files under it are gone; nothing was "
                                  f"removed (run again with --allow-mass-removal, or --prune, to forget them)")
-        gone_failures = [p for p, _ in self.catalog.failures() if is_under(p, str(root)) and not kept(p)]
-        if gone or gone_failures:
-            self._commit(deletes=gone + gone_failures)
-            report.removed = len(gone)
+        return gone, [p for p, _ in self.catalog.failures() if is_under(p, str(root)) and not kept(p)]
+
+    def _forget(self, gone: tuple[list, list[str]], report: IndexReport) -> None:
+        """Forget these entries and failure records; an entry whose content was newly indexed under
+        another name in this run counts as moved."""
+        entries, failures = gone
+        if entries or failures:
+            self._commit(deletes=[e.path for e in entries] + failures)
+            self._seal()
+            report.removed = len(entries)
+            fresh = set(report.added_sha256)
+            for e in entries:
+                if e.sha256 in fresh:
+                    fresh.discard(e.sha256)
+                    report.moved += 1
 
     @_exclusive
     def add_files(self, paths: Iterable[str | Path], batch: int = 16, workers: int = 2,
@@ -346,6 +369,8 @@ class Ingest:
                 ups.append((path, size, mtime, sha, width, height, vec, feats[0] if feats else None))
                 report.updated += old is not None
                 report.added += old is None
+                if old is None:
+                    report.added_sha256.add(sha)
             if len(ups) + len(touches) + len(fails) >= batch:
                 flush()
             if progress:
