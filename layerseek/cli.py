@@ -574,7 +574,12 @@ def index(
     for line in report.unreadable:
         err_console.print(f"  folder not read (its entries kept): {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     for line in report.skipped:
-        err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
+        if line not in report.skipped_before:  # each is said once, not on every run
+            err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
+    if report.skipped_before:
+        n = len(report.skipped_before)
+        err_console.print(f"  ({n} file{'s that are not images' if n != 1 else ' that is not an image'}, listed "
+                          "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
 

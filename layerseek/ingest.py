@@ -2,6 +2,7 @@
 parallel, committing in batches, forgetting files (only on evidence)."""
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -53,6 +54,7 @@ class IndexReport:
     added_sha256: set[str] = field(default_factory=set)  # contents newly indexed this run
     failed: list[str] = field(default_factory=list)  # "path: reason"
     skipped: list[str] = field(default_factory=list)  # not image files
+    skipped_before: set[str] = field(default_factory=set)  # of those, the ones an earlier run reported, unchanged
     unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
     excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
 
@@ -154,6 +156,7 @@ class Ingest:
                 raise LayerseekError(f"{folder}: empty (a drive not mounted?), and the index holds {held} files under "
                                      f"it; nothing was removed ({confirm})")
         self.catalog.add_root(str(root))
+        report.skipped_before = self._non_images_seen(report.skipped)
         # What is gone is found (and a mass removal refused) first, but forgotten after the new
         # files are in: a renamed or moved photo then finds its content still indexed and copies
         # its vector instead of being extracted again, and is reported as moved.
@@ -162,6 +165,33 @@ class Ingest:
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         self._forget(gone, report)
         return report
+
+    def _non_images_seen(self, paths: list[str]) -> set[str]:
+        """Those of `paths` (files that are not images) an earlier run listed already, unchanged
+        since; the list is kept in cache/not-images.json (a lost or damaged file: all listed once
+        more). Saying a text file is not an image on every run of a folder helps nobody."""
+        import json
+
+        where = self.catalog.root / "cache" / "not-images.json"
+        try:
+            known = json.loads(where.read_text())
+        except (OSError, ValueError):
+            known = {}
+        now = {}
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            now[p] = [st.st_size, st.st_mtime_ns]
+        seen = {p for p, v in now.items() if known.get(p) == v}
+        if now != known:
+            with contextlib.suppress(OSError):
+                where.parent.mkdir(exist_ok=True)
+                tmp = where.with_name(f".not-images.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(now))
+                os.replace(tmp, where)
+        return seen
 
     def _forget_under(self, root: Path, seen: set[str], unreadable: list[str], report: IndexReport,
                       held: int | None = None) -> None:

@@ -81,3 +81,23 @@ def test_short_top_same_only_and_min_inliers(small_index):
     assert [ln.split("\t")[4] for ln in strong.stdout.splitlines()[1:]] == [query]
     none = run(cli.app, ["search", str(root / "idx"), query, "--min-inliers", "100000"])
     assert none.exit_code == 0 and none.stdout.splitlines() == ["rank\tscore\tinliers\tverified\tpath"]
+
+
+def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
+    """Issue 29: a renamed photo is "moved" (its vector copied, not "1 added, 1 removed"); a file
+    that is not an image is listed on the run that first sees it, then only counted, and listed
+    again once it changes."""
+    photos = copy_paris(tmp_path / "photos", 2)
+    (photos / "notes.txt").write_text("not a photo")
+    run = CliRunner().invoke
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "256"]
+    first = run(cli.app, args)
+    assert first.exit_code == 0 and f"not an image: {photos / 'notes.txt'}" in first.stderr
+    (photos / PARIS[0]).rename(photos / "renamed.jpg")
+    second = run(cli.app, args)
+    assert "0 added, 0 updated, 0 removed, 1 moved, 1 unchanged;" in second.stdout, second.stdout
+    assert "not an image:" not in second.stderr
+    assert "(1 file that is not an image, listed before, not listed again)" in second.stderr
+    (photos / "notes.txt").write_text("changed, still not a photo")
+    third = run(cli.app, args)
+    assert f"not an image: {photos / 'notes.txt'}" in third.stderr
