@@ -941,8 +941,11 @@ def demo(
 
 @app.command()
 def info(index_path: Annotated[Path, typer.Argument(help="the index directory")],
-         json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """What an index holds: method, backbone, parameters, size, failures."""
+         json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also the method, its layers and the "
+                                                                      "verification's settings")] = False) -> None:
+    """What an index holds: how many photos, from which folders, its size and failures (with -v,
+    its method and settings)."""
     import json as _json
 
     from .index import Index
@@ -957,7 +960,22 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
         print(_json.dumps({**data, "failures": [{"path": p, "reason": r} for p, r in failures]}, indent=2))
         return
     p = data["params"]
-    console.print(f"{data['path']}: {data['images']} images, {data['failed']} failed", highlight=False, soft_wrap=True)
+    console.print(f"{data['path']}: {data['images']:,} images, {data['failed']} failed", highlight=False, soft_wrap=True)
+    if data["roots"]:
+        console.print("indexed: " + ", ".join(shown(r) for r in dict.fromkeys(data["roots"])), highlight=False,
+                      soft_wrap=True, markup=False)
+    if data["excluded"]:
+        console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({e['kind']})" for e in data["excluded"]),
+                      highlight=False, soft_wrap=True, markup=False)
+    per = f" ({human_bytes(data['bytes_per_image'])} per image)" if data["bytes_per_image"] else " (empty)"
+    v = data.get("verify")
+    checks = ("photos of the same object or place are verified by their geometry" if v
+              else "no verification (no local features stored)")
+    console.print(f"{human_bytes(data['bytes_on_disk'])} on disk{per}; {checks}", highlight=False, soft_wrap=True)
+    for path, reason in failures:
+        err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True, markup=False)
+    if not verbose:
+        return
     if p["method"] == "mof":
         console.print(f"method mof on {p['backbone']} {'+'.join(p['layers'])}, {p['pooling']}-pooled windows, "
                       f"{p['words']} {'spherical' if p.get('spherical') else 'plain k-means'} words per layer learned "
@@ -972,7 +990,6 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
         console.print(f"first stage: the cosine less {h['beta']:g} x each image's mean cosine to its {h['k']} nearest "
                       "(hubness correction)" if h else "first stage: the cosine (no hubness correction; `layerseek "
                       "upgrade` adds it)", highlight=False, soft_wrap=True)
-    v = data.get("verify")
     if v:
         words = (f" and the {v['words']['top']} best of the word engine over those features (vocabulary "
                  f"{v['words']['vocabulary']}, wherever the CNN ranks them"
@@ -990,17 +1007,21 @@ def info(index_path: Annotated[Path, typer.Argument(help="the index directory")]
                          if data["feature_bytes_per_image"] is not None else "; no features stored yet"), highlight=False, soft_wrap=True)
     else:
         console.print("verification: off (this index stores no local features)", highlight=False, soft_wrap=True)
-    if data["roots"]:
-        console.print("indexed: " + ", ".join(shown(r) for r in data["roots"]), highlight=False, soft_wrap=True,
-                      markup=False)
-    if data["excluded"]:
-        console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({e['kind']})" for e in data["excluded"]),
-                      highlight=False, soft_wrap=True, markup=False)
-    per = f"{data['bytes_per_image']} bytes per image" if data["bytes_per_image"] else "empty"
-    console.print(f"{data['bytes_on_disk']} bytes on disk, {per}; schema {data['schema_version']}, "
-                  f"made by layerseek {data['versions']['layerseek']}", highlight=False, soft_wrap=True)
-    for path, reason in failures:
-        err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"{data['bytes_on_disk']} bytes on disk, {data['bytes_per_image']} per image; schema "
+                  f"{data['schema_version']}, made by layerseek {data['versions']['layerseek']}", highlight=False,
+                  soft_wrap=True)
+
+
+def human_bytes(n: int | None) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as file managers show sizes)."""
+    if n is None:
+        return "?"
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
 
 
 @app.command()

@@ -65,7 +65,7 @@ def test_the_corrected_first_stage_equals_the_brute_force_rule_and_follows_the_c
         assert [h.id for h in idx.search(photo, top=n)] == _brute(idx, q, 10)[0]
         with pytest.raises(LayerseekError, match="hubness -1"):
             idx.search(photo, hubness=-1)
-    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx")])
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx"), "-v"])
     assert "mean cosine to its 10 nearest (hubness correction)" in " ".join(r.output.split()), r.output
     r = CliRunner().invoke(app, ["search", str(tmp_path / "idx"), str(photo), "--hubness", "0", "--paths-only",
                                  "--top", "3"])

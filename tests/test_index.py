@@ -225,7 +225,11 @@ def test_cli_index_search_info_remove(data_dir, tmp_path):
     assert rows[0] == ["name", "layers", "normalisation", "weights"] and {len(r) for r in rows} == {4}
     assert any(r[0] == "mobilenet_v2" and "s32:320/32" in r[1] for r in rows)
     lines = run(app, ["info", str(tmp_path / "idx")]).output.splitlines()
-    assert f"indexed: {photos.resolve()}" in lines and lines[1].startswith("method rmac on mobilenet_v2 ")
+    # issue 29: plain words and human units first; the method and its settings behind -v
+    assert lines[1] == f"indexed: {photos.resolve()}" and " KB per image)" in lines[2] and len(lines) == 3
+    assert "method" not in " ".join(lines) and "bytes on disk" not in " ".join(lines)
+    lines = run(app, ["info", str(tmp_path / "idx"), "-v"]).output.splitlines()
+    assert lines[3].startswith("method rmac on mobilenet_v2 ") and lines[-1].split()[1:4] == ["bytes", "on", "disk,"]
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--backbone", "vgg16"])
     assert r.exit_code == 1 and "built with backbone 'mobilenet_v2'" in " ".join(r.output.split())
     # a batch: a folder of queries (one of them broken) and a file, the network loaded once

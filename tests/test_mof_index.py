@@ -137,7 +137,7 @@ def test_cli_mof_index_and_search(folders, tmp_path):
                   "--layers", "s16,s32", "--max-side", "384", "--words", "24", "--train-on", str(train),
                   "--window-pooling", "max"])
     assert r.exit_code == 0, r.output
-    r = run(app, ["info", str(tmp_path / "idx")])
+    r = run(app, ["info", str(tmp_path / "idx"), "-v"])
     assert "method mof on mobilenet_v2 s16+s32, max-pooled windows, 24 spherical words" in " ".join(r.output.split())
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[1]), "--json"])
     assert r.exit_code == 0 and '"path": "' + str((photos / PARIS[1]).resolve()) in r.output

@@ -101,3 +101,8 @@ def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
     (photos / "notes.txt").write_text("changed, still not a photo")
     third = run(cli.app, args)
     assert f"not an image: {photos / 'notes.txt'}" in third.stderr
+
+
+def test_sizes_in_human_units():
+    assert [cli.human_bytes(n) for n in (0, 999, 82443, 2174512653, 3 * 10**15)] == [
+        "0 bytes", "999 bytes", "82.4 KB", "2.2 GB", "3000.0 TB"]
