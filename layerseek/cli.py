@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: sentences wrapped whole, no "<bool>" beside each flag
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 models_app = typer.Typer(help="List backbones and fetch their pretrained weights.", invoke_without_command=True)
@@ -102,7 +103,7 @@ def models_list(ctx: typer.Context) -> None:
     console.print(table)
 
 
-@models_app.command("pull")
+@models_app.command("pull", short_help="Fetch and check the pretrained weights.")
 def models_pull(
     names: Annotated[Optional[list[str]], typer.Argument(help="backbones to fetch (default: vgg16, mobilenet_v2, efficientnet_lite0)")] = None,
     force: Annotated[bool, typer.Option("--force", help="fetch again even if present")] = False,
@@ -136,7 +137,7 @@ def models_pull(
         fail(f"could not pull: {', '.join(failed)}")
 
 
-@app.command()
+@app.command(short_help="Print each layer's activation shape for some images.")
 def extract(
     images: Annotated[list[Path], typer.Argument(help="image files")],
     backbone: Annotated[str, typer.Option(help="backbone name (see `layerseek models`)")] = "vgg16",
@@ -180,7 +181,7 @@ def extract(
 EVAL_POOLINGS = "spoc, mac, gem, rmac, crow, fcrow, fcrow_mass"
 
 
-@app.command("eval")
+@app.command("eval", short_help="Score a method on a benchmark, as its paper does.")
 def eval_(
     dataset: Annotated[str, typer.Argument(help="a dataset name (smvs, smvs-all, rparis6k-subset, corel1k, holidays, "
                                                 "ukbench, oxford5k, paris6k, roxford5k, rparis6k) or a ground-truth .json file")],
@@ -446,7 +447,7 @@ def collection_name(name: str | None) -> str | None:
     return name
 
 
-@app.command()
+@app.command(short_help="Index a folder of photos (again: only what changed).")
 def index(
     folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively (or one photo: added by "
                                                 "name, even if it was removed before)")],
@@ -603,10 +604,10 @@ def without_self(hits: list, query: Path) -> list:
     return [h for h in hits if str(Path(h.path).resolve()) != own]
 
 
-@app.command()
+@app.command(short_help="Find the indexed photos of the same object or place.")
 def search(
-    index_path: Annotated[Path, typer.Argument(help="the index directory")],
-    images: Annotated[list[Path], typer.Argument(help="the example image; several, or folders of them, for a "
+    index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="the example image; several, or folders of them, for a "
                                                       "batch (the network is loaded once)")],
     top: Annotated[int, typer.Option("--top", "-n", help="how many results", min=SEARCH_LIMITS["top"][0],
                                      max=SEARCH_LIMITS["top"][1])] = 10,
@@ -805,7 +806,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
     console.print(table)
 
 
-@app.command()
+@app.command(short_help="Keep an index in step with its folder.")
 def watch(
     folder: Annotated[Path, typer.Argument(help="the folder of photos to follow")],
     index_path: Annotated[Path, typer.Option("--index", help="the index directory (created with the defaults if new)")],
@@ -845,9 +846,9 @@ def watch(
         fail(str(e))
 
 
-@app.command()
+@app.command(short_help="List groups of photos of the same object.")
 def duplicates(
-    index_path: Annotated[Path, typer.Argument(help="the index directory")],
+    index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write the CSV here (default: print it)")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="also write a contact sheet: one row of "
                                                                      "thumbnails per group, a single HTML file")] = None,
@@ -880,7 +881,7 @@ def duplicates(
                       + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(short_help="Index 100 DVD covers and search phone photos of them.")
 def demo(
     index_path: Annotated[Path, typer.Option("--index", help="where the demo index is made (kept: serve or search it "
                                                              "afterwards)")] = Path("demo.lsx"),
@@ -939,8 +940,8 @@ def demo(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-@app.command()
-def info(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+@app.command(short_help="Say what an index holds.")
+def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also the method, its layers and the "
                                                                       "verification's settings")] = False) -> None:
@@ -1024,8 +1025,8 @@ def human_bytes(n: int | None) -> str:
             return f"{n:.1f} {unit}"
 
 
-@app.command()
-def remove(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+@app.command(short_help="Forget files or folders (they stay on disk).")
+def remove(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
            files: Annotated[list[Path], typer.Argument(help="indexed files or folders to forget (the files stay "
                                                             "on disk)")]) -> None:
     """Forget files from an index; a folder forgets every indexed file under it."""
@@ -1046,8 +1047,8 @@ def remove(index_path: Annotated[Path, typer.Argument(help="the index directory"
         raise typer.Exit(1)
 
 
-@app.command()
-def check(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+@app.command(short_help="Examine an index without changing it.")
+def check(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
           json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """Examine an index without changing it: the catalog's SQLite integrity, the manifest against
     its typed model and the catalog's copy, the learned files, every derived cache against the
@@ -1073,8 +1074,8 @@ def check(index_path: Annotated[Path, typer.Argument(help="the index directory")
         raise typer.Exit(1)
 
 
-@app.command()
-def repair(index_path: Annotated[Path, typer.Argument(help="the index directory")]) -> None:
+@app.command(short_help="Rebuild what can be rebuilt from the catalog.")
+def repair(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")]) -> None:
     """Rebuild from the catalog what can be: the manifest (from the catalog's copy), the SQLite
     indexes, every derived cache (matrix, HNSW graph, diffusion graph, MOF inverted files); drop
     rows that cannot be read (the next `index` adds those files again). Then check again."""
@@ -1094,8 +1095,8 @@ def repair(index_path: Annotated[Path, typer.Argument(help="the index directory"
     console.print(f"{index_path}: repaired; sound", highlight=False, soft_wrap=True)
 
 
-@app.command()
-def upgrade(index_path: Annotated[Path, typer.Argument(help="the index directory")]) -> None:
+@app.command(short_help="Give an older index the settings a new one gets.")
+def upgrade(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")]) -> None:
     """Give an index made by an earlier layerseek the search settings a new one gets (today: the
     word candidates and their filter), without extracting anything again; says what it added."""
     from .index import Index
@@ -1111,8 +1112,8 @@ def upgrade(index_path: Annotated[Path, typer.Argument(help="the index directory
                   highlight=False, soft_wrap=True)
 
 
-@app.command()
-def serve(index_path: Annotated[Path, typer.Argument(help="the index directory")],
+@app.command(short_help="Serve a web page and an HTTP API for an index.")
+def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
           host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port")] = 8000,
           max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload, MiB")] = 20.0,

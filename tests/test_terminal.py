@@ -106,3 +106,14 @@ def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
 def test_sizes_in_human_units():
     assert [cli.human_bytes(n) for n in (0, 999, 82443, 2174512653, 3 * 10**15)] == [
         "0 bytes", "999 bytes", "82.4 KB", "2.2 GB", "3000.0 TB"]
+
+
+def test_help_reads_as_sentences():
+    """Issue 29: the command list gives whole short sentences (not cut with "..."), and a plain
+    flag shows no "<bool>" beside it."""
+    run = CliRunner().invoke
+    listed = run(cli.app, ["--help"]).output.split("Commands:")[1].splitlines()
+    rows = [ln.strip() for ln in listed if ln.strip()]
+    assert len(rows) >= 14 and all(r.endswith(".") and not r.endswith("...") for r in rows), rows
+    search = run(cli.app, ["search", "--help"]).output
+    assert "<bool>" not in search and "--same-only" in search and "-n, --top" in search
