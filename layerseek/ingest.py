@@ -59,7 +59,7 @@ class IndexReport:
     excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
 
     def summary(self) -> str:
-        reused = self.reused - self.moved
+        reused = max(0, self.reused - self.moved)  # a moved file normally copies its vector (Ray may not)
         return (f"{self.added - self.moved} added, {self.updated} updated, {self.removed - self.moved} removed, "
                 + (f"{self.moved} moved, " if self.moved else "") + f"{self.unchanged} unchanged"
                 + (f", {reused} copied from identical files" if reused else "")

@@ -162,7 +162,7 @@ def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_d
             idx.search(photo, word_filter=1.5)
     with pytest.raises(LayerseekError, match="word filter 2.0: out of range"):
         Index.create(tmp_path / "bad", "rmac", verify={"words": {"filter": 2}}, **OPTS)
-    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx")])
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx"), "-v"])
     assert "word score is at most 0.01 are not verified" in " ".join(r.output.split()), r.output
 
 
@@ -289,7 +289,7 @@ def test_an_index_of_word_features_verifies_with_them_and_its_engine_reads_them_
         assert encoded == [1, 1, 1, 1] and len(idx.words_engine()) == 6
         qf = idx.local_features(idx.query_image(data_dir / "smvs-dvd-covers" / "Palm" / "005.jpg"), query=True)
         assert qf.words.shape[1] == 5
-    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx")])
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "idx"), "-v"])
     assert r.exit_code == 0 and "matched by shared words within 20 bits" in r.output
     r = CliRunner().invoke(app, ["index", str(covers), "--index", str(tmp_path / "idx"), "--geometry", "descriptors"])
     assert r.exit_code == 1 and "fixed when it was created" in r.output
