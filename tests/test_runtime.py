@@ -143,3 +143,14 @@ def test_a_new_graph_replaces_the_stale_ones_of_its_cut(pairs, tmp_path):
     new = export(ref.net, ref.layers, tmp_path / "mobilenet_v2-s8+s16+s32+last-1111111111111111.onnx")
     assert new.is_file() and not stale.exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, other.name])
+
+
+def test_a_damaged_cached_graph_is_made_again(tmp_path, monkeypatch):
+    from layerseek.backbones import runtime
+
+    path = tmp_path / "mobilenet_v2-s4-0000000000000000.onnx"
+    path.write_bytes(b"half a graph")
+    monkeypatch.setattr(runtime, "graph_path", lambda *a: path)
+    fx = runtime.OnnxExtractor("mobilenet_v2", ["s4"])
+    out = fx(np.zeros((64, 96, 3), np.uint8))
+    assert out["s4"].shape == (1, 24, 16, 24) and path.stat().st_size > 1000

@@ -170,11 +170,19 @@ class OnnxExtractor:
         graph = self._graphs.get(layers)
         if graph is None:
             path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
-            if not path.is_file():  # exported once from PyTorch's network, the reference
+            def exported():  # once, from PyTorch's network: the reference
                 from .base import FeatureExtractor
 
-                export(FeatureExtractor(self.spec.name, layers, self._weights, runtime="torch").net, layers, path)
-            graph = self._graphs[layers] = OnnxNet(path, layers, self.threads)
+                return export(FeatureExtractor(self.spec.name, layers, self._weights, runtime="torch").net, layers, path)
+
+            if not path.is_file():
+                exported()
+            try:
+                graph = OnnxNet(path, layers, self.threads)
+            except LayerseekError:  # a damaged cache file (a disk error, a killed copy): made again
+                path.unlink(missing_ok=True)
+                graph = OnnxNet(exported(), layers, self.threads)
+            self._graphs[layers] = graph
         return graph
 
     def preprocess(self, images) -> np.ndarray:
