@@ -156,7 +156,7 @@ def index_profile(folder: Path, runtimes: list[str]) -> None:
 
 def search_profile(folder: Path, runtimes: list[str], repeat: int = 5) -> None:
     photos = sorted((folder / "12mp").iterdir())
-    query = (folder / "640").iterdir().__next__() if (folder / "640").is_dir() else photos[0]
+    query = sorted((folder / "640").iterdir())[0] if (folder / "640").is_dir() else photos[0]
     py = sys.executable
     print("imports, each in a fresh process (median of 3):")
     for mod in ("torch", "cv2", "faiss", "onnxruntime", "layerseek.cli", "layerseek.index"):

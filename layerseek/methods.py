@@ -18,7 +18,7 @@ import numpy as np
 from .backbones import get_spec
 from .errors import LayerseekError, lookup
 from .fusion import l2n, parse_weights
-from .pooling import get_pooling
+from .pooling import as_numpy, get_pooling
 from .postprocess import PCAWhitening, average_query_expansion
 
 INDEXABLE_SIMILARITIES = ("cosine", "correlation")
@@ -109,8 +109,7 @@ class GlobalMethod:
     def encode(self, acts: dict) -> np.ndarray:
         """{layer: N x C x H x W, numpy (ONNX Runtime) or torch} -> N x D."""
         pool = get_pooling(self.pooling)
-        pooled = [pool(acts[layer]) for layer in self.layers]
-        return self.encode_pooled([p if isinstance(p, np.ndarray) else p.float().cpu().numpy() for p in pooled])
+        return self.encode_pooled([as_numpy(pool(acts[layer])) for layer in self.layers])
 
     def segments(self) -> list[slice]:
         """Where each layer's part lies in the fused vector."""

@@ -38,6 +38,11 @@ def _arrays(fn: Callable) -> Callable:
     return wrapper
 
 
+def as_numpy(v) -> np.ndarray:
+    """A pooling's output as a float32 numpy array, whether it was given numpy or torch."""
+    return v if isinstance(v, np.ndarray) else v.detach().float().cpu().numpy()
+
+
 @_arrays
 def spoc(x: np.ndarray, center_prior: bool = False) -> np.ndarray:
     """SPoC, sum pooling (Babenko & Lempitsky, ICCV 2015, Eq. 2: psi = sum over positions).

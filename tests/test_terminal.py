@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import layerseek.cli as cli
 from conftest import PARIS
-from layerseek.server.client import RemoteHit
+from layerseek.query import Hit
 
 
 @pytest.fixture
@@ -23,9 +23,9 @@ def terminal(monkeypatch):
     return con
 
 
-HITS = [RemoteHit(1, "/photos/covers/001.jpg", 0.9856, 330, True),
-        RemoteHit(2, "/photos/covers/004.jpg", 0.9564, 5, False),
-        RemoteHit(3, "/photos/corel/12.jpg", 0.9608, 0, False)]
+HITS = [Hit(1, "/photos/covers/001.jpg", 0.9856, 330, True),
+        Hit(2, "/photos/covers/004.jpg", 0.9564, 5, False),
+        Hit(3, "/photos/corel/12.jpg", 0.9608, 0, False)]
 
 
 def test_the_terminal_table_puts_the_same_object_apart(terminal):
@@ -47,7 +47,7 @@ def test_no_verified_result_is_said(terminal):
 
 
 def test_an_unverified_index_shows_its_similarity(terminal):
-    cli.print_hits(Path("q.jpg"), [RemoteHit(1, "/p/a.jpg", 0.9, None, False)], 0.5, False, False, None, False)
+    cli.print_hits(Path("q.jpg"), [Hit(1, "/p/a.jpg", 0.9, None, False)], 0.5, False, False, None, False)
     text = terminal.export_text()
     assert "q.jpg: 1 similar" in text and "similar · 0.900" in text and "same object" not in text
 

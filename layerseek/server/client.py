@@ -7,7 +7,8 @@ starting a network of its own: no imports of torch, no model to load. The key le
 carry full paths, as a local search prints them; it grants nothing else (adding and removing
 still need LAYERSEEK_TOKEN).
 
-Only the standard library here: this runs before anything heavy is imported.
+Only the standard library here (and `query.Hit`, which the command line has loaded already): this
+runs before anything heavy is imported.
 """
 from __future__ import annotations
 
@@ -23,17 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVE_FILE = "serve.json"
-
-
-@dataclass
-class RemoteHit:
-    """A result as the server sends it, with the fields `cli.print_hits` reads."""
-
-    id: int
-    path: str
-    score: float
-    inliers: int | None
-    verified: bool
 
 
 @dataclass(frozen=True)
@@ -119,8 +109,10 @@ class RemoteError(Exception):
         self.refused = refused
 
 
-def search(server: Server, image: Path, params: dict, timeout: float = 120.0) -> tuple[list[RemoteHit], dict]:
-    """POST the photo to the server's /search; (hits, the whole answer)."""
+def search(server: Server, image: Path, params: dict, timeout: float = 120.0) -> tuple[list, dict]:
+    """POST the photo to the server's /search; (hits as `query.Hit`, the whole answer)."""
+    from ..query import Hit
+
     try:
         data = image.read_bytes()
     except OSError as e:
@@ -148,6 +140,6 @@ def search(server: Server, image: Path, params: dict, timeout: float = 120.0) ->
         raise RemoteError(detail if refused else f"the server answered {e.code}", refused=refused) from None
     except (OSError, ValueError) as e:
         raise RemoteError(f"the server did not answer ({e})") from None
-    hits = [RemoteHit(int(h["id"]), str(h["path"]), float(h["score"]), h.get("inliers"), bool(h.get("verified")))
+    hits = [Hit(int(h["id"]), str(h["path"]), float(h["score"]), h.get("inliers"), bool(h.get("verified")))
             for h in answer.get("results", [])]
     return hits, answer
