@@ -309,6 +309,11 @@ class Query:
                     held = dict(zip((int(i) for i in graph.ids), (str(s) for s in extra["shas"])))
                     if graph.k != k:
                         graph, held = None, {}
+                    elif saved[-1].name == f"{prefix}-{gen}.npz":
+                        # saved at this generation: made from the catalog as it is now (a change
+                        # makes a new generation), so neither the vectors nor a save are needed
+                        self._knns[prefix] = (gen, graph, held)
+                        return graph
                 except (OSError, ValueError, KeyError):
                     graph, held = None, {}
         ids, mat = self.store.matrix()
@@ -408,6 +413,9 @@ class Query:
                     engine.load_files(saved[-1])
                     held = json.loads((saved[-1] / "held.json").read_text())
                     held = {int(k): v for k, v in held.items()}
+                    if saved[-1].name == f"{prefix}-{gen}":  # saved at this generation: in step (as `_knn`)
+                        setattr(self, attr, (gen, engine, held))
+                        return engine
                 except (OSError, ValueError, KeyError):
                     engine, held = fresh(), {}
         else:

@@ -144,6 +144,8 @@ class Diffusion:
     def order(self, index, q: np.ndarray, order: list[int], counts: dict[int, int], min_inliers: int) -> list[int]:
         from .verify.diffusion import FULL_GRAPH_MAX, SHORTLIST, shortlist_graph, verified_diffusion
 
+        if not any(c >= min_inliers for c in counts.values()):  # no seed: the order stays, no graph needed
+            return list(order)
         if index.catalog.count() > FULL_GRAPH_MAX:  # truncated: the graph of this query's shortlist
             ids = list(dict.fromkeys(order + [int(i) for i in index._top(q, SHORTLIST)[0]]))
             graph, S = shortlist_graph(ids, index.catalog.vectors(ids), self.k, self.gamma)

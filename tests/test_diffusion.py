@@ -112,3 +112,38 @@ def test_truncated_diffusion_orders_the_shortlist_and_keeps_the_rest_in_first_st
     assert set(order[1:1 + len(chain_in)]) == set(chain_in)  # reached through the verified image
     outside = [i for i in first if i not in short]
     assert [i for i in order if i in outside] == outside and order[-len(outside):] == outside
+
+
+def test_affinity_and_diffusion_equal_scipy_on_a_graph_with_dangling_neighbours():
+    """The numpy affinity and conjugate gradients against SciPy's sparse matrices and `cg`
+    (the reference they replaced): a graph with removed images (neighbours no longer held) and
+    one-sided edges."""
+    from scipy import sparse
+    from scipy.sparse.linalg import cg
+
+    rng = np.random.default_rng(5)
+    X = _unit(rng.normal(size=(200, 8)))
+    ids = np.arange(1000, 1200)
+    g = KnnGraph(7).fit(ids, X)
+    g.neighbours[::9, 2] = 5  # an id the graph does not hold
+    g.sims[::13, 6] = -np.inf
+    gamma, alpha = 3.0, 0.99
+    n, row_of = len(ids), {int(i): r for r, i in enumerate(ids)}
+    src = np.repeat(np.arange(n), g.k)
+    dst = np.array([row_of.get(int(j), -1) for j in g.neighbours.ravel()])
+    w = np.maximum(g.sims.ravel(), 0).astype(np.float64) ** gamma
+    ok = (dst >= 0) & np.isfinite(g.sims.ravel())
+    A = sparse.csr_matrix((w[ok], (src[ok], dst[ok])), shape=(n, n))
+    W = A.minimum(A.T)
+    d = np.asarray(W.sum(axis=1)).ravel()
+    inv = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
+    S_ref = sparse.diags(inv) @ W @ sparse.diags(inv)
+    S = g.affinity(gamma)
+    assert np.allclose(S.toarray(), S_ref.toarray(), atol=1e-12)
+    assert len(S.data) == W.nnz  # the mutual edges only
+    y = np.zeros(n)
+    y[[4, 50, 120]] = 1
+    want, _ = cg(sparse.identity(n, format="csr") - alpha * S_ref, y, rtol=1e-6, maxiter=50)
+    got = diffuse(S, y, alpha)
+    assert np.allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert np.argsort(-got, kind="stable").tolist() == np.argsort(-want, kind="stable").tolist()

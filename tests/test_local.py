@@ -2,6 +2,7 @@
 definition, inverted-file scores against a brute-force reference, and the life cycle."""
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -508,6 +509,25 @@ def test_compiled_scorer_equals_the_numpy_reference(tmp_path, monkeypatch):
                 whole = source.vote_array(qw, codes, dt, burst=burst)
                 np.testing.assert_allclose(sum_parts(t() for t in tasks), whole, rtol=1e-12)
                 assert all(0 < np.count_nonzero(t()) < np.count_nonzero(whole) for t in tasks)
+                # the numpy path of a process of few queries: the same votes
+                np.testing.assert_allclose(source.vote_array_numpy(qw, codes, dt, burst=burst), whole, rtol=1e-12)
+                for share in (1.0, 0.2):
+                    np.testing.assert_allclose(source.vote_array_numpy(qw, codes, dt, burst=burst, max_share=share),
+                                               source.vote_array(qw, codes, dt, burst=burst, max_share=share),
+                                               rtol=1e-12)
+            if codes is not None:
+                np.testing.assert_array_equal(source.vote_array_numpy(qw, codes, dt, count=True),
+                                              source.match_counts(qw, codes, dt))
+
+
+def test_few_queries_score_with_numpy_until_the_compiled_loops_are_loaded(monkeypatch):
+    monkeypatch.setattr(invfile, "_COMPILED", [True])
+    assert invfile.use_compiled()
+    invfile.few_queries()
+    monkeypatch.delitem(sys.modules, "layerseek.local.kernels", raising=False)
+    assert not invfile.use_compiled()
+    monkeypatch.setitem(sys.modules, "layerseek.local.kernels", invfile)  # loaded: used whatever was asked
+    assert invfile.use_compiled()
 
 
 def test_image_ids_are_stored_as_int32_and_int64_lists_still_score(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -36,6 +37,23 @@ MAX_ID = np.iinfo(np.int32).max
 #: a query's layer is split into parts for threads only above this much work per part (entries
 #: read times signatures compared, a few milliseconds): below, a thread costs more than it saves
 PART_WORK = 2_000_000
+
+
+#: whether scoring runs the compiled loops (`kernels`); `few_queries` turns them off for a process
+#: that answers a query or a few (their loading costs more than the numpy path's difference)
+_COMPILED = [True]
+
+
+def use_compiled() -> bool:
+    """Whether `vote_array` and `match_counts` run the compiled loops: unless `few_queries()` was
+    called, and always once they are loaded in this process."""
+    return _COMPILED[0] or "layerseek.local.kernels" in sys.modules
+
+
+def few_queries() -> None:
+    """This process answers one query or a few (a `search` from the shell, the demo): score with
+    the numpy path (`InvertedFile.vote_array_numpy`) unless the compiled loops are loaded already."""
+    _COMPILED[0] = False
 
 
 def sum_parts(parts) -> np.ndarray:
@@ -160,13 +178,28 @@ class InvertedFile:
         self.norms: dict[int, float] = {}  # image id -> sqrt(sum_w tf_w^2)
         # image id -> its distinct words: what a removal takes off the document frequencies,
         # without a scan of the lists (uint16 while the vocabulary fits)
-        self.words_of: dict[int, np.ndarray] = {}
+        self._words_of: dict[int, np.ndarray] | None = {}
+        self._words_packed = None  # (ids, concatenated words, counts) as loaded: split when first needed
         self._base = _Segment(k, nbytes)
         self._recent = _Segment(k, nbytes)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._gone: set[int] = set()  # images whose base entries are dead
         self._ids_end = 0  # 1 + the largest image id ever held (live or dead): dense arrays' length
         self._norms_dense: np.ndarray | None = None  # norms by id, made when first needed
+
+    @property
+    def words_of(self) -> dict[int, np.ndarray]:
+        """Image id -> its distinct words. Loaded packed and split on first use (a removal or a
+        save; splitting 26,000 images' words costs more than a query's scoring)."""
+        if self._words_of is None:
+            ids, words, counts = self._words_packed
+            self._words_of = dict(zip(ids.tolist(), np.split(words, np.cumsum(counts)[:-1])))
+            self._words_packed = None
+        return self._words_of
+
+    @words_of.setter
+    def words_of(self, value: dict[int, np.ndarray]) -> None:
+        self._words_of, self._words_packed = value, None
 
     # -- building ------------------------------------------------------------------------------
     def add(self, image_id: int, words: np.ndarray, codes: np.ndarray) -> None:
@@ -277,12 +310,48 @@ class InvertedFile:
         compiled loop (`kernels`). `burst`: each query assignment's matches in one image count the
         square root of their summed HE weights (intra-image burstiness, `kernels.accumulate_he`);
         `max_share`: see `_query`."""
+        if not use_compiled():
+            return self.vote_array_numpy(qwords, qcodes, dt, sigma, burst, max_share)
         return sum_parts(t() for t in self.vote_tasks(qwords, qcodes, dt, sigma, burst, max_share))
+
+    def vote_array_numpy(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
+                         burst: bool = False, max_share: float = 1.0, count: bool = False) -> np.ndarray:
+        """`vote_array` (with `count`, `match_counts`) in vectorised numpy, without the compiled
+        loops: for a process that answers one query, which would spend longer loading them
+        (0.65-0.7 s from numba's cache, more to compile) than this takes on 26,000 images (50-70
+        ms; the loops, once loaded, 7 ms). Each (query assignment, entry) pair is gathered;
+        burstiness sums the runs of one image within a list (an image's entries in a list are
+        contiguous, as `kernels.accumulate_he` relies on)."""
+        self._settle()
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
+        if count:
+            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
+        sums = np.zeros(self._ids_end)
+        for seg in (self._base, self._recent):
+            if not len(seg):
+                continue
+            entry, pair = seg.gather(qw)
+            ids = np.asarray(seg.ids)[entry]
+            weight = np.ones(len(entry))
+            if qc64 is not None:
+                d = hamming(np.asarray(seg.codes64)[entry], qc64[pair])
+                ok = d < dt
+                entry, pair, ids, weight = entry[ok], pair[ok], ids[ok], he_weight[d[ok]]
+            if burst and len(entry):  # a run of one image in one assignment's list: idf^2 sqrt(sum)
+                start = np.flatnonzero(np.concatenate([[True], (pair[1:] != pair[:-1]) | (ids[1:] != ids[:-1])]))
+                weight, pair, ids = np.sqrt(np.add.reduceat(weight, start)), pair[start], ids[start]
+            part = np.bincount(ids, weights=weight * idf2[qw[pair]], minlength=len(sums))
+            if seg is self._base and self._gone:
+                part[self._dead()] = 0.0
+            sums += part
+        return sums
 
     def match_counts(self, qwords: np.ndarray, qcodes: np.ndarray, dt: int = 52, max_share: float = 1.0) -> np.ndarray:
         """Per image id (dense, as `vote_array`): how many (query assignment, stored feature) pairs
         share a word and lie within `dt` bits: the HE matches, unweighted (no idf, no burstiness).
         Not normalised by either image's size, so a small shared region counts what it holds."""
+        if not use_compiled():
+            return self.vote_array_numpy(qwords, qcodes, dt, 1.0, False, max_share, count=True)
         return sum_parts(t() for t in self.vote_tasks(qwords, qcodes, dt, 1.0, False, max_share, count=True))
 
     def vote_tasks(self, qwords: np.ndarray, qcodes: np.ndarray | None, dt: int = 52, sigma: float = 30.0,
@@ -467,7 +536,7 @@ class InvertedFile:
             inv.norms = dict(zip(z["norm_ids"].tolist(), z["norms"].tolist()))
             offsets = z["offsets"]
             if "words_of" in z.files:
-                inv.words_of = dict(zip(z["norm_ids"].tolist(), np.split(z["words_of"], np.cumsum(z["word_counts"])[:-1])))
+                inv._words_of, inv._words_packed = None, (z["norm_ids"], z["words_of"], z["word_counts"])
             else:  # saved before the words were kept: read once from the lists
                 inv.words_of = inv._words_from_lists(folder, offsets, mmap)
         arrays = [_load_array(folder / f"{name}.npy", mmap) for name in BASE_ARRAYS]
