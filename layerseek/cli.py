@@ -590,6 +590,19 @@ def index(
 FEW_QUERIES = 8
 
 
+def few_queries() -> None:
+    """Set this process up to answer a query or a few (a search from the shell, the demo): the word
+    scorer's numpy path (`invfile.few_queries`), and BLAS on one thread: its matrices here are
+    small, and verification spreads over the cores by threads of its own (OpenBLAS's idle workers
+    spinning beside them made it take about twice as long: docs/BENCHMARKS.md)."""
+    from threadpoolctl import threadpool_limits
+
+    from .local import invfile
+
+    invfile.few_queries()
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def query_images(paths: list[Path]) -> list[Path]:
     """The query images named: files as given, folders by their image files (recursively, sorted)."""
     from .images import is_image_name
@@ -674,6 +687,8 @@ def search(
         fail("choose one of --json, --csv and --paths-only")
     queries = query_images(images)
     batch = len(queries) != 1 or images[0].is_dir()
+    # the index is closed (the ExitStack below) before this command returns or fails
+    _NOTHING_TO_FINISH[0] = True
     if not queries:
         fail(f"no image in {', '.join(shown(str(p)) for p in images)}")
     failed: list[tuple[Path, str]] = []
@@ -700,7 +715,6 @@ def search(
             def here_index():
                 if not opened:
                     from .index import Index
-                    from .local.invfile import few_queries
 
                     if len(queries) <= FEW_QUERIES:
                         few_queries()
@@ -903,7 +917,6 @@ def demo(
     whether its cover came first. Then search or serve the index it made."""
     from .datasets import shared_data_dir
     from .index import Index
-    from .local.invfile import few_queries
     from .progress import progress_bar
 
     root = data or shared_data_dir() / "smvs-dvd-covers"
@@ -915,8 +928,6 @@ def demo(
     # photos of the indexed covers, spread over the covers: each phone's k-th photo of every n-th cover
     step = max(1, len(refs) // max(1, photos))
     queries = [(root / ph / r.name, r) for ph in phones for r in refs[::step][:photos] if (root / ph / r.name).is_file()]
-    if len(queries) <= FEW_QUERIES:
-        few_queries()
     try:
         idx = Index.open_or_create(index_path, DEFAULT_INDEX["method"], threads, None, None, None,
                                    verify=DEFAULT_INDEX["verify"], backbone=DEFAULT_INDEX["backbone"])
@@ -928,6 +939,8 @@ def demo(
                           else idx.add_files(refs, progress=update))
                 idx.update_graph()
             console.print(f"{index_path}: {report.summary()}", highlight=False)
+            if len(queries) <= FEW_QUERIES:
+                few_queries()
             right = 0
             for photo, cover in queries:
                 t0 = time.perf_counter()
@@ -1232,8 +1245,30 @@ def run_cli(argv: list[str]) -> None:
         sys.exit(EXIT_UNEXPECTED)
 
 
+#: set by a command whose process holds nothing to finish once it has printed (a search from the
+#: shell: the index is closed): `main` then ends it without the interpreter's teardown, which took
+#: 0.1-0.14 s after a search (freeing ONNX Runtime, FAISS and the memory maps)
+_NOTHING_TO_FINISH = [False]
+
+
 def main() -> None:  # pragma: no cover
-    run_cli(sys.argv[1:])
+    try:
+        run_cli(sys.argv[1:])
+        code = 0
+    except SystemExit as e:
+        if not (e.code is None or isinstance(e.code, int)) or not _NOTHING_TO_FINISH[0]:
+            raise
+        code = e.code or 0
+    if _NOTHING_TO_FINISH[0]:
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a closed pipe (`| head -1`): nothing more can be said there
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,6 +83,25 @@ def test_short_top_same_only_and_min_inliers(small_index):
     assert none.exit_code == 0 and none.stdout.splitlines() == ["rank\tscore\tinliers\tverified\tpath"]
 
 
+def test_a_search_process_ends_with_everything_said(small_index):
+    """`search` from the shell ends without the interpreter's teardown (issue 28): every line is
+    still written, and the exit status is the command's."""
+    import subprocess
+
+    root, photos, _ = small_index
+    run = lambda *args: subprocess.run([sys.executable, "-m", "layerseek.cli", "search", str(root / "idx"), *args],  # noqa: E731
+                                       capture_output=True, text=True)
+    ok = run(str(photos / PARIS[1]), "-n", "4", "--json")
+    assert ok.returncode == 0, ok.stderr
+    import json
+
+    assert [h["path"] for h in json.loads(ok.stdout)["results"]][0] == str(photos / PARIS[1])
+    assert len(json.loads(ok.stdout)["results"]) == 4
+    missing = run(str(photos / "nope.jpg"))
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr.strip() == f"error: {photos / 'nope.jpg'}: missing"
+
+
 def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
     """Issue 29: a renamed photo is "moved" (its vector copied, not "1 added, 1 removed"); a file
     that is not an image is listed on the run that first sees it, then only counted, and listed

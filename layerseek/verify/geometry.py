@@ -33,6 +33,14 @@ def _pool():
     return _POOL
 
 
+def one_blas_thread():
+    """A context in which BLAS (numpy's and FAISS's OpenBLAS) runs single-threaded: for work that
+    is already spread over the cores by threads of its own."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 #: what a new index verifies 3-D scenes with: an image the homography leaves unverified is verified
 #: by a fundamental matrix with at least this many inliers (docs/RESULTS.md, "3-D scenes")
 DEFAULT_FUNDAMENTAL = 20
@@ -135,8 +143,14 @@ class Verifier:
         def one(d):
             return (0, none, none) if d is None else self.verify(query, d, q_space)
 
-        # the matching (BLAS) and RANSAC (OpenCV) release the GIL: the shortlist is verified in threads
-        out = list(_pool().map(one, shortlist)) if len(shortlist) > 1 else [one(d) for d in shortlist]
+        # the matching (BLAS) and RANSAC (OpenCV) release the GIL: the shortlist is verified in
+        # threads, each running BLAS on one core (a thread per core each asking BLAS for every
+        # core took twice the time: docs/BENCHMARKS.md, "Speed a user feels")
+        if len(shortlist) > 1:
+            with one_blas_thread():
+                out = list(_pool().map(one, shortlist))
+        else:
+            out = [one(d) for d in shortlist]
         if found is not None:
             found.extend((qi, di) for _, qi, di in out)
         return [n for n, _, _ in out]
