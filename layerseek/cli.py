@@ -868,39 +868,104 @@ def watch(
         fail(str(e))
 
 
-@app.command(short_help="List groups of photos of the same object.")
+@app.command(short_help="Find identical files, copies and other photos of one object.")
 def duplicates(
     index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write the CSV here (default: print it)")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="what to group: identical (same bytes), copies (identical "
+                                                     "files too) or all (every verified pair: other photos of one "
+                                                     "object too). Default: all; copies with --move-to")] = None,
+    move_to: Annotated[Optional[Path], typer.Option("--move-to", metavar="DIR",
+                                                    help="move every identical file and copy (not the suggested "
+                                                         "keep, never a photo that is only the same object) to DIR, "
+                                                         "under its folder's name; a dry run unless --apply")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="with --move-to: move the files (they are forgotten by the "
+                                                        "index)")] = False,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write the CSV here (default: printed when the "
+                                                                  "output is not a terminal)")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="also write a contact sheet: one row of "
-                                                                     "thumbnails per group, a single HTML file")] = None,
+                                                                     "thumbnails per group with links, a single HTML "
+                                                                     "file")] = None,
     neighbours: Annotated[int, typer.Option(help="nearest images verified against each image")] = 10,
 ) -> None:
-    """Groups of indexed images that show the same object or place: copies, crops, re-encodes and
-    other photos of one cover or facade, verified geometrically (a global index made with
-    verification, the default). CSV: group, size, path, inliers."""
-    from .duplicates import duplicate_groups, write_csv, write_html
+    """Groups of indexed images of the same object or place, each said for what it is: identical
+    files (the same bytes), copies (one homography lays most of one image over the other and the
+    pixels agree: resized, re-encoded, cropped, rotated, grey) and other photos of the same object
+    (verified, not a copy). Each group suggests the copy to keep (the most pixels, then the
+    oldest, then the largest file). --move-to DIR moves the others out, after a dry run; nothing
+    is ever deleted. A global index made with verification (the default) is needed."""
+    from .duplicates import KINDS, duplicate_groups, movable, move_files, move_plan, write_csv, write_html
     from .index import Index
     from .progress import progress_bar
 
     if neighbours < 1:
         fail(f"--neighbours {neighbours}: give 1 or more")
+    kind = kind or ("copies" if move_to is not None else "all")
+    if kind not in KINDS:
+        fail(f"--kind {kind}: choose one of {', '.join(KINDS)}")
+    if apply and move_to is None:
+        fail("--apply moves files: give --move-to DIR too")
     try:
         with Index.open(index_path) as idx:
             bar, update = progress_bar("verifying neighbours", err_console)
             with bar:
-                groups = duplicate_groups(idx, neighbours, update)
+                groups = duplicate_groups(idx, neighbours, update, kind)
+            plan = move_plan(movable(groups), move_to, idx.catalog.roots()) if move_to is not None else []
+            moved, failed = move_files(plan) if apply else ([], [])
+            if moved:
+                idx.forget(moved)
     except LayerseekError as e:
         fail(str(e))
     if csv_out is not None:
         with open(csv_out, "w", encoding="utf-8", newline="") as f:
             write_csv(groups, f)
-    else:
+    elif not sys.stdout.isatty():
         write_csv(groups, sys.stdout)
+    else:
+        print_groups(groups)
     if html_out is not None:
         write_html(groups, html_out, f"Duplicates in {index_path}")
-    err_console.print(f"{len(groups)} groups, {sum(len(g.members) for g in groups)} images"
+    counts = {k: sum(g.kind == k for g in groups) for k in ("identical", "copies", "same")}
+    err_console.print(f"{len(groups)} groups: {counts['identical']} of identical files, {counts['copies']} of copies, "
+                      f"{counts['same']} of the same object; {sum(len(g.members) for g in groups)} images"
                       + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
+    if move_to is None:
+        return
+    from .duplicates import human_size
+
+    total = human_size(sum(m.size for m in movable(groups)))
+    if not apply:
+        for src, to in plan:
+            err_console.print(f"  would move {shown(src)} -> {shown(str(to))}", highlight=False, soft_wrap=True,
+                              markup=False)
+        err_console.print(f"dry run: {len(plan)} files ({total}) would move to {move_to}; run again with --apply to "
+                          "move them", highlight=False, soft_wrap=True)
+        return
+    err_console.print(f"moved {len(moved)} files ({total}) to {move_to}; the index forgot them", highlight=False,
+                      soft_wrap=True)
+    if failed:
+        for src, why in failed:
+            err_console.print(f"  not moved: {shown(src)} ({shown(why)})", highlight=False, soft_wrap=True,
+                              markup=False)
+        raise typer.Exit(1)
+
+
+def print_groups(groups: list) -> None:
+    """The groups for a person at a terminal: each with its kind, the kept image first, every
+    other with its relation to it and the evidence."""
+    from .duplicates import _GROUP_WORDS, _WORDS, _similarity, human_size
+
+    for g, group in enumerate(groups, 1):
+        console.print(f"Group {g}: {_GROUP_WORDS[group.kind]} ({len(group.members)} images)", highlight=False,
+                      style="bold")
+        names = {m.id: Path(m.path).name for m in group.members}
+        for m in group.members:
+            n, sim = group.inliers(m.id), _similarity(group, m)
+            evidence = "; ".join(x for x in (f"copy of {names[m.copy_of]}" if m.copy_of in names else "",
+                                             f"{n} inliers" if n and m.relation != "keep" else "",
+                                             f"pixels {sim}" if sim else "") if x)
+            console.print(f"  {_WORDS[m.relation]:18s} {m.path}  ({m.width}x{m.height}, {human_size(m.size)}"
+                          + (f"; {evidence}" if evidence else "") + ")", highlight=False, soft_wrap=True,
+                          markup=False)
 
 
 @app.command(short_help="Index 100 DVD covers and search phone photos of them.")

@@ -416,6 +416,15 @@ class Ingest:
         return self.catalog.by_real_path(os.path.realpath(Path(path).expanduser()))
 
     @_exclusive
+    def forget(self, paths: Iterable[str]) -> None:
+        """Forget these indexed files, which were moved out of the indexed folders (a dedupe run):
+        unlike `remove`, nothing is excluded, so a file brought back is indexed again."""
+        keys = [str(p) for p in paths]
+        if keys:
+            self._commit(deletes=keys)
+            self._seal()
+
+    @_exclusive
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
         """Forget these files (the files themselves are not touched); a symlink may be named by
         its own path or its target's, and a folder forgets every indexed file under it. What was

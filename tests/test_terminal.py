@@ -136,3 +136,18 @@ def test_help_reads_as_sentences():
     assert len(rows) >= 14 and all(r.endswith(".") and not r.endswith("...") for r in rows), rows
     search = run(cli.app, ["search", "--help"]).output
     assert "<bool>" not in search and "--same-only" in search and "-n, --top" in search
+
+
+def test_duplicates_at_a_terminal_say_what_each_photo_is(terminal):
+    from layerseek.duplicates import Group, Member, Pair
+
+    keep = Member(1, "/p/cover.jpg", 120_000, 1000, 800, 1, "keep")
+    copy = Member(2, "/p/cover-small.jpg", 30_000, 500, 400, 2, "copy", copy_of=1)
+    other = Member(3, "/p/phone.jpg", 90_000, 640, 480, 3, "same")
+    pairs = [Pair(1, 2, "copy", 300, (1.0, 1.0), 0.998, 0.05), Pair(1, 3, "same", 80, (0.9, 0.5), 0.4, 2.0)]
+    cli.print_groups([Group("same", [keep, copy, other], pairs)])
+    lines = terminal.export_text().splitlines()
+    assert lines[0] == "Group 1: same object or place (3 images)"
+    assert lines[1].split()[:2] == ["keep", "/p/cover.jpg"]
+    assert "copy" in lines[2] and "copy of cover.jpg" in lines[2] and "pixels 0.998" in lines[2]
+    assert "same object (kept)" in lines[3] and "80 inliers" in lines[3] and "500x400, 30.0 KB" in lines[2]

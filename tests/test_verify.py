@@ -469,31 +469,134 @@ def test_demo_indexes_covers_and_finds_each_phone_photo_cover_first(data_dir, tm
     assert r.exit_code == 1 and "no Reference/*.jpg" in r.output
 
 
-def test_duplicates_groups_the_photos_of_each_cover(data_dir, tmp_path):
-    covers = tmp_path / "covers"
-    covers.mkdir()
+def _planted_folder(data_dir, root: Path) -> dict[str, str]:
+    """Covers, planted copies of some (resized, cropped, grey, rotated, re-encoded, the same bytes)
+    and phone photos of two of them: {copy's name: its cover's name}."""
+    from PIL import Image
+
+    covers = root / "covers"
+    covers.mkdir(parents=True)
     # covers that share no printed band (Blu-ray cases do: see docs/RESULTS.md, "same object")
     for i in ("006", "009", "010", "011", "012"):
-        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", covers / f"ref-{i}.jpg")
-    for phone, i in (("Droid", "006"), ("Palm", "006"), ("Canon", "011")):
-        shutil.copy(data_dir / "smvs-dvd-covers" / phone / f"{i}.jpg", covers / f"{phone}-{i}.jpg")
+        shutil.copy2(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", covers / f"ref-{i}.jpg")
+    for phone, i in (("Droid", "006"), ("Canon", "011")):
+        shutil.copy2(data_dir / "smvs-dvd-covers" / phone / f"{i}.jpg", covers / f"{phone}-{i}.jpg")
+    im = {i: Image.open(covers / f"ref-{i}.jpg").convert("RGB") for i in ("006", "009", "010", "011", "012")}
+    w, h = im["006"].size
+    im["006"].resize((w // 2, h // 2)).save(covers / "006-small.jpg", quality=90)
+    w, h = im["009"].size
+    im["009"].crop((w // 6, h // 6, w - w // 6, h - h // 6)).save(covers / "009-crop.jpg", quality=90)
+    im["010"].convert("L").save(covers / "010-grey.jpg", quality=90)
+    im["011"].rotate(90, expand=True).save(covers / "011-turned.jpg", quality=90)
+    im["012"].save(covers / "012-q30.jpg", quality=30)
+    shutil.copy(covers / "ref-012.jpg", covers / "012-again.jpg")
+    return {"006-small.jpg": "ref-006.jpg", "009-crop.jpg": "ref-009.jpg", "010-grey.jpg": "ref-010.jpg",
+            "011-turned.jpg": "ref-011.jpg", "012-q30.jpg": "ref-012.jpg", "012-again.jpg": "ref-012.jpg"}
+
+
+def test_duplicates_says_identical_copies_and_same_object(data_dir, tmp_path):
+    """Issue 29: each group and member said for what it is; every planted copy a copy (or the
+    identical file) of its cover, the phone photos only the same object; `--kind copies` leaves
+    the phone photos out; the contact sheet links every file by its full path."""
+    import csv
+
+    planted = _planted_folder(data_dir, tmp_path / "photos")
     with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
-        idx.add_folder(covers)
+        idx.add_folder(tmp_path / "photos")
     r = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--html", str(tmp_path / "dups.html")])
     assert r.exit_code == 0, r.output
-    import csv
-    rows = list(csv.reader(r.stdout.splitlines()))
-    assert rows[0] == ["group", "size", "path", "inliers"]
-    groups: dict[str, set[str]] = {}
-    for g, size, path, inliers in rows[1:]:
-        groups.setdefault(g, set()).add(Path(path).name)
-        assert int(inliers) >= 10
-    assert sorted(groups.values(), key=len, reverse=True) == [{"ref-006.jpg", "Droid-006.jpg", "Palm-006.jpg"},
-                                                               {"ref-011.jpg", "Canon-011.jpg"}]
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert list(rows[0]) == ["group", "kind", "relation", "path", "copy_of", "bytes", "width", "height", "modified",
+                             "inliers", "similarity", "difference"]
+    by_name = {Path(row["path"]).name: row for row in rows}
+    copies = {n: Path(row["copy_of"]).name for n, row in by_name.items() if row["relation"] in ("copy", "identical")}
+    # a planted copy and its cover: one is kept, the other is the copy (more pixels or older first)
+    assert {frozenset(p) for p in copies.items()} == {frozenset(p) for p in planted.items()}
+    assert by_name["012-again.jpg"]["relation"] == "identical" or by_name["ref-012.jpg"]["relation"] == "identical"
+    assert copies.get("006-small.jpg") == "ref-006.jpg"  # fewer pixels: the copy
+    for phone in ("Droid-006.jpg", "Canon-011.jpg"):  # verified with their covers, but not copies
+        assert by_name[phone]["relation"] in ("keep", "same")
+        group = [row for row in rows if row["group"] == by_name[phone]["group"]]
+        assert group[0]["kind"] == "same" and len(group) >= 3
+    assert all(float(row["similarity"]) >= 0.95 and float(row["difference"]) <= 0.4
+               for row in rows if row["relation"] == "copy")
+    only = list(csv.DictReader(CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--kind", "copies"]
+                                                  ).stdout.splitlines()))
+    assert {Path(row["path"]).name for row in only} == set(planted) | set(planted.values())
+    assert {row["kind"] for row in only} == {"copies"}  # the identical file is in its cover's group of copies
+    assert sorted(row["relation"] for row in only if "012" in row["path"]) == ["copy", "identical", "keep"]
     page = (tmp_path / "dups.html").read_text()
-    assert page.count("<section>") == 2 and page.count("data:image/jpeg;base64,") == 5 and "Palm-006.jpg" in page
+    assert page.count("<section>") == len({row["group"] for row in rows})
+    for row in rows:
+        assert Path(row["path"]).as_uri() in page and row["path"] in page
+    assert "copy of ref-009.jpg" in page and "same object (kept)" in page
     # an index without stored features cannot say what is the same object
     with Index.create(tmp_path / "plain", "rmac", backbone="mobilenet_v2", max_side=512) as idx:
-        idx.add_folder(covers)
+        idx.add_folder(tmp_path / "photos")
     r = CliRunner().invoke(app, ["duplicates", str(tmp_path / "plain")])
     assert r.exit_code == 1 and "made with verification" in r.output
+
+
+def test_dedupe_moves_only_what_its_dry_run_listed(data_dir, tmp_path):
+    """`--move-to DIR` is a dry run that moves nothing; with --apply it moves exactly the copies it
+    listed (never a kept image, never a photo that is only the same object), under the folder's
+    name, and the index forgets them; a DIR inside the indexed folder is refused."""
+    planted = _planted_folder(data_dir, tmp_path / "photos")
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
+        idx.add_folder(tmp_path / "photos")
+        held = idx.catalog.count()
+    before = {p.name for p in (tmp_path / "photos" / "covers").iterdir()}
+    dest = tmp_path / "moved"
+    dry = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--move-to", str(dest)])
+    assert dry.exit_code == 0, dry.output
+    listed = [ln.split(" -> ")[0].split("would move ")[1] for ln in dry.stderr.splitlines()
+              if ln.startswith("  would move ")]
+    assert len(listed) == len(planted) and "dry run: 6 files" in dry.stderr and "--apply" in dry.stderr
+    assert {p.name for p in (tmp_path / "photos" / "covers").iterdir()} == before and not dest.exists()
+    inside = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--move-to",
+                                      str(tmp_path / "photos" / "dups"), "--apply"])
+    assert inside.exit_code == 1 and "inside the indexed folder" in inside.output
+    done = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--move-to", str(dest), "--apply"])
+    assert done.exit_code == 0, done.output
+    left = {p.name for p in (tmp_path / "photos" / "covers").iterdir()}
+    assert before - left == {Path(p).name for p in listed}
+    assert {p.relative_to(dest).as_posix() for p in dest.rglob("*.jpg")} == {f"photos/covers/{Path(p).name}"
+                                                                              for p in listed}
+    # one of each planted pair stays, and both phone photos
+    assert all((a in left) != (b in left) or a == "012-again.jpg" for a, b in planted.items())
+    assert {"Droid-006.jpg", "Canon-011.jpg"} <= left
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == held - len(listed)
+    again = CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx"), "--move-to", str(dest)])
+    assert "dry run: 0 files" in again.stderr
+
+
+def test_overlap_evidence_tells_a_copy_from_another_shot():
+    """A copy (warped, re-scaled) correlates near 1 with no block that differs; the same with one
+    patch changed (a person who moved) keeps a high correlation but one block differs; another
+    image does not correlate."""
+    import cv2
+
+    from layerseek.duplicates import COPY_DIFFERENCE, overlap_evidence, pair_kind
+
+    rng = np.random.default_rng(3)
+    a = cv2.GaussianBlur(rng.uniform(0, 255, (240, 320)).astype(np.float32), (0, 0), 4)
+    # a -> b: a part of a, smaller and turned a little (b's every pixel comes from a)
+    H = np.array([[0.8, 0.05, -30], [-0.05, 0.8, -16], [0, 0, 1]])
+    b = cv2.warpPerspective(a, H, (180, 140))
+    corners = cv2.perspectiveTransform(np.array([[[0, 0], [180, 0], [0, 140], [180, 140]]], np.float32),
+                                       np.linalg.inv(H))[0]
+    assert (corners > 2).all() and (corners < [318, 238]).all()
+    pts = rng.uniform([60, 40], [240, 190], (60, 2)).astype(np.float32)
+    mapped = cv2.perspectiveTransform(pts[None], H)[0]
+    ca, cb, sim, diff = overlap_evidence(pts, mapped, (320, 240), (180, 140), a, b)
+    assert cb == pytest.approx(1.0, abs=0.02) and ca < 0.9  # all of b lies in a, not all of a in b
+    assert sim > 0.99 and diff < COPY_DIFFERENCE
+    assert pair_kind((ca, cb), sim, diff) == "copy"
+    moved = b.copy()
+    moved[40:60, 60:80] = 255 - moved[40:60, 60:80]
+    _, _, sim2, diff2 = overlap_evidence(pts, mapped, (320, 240), (180, 140), a, moved)
+    assert sim2 > 0.9 and diff2 > 1.0 and pair_kind((ca, cb), sim2, diff2) == "same"
+    other = cv2.GaussianBlur(rng.uniform(0, 255, (140, 180)).astype(np.float32), (0, 0), 4)
+    _, _, sim3, _ = overlap_evidence(pts, mapped, (320, 240), (180, 140), a, other)
+    assert abs(sim3) < 0.3

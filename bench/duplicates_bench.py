@@ -1,0 +1,142 @@
+"""`layerseek duplicates` on a folder with planted copies and look-alikes (issue 29, item 1).
+
+    .venv/bin/python bench/duplicates_bench.py /var/tmp/dupbench [--copies 40] [--paris 120]
+
+The folder (benchmark data: keep it outside the repository) holds
+- all 100 SMVS reference covers (many Blu-ray cases share a printed band: look-alikes);
+- planted copies of the first `--copies` covers, one kind each in turn: resized to half, JPEG
+  quality 30, cropped to the middle 70 %, rotated 90 degrees, grey; and one byte-identical file;
+- photos of 20 other covers taken with two phones (the same object, not copies);
+- the first `--paris` photos of the Paris subset (other photos of the same buildings).
+
+It is indexed with the defaults, `duplicates --kind all` is run, and the report is scored: each
+planted copy found as a copy (or identical file) of its cover, and every pair reported as a copy
+that is not a planted one (a false copy). Then `--move-to` is run as a dry run and with --apply
+on a copy of the folder: what moved must be exactly what the dry run listed, and only copies.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LAYERSEEK = [sys.executable, "-m", "layerseek.cli"]
+KINDS = ("resized", "q30", "crop", "rot90", "grey")
+
+
+def make_folder(out: Path, copies: int, paris: int) -> dict[str, str]:
+    """The folder; returns {planted copy's name: its cover's name}."""
+    from PIL import Image, ImageOps
+
+    from layerseek.datasets import shared_data_dir
+
+    data = shared_data_dir()
+    smvs = data / "smvs-dvd-covers"
+    shutil.rmtree(out, ignore_errors=True)
+    for sub in ("covers", "copies", "phone", "paris"):
+        (out / sub).mkdir(parents=True)
+    refs = sorted((smvs / "Reference").glob("*.jpg"))
+    for r in refs:
+        shutil.copy2(r, out / "covers" / r.name)
+    time.sleep(0.01)  # the copies are newer than their covers
+    planted = {}
+    for i, r in enumerate(refs[:copies]):
+        im = ImageOps.exif_transpose(Image.open(r)).convert("RGB")
+        w, h = im.size
+        kind = KINDS[i % len(KINDS)]
+        name = f"{r.stem}-{kind}.jpg"
+        if kind == "resized":
+            im = im.resize((w // 2, h // 2), Image.Resampling.LANCZOS)
+        elif kind == "crop":
+            im = im.crop((int(w * .15), int(h * .15), int(w * .85), int(h * .85)))
+        elif kind == "rot90":
+            im = im.rotate(90, expand=True)
+        elif kind == "grey":
+            im = im.convert("L")
+        im.save(out / "copies" / name, quality=30 if kind == "q30" else 90)
+        planted[f"copies/{name}"] = f"covers/{r.name}"
+    shutil.copy(refs[-1], out / "copies" / f"{refs[-1].stem}-same-bytes.jpg")
+    planted[f"copies/{refs[-1].stem}-same-bytes.jpg"] = f"covers/{refs[-1].name}"
+    for r in refs[copies:copies + 20]:
+        for phone in ("Canon", "Droid"):
+            if (smvs / phone / r.name).is_file():
+                shutil.copy(smvs / phone / r.name, out / "phone" / f"{r.stem}-{phone}.jpg")
+    for p in sorted((data / "paris6k-subset" / "jpg").glob("*.jpg"))[:paris]:
+        shutil.copy(p, out / "paris" / p.name)
+    return planted
+
+
+def rel(path: str, folder: Path) -> str:
+    return str(Path(path).relative_to(folder))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("work", type=Path)
+    ap.add_argument("--copies", type=int, default=40)
+    ap.add_argument("--paris", type=int, default=120)
+    a = ap.parse_args()
+    folder, index = a.work / "folder", a.work / "idx.lsx"
+    planted = make_folder(folder, a.copies, a.paris)
+    shutil.rmtree(index, ignore_errors=True)
+    subprocess.run(LAYERSEEK + ["index", str(folder), "--index", str(index)], check=True, capture_output=True)
+    t = time.perf_counter()
+    out = subprocess.run(LAYERSEEK + ["duplicates", str(index), "--kind", "all", "--csv", str(a.work / "all.csv"),
+                                      "--html", str(a.work / "all.html")], capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - t
+    rows = list(csv.DictReader(open(a.work / "all.csv", encoding="utf-8")))
+    n_images = sum(1 for _ in folder.rglob("*.jpg"))
+    print(f"{n_images} images, {len(planted)} planted copies; duplicates --kind all: {seconds:.1f} s")
+    print(out.stderr.strip().splitlines()[-1])
+    copy_rows = [r for r in rows if r["relation"] in ("copy", "identical")]
+    found = {rel(r["path"], folder): rel(r["copy_of"], folder) for r in copy_rows}
+    # a planted copy may be kept in its cover's place (more pixels or older): the pair counts either way
+    pairs = {frozenset((k, v)) for k, v in found.items()}
+    hit = [c for c, cover in planted.items() if frozenset((c, cover)) in pairs]
+    false = [p for p in pairs if not any(p == frozenset((c, cover)) for c, cover in planted.items())]
+    print(f"planted copies found as copies: {len(hit)} of {len(planted)}")
+    for c in sorted(set(planted) - set(hit)):
+        print(f"  missed: {c}")
+    print(f"pairs reported as copies that are not planted: {len(false)}")
+    for p in false:
+        print(f"  false copy: {' <-> '.join(sorted(p))}")
+    kinds = {}
+    for r in rows:
+        kinds.setdefault(r["kind"], set()).add(r["group"])
+    print("groups by kind: " + ", ".join(f"{k} {len(v)}" for k, v in sorted(kinds.items())))
+    same_pairs = [r for r in rows if r["relation"] == "same"]
+    print(f"images said to be the same object (kept, never moved): {len(same_pairs)}")
+
+    # the dedupe run, on a copy of the folder and its index
+    moved_folder, moved_index, dest = a.work / "move-folder", a.work / "move-idx.lsx", a.work / "moved"
+    for p in (moved_folder, moved_index, dest):
+        shutil.rmtree(p, ignore_errors=True)
+    shutil.copytree(folder, moved_folder)
+    subprocess.run(LAYERSEEK + ["index", str(moved_folder), "--index", str(moved_index)], check=True,
+                   capture_output=True)
+    dry = subprocess.run(LAYERSEEK + ["duplicates", str(moved_index), "--move-to", str(dest), "--csv",
+                                      str(a.work / "copies.csv")], capture_output=True, text=True, check=True)
+    listed = {ln.split(" -> ")[0].split("would move ", 1)[1] for ln in dry.stderr.splitlines() if ln.startswith("  would move ")}
+    before = {str(p) for p in moved_folder.rglob("*.jpg")}
+    done = subprocess.run(LAYERSEEK + ["duplicates", str(moved_index), "--move-to", str(dest), "--apply", "--csv",
+                                       str(a.work / "copies-applied.csv")], capture_output=True, text=True)
+    after = {str(p) for p in moved_folder.rglob("*.jpg")}
+    gone = before - after
+    report = [r for r in csv.DictReader(open(a.work / "copies.csv", encoding="utf-8"))
+              if r["relation"] in ("copy", "identical")]
+    print(f"dedupe dry run listed {len(listed)} files; --apply exit {done.returncode}, moved {len(gone)}; "
+          f"moved == listed: {gone == listed}; moved == the report's copies: {gone == {r['path'] for r in report}}; "
+          f"files in {dest.name}/: {sum(1 for _ in dest.rglob('*.jpg'))}")
+    planted_moved = sum(1 for g in gone if rel(g, moved_folder) in planted or
+                        any(rel(g, moved_folder) == cover for cover in planted.values()))
+    print(f"of the moved files, planted copies or their covers (one of each pair kept): {planted_moved}")
+
+
+if __name__ == "__main__":
+    main()
