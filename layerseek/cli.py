@@ -237,6 +237,11 @@ def eval_(
     spread: Annotated[float, typer.Option(help="with --verify: inliers must spread over at least this share of the "
                                                "database image's width and height (a shared logo or banner does "
                                                "not verify; 0: off)")] = 0.0,
+    shared_part: Annotated[float, typer.Option(help="with --verify: when a query's strongest match has inliers spread "
+                                                    "over at least this share of its image (an object that fills the "
+                                                    "photo), a weaker match confined to less, or with under a tenth of "
+                                                    "its inliers, shares only a part and is not verified (an index's "
+                                                    "default: 0.3; 0: off)", min=0, max=1)] = 0.0,
     geometry: Annotated[str, typer.Option(help="with --verify: what correspondences verification fits: descriptors "
                                                "(SIFT ratio test) or words (a shared visual word and HE signatures "
                                                "within --hamming bits, as an index made with --geometry words stores them)")] = "descriptors",
@@ -344,7 +349,7 @@ def eval_(
             with bar:
                 fdb, fqs, ferr = dataset_features(ds, cache / "features" if cache else cache_dir() / "features", update)
             errors += ferr
-            verifier = Verifier(fundamental=fundamental, spread=spread, hamming=hamming)
+            verifier = Verifier(fundamental=fundamental, spread=spread, hamming=hamming, shared_part=shared_part)
             if geometry == "words":  # as an index stores them: positions, words, signatures
                 from .eval.runner import word_features
                 from .verify.words import GEOMETRY_QUERY_WORDS
@@ -416,7 +421,7 @@ def eval_(
                   "qe": qe, "qe_alpha": qe_alpha, "whiten_on": whiten_on, "max_side": max_side,
                   "mof": mof.params() | {"max_train": max_train} if use_mof else None, "rerank": rerank,
                   "verify": verify, "expand": expand, "diffusion": diffusion, "word_candidates": word_candidates, "hubness": hubness,
-                  "fundamental": fundamental, "spread": spread,
+                  "fundamental": fundamental, "spread": spread, "shared_part": shared_part,
                   "geometry": geometry if verify else None, "hamming": hamming if verify and geometry == "words" else None,
                   "verify_seconds_per_query": res.get("_verify_seconds"),
                   "metrics": {k: v for k, v in res.items() if not k.startswith("_")},

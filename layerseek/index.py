@@ -61,12 +61,13 @@ def verify_settings(verify: bool | dict | None, global_method: bool = True) -> d
     n, side = int(given.get("features", DEFAULT_FEATURES)), int(given.get("side", DEFAULT_FEATURE_SIDE))
     if not (16 <= n <= 20000 and 64 <= side <= 4096):
         raise LayerseekError(f"verification features {n} at {side} px: out of range (16-20000 features, 64-4096 px)")
-    from .verify.geometry import DEFAULT_FUNDAMENTAL, Verifier
+    from .verify.geometry import DEFAULT_FUNDAMENTAL, DEFAULT_SHARED_PART, Verifier
 
     v = Verifier()
     out = {"kind": "sift", "features": n, "side": side, "ratio": v.ratio, "threshold": v.threshold,
            "min_inliers": int(given.get("min_inliers", v.min_inliers)), "expand": int(given.get("expand", 1)),
-           "fundamental": int(given.get("fundamental", DEFAULT_FUNDAMENTAL))}
+           "fundamental": int(given.get("fundamental", DEFAULT_FUNDAMENTAL)),
+           "shared_part": float(given.get("shared_part", DEFAULT_SHARED_PART))}
     diffusion = given.get("diffusion", True)
     if global_method and diffusion:
         given_rule = diffusion if isinstance(diffusion, dict) else {}

@@ -88,8 +88,8 @@ class Query:
         from .verify.geometry import Verifier
 
         v = self.verify_settings or {}
-        return Verifier(**{k: v[k] for k in ("ratio", "threshold", "min_inliers", "fundamental", "spread", "hamming")
-                           if k in v})
+        return Verifier(**{k: v[k] for k in ("ratio", "threshold", "min_inliers", "fundamental", "spread", "hamming",
+                                             "shared_part") if k in v})
 
     def encode_query(self, image: str | Path | np.ndarray, data: bytes | None = None):
         """A query image (file, its bytes or an H x W x 3 array) as this index's method encodes

@@ -93,27 +93,40 @@ class WordCandidates:
 @dataclass
 class Verification:
     """RANSAC between the query's local features and each candidate's stored ones
-    (`verify.geometry.Verifier`): the first stage's first `shortlist` and every extra candidate."""
+    (`verify.geometry.Verifier`): the first stage's first `shortlist` and every extra candidate;
+    one search's object (the shared-part rule weighs each candidate against the others,
+    `verify.geometry.QueryVerdicts`)."""
     verifier: object
     shortlist: int
+    verdicts: object = None
 
     def inliers(self, index, qf, ids: list[int], worth: Callable[[int], bool] | None = None,
                 drawn: dict | None = None) -> dict[int, int]:
-        """id -> inliers for `ids` (0 for one the word filter leaves out, or without features);
-        `drawn` receives each verified image's correspondences (`Verifier.pairs`)."""
+        """id -> inliers for `ids` (0 for one the word filter leaves out, or without features),
+        and for any candidate of an earlier call whose verdict changed; `drawn` receives each
+        verified image's correspondences (`Verifier.pairs`)."""
         from .verify.features import unpack_features
+        from .verify.geometry import QueryVerdicts, inlier_spread
 
+        if self.verdicts is None:
+            self.verdicts = QueryVerdicts(self.verifier)
         out = dict.fromkeys(ids, 0)
         if worth is not None:  # the cheap filter: too few shared words to be worth RANSAC
             ids = [i for i in ids if worth(i)]
         stored = index.catalog.features(ids)
         feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
-        found = [] if drawn is not None else None
+        found: list = []
         counts = self.verifier.scores(qf, feats, found)
-        for i, f, n, inl in zip(ids, feats, counts, found or ()):
-            if n >= self.verifier.min_inliers:
-                drawn[i] = self.verifier.pairs(qf, f, found=inl)
+        spreads = [inlier_spread(f.xy[di], f.size) if f is not None and len(di) else 0.0
+                   for f, (_, di) in zip(feats, found)]
         out.update(zip(ids, counts))
+        out.update(self.verdicts.add({i: (n, s) for i, n, s in zip(ids, counts, spreads)}))
+        if drawn is not None:
+            for i, f, inl in zip(ids, feats, found):
+                if out[i] >= self.verifier.min_inliers:
+                    drawn[i] = self.verifier.pairs(qf, f, found=inl)
+            for i in [i for i in drawn if out.get(i, self.verifier.min_inliers) < self.verifier.min_inliers]:
+                del drawn[i]  # an earlier call's, now only a shared part
         return out
 
 

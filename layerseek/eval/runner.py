@@ -242,6 +242,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
 
     from ..verify.diffusion import KnnGraph, shortlist_graph, top_neighbours, verified_diffusion
     from ..verify.features import WordFeatures, match_space
+    from ..verify.geometry import QueryVerdicts
     from ..verify.pipeline import verify_and_expand
 
     keep_db = [i for i, v in enumerate(db_vecs) if v is not None]
@@ -282,16 +283,21 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
         word_score = engine.score_array(codes) if word_filter is not None else None
         counts_of = engine.match_counts(codes) if count_filter is not None else None
 
+        verdicts = QueryVerdicts(verifier)  # the shared-part rule, over every round of this query
+
         def inliers_of(ids):
             tally["asked"] += len(ids)
-            out = {}
+            out, found = {}, {}
             for j in ids:
                 d = db_feats[keep_db[j]]
                 if (word_score is not None and word_score[keep_db[j]] <= word_filter
                         or counts_of is not None and counts_of[keep_db[j]] < count_filter):
                     tally["skipped"] += 1
                     d = None
-                out[j] = 0 if d is None else verifier.inliers(qf, d, q_space)
+                out[j] = 0
+                if d is not None:
+                    found[j] = verifier.evidence(qf, d, q_space)[:2]
+            out.update(verdicts.add(found))
             return out
 
         extra = [] if not words else [row_of[i] for i, _ in engine.search(codes, words + 1)

@@ -75,6 +75,8 @@ class Verify(_Model):
     expand: Annotated[int, Field(ge=0, le=100)] = 1
     fundamental: Annotated[int, Field(ge=0, le=10000)] = 0  # 0: homography only (indexes made before it)
     spread: Annotated[float, Field(ge=0, le=1)] = 0.0  # 0: no spread rule (indexes made before it)
+    # the shared-part rule of a query's matches (verify.geometry.same_object); 0: off (indexes made before it)
+    shared_part: Annotated[float, Field(ge=0, le=1)] = 0.0
     hamming: Annotated[int, Field(ge=0, le=64)] = 20  # sift-words: a correspondence's largest signature distance
     query_words: Annotated[int, Field(ge=1, le=16)] = 5  # sift-words: words each query feature is matched by
     diffusion: Diffusion | None = None

@@ -66,6 +66,11 @@ class Verifier:
     # word features (`features.WordFeatures`): two features correspond when they share a visual
     # word and their 64-bit signatures differ in at most this many bits (docs/RESULTS.md)
     hamming: int = 20
+    # the shared-part rule of a query's matches (`same_object`): when the query's strongest match
+    # has inliers spread at least this far (an object filling the photo), another match whose
+    # inliers spread less, or that has under SHARED_PART_WEAK of the strongest's inliers, shares
+    # only a part with it (a printed band, a logo) and is not verified; 0: no such rule
+    shared_part: float = 0.0
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None) -> int:
         """Inliers of the homography between a query's and a database image's features (of one
@@ -95,6 +100,14 @@ class Verifier:
         if len(out) > limit:
             out = out[np.linspace(0, len(out) - 1, limit).astype(int)]
         return out
+
+    def evidence(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
+                 ) -> tuple[int, float, np.ndarray, np.ndarray]:
+        """(inliers as `inliers` counts them, `inlier_spread` of those that verified in the
+        database image (0.0: none did), their query and database indices): what the shared-part
+        rule (`same_object`) weighs for one candidate of a query."""
+        n, qi, di = self.verify(query, db, q_space)
+        return n, inlier_spread(db.xy[di], db.size) if len(di) else 0.0, qi, di
 
     def check(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
               ) -> tuple[int, float]:
@@ -154,6 +167,54 @@ class Verifier:
         if found is not None:
             found.extend((qi, di) for _, qi, di in out)
         return [n for n, _, _ in out]
+
+
+#: what a new index's verification takes for an object that fills the photo: its inliers spread
+#: over at least 30 % of the image's width and height (docs/RESULTS.md, "A shared part is not the
+#: same object")
+DEFAULT_SHARED_PART = 0.3
+#: ... and a match of the same query with under this share of that one's inliers is only a part too
+SHARED_PART_WEAK = 0.1
+
+
+def same_object(found: dict[int, tuple[int, float]], min_inliers: int, wide: float,
+                weak: float = SHARED_PART_WEAK) -> dict[int, int]:
+    """One query's verdicts under the shared-part rule: `found` is candidate -> (inliers,
+    `inlier_spread` in the candidate's image) of every candidate verified for the query so far;
+    returns candidate -> inliers, where a verified candidate that shares only a part with the
+    query counts min_inliers - 1 (not verified). The query's strongest verified candidate
+    (most inliers, ties by id) decides: when its inliers spread at least `wide` (the object fills
+    the photo: a cover, a painting, a page), every other verified candidate whose inliers spread
+    less than `wide`, or that has fewer than `weak` times its inliers, matched a part the two
+    share (the band Blu-ray cases all carry, a logo) rather than the object. When the strongest
+    is itself confined (a landmark small in a street photo) nothing is changed. `wide` 0: off."""
+    counts = {i: n for i, (n, _) in found.items()}
+    verified = [i for i, n in counts.items() if n >= min_inliers]
+    if not wide or len(verified) < 2:
+        return counts
+    best = min(verified, key=lambda i: (-counts[i], i))
+    n_best, s_best = found[best]
+    if s_best < wide:
+        return counts
+    for i in verified:
+        if i != best and (found[i][1] < wide or counts[i] < weak * n_best):
+            counts[i] = min_inliers - 1
+    return counts
+
+
+class QueryVerdicts:
+    """The shared-part rule over one query's verification, round after round (expansion verifies
+    more): `add` records the new candidates' evidence and returns the verdicts of every candidate
+    seen so far (an earlier one may lose its mark to a stronger match found later)."""
+
+    def __init__(self, verifier: Verifier):
+        self.verifier = verifier
+        self.found: dict[int, tuple[int, float]] = {}
+
+    def add(self, found: dict[int, tuple[int, float]]) -> dict[int, int]:
+        self.found.update(found)
+        v = self.verifier
+        return same_object(self.found, v.min_inliers, v.shared_part)
 
 
 def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool = False

@@ -20,7 +20,8 @@ from ..describe import Request, request_key
 from ..images import load_image
 from .features import (DEFAULT_FEATURE_SIDE, DEFAULT_FEATURES, LocalFeatures, check_kind, distances,
                        local_features, match_space)
-from .geometry import Verifier, verified_order
+from .geometry import QueryVerdicts, Verifier, verified_order
+
 
 class FeatureCache:
     """A directory of packed LocalFeatures, one file per (image content, crop, rotation, settings)."""
@@ -92,9 +93,11 @@ def verify_rankings(rankings: dict[int, list[int]], db_feats, q_feats, verifier:
         if q is None:
             return qi, order, {}
         q_space = match_space(q) if len(q) else None
+        verdicts = QueryVerdicts(verifier)  # the shared-part rule, when the verifier has it
 
         def inliers_of(ids):
-            return dict(zip(ids, [0 if db_feats[j] is None else verifier.inliers(q, db_feats[j], q_space) for j in ids]))
+            return {**dict.fromkeys(ids, 0), **verdicts.add({j: verifier.evidence(q, db_feats[j], q_space)[:2]
+                                                              for j in ids if db_feats[j] is not None})}
 
         # the index's rule without expansion rounds: the ranking is given, not searched
         new, counts = verify_and_expand(None, lambda _: list(order), inliers_of, None, None, shortlist,
