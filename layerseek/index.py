@@ -332,10 +332,10 @@ class Index(Ingest, Query):
             self._store = open_store(self.catalog)
         return self._store
 
-    def _commit(self, upserts=(), touches=(), failures=(), deletes=()) -> None:
+    def _commit(self, upserts=(), touches=(), failures=(), deletes=(), keep_deleted: bool = False) -> None:
         """One catalog transaction, then the vector store brought in step (under the lock)."""
         with self._lock:
-            self.catalog.commit_batch(upserts, touches, failures, deletes)
+            self.catalog.commit_batch(upserts, touches, failures, deletes, keep_deleted)
             self.store.sync()
 
     def upgrade(self) -> list[str]:

@@ -50,6 +50,7 @@ class IndexReport:
     unchanged: int = 0
     removed: int = 0
     reused: int = 0  # same content already indexed under another name: vector copied
+    restored: int = 0  # of those, content `remove` had forgotten: its vector and features taken back
     moved: int = 0  # of those, files whose old name is gone in the same run: renamed or moved
     added_sha256: set[str] = field(default_factory=set)  # contents newly indexed this run
     failed: list[str] = field(default_factory=list)  # "path: reason"
@@ -59,10 +60,12 @@ class IndexReport:
     excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
 
     def summary(self) -> str:
-        reused = max(0, self.reused - self.moved)  # a moved file normally copies its vector (Ray may not)
+        # a moved file normally copies its vector (Ray may not)
+        reused = max(0, self.reused - self.restored - self.moved)
         return (f"{self.added - self.moved} added, {self.updated} updated, {self.removed - self.moved} removed, "
                 + (f"{self.moved} moved, " if self.moved else "") + f"{self.unchanged} unchanged"
                 + (f", {reused} copied from identical files" if reused else "")
+                + (f", {self.restored} taken back as they were removed (not read again)" if self.restored else "")
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
                 + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else "")
                 + (f", {self.excluded} excluded" if self.excluded else ""))
@@ -213,10 +216,14 @@ class Ingest:
 
     def _forget(self, gone: tuple[list, list[str]], report: IndexReport) -> None:
         """Forget these entries and failure records; an entry whose content was newly indexed under
-        another name in this run counts as moved."""
+        another name in this run counts as moved. One still on disk was left out by an --exclude
+        pattern: its content is kept, for an --include that gives it back."""
         entries, failures = gone
         if entries or failures:
-            self._commit(deletes=[e.path for e in entries] + failures)
+            excluded = {e.path for e in entries if os.path.isfile(e.path)}
+            if excluded:
+                self._commit(deletes=sorted(excluded), keep_deleted=True)
+            self._commit(deletes=[e.path for e in entries if e.path not in excluded] + failures)
             self._seal()
             report.removed = len(entries)
             fresh = set(report.added_sha256)
@@ -299,7 +306,8 @@ class Ingest:
             conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30,
                                                 check_same_thread=False)
             self._tl_conns.append(conn)
-        return conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+        return (conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+                or self.catalog.forgotten_content(sha, conn) is not None)  # removed, now added back
 
     def _open_thread_connections(self) -> None:
         """Where the decoding threads keep their connections; made before the threads start (two
@@ -378,6 +386,7 @@ class Ingest:
                 touches.append((path, size, mtime))
                 report.unchanged += 1
             elif err is None and enc is None:  # identical content indexed under another name: copy its vector
+                held = self.catalog.holds_content(sha)  # else what `remove` forgot, added back
                 enc = self.catalog.indexed_content(sha)
                 if enc is None:  # Ray's content filter tests a 64-bit prefix: rarely, a false match
                     try:
@@ -386,6 +395,7 @@ class Ingest:
                         err = e
                 else:
                     report.reused += 1
+                    report.restored += not held
             if err is not None:
                 fails.append((path, f"{err.reason}" + (f" ({err.detail})" if err.detail else ""), size, mtime))
                 report.failed.append(str(err))
@@ -442,7 +452,7 @@ class Ingest:
             keys += [e.path for e in found]
             if not found:
                 missing.append(str(p))
-        self._commit(deletes=keys)
+        self._commit(deletes=keys, keep_deleted=True)  # added back later: nothing is read again
         for pattern, kind in out:  # after the removal is committed: a failed one excludes nothing
             self.catalog.exclude(pattern, kind)
         self._seal()

@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS features (id INTEGER PRIMARY KEY, data BLOB NOT NULL)
 """
 _IMAGE_COLUMNS = {"real_path": "TEXT", "flag": "TEXT"}
 
+# What `remove` forgot, by content: a file added back (by name, or `index --include`) takes its
+# vector and features from here instead of being read and described again. The FORGOTTEN_MAX
+# most recent are kept (a vector and about 80 KB of features each).
+_FORGOTTEN = """
+CREATE TABLE IF NOT EXISTS forgotten (sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL, width INTEGER NOT NULL,
+                                      height INTEGER NOT NULL, features BLOB, forgotten REAL NOT NULL);
+"""
+FORGOTTEN_MAX = 2000
+
 # Changes to the vectors, logged in the same transaction as the change itself when the vectors are
 # also searched outside the catalog (a Milvus collection): the store applies the log after each
 # commit and again at the next open, so a process killed between the two never leaves it behind.
@@ -326,7 +335,8 @@ class Catalog:
         for col, kind in _IMAGE_COLUMNS.items():
             if col not in have:
                 conn.execute(f"ALTER TABLE images ADD COLUMN {col} {kind}")
-        conn.executescript(_PROVENANCE + _EXCLUDED + _FEATURES + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
+        conn.executescript(_PROVENANCE + _EXCLUDED + _FEATURES + _FORGOTTEN
+                           + "CREATE INDEX IF NOT EXISTS images_real ON images (real_path);")
         _paths_as_text(conn)
 
     def reader(self) -> Catalog:
@@ -393,13 +403,30 @@ class Catalog:
         return _entry(row) if row else None
 
     def indexed_content(self, sha: str) -> tuple[np.ndarray, int, int, bytes | None] | None:
-        """(vector, width, height, local features) of a file with this content already indexed, if any."""
+        """(vector, width, height, local features) of a file with this content already indexed, or
+        removed by `remove` not long ago, if any."""
         row = self.conn.execute("SELECT i.vector, i.width, i.height, f.data FROM images i LEFT JOIN features f "
                                 "ON f.id = i.id WHERE i.sha256=? LIMIT 1", (sha,)).fetchone()
+        if not row:
+            row = self.forgotten_content(sha, self.conn)
         if not row:
             return None
         return (np.frombuffer(row[0], dtype=np.float32).copy() if self.dim else bytes(row[0]), row[1], row[2],
                 None if row[3] is None else bytes(row[3]))
+
+    def holds_content(self, sha: str) -> bool:
+        """Whether an indexed file has this content."""
+        return self.conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+
+    @staticmethod
+    def forgotten_content(sha: str, conn: sqlite3.Connection) -> tuple | None:
+        """(vector, width, height, features) that `remove` kept of this content, if any (None too
+        on a catalog opened read-only before the table existed)."""
+        try:
+            return conn.execute("SELECT vector, width, height, features FROM forgotten WHERE sha256=?",
+                                (sha,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
 
     def features(self, ids: Iterable[int]) -> dict[int, bytes]:
         """id -> packed local features, for the ids that have them."""
@@ -549,11 +576,12 @@ class Catalog:
         self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
     def commit_batch(self, upserts: Iterable[tuple], touches: Iterable[tuple] = (), failures: Iterable[tuple] = (),
-                     deletes: Iterable[str] = ()) -> None:
+                     deletes: Iterable[str] = (), keep_deleted: bool = False) -> None:
         """upserts: (path, size, mtime_ns, sha256, width, height, vector[, local features bytes or
         None]); touches: (path, size,
         mtime_ns) for files whose content is unchanged; failures: (path, reason, size, mtime_ns);
-        deletes: paths. All or nothing."""
+        deletes: paths, whose content is kept in `forgotten` with `keep_deleted` (a `remove`, which
+        may be undone). All or nothing."""
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -588,6 +616,10 @@ class Catalog:
                 c.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
                           (to_db(path), shown(reason), size, mtime))
             for path in deletes:
+                if keep_deleted:
+                    c.execute("INSERT OR REPLACE INTO forgotten SELECT i.sha256, i.vector, i.width, i.height, f.data, ? "
+                              "FROM images i LEFT JOIN features f ON f.id = i.id WHERE i.path=?",
+                              (time.time(), to_db(path)))
                 gone = c.execute("DELETE FROM images WHERE path=? RETURNING id", (to_db(path),)).fetchall()
                 c.execute("DELETE FROM failures WHERE path=?", (to_db(path),))
                 if gone:
@@ -595,6 +627,9 @@ class Catalog:
                 if gone and self.logs_changes:
                     c.execute("INSERT INTO changes (image_id, op) VALUES (?, 'del')", (gone[0][0],))
                 changed = changed or bool(gone)
+            if keep_deleted:
+                c.execute("DELETE FROM forgotten WHERE sha256 NOT IN (SELECT sha256 FROM forgotten "
+                          "ORDER BY forgotten DESC LIMIT ?)", (FORGOTTEN_MAX,))
             if changed:
                 self._bump()
             c.execute("COMMIT")
