@@ -65,7 +65,7 @@ class IndexReport:
         return (f"{self.added - self.moved} added, {self.updated} updated, {self.removed - self.moved} removed, "
                 + (f"{self.moved} moved, " if self.moved else "") + f"{self.unchanged} unchanged"
                 + (f", {reused} copied from identical files" if reused else "")
-                + (f", {self.restored} taken back as they were removed (not read again)" if self.restored else "")
+                + (f", {self.restored} taken back as they were removed (not described again)" if self.restored else "")
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
                 + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else "")
                 + (f", {self.excluded} excluded" if self.excluded else ""))

@@ -622,9 +622,9 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
     assert run(app, ["remove", str(tmp_path / "idx"), str(photos / PARIS[0])]).exit_code == 0
     r = run(app, args)  # the next run does not bring the removed file back
     assert r.exit_code == 0 and "1 excluded" in r.output and PARIS[0] not in held() and len(held()) == 5
-    r = run(app, args[:1] + [str(photos / PARIS[0])] + args[2:])  # added back by name: nothing read again
+    r = run(app, args[:1] + [str(photos / PARIS[0])] + args[2:])  # added back by name: not described again
     assert r.exit_code == 0 and "1 added" in r.output and PARIS[0] in held()
-    assert "1 taken back as they were removed (not read again)" in r.output
+    assert "1 taken back as they were removed (not described again)" in r.output
     r = run(app, args)
     assert "excluded" not in r.output and len(held()) == 6
     # a pattern: matching files are left out now (indexed ones forgotten) and in later runs
