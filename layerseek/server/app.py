@@ -219,6 +219,12 @@ class HostAndHeaders:
         await self.app(scope, receive, with_headers)
 
 
+#: the page's icon: two photos joined by the lines that verify them
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect x="1" y="7" width="13" height="18" rx="2" '
+           'fill="#2962ff"/><rect x="18" y="7" width="13" height="18" rx="2" fill="#2e7d32"/><path d="M9 12L23 14M7 19'
+           'L25 20M11 22L22 11" stroke="#fff" stroke-width="1.6"/></svg>')
+
+
 def page_csp(html: str) -> str:
     """The page's Content-Security-Policy: its own inline script and style (by their hashes), its
     images from this server or the dropped file (blob:), fetches to this server, no frames."""
@@ -438,10 +444,10 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             root = reader.root_of(path)
         return shown(os.path.relpath(path, root) if root and root != path else Path(path).name)
 
-    def hit_json(rank: int, h, full: bool) -> dict:
+    def hit_json(rank: int, h, full: bool, content: str | None = None) -> dict:
         out = {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": shown(Path(h.path).name),
                "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
-               "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+               "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}", "content": content}
         if h.matches is not None:
             out["matches"] = h.matches
         return out
@@ -472,6 +478,10 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return page_html
+
+    @app.get("/favicon.svg", response_class=Response, include_in_schema=False)
+    def favicon() -> Response:
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
     def health() -> dict:
@@ -507,19 +517,25 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                                                  "to its K nearest (default: the index's setting; 0: the cosine)"),
                      matches: bool = Query(False, description="each verified result also lists the correspondences "
                                            "that verified it: [query x, y, result x, y] as shares of each image's size"),
+                     exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image out of "
+                                                 "the results (searching with an indexed photo: not itself)"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            hits = await run_job(do_search, file.filename or "upload", data, top, qe, verify, matches, words,
-                                 word_filter, hubness)
+            hits = await run_job(do_search, file.filename or "upload", data, top + (exclude is not None), qe, verify,
+                                 matches, words, word_filter, hubness)
+            hits = [h for h in hits if h.id != exclude][:top]
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
             raise HTTPException(400, without_server_paths(str(e)) if not paths_ok(authorization) else str(e)) from None
         full = paths_ok(authorization)
+        with read_lock:  # which results are the same file content (the page shows them as one)
+            entries = {h.id: reader.by_id(h.id) for h in hits}
+        content = {i: e.sha256[:16] for i, e in entries.items() if e is not None}
         return {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
-                "results": [hit_json(i, h, full) for i, h in enumerate(hits, 1)]}
+                "results": [hit_json(i, h, full, content.get(h.id)) for i, h in enumerate(hits, 1)]}
 
     @app.get("/images/{image_id}", response_class=Response,
              responses={200: {"description": "the indexed file as it is on disk",
