@@ -343,7 +343,8 @@ class Index(Ingest, Query):
         (nothing stored is changed or extracted again); what was added, one line each. Today
         (issue 26): the first stage's hubness correction on a global index made before it, and
         the word candidates and their filter on one that stores SIFT descriptors, made before
-        them (the word engine is built from those on the next search)."""
+        them (the word engine is built from those on the next search); (issue 29) the
+        shared-part rule of verification."""
         import copy
 
         from .verify.words import DEFAULT_WORD_CANDIDATES, DEFAULT_WORD_FILTER, shipped
@@ -354,6 +355,13 @@ class Index(Ingest, Query):
             said.append(f"hubness correction: the first stage ranks by CSLS over each image's "
                         f"{manifest['hubness']['k']} nearest (an image near everything no longer crowds it)")
         v = manifest.get("verify")
+        if v and "shared_part" not in v:
+            from .verify.geometry import DEFAULT_SHARED_PART
+
+            v["shared_part"] = DEFAULT_SHARED_PART
+            said.append(f"shared-part rule: beside a match that fills the photo (inliers spread over "
+                        f"{DEFAULT_SHARED_PART:g} of it), a weaker one confined to less, or with under a tenth of "
+                        "its inliers, is not marked the same object (a shared band or logo)")
         if self.kind == "global" and v:
             words = v.get("words")
             if not words:

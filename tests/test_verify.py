@@ -619,3 +619,20 @@ def test_a_shared_part_is_not_the_same_object():
     v = QueryVerdicts(Verifier(shared_part=0.3))
     assert v.add({7: (50, 0.1), 8: (30, 0.2)}) == {7: 50, 8: 30}  # a confined strongest: kept
     assert v.add({9: (200, 0.6)}) == {7: 9, 8: 9, 9: 200}  # a cover found in the next round
+
+
+def test_an_index_made_before_the_shared_part_rule_gets_it_by_upgrade(data_dir, tmp_path):
+    covers = _covers(data_dir, tmp_path / "covers", ("001", "002"))
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(covers)
+        assert idx.verifier.shared_part == 0.3  # a new index has it
+    manifest = tmp_path / "idx" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["verify"].pop("shared_part")  # as written before the rule existed
+    manifest.write_text(json.dumps(m))
+    with Index.open(tmp_path / "idx") as old:
+        assert old.verifier.shared_part == 0.0
+    r = CliRunner().invoke(app, ["upgrade", str(tmp_path / "idx")])
+    assert r.exit_code == 0 and "shared-part rule" in r.output, r.output
+    with Index.open(tmp_path / "idx") as up:
+        assert up.verifier.shared_part == 0.3
