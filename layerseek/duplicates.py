@@ -241,14 +241,17 @@ def group_pairs(index, pairs: list[Pair], kind: str = "all") -> list[Group]:
     members: dict[int, list[int]] = {}
     for i in parent:
         members.setdefault(_find(parent, i), []).append(i)
+    pairs_of: dict[int, list[Pair]] = {}
+    for p in used:
+        pairs_of.setdefault(_find(parent, p.a), []).append(p)
     sha = index.catalog.shas()
     groups = []
-    for ids in members.values():
+    for root, ids in members.items():
         entries = [index.catalog.by_id(i) for i in ids]
         ms = {e.id: Member(e.id, e.path, e.size, e.width, e.height, e.mtime_ns) for e in entries if e is not None}
         if len(ms) < 2:
             continue
-        mine = [p for p in used if p.a in ms and p.b in ms]
+        mine = [p for p in pairs_of.get(root, []) if p.a in ms and p.b in ms]
         # the copies among the group: each set of images joined by copy pairs keeps its best one,
         # and every other image of it is a copy of that one
         ordered, left = [], sorted(ms.values(), key=keep_order)

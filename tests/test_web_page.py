@@ -82,15 +82,22 @@ def server(copy_paris, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
+    """One headless Chromium for the module (Playwright's sync API runs one instance at a time)."""
     from playwright.sync_api import sync_playwright
 
     exe = _chromium()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1200, "height": 900})
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    yield pg
+    pg.close()
 
 
 def _results(page) -> list[str]:
@@ -231,14 +238,10 @@ def library(data_dir, tmp_path_factory):
 
 
 @pytest.fixture(params=list(SIZES))
-def sized(request, library):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
-        pg = browser.new_page(viewport=SIZES[request.param], has_touch=request.param == "phone")
-        yield request.param, pg, library[0]
-        browser.close()
+def sized(request, library, browser):
+    context = browser.new_context(viewport=SIZES[request.param], has_touch=request.param == "phone")
+    yield request.param, context.new_page(), library[0]
+    context.close()
 
 
 def _shot(page, name: str) -> None:
@@ -360,16 +363,22 @@ def test_the_viewer_keeps_focus_links_the_original_and_stacks_on_a_phone(sized, 
             t.dispatchEvent(new TouchEvent('touchend', {touches: [], changedTouches: [touch(120)], bubbles: true})); }""")
         assert page.inner_text("#caption").startswith("2. ")
         assert page.evaluate("getComputedStyle(document.getElementById('pair')).touchAction") == "pinch-zoom"
+    # "search with this photo": the photo becomes the query and is not among its own results
+    shown_id = page.evaluate("shown[at].id")
+    page.click("#again")
+    page.wait_for_function("() => !document.getElementById('viewer').classList.contains('open')", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('searching')", timeout=60_000)
+    _done(page)
+    ids = [int(i) for i in page.locator("#results .hit").evaluate_all("cards => cards.map(c => c.dataset.id)")]
+    assert shown_id not in ids and len(ids) >= 13  # 14 cards less itself (14 if it had an identical twin)
 
 
-def test_the_page_follows_a_dark_system_setting(library):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport=SIZES["desktop"], color_scheme="dark")
-        page.goto(library[0] + "/")
-        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 24, 30)"
-        page.emulate_media(color_scheme="light")
-        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(247, 248, 250)"
-        browser.close()
+@pytest.mark.parametrize("size", list(SIZES))
+def test_the_page_follows_a_dark_system_setting(library, browser, size):
+    context = browser.new_context(viewport=SIZES[size], color_scheme="dark")
+    page = context.new_page()
+    page.goto(library[0] + "/")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 24, 30)"
+    page.emulate_media(color_scheme="light")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(247, 248, 250)"
+    context.close()
