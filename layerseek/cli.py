@@ -876,7 +876,8 @@ def watch(
 @app.command(short_help="Find identical files, copies and other photos of one object.")
 def duplicates(
     index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
-    kind: Annotated[Optional[str], typer.Option(help="what to group: identical (same bytes), copies (identical "
+    kind: Annotated[Optional[str], typer.Option(metavar="identical|copies|all",
+                                                help="what to group: identical (same bytes), copies (identical "
                                                      "files too) or all (every verified pair: other photos of one "
                                                      "object too). Default: all; copies with --move-to")] = None,
     move_to: Annotated[Optional[Path], typer.Option("--move-to", metavar="DIR",
