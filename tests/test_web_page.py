@@ -295,6 +295,8 @@ def test_a_search_shows_progress_then_says_what_it_found(sized, data_dir):
     assert copies.startswith("+ 1 identical file: ") and ("003 copy.jpg" in copies or copies.endswith("/003.jpg"))
     names = page.locator("#results .hit .name").all_inner_texts()
     assert len(names) == 14 and names[0].endswith(("003.jpg", "003 copy.jpg"))
+    scores = page.locator("#results .hit .score").all_inner_texts()  # the order's reason, in words
+    assert scores[0].startswith("✓ ") and "similar" in scores and "0 inliers" not in scores
     # folder and full name readable: the folder on each card, nothing cut on a phone
     assert page.inner_text("#results .hit .folder").endswith("covers")
     if size == "phone":
