@@ -725,6 +725,7 @@ def search(
                         few_queries()
                     idx = stack.enter_context(Index.open(index_path, threads))
                     idx.check_method(method, backbone=backbone)
+                    idx.prefetch_words()  # beside the query's decoding and network
                     opened.extend([idx, stack.enter_context(Index.open(rerank_with, threads))
                                    if rerank_with is not None else None])
                 return opened

@@ -306,3 +306,33 @@ def test_threads_encoding_at_once_with_a_fresh_vocabulary_agree_with_one_thread(
     for f, (words, sigs) in zip(feats, got):
         w1, s1 = shipped().encode(f)
         assert np.mean(words == w1) > 0.99 and np.array_equal(sigs[words == w1], s1[words == w1])
+
+
+def test_the_shipped_vocabulary_is_read_once_however_many_threads_ask(monkeypatch):
+    """`Query.prefetch_words` loads it beside a search, which may ask for it meanwhile: one read."""
+    import threading
+
+    from layerseek.verify import words
+
+    reads = []
+    real = words.SiftWords.load
+
+    def counted(path):
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(words, "_LOADED", {})
+    monkeypatch.setattr(words.SiftWords, "load", staticmethod(counted))
+    got, start = [], threading.Barrier(4)
+
+    def ask():
+        start.wait()
+        got.append(words.shipped().warm())
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reads) == 1 and len({id(w) for w in got}) == 1
+    assert got[0].vocabulary_._index is not None and got[0]._fingerprint

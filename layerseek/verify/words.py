@@ -78,13 +78,20 @@ class SiftWords:
         return self.he_.nbytes
 
     def _assign(self, x: np.ndarray, ma: int) -> np.ndarray:
+        self.warm()
+        return self.vocabulary_.assign(x, ma)
+
+    def warm(self) -> SiftWords:
+        """Load (or build) the words' assignment graph and the fingerprint now, not at the first
+        encoding: `Query.prefetch_words` does it beside a query's decoding and network."""
         # an index's decoding threads encode at once: the HNSW graph is built once, under a lock
         # (two threads building it corrupted the heap); searching it from several is safe
         with _BUILDING:
             index = self.vocabulary_._search_index()
             if hasattr(index, "hnsw") and index.hnsw.efSearch != EF_SEARCH:
                 index.hnsw.efSearch = EF_SEARCH
-        return self.vocabulary_.assign(x, ma)
+        self.fingerprint()
+        return self
 
     def encode(self, f: LocalFeatures, ma: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(words n x ma int32, signatures n x ma x nbytes) of an image's SIFT features."""
@@ -144,16 +151,19 @@ class SiftWords:
 
 
 _LOADED: dict[str, SiftWords] = {}
+_LOADING = threading.Lock()
 
 
 def shipped() -> SiftWords:
-    """The shipped vocabulary, read once per process."""
+    """The shipped vocabulary, read once per process (a second thread asking meanwhile waits for
+    the first's)."""
     key = str(SHIPPED)
-    if key not in _LOADED:
-        if not SHIPPED.is_file():
-            raise LayerseekError(f"{SHIPPED}: the word vocabulary is missing from this installation")
-        _LOADED[key] = SiftWords.load(SHIPPED)
-    return _LOADED[key]
+    with _LOADING:
+        if key not in _LOADED:
+            if not SHIPPED.is_file():
+                raise LayerseekError(f"{SHIPPED}: the word vocabulary is missing from this installation")
+            _LOADED[key] = SiftWords.load(SHIPPED)
+        return _LOADED[key]
 
 
 class WordsEngine:
