@@ -65,7 +65,7 @@ class IndexReport:
         return (f"{self.added - self.moved} added, {self.updated} updated, {self.removed - self.moved} removed, "
                 + (f"{self.moved} moved, " if self.moved else "") + f"{self.unchanged} unchanged"
                 + (f", {reused} copied from identical files" if reused else "")
-                + (f", {self.restored} taken back as they were removed (not described again)" if self.restored else "")
+                + (f", {self.restored} restored from an earlier removal (not described again)" if self.restored else "")
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
                 + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else "")
                 + (f", {self.excluded} excluded" if self.excluded else ""))
@@ -452,7 +452,7 @@ class Ingest:
             keys += [e.path for e in found]
             if not found:
                 missing.append(str(p))
-        self._commit(deletes=keys, keep_deleted=True)  # added back later: nothing is read again
+        self._commit(deletes=keys, keep_deleted=True)  # added back later: not described again
         for pattern, kind in out:  # after the removal is committed: a failed one excludes nothing
             self.catalog.exclude(pattern, kind)
         self._seal()

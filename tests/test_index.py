@@ -624,7 +624,7 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
     assert r.exit_code == 0 and "1 excluded" in r.output and PARIS[0] not in held() and len(held()) == 5
     r = run(app, args[:1] + [str(photos / PARIS[0])] + args[2:])  # added back by name: not described again
     assert r.exit_code == 0 and "1 added" in r.output and PARIS[0] in held()
-    assert "1 taken back as they were removed (not described again)" in r.output
+    assert "1 restored from an earlier removal (not described again)" in r.output
     r = run(app, args)
     assert "excluded" not in r.output and len(held()) == 6
     # a pattern: matching files are left out now (indexed ones forgotten) and in later runs
@@ -635,7 +635,7 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
     assert "2 excluded" in run(app, args).output and len(held()) == 4
     r = run(app, args + ["--include", "*eiffel*"])
     assert r.exit_code == 0 and "2 added" in r.output and len(held()) == 6
-    assert "2 taken back as they were removed" in r.output
+    assert "2 restored from an earlier removal" in r.output
     assert "not excluded: *nothing*" in run(app, args + ["--include", "*nothing*"]).output
     # a removed folder stays out of its parent's runs, and comes back when it is named itself
     sub = photos / "sub"
