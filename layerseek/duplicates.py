@@ -72,6 +72,7 @@ class Member:
     mtime_ns: int
     relation: str = "keep"  # keep (the group's), identical / copy (of `copy_of`), same (object, a keep of its own)
     copy_of: int | None = None  # the image this one is identical to or a copy of (kept in its place)
+    via: int | None = None  # the image it was found a copy of directly (copy_of, or one between them)
 
 
 @dataclass
@@ -260,7 +261,8 @@ def group_pairs(index, pairs: list[Pair], kind: str = "all") -> list[Group]:
             part = _component(keep.id, [p for p in mine if p.kind != "same"])
             for m in left[1:]:
                 if m.id in part:
-                    m.relation, m.copy_of = ("identical" if sha.get(m.id) == sha.get(keep.id) else "copy"), keep.id
+                    m.relation = "identical" if sha.get(m.id) == sha.get(keep.id) else "copy"
+                    m.copy_of, m.via = keep.id, part[m.id]
             if ordered:
                 keep.relation = "same"
             ordered += [keep] + [m for m in left[1:] if m.id in part]
@@ -271,18 +273,23 @@ def group_pairs(index, pairs: list[Pair], kind: str = "all") -> list[Group]:
     return groups
 
 
-def _component(start: int, pairs: list[Pair]) -> set[int]:
-    """The images joined to `start` by these pairs."""
-    near: dict[int, set[int]] = {}
+def _component(start: int, pairs: list[Pair]) -> dict[int, int | None]:
+    """The images joined to `start` by these pairs, each with the one it was reached from
+    (breadth first: the fewest steps from `start`; None for `start`)."""
+    near: dict[int, list[int]] = {}
     for p in pairs:
-        near.setdefault(p.a, set()).add(p.b)
-        near.setdefault(p.b, set()).add(p.a)
-    seen, todo = {start}, [start]
+        near.setdefault(p.a, []).append(p.b)
+        near.setdefault(p.b, []).append(p.a)
+    seen: dict[int, int | None] = {start: None}
+    todo = [start]
     while todo:
-        for j in near.get(todo.pop(), ()):
-            if j not in seen:
-                seen.add(j)
-                todo.append(j)
+        nxt = []
+        for i in todo:
+            for j in sorted(near.get(i, ())):
+                if j not in seen:
+                    seen[j] = i
+                    nxt.append(j)
+        todo = nxt
     return seen
 
 
@@ -354,15 +361,15 @@ def _modified(ns: int) -> str:
 
 
 def _copy_pair(group: Group, m: Member) -> Pair | None:
-    """The pair of a copy and the image it is a copy of, where they were compared directly."""
+    """The pair that made a copy one: with the image it was found a copy of directly (`via`)."""
     for p in group.pairs:
-        if {p.a, p.b} == {m.id, m.copy_of} and p.similarity is not None and p.kind != "identical":
+        if {p.a, p.b} == {m.id, m.via} and p.similarity is not None and p.kind != "identical":
             return p
     return None
 
 
 def _similarity(group: Group, m: Member) -> str:
-    """The pixel correlation of a copy with the image it is a copy of ('' where not compared)."""
+    """The pixel correlation of a copy with the image it was found a copy of ('' where not compared)."""
     p = _copy_pair(group, m)
     return "" if p is None else f"{p.similarity:.3f}"
 
@@ -371,7 +378,8 @@ def write_csv(groups: list[Group], out) -> None:
     """One row per image: its group, the group's kind, its relation (keep: the group's suggested
     keep; identical / copy: of the image `copy_of`, which is kept; same: the same object, kept),
     path, copy_of, bytes, width, height, last modified, the inliers of its best verified pair, and
-    its pixel correlation and largest local difference with the image it copies."""
+    the pixel correlation and largest local difference of the pair that made it a copy (with
+    copy_of, or with a copy of it in between)."""
     import csv
 
     w = csv.writer(out, lineterminator="\n")

@@ -142,7 +142,7 @@ def test_duplicates_at_a_terminal_say_what_each_photo_is(terminal):
     from layerseek.duplicates import Group, Member, Pair
 
     keep = Member(1, "/p/cover.jpg", 120_000, 1000, 800, 1, "keep")
-    copy = Member(2, "/p/cover-small.jpg", 30_000, 500, 400, 2, "copy", copy_of=1)
+    copy = Member(2, "/p/cover-small.jpg", 30_000, 500, 400, 2, "copy", copy_of=1, via=1)
     other = Member(3, "/p/phone.jpg", 90_000, 640, 480, 3, "same")
     pairs = [Pair(1, 2, "copy", 300, (1.0, 1.0), 0.998, 0.05), Pair(1, 3, "same", 80, (0.9, 0.5), 0.4, 2.0)]
     cli.print_groups([Group("same", [keep, copy, other], pairs)])

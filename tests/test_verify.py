@@ -636,3 +636,30 @@ def test_an_index_made_before_the_shared_part_rule_gets_it_by_upgrade(data_dir, 
     assert r.exit_code == 0 and "shared-part rule" in r.output, r.output
     with Index.open(tmp_path / "idx") as up:
         assert up.verifier.shared_part == 0.3
+
+
+def test_a_copy_of_a_copy_shows_the_pair_that_made_it_one():
+    """A (kept) - B copy - C copy of B only: C's copy_of is A, its evidence the pair (B, C)."""
+    from layerseek.duplicates import Pair, _copy_pair, group_pairs
+    from layerseek.store.catalog import Entry
+
+    class Catalog:
+        rows = {i: Entry(i, f"/p/{n}.jpg", 1000, i, f"sha{i}", w, w) for i, n, w in
+                ((1, "a", 900), (2, "b", 600), (3, "c", 300))}
+
+        def by_id(self, i):
+            return self.rows.get(i)
+
+        def shas(self):
+            return {i: e.sha256 for i, e in self.rows.items()}
+
+    class FakeIndex:
+        catalog = Catalog()
+
+    pairs = [Pair(1, 2, "copy", 300, (1.0, 1.0), 0.999, 0.05), Pair(2, 3, "copy", 200, (1.0, 1.0), 0.998, 0.08),
+             Pair(1, 3, "same", 40, (1.0, 1.0), 0.97, 0.6)]
+    (g,) = group_pairs(FakeIndex(), pairs, "all")
+    assert [m.id for m in g.members] == [1, 2, 3] and g.kind == "copies"
+    c = g.members[2]
+    assert (c.relation, c.copy_of, c.via) == ("copy", 1, 2)
+    assert _copy_pair(g, c).difference == 0.08
