@@ -20,6 +20,7 @@ import base64
 import html
 import io
 import shutil
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ COPY_COVER = 0.9
 BLOCK = 16
 #: the side the copy test reads both photos at
 COMPARE_SIDE = 320
+#: photos read for it kept in memory at once (about 0.3 MB each)
+GREYS_KEPT = 256
 #: a pair's kind, from the strongest: what each relation level includes
 _LEVEL = {"identical": 0, "copy": 1, "same": 2}
 _KIND_LEVEL = {"identical": 0, "copies": 1, "all": 2}
@@ -183,12 +186,18 @@ def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], N
     pairs = [Pair(min(ids), j, "identical", 0, (1.0, 1.0), 1.0, 0.0)
              for ids in by_sha.values() if len(ids) > 1 for j in sorted(ids)[1:]]
     checked = {(p.a, p.b) for p in pairs}
-    greys: dict[int, np.ndarray | None] = {}
+    # the photos read for the copy test, the most recently used kept (an image meets its
+    # neighbours one after the other; all of them kept, memory grew with the library)
+    greys: OrderedDict[int, np.ndarray | None] = OrderedDict()
 
     def grey(i: int):
-        if i not in greys:
+        if i in greys:
+            greys.move_to_end(i)
+        else:
             e = index.catalog.by_id(i)
             greys[i] = _grey(e.path) if e is not None else None
+            if len(greys) > GREYS_KEPT:
+                greys.popitem(last=False)
         return greys[i]
 
     ids, vectors = index.store.matrix()

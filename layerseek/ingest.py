@@ -306,7 +306,7 @@ class Ingest:
             conn = local.conn = sqlite3.connect(self.catalog.root / "catalog.sqlite", timeout=30,
                                                 check_same_thread=False)
             self._tl_conns.append(conn)
-        return (conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+        return (self.catalog.holds_content(sha, conn)
                 or self.catalog.forgotten_content(sha, conn) is not None)  # removed, now added back
 
     def _open_thread_connections(self) -> None:

@@ -117,8 +117,7 @@ class Verification:
         feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
         found: list = []
         counts = self.verifier.scores(qf, feats, found)
-        spreads = [inlier_spread(f.xy[di], f.size) if f is not None and len(di) else 0.0
-                   for f, (_, di) in zip(feats, found)]
+        spreads = [0.0 if f is None else inlier_spread(f.xy[di], f.size) for f, (_, di) in zip(feats, found)]
         out.update(zip(ids, counts))
         out.update(self.verdicts.add({i: (n, s) for i, n, s in zip(ids, counts, spreads)}))
         if drawn is not None:

@@ -129,10 +129,10 @@ class OnnxNet:
         return dict(zip(names, got))
 
 
-def weights_sha256(spec, weights: str | Path | None = None, check: bool = True) -> str:
+def weights_sha256(spec, weights: str | Path | None = None) -> str:
     """The checksum that names a graph: of the user's own weight file, or the one recorded when
-    the shipped weights were pulled (with `check`, after checking the cached file against it;
-    a graph already exported does not read the weights, so it is named by the record alone:
+    the shipped weights were pulled (not checked against the file again: a graph already
+    exported does not read the weights, and exporting loads them through the checked path;
     hashing VGG16's weights took 60 ms of every start)."""
     from ..errors import WeightsError
     from .weights import recorded_sha256, sha256_file
@@ -142,7 +142,7 @@ def weights_sha256(spec, weights: str | Path | None = None, check: bool = True) 
         if not path.is_file():
             raise WeightsError(f"{path}: weight file not found")
         return sha256_file(path)
-    return recorded_sha256(spec.weights, check)
+    return recorded_sha256(spec.weights, check=False)
 
 
 class OnnxExtractor:
@@ -171,7 +171,7 @@ class OnnxExtractor:
     def _graph(self, layers: tuple[str, ...]) -> OnnxNet:
         graph = self._graphs.get(layers)
         if graph is None:
-            path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights, check=False))
+            path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
 
             def exported():  # once, from PyTorch's network: the reference
                 from .base import FeatureExtractor

@@ -281,11 +281,12 @@ class InvertedFile:
         n = max(self.n_images, 1)
         return np.where(self.df > 0, np.log(n / np.maximum(self.df, 1)), 0.0)
 
-    def _query(self, qwords, qcodes, dt, sigma, max_share=1.0):
+    def _query(self, qwords, qcodes, dt, sigma, max_share=1.0, count=False):
         """The query's word per assignment, its signatures as 64-bit words, idf^2 and the HE
         weight per distance; assignments to words every image holds are left out (idf 0: they
         add nothing, and their lists are the longest; exact), and with `max_share` < 1 those to
-        words more than that share of the images hold (a stop-list of crowded words)."""
+        words more than that share of the images hold (a stop-list of crowded words). `count`
+        (`match_counts`): every match within dt weighs 1 instead."""
         qw = np.asarray(qwords, np.int64).reshape(-1)
         qc = None if qcodes is None else np.asarray(qcodes, np.uint8).reshape(-1, self.nbytes)
         idf2 = self.idf() ** 2
@@ -296,6 +297,8 @@ class InvertedFile:
         if max_share < 1:
             useful &= self.df[qw] <= max_share * self.n_images
         qc64 = None if qc is None else np.ascontiguousarray(_as_words(qc)[useful])
+        if count:
+            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
         return np.ascontiguousarray(qw[useful]), qc64, idf2, he_weight
 
     def _dead(self) -> np.ndarray:
@@ -323,9 +326,7 @@ class InvertedFile:
         burstiness sums the runs of one image within a list (an image's entries in a list are
         contiguous, as `kernels.accumulate_he` relies on)."""
         self._settle()
-        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
-        if count:
-            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share, count)
         sums = np.zeros(self._ids_end)
         for seg in (self._base, self._recent):
             if not len(seg):
@@ -364,9 +365,7 @@ class InvertedFile:
         from .kernels import accumulate_bow, accumulate_he, deal, group_by_word
 
         self._settle()
-        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
-        if count:  # `match_counts`: every match within dt weighs 1
-            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share, count)
         gwords, gstarts, qcodes_t = group_by_word(qw, qc64)
         segs = [s for s in (self._base, self._recent) if len(s)]
         # memory maps as plain arrays over the same pages (no copy)
@@ -400,9 +399,7 @@ class InvertedFile:
         votes} of the images with any: the reference the compiled loop is tested against (with
         `count`, `match_counts`'s)."""
         self._settle()
-        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share)
-        if count:  # `match_counts`: every match within dt weighs 1
-            idf2, he_weight = (idf2 > 0).astype(np.float64), (np.arange(len(he_weight)) < dt).astype(np.float64)
+        qw, qc64, idf2, he_weight = self._query(qwords, qcodes, dt, sigma, max_share, count)
         sums = np.zeros(0)
         for seg in (self._base, self._recent):
             entry, pair = seg.gather(qw)

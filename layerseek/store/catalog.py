@@ -414,9 +414,10 @@ class Catalog:
         return (np.frombuffer(row[0], dtype=np.float32).copy() if self.dim else bytes(row[0]), row[1], row[2],
                 None if row[3] is None else bytes(row[3]))
 
-    def holds_content(self, sha: str) -> bool:
-        """Whether an indexed file has this content."""
-        return self.conn.execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
+    def holds_content(self, sha: str, conn: sqlite3.Connection | None = None) -> bool:
+        """Whether an indexed file has this content (`conn`: another connection to this catalog,
+        e.g. a decoding thread's)."""
+        return (conn or self.conn).execute("SELECT 1 FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone() is not None
 
     @staticmethod
     def forgotten_content(sha: str, conn: sqlite3.Connection) -> tuple | None:

@@ -107,14 +107,14 @@ class Verifier:
         database image (0.0: none did), their query and database indices): what the shared-part
         rule (`same_object`) weighs for one candidate of a query."""
         n, qi, di = self.verify(query, db, q_space)
-        return n, inlier_spread(db.xy[di], db.size) if len(di) else 0.0, qi, di
+        return n, inlier_spread(db.xy[di], db.size), qi, di
 
     def check(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
               ) -> tuple[int, float]:
         """(inliers as `inliers` counts them without the spread rule, `inlier_spread` of the inliers
         that verified in the database image; 0.0 when nothing verified)."""
         n, _, di = self._verified(query, db, q_space)
-        return n, inlier_spread(db.xy[di], db.size) if len(di) else 0.0
+        return n, inlier_spread(db.xy[di], db.size)
 
     def _verified(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None
                   ) -> tuple[int, np.ndarray, np.ndarray]:
