@@ -33,17 +33,24 @@ from layerseek.verify.geometry import DEFAULT_FUNDAMENTAL, Verifier  # noqa: E40
 from layerseek.verify.pipeline import dataset_features  # noqa: E402
 
 
+def first_stage(dataset: str):
+    """(the dataset, each query's first-stage ranking, the database's and the queries' SIFT
+    features): R-MAC on MobileNetV2 at 1024 px, features cached as for eval."""
+    ds = get_dataset(dataset)
+    layers = get_spec("mobilenet_v2").default_layers
+    db, qs, _ = describe_dataset(ds, "mobilenet_v2", layers, 1024, None, None, ["rmac"])
+    first = {qi: list(r) for qi, r in evaluate_global(ds, GlobalConfig("rmac", layers), db, qs)["_ranks"]}
+    db_f, q_f, _ = dataset_features(ds, cache_dir() / "features")
+    return ds, first, db_f, q_f
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="smvs")
     ap.add_argument("--shortlist", type=int, default=100)
     ap.add_argument("--bars", default="0.05,0.1,0.15,0.2,0.25,0.3")
     args = ap.parse_args()
-    ds = get_dataset(args.dataset)
-    layers = get_spec("mobilenet_v2").default_layers
-    db, qs, _ = describe_dataset(ds, "mobilenet_v2", layers, 1024, None, None, ["rmac"])
-    first = {qi: list(r) for qi, r in evaluate_global(ds, GlobalConfig("rmac", layers), db, qs)["_ranks"]}
-    db_f, q_f, _ = dataset_features(ds, cache_dir() / "features")
+    ds, first, db_f, q_f = first_stage(args.dataset)
     v = Verifier(fundamental=DEFAULT_FUNDAMENTAL)
 
     def one(qi):

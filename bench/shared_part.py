@@ -6,7 +6,7 @@ setting, the queries left with a wrong verified result and the positives kept.
     .venv/bin/python bench/shared_part.py --dataset smvs
     .venv/bin/python bench/shared_part.py --dataset rparis6k-subset
 
-The first stage is R-MAC on MobileNetV2 at 1024 px, as `bench/inlier_spread.py`'s.
+The first stage and features are `bench/inlier_spread.py`'s (`first_stage`).
 """
 from __future__ import annotations
 
@@ -18,15 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layerseek.backbones import get_spec  # noqa: E402
-from layerseek.backbones.weights import cache_dir  # noqa: E402
-from layerseek.datasets import get_dataset  # noqa: E402
-from layerseek.describe import describe_dataset  # noqa: E402
-from layerseek.eval.runner import evaluate_global  # noqa: E402
-from layerseek.globaldesc import GlobalConfig  # noqa: E402
+from inlier_spread import first_stage  # noqa: E402 - bench/, beside this script
+
 from layerseek.verify.features import match_space  # noqa: E402
 from layerseek.verify.geometry import DEFAULT_FUNDAMENTAL, Verifier, same_object  # noqa: E402
-from layerseek.verify.pipeline import dataset_features  # noqa: E402
 
 
 def main() -> None:
@@ -36,11 +31,7 @@ def main() -> None:
     ap.add_argument("--wide", default="0,0.2,0.25,0.3,0.35,0.4")
     ap.add_argument("--weak", default="0.05,0.1,0.15")
     args = ap.parse_args()
-    ds = get_dataset(args.dataset)
-    layers = get_spec("mobilenet_v2").default_layers
-    db, qs, _ = describe_dataset(ds, "mobilenet_v2", layers, 1024, None, None, ["rmac"])
-    first = {qi: list(r) for qi, r in evaluate_global(ds, GlobalConfig("rmac", layers), db, qs)["_ranks"]}
-    db_f, q_f, _ = dataset_features(ds, cache_dir() / "features")
+    ds, first, db_f, q_f = first_stage(args.dataset)
     v = Verifier(fundamental=DEFAULT_FUNDAMENTAL)
 
     def one(qi):  # {database index: (inliers, spread)} of the verified, and the query's positives
