@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import LayerseekError, shown
-from .query import SEARCH_LIMITS
+from .hits import SEARCH_LIMITS
+from .shell import print_hits, table_header, without_self  # noqa: F401 (print_hits: tests)
 from .stages import DEFAULT_VERIFY
 
 app = typer.Typer(
@@ -621,12 +622,6 @@ def query_images(paths: list[Path]) -> list[Path]:
     return out
 
 
-def without_self(hits: list, query: Path) -> list:
-    """The hits less the query's own file (by its resolved path)."""
-    own = str(query.resolve())
-    return [h for h in hits if str(Path(h.path).resolve()) != own]
-
-
 @app.command(short_help="Find the indexed photos of the same object or place.")
 def search(
     index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
@@ -702,7 +697,7 @@ def search(
     if writer:
         header = lambda: writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])  # noqa: E731
     elif not (json_out or paths_only or sys.stdout.isatty()):  # a pipe or a file: tab-separated lines
-        header = lambda: print(("query\t" if batch else "") + "rank\tscore\tinliers\tverified\tpath")  # noqa: E731
+        header = lambda: print(table_header(batch))  # noqa: E731
     remote = None  # a running `layerseek serve` of this index answers, unless asked for what it cannot do
     if not here and rerank_with is None and method is None and backbone is None and diffusion is None:
         from .server.client import running_server
@@ -780,58 +775,6 @@ def search(
     if failed:
         fail(f"{len(failed)} of {len(queries)} queries failed: "
              + "; ".join(f"{shown(str(p))} ({shown(r)})" for p, r in failed[:3]) + ("; ..." if len(failed) > 3 else ""))
-
-
-def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool) -> None:
-    """One query's results in the form asked for (see `search`)."""
-    import json as _json
-
-    if json_out:
-        data = {"query": str(image), "seconds": seconds,
-                "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
-                             "inliers": h.inliers, "verified": h.verified} for i, h in enumerate(hits)]}
-        print(_json.dumps(data) if batch else _json.dumps(data, indent=2))
-        return
-    if writer is not None:
-        for i, h in enumerate(hits, 1):
-            writer.writerow([str(image), i, f"{h.score:.4f}", "" if h.inliers is None else h.inliers, int(h.verified),
-                             h.path])
-        return
-    if paths_only:
-        for h in hits:
-            print((f"{shown(str(image))}\t" if batch else "") + shown(h.path))
-        return
-    if not sys.stdout.isatty():
-        for i, h in enumerate(hits, 1):
-            print((f"{shown(str(image))}\t" if batch else "")
-                  + f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{shown(h.path)}")
-        if hits and any(h.inliers is not None for h in hits) and not any(h.verified for h in hits):
-            err_console.print(f"{shown(str(image))}: no photo verified as the same object", highlight=False)
-        return
-    same = [h for h in hits if h.verified]
-    checked = any(h.inliers is not None for h in hits)
-    counts = (f"{len(same)} same object" + ("s" if len(same) != 1 else "") + f" · {len(hits) - len(same)} similar"
-              if checked else f"{len(hits)} similar")
-    console.print(f"[bold]{escape(shown(str(image)))}[/bold]: {counts} · {seconds:.1f} s", highlight=False)
-    if checked and not same:
-        console.print("no photo verified as the same object; the closest by appearance:", highlight=False)
-    from rich import box
-
-    table = Table(box=box.HORIZONTALS, show_edge=False, pad_edge=False)  # a rule between same and similar
-    table.add_column("#", justify="right")
-    table.add_column("match")
-    table.add_column("path", overflow="fold")
-    for i, h in enumerate(hits, 1):
-        if h.verified:
-            match = f"[green]same[/green] · {h.inliers} inliers"
-        elif checked:
-            match = "similar" + (f" · {h.inliers} inliers" if h.inliers else "")
-        else:  # nothing verified in this index: the first stage's similarity is the order
-            match = f"similar · {h.score:.3f}"
-        if i > 1 and hits[i - 2].verified and not h.verified:
-            table.add_section()
-        table.add_row(str(i), match, escape(shown(h.path)))
-    console.print(table)
 
 
 @app.command(short_help="Keep an index in step with its folder.")

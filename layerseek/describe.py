@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # torch-backed: imported where they run, not by the search pa
     from .backbones import FeatureExtractor
     from .datasets import Dataset
 
-#: 2: JPEGs decoded at the smallest draft scale that covers the target (images.load_image)
-CACHE_VERSION = 2
+#: 2: JPEGs decoded at the smallest draft scale that covers the target (images.load_image); 3: the
+#: resize to the target by area averaging (images.shrink)
+CACHE_VERSION = 3
 
 
 def pool_all(acts: dict, poolings: Sequence[str] = tuple(POOLINGS)) -> dict[str, np.ndarray]:

@@ -334,7 +334,8 @@ class Ingest:
         is indexed already, ImageError or None): threads hash and decode ahead, the network runs here."""
         self._open_thread_connections()
         try:
-            yield from self._decoded_ahead(todo, workers)
+            with _one_opencv_thread(workers > 1):
+                yield from self._decoded_ahead(todo, workers)
         finally:
             self._close_thread_connections()
 
@@ -457,6 +458,24 @@ class Ingest:
             self.catalog.exclude(pattern, kind)
         self._seal()
         return missing
+
+
+@contextlib.contextmanager
+def _one_opencv_thread(apply: bool):
+    """OpenCV on one thread while the decoding threads run SIFT side by side: its own thread pool
+    on top of theirs and the network's only made them wait for each other (30 phone photos:
+    about 0.5 s of 7; docs/BENCHMARKS.md). A process-wide setting, put back afterwards."""
+    if not apply:
+        yield
+        return
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _kind(p: Path) -> str:

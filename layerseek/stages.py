@@ -65,7 +65,7 @@ class WordCandidates:
         """(hits, the word score of every image id): the hits scored by the first stage's
         similarity to `q` (the word score where there is no `q`); ([], None) for a query without
         features."""
-        from .query import Hit
+        from .hits import Hit
         from .verify.features import WordFeatures
 
         if not self.top or qf is None or not len(qf):

@@ -177,7 +177,8 @@ def test_phone_formats_load_upright_like_jpeg(data_dir, tmp_path, suffix):
 
 def test_a_phone_photo_decodes_at_the_draft_scale_that_covers_the_target(tmp_path, data_dir):
     """Issue 28: a 12 MP JPEG reduced to 1024 px decodes at 1/2 scale (2016 x 1512), not in full,
-    and the result is what a full decode resized with LANCZOS gives, within a grey level or two."""
+    and the result is what a full decode resized with LANCZOS gives, within a grey level or two
+    (the draft's DCT scaling and the area averaging after it against one LANCZOS filter)."""
     from PIL import Image
 
     from layerseek.images import draft_size
@@ -191,3 +192,19 @@ def test_a_phone_photo_decodes_at_the_draft_scale_that_covers_the_target(tmp_pat
     full = np.asarray(Image.open(path).convert("RGB").resize((1024, 768), Image.Resampling.LANCZOS), np.float32)
     assert got.shape == (768, 1024, 3)
     assert np.abs(got.astype(np.float32) - full).mean() < 2.0
+
+
+def test_shrink_averages_the_pixels_it_covers():
+    """images.shrink: an exact halving gives each 2 x 2 block's mean (what area averaging means),
+    and a non-integer ratio keeps a flat image flat and a ramp monotone (no ringing)."""
+    from layerseek.images import shrink
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    got = shrink(img, (4, 3))
+    want = img.astype(np.float64).reshape(3, 2, 4, 2, 3).mean(axis=(1, 3))
+    assert got.shape == (3, 4, 3) and np.abs(got - want).max() <= 0.5 + 1e-9
+    assert (shrink(np.full((300, 400, 3), 77, np.uint8), (157, 118)) == 77).all()
+    ramp = np.repeat(np.repeat(np.arange(200, dtype=np.uint8)[None, :, None], 10, 0), 3, 2)
+    row = shrink(ramp, (117, 6))[3, :, 0].astype(int)
+    assert (np.diff(row) >= 0).all() and row[0] <= 1 and row[-1] >= 198

@@ -364,11 +364,13 @@ def test_the_local_key_shows_full_paths_and_grants_nothing_else(index_dir, monke
         assert adding.status_code == 403  # adding needs LAYERSEEK_TOKEN, whatever the key
 
 
-def _cli(*args):
+def _cli(*args, entry="layerseek"):
+    """The command as a user runs it (`layerseek`: a search a server answers is sent before the
+    command line loads, `shell`), or with entry="layerseek.cli" the full command line alone."""
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "layerseek.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", entry, *map(str, args)], capture_output=True, text=True)
 
 
 def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path):
@@ -394,12 +396,30 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
             time.sleep(0.1)
         info = json.loads(announced.read_text())
         assert info["url"] == url and info["pid"] == proc.pid and (os.stat(announced).st_mode & 0o777) == 0o600
-        served = _cli("search", idx, query, "--json", "--top", "4")
-        assert served.returncode == 0, served.stderr
-        assert f"searched by the server at {url} (pid {proc.pid})" in served.stderr
-        got, want = json.loads(served.stdout), json.loads(here.stdout)
-        assert [r["path"] for r in got["results"]] == [r["path"] for r in want["results"]]
-        assert [r["score"] for r in got["results"]] == pytest.approx([r["score"] for r in want["results"]], abs=1e-4)
+        want = json.loads(here.stdout)
+        for entry in ("layerseek", "layerseek.cli"):  # the shell's short path, and the full command line's
+            served = _cli("search", idx, query, "--json", "--top", "4", entry=entry)
+            assert served.returncode == 0, served.stderr
+            assert f"searched by the server at {url} (pid {proc.pid})" in served.stderr
+            got = json.loads(served.stdout)
+            assert [r["path"] for r in got["results"]] == [r["path"] for r in want["results"]]
+            assert [r["score"] for r in got["results"]] == pytest.approx([r["score"] for r in want["results"]], abs=1e-4)
+        # into a pipe: the same tab-separated lines either way, -n and --exclude-self read by both
+        piped = [_cli("search", idx, index_dir / "photos" / PARIS[3], "-n", "3", "--exclude-self", entry=e)
+                 for e in ("layerseek", "layerseek.cli")]
+        assert piped[0].stdout == piped[1].stdout, piped[0].stderr + piped[1].stderr
+        lines = piped[0].stdout.splitlines()
+        assert lines[0] == "rank\tscore\tinliers\tverified\tpath" and len(lines) == 4
+        assert all(not ln.endswith(PARIS[3]) for ln in lines)
+        # the short path loads neither numpy nor Typer
+        probe = ("import sys; from layerseek import shell; "
+                 f"ok = shell.quick_search([{str(idx)!r}, {str(query)!r}, '--paths-only']); "
+                 "print(ok, sorted(m for m in ('numpy', 'typer', 'PIL', 'rich') if m in sys.modules))")
+        import subprocess
+        import sys
+
+        loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert loaded.stdout.splitlines()[-1] == "True []", loaded.stdout + loaded.stderr
         bad = tmp_path / "notes.jpg"
         bad.write_text("not a photo")
         refused = _cli("search", idx, bad)

@@ -10,15 +10,18 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import layerseek.cli as cli
+import layerseek.shell as shell
 from conftest import PARIS
 from layerseek.query import Hit
 
 
 @pytest.fixture
 def terminal(monkeypatch):
-    """cli's console as a 100-column terminal, recording what it prints."""
+    """The consoles of cli and of the results (shell.print_hits) as a 100-column terminal,
+    recording what they print."""
     con = Console(force_terminal=True, width=100, color_system=None, record=True)
     monkeypatch.setattr(cli, "console", con)
+    monkeypatch.setattr(shell, "console", con)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     return con
 
@@ -151,3 +154,26 @@ def test_duplicates_at_a_terminal_say_what_each_photo_is(terminal):
     assert lines[1].split()[:2] == ["keep", "/p/cover.jpg"]
     assert "copy" in lines[2] and "copy of cover.jpg" in lines[2] and "pixels 0.998" in lines[2]
     assert "same object (kept)" in lines[3] and "80 inliers" in lines[3] and "500x400, 30.0 KB" in lines[2]
+
+
+def test_the_short_path_reads_only_what_it_knows(tmp_path):
+    """shell.parse_quick_search: `search INDEX PHOTO` with the options it reads (in range) is
+    taken; a folder, a second photo, an option only the full command line reads, a value out of
+    range or two output forms go to the full command line (None), which explains them."""
+    photo = tmp_path / "q.jpg"
+    photo.write_bytes(b"x")
+    idx = tmp_path / "idx"
+    got = shell.parse_quick_search([str(idx), str(photo), "-n", "3", "--word-filter=-1", "--same-only", "--json"])
+    assert got == (idx, photo, {"top": 3, "word_filter": -1.0, "same_only": True, "json": True})
+    assert shell.parse_quick_search([str(idx), str(photo)])[2] == {"top": 10}
+    for args in ([str(idx), str(tmp_path)],                          # a folder of photos
+                 [str(idx), str(photo), str(photo)],                 # a batch
+                 [str(idx), str(tmp_path / "nope.jpg")],             # a mistyped name: the full error
+                 [str(idx), str(photo), "--here"],                   # read only by the full command line
+                 [str(idx), str(photo), "--top", "0"],               # out of range
+                 [str(idx), str(photo), "--top", "many"],
+                 [str(idx), str(photo), "--top"],
+                 [str(idx), str(photo), "--json", "--csv"],
+                 [str(idx), str(photo), "-n5"],
+                 [str(idx), str(photo), "--min-inliers", "0"]):
+        assert shell.parse_quick_search(args) is None, args

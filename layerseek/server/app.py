@@ -57,7 +57,7 @@ from pydantic import BaseModel
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..images import IMAGE_SUFFIXES, load_image
 from ..index import Index
-from ..query import SEARCH_LIMITS
+from ..hits import SEARCH_LIMITS
 from ..store.catalog import Catalog, Entry, is_under
 
 TOKEN_ENV = "LAYERSEEK_TOKEN"

@@ -7,8 +7,8 @@ starting a network of its own: no imports of torch, no model to load. The key le
 carry full paths, as a local search prints them; it grants nothing else (adding and removing
 still need LAYERSEEK_TOKEN).
 
-Only the standard library here (and `query.Hit`, which the command line has loaded already): this
-runs before anything heavy is imported.
+Only the standard library here (and `hits.Hit`): a search from the shell runs this before
+anything heavy is imported (`shell`).
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class RemoteError(Exception):
 
 def search(server: Server, image: Path, params: dict, timeout: float = 120.0) -> tuple[list, dict]:
     """POST the photo to the server's /search; (hits as `query.Hit`, the whole answer)."""
-    from ..query import Hit
+    from ..hits import Hit
 
     try:
         data = image.read_bytes()

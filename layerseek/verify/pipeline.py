@@ -29,7 +29,7 @@ class FeatureCache:
     def __init__(self, root: str | Path, n: int = DEFAULT_FEATURES, max_side: int = DEFAULT_FEATURE_SIDE,
                  kind: str = "sift"):
         self.n, self.max_side, self.kind = n, max_side, check_kind(kind)
-        settings = {"v": 2, "kind": kind, "n": n, "max_side": max_side}  # 2: load_image's draft rule of issue 28
+        settings = {"v": 3, "kind": kind, "n": n, "max_side": max_side}  # 2: the draft rule of issue 28; 3: images.shrink
         self.dir = Path(root) / (f"{kind}-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16])
 
     def _path(self, req: Request) -> Path:

@@ -1,0 +1,4 @@
+"""`python -m layerseek`: the `layerseek` command."""
+from layerseek.shell import main
+
+main()

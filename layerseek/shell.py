@@ -1,0 +1,210 @@
+"""The `layerseek` command's entry, and what a search prints.
+
+A search of one photo that a running `layerseek serve` of the index can answer is sent there
+before the command line itself is loaded: Typer, numpy, Pillow and the rest took 0.3 s of each
+such search (docs/BENCHMARKS.md, "A search from the shell with serve running"). Anything else,
+or anything this path does not know (an option it does not read, a folder of photos, a server
+that refuses or does not answer), goes to the full command line (`cli`), which says what it
+says today. Only the standard library is imported here, and Rich only for a terminal's table.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+#: the search options this path reads: name -> (parameter sent to the server, type); the flags below
+_VALUED = {"--top": ("top", int), "-n": ("top", int), "--qe": ("qe", int), "--verify": ("verify", int),
+           "--word-candidates": ("words", int), "--word-filter": ("word_filter", float),
+           "--hubness": ("hubness", int), "--min-inliers": ("min_inliers", int)}
+_FLAGS = {"--json": "json", "--csv": "csv", "--paths-only": "paths_only", "--exclude-self": "exclude_self",
+          "--same-only": "same_only"}
+
+console = None  # Rich consoles, made on first use: a search into a pipe never imports Rich
+err_console = None
+
+
+def _console(stderr: bool = False):
+    global console, err_console
+    from rich.console import Console
+
+    if stderr:
+        if err_console is None:
+            err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+        return err_console
+    if console is None:  # into a pipe or a file, lines are never wrapped
+        console = Console(soft_wrap=not sys.stdout.isatty())
+    return console
+
+
+def parse_quick_search(args: list[str]) -> tuple[Path, Path, dict] | None:
+    """(index, photo, options) of `layerseek search INDEX PHOTO [options]` when every word is one
+    this path reads and every value is in range (`hits.SEARCH_LIMITS`); else None."""
+    from .hits import SEARCH_LIMITS
+
+    limits = {"top": SEARCH_LIMITS["top"], "qe": SEARCH_LIMITS["qe"], "verify": SEARCH_LIMITS["verify"],
+              "words": SEARCH_LIMITS["words"], "word_filter": SEARCH_LIMITS["word_filter"],
+              "hubness": SEARCH_LIMITS["hubness"], "min_inliers": (1, float("inf"))}
+    opts: dict = {"top": 10}
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in _FLAGS and not eq:
+            opts[_FLAGS[name]] = True
+        elif name in _VALUED:
+            if not eq:
+                i += 1
+                if i == len(args):
+                    return None
+                value = args[i]
+            key, kind = _VALUED[name]
+            try:
+                v = kind(value)
+            except ValueError:
+                return None
+            lo, hi = limits[key]
+            if not lo <= v <= hi:
+                return None
+            opts[key] = v
+        elif word.startswith("-"):
+            return None  # an option read only by the full command line (or a mistake it explains)
+        else:
+            positional.append(word)
+        i += 1
+    if len(positional) != 2 or sum(bool(opts.get(k)) for k in ("json", "csv", "paths_only")) > 1:
+        return None
+    index, photo = Path(positional[0]), Path(positional[1])
+    if not photo.is_file():  # a folder, several photos, a mistyped name: the full command line
+        return None
+    return index, photo, opts
+
+
+def quick_search(args: list[str]) -> bool:
+    """Answer `layerseek search` through a running server of the index, printing what the full
+    command line prints; False (nothing printed) when this path cannot."""
+    parsed = parse_quick_search(args)
+    if parsed is None:
+        return False
+    index, photo, opts = parsed
+    from .server.client import RemoteError, running_server, search
+
+    server = running_server(index)
+    if server is None:
+        return False
+    top = opts["top"]
+    params = {"top": top + 1 if opts.get("exclude_self") else top, "qe": opts.get("qe", 0),
+              "verify": opts.get("verify"), "words": opts.get("words"), "word_filter": opts.get("word_filter"),
+              "hubness": opts.get("hubness")}
+    t0 = time.perf_counter()
+    try:
+        hits = search(server, photo, params)[0]
+    except RemoteError:  # refused or gone: the full command line says why, or searches here
+        return False
+    from .errors import escape_output
+
+    escape_output()
+    print(f"searched by the server at {server.url} (pid {server.pid}); --here searches in this process",
+          file=sys.stderr)
+    hits = (without_self(hits, photo) if opts.get("exclude_self") else hits)[:top]
+    if opts.get("same_only"):
+        hits = [h for h in hits if h.verified]
+    if opts.get("min_inliers") is not None:
+        hits = [h for h in hits if (h.inliers or 0) >= opts["min_inliers"]]
+    writer = None
+    if opts.get("csv"):
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])
+    elif not (opts.get("json") or opts.get("paths_only") or sys.stdout.isatty()):
+        print(table_header(False))
+    print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
+               bool(opts.get("paths_only")))
+    return True
+
+
+def without_self(hits: list, query: Path) -> list:
+    """The hits less the query's own file (by its resolved path)."""
+    own = str(query.resolve())
+    return [h for h in hits if str(Path(h.path).resolve()) != own]
+
+
+def table_header(batch: bool) -> str:
+    """The first line of the tab-separated results printed into a pipe or a file."""
+    return ("query\t" if batch else "") + "rank\tscore\tinliers\tverified\tpath"
+
+
+def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool) -> None:
+    """One query's results in the form asked for (see `cli.search`)."""
+    from .errors import shown
+
+    if json_out:
+        import json
+
+        data = {"query": str(image), "seconds": seconds,
+                "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
+                             "inliers": h.inliers, "verified": h.verified} for i, h in enumerate(hits)]}
+        print(json.dumps(data) if batch else json.dumps(data, indent=2))
+        return
+    if writer is not None:
+        for i, h in enumerate(hits, 1):
+            writer.writerow([str(image), i, f"{h.score:.4f}", "" if h.inliers is None else h.inliers, int(h.verified),
+                             h.path])
+        return
+    if paths_only:
+        for h in hits:
+            print((f"{shown(str(image))}\t" if batch else "") + shown(h.path))
+        return
+    if not sys.stdout.isatty():
+        for i, h in enumerate(hits, 1):
+            print((f"{shown(str(image))}\t" if batch else "")
+                  + f"{i}\t{h.score:.4f}\t{'' if h.inliers is None else h.inliers}\t{int(h.verified)}\t{shown(h.path)}")
+        if hits and any(h.inliers is not None for h in hits) and not any(h.verified for h in hits):
+            sys.stdout.flush()
+            print(f"{shown(str(image))}: no photo verified as the same object", file=sys.stderr)
+        return
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = _console()
+    same = [h for h in hits if h.verified]
+    checked = any(h.inliers is not None for h in hits)
+    counts = (f"{len(same)} same object" + ("s" if len(same) != 1 else "") + f" · {len(hits) - len(same)} similar"
+              if checked else f"{len(hits)} similar")
+    out.print(f"[bold]{escape(shown(str(image)))}[/bold]: {counts} · {seconds:.1f} s", highlight=False)
+    if checked and not same:
+        out.print("no photo verified as the same object; the closest by appearance:", highlight=False)
+    table = Table(box=box.HORIZONTALS, show_edge=False, pad_edge=False)  # a rule between same and similar
+    table.add_column("#", justify="right")
+    table.add_column("match")
+    table.add_column("path", overflow="fold")
+    for i, h in enumerate(hits, 1):
+        if h.verified:
+            match = f"[green]same[/green] · {h.inliers} inliers"
+        elif checked:
+            match = "similar" + (f" · {h.inliers} inliers" if h.inliers else "")
+        else:  # nothing verified in this index: the first stage's similarity is the order
+            match = f"similar · {h.score:.3f}"
+        if i > 1 and hits[i - 2].verified and not h.verified:
+            table.add_section()
+        table.add_row(str(i), match, escape(shown(h.path)))
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - the console script; tested in a subprocess
+    """`layerseek`: a search a running server answers, else the full command line (`cli.main`)."""
+    args = sys.argv[1:]
+    if args[:1] == ["search"] and quick_search(args[1:]):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a closed pipe (`| head -1`)
+                pass
+        os._exit(0)
+    from .cli import main as full
+
+    full()
