@@ -435,3 +435,35 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         assert [r["path"] for r in json.loads(again.stdout)["results"]] == [r["path"] for r in want["results"]]
     finally:
         (idx / "serve.json").unlink()
+
+
+def test_a_server_searches_once_at_start_and_changes_nothing(index_dir, monkeypatch):
+    """Issue 28: with `warm` (as `layerseek serve` starts it) the server runs one search of a
+    made-up photo before the first user's (the network's first run, the word scorer, the
+    verification threads: the first search after a start took 1.4 s, the next 0.6); the index
+    is left as it was, and the first real search answers as usual."""
+    import numpy as np
+
+    from layerseek.server.app import warm_up_photo
+
+    monkeypatch.delenv("LAYERSEEK_TOKEN", raising=False)
+    seen = []
+    real = Index.search
+
+    def search(self, image, *args, **kwargs):
+        seen.append(type(image).__name__)
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "search", search)
+    before = Index.open(index_dir / "idx")
+    gen, count = before.catalog.generation(), before.catalog.count()
+    before.close()
+    photo = warm_up_photo()
+    assert photo.shape == (768, 1024, 3) and photo.dtype == np.uint8
+    with TestClient(create_app(index_dir / "idx", max_upload=2_000_000, warm=True), base_url="http://localhost") as c:
+        r = c.post("/search?top=2", files={"file": ("q.jpg", _jpeg(index_dir / "photos" / PARIS[3]), "image/jpeg")})
+        assert r.status_code == 200 and r.json()["results"][0]["path"] == PARIS[3]
+    assert seen == ["ndarray", "str"], seen  # the made-up photo first, then the upload (by name)
+    after = Index.open(index_dir / "idx")
+    assert (after.catalog.generation(), after.catalog.count()) == (gen, count)
+    after.close()

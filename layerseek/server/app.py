@@ -49,6 +49,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -56,8 +57,8 @@ from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..images import IMAGE_SUFFIXES, load_image
-from ..index import Index
 from ..hits import SEARCH_LIMITS
+from ..index import Index
 from ..store.catalog import Catalog, Entry, is_under
 
 TOKEN_ENV = "LAYERSEEK_TOKEN"
@@ -318,6 +319,14 @@ def documented(*codes: int) -> dict:
     return {c: {"model": ErrorBody, "description": _ERRORS[c]} for c in codes}
 
 
+def warm_up_photo() -> np.ndarray:
+    """A 1024 x 768 photo of fine texture (SIFT finds its features): what a server searches
+    once at start so that every stage of a search is loaded before the first user's."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, 8, axis=0), 8, axis=1)  # 8 x 8 blocks: corners at two scales
+
+
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
                threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100,
                max_queue: int = DEFAULT_MAX_QUEUE, allowed_hosts: set[str] | None = None,
@@ -350,6 +359,10 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         with contextlib.suppress(LayerseekError, OSError):
             _ = idx.fx
             idx.update_graph()
+            # one search of a made-up photo: the network's first run, the word scorer's compiled
+            # loops (0.65 s from numba's cache), the verification threads; the first real search
+            # after a start took 1.4 s where the next ones take 0.6 (docs/BENCHMARKS.md)
+            idx.search(warm_up_photo(), top=1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
