@@ -76,9 +76,10 @@ def ms(values) -> str:
 def stage_profile(folder: Path, runtime: str) -> dict:
     """Median ms of each stage of one photo, over the photos of `folder`."""
     os.environ["LAYERSEEK_RUNTIME"] = runtime
+    import numpy as np
     from PIL import Image, ImageOps
 
-    from layerseek.images import load_image, read_snapshot, resized_size
+    from layerseek.images import load_image, read_snapshot, resized_size, shrink
     from layerseek.index import Index
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,9 +105,9 @@ def stage_profile(folder: Path, runtime: str) -> dict:
             im = ImageOps.exif_transpose(im).convert("RGB")
             t["EXIF"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            s = 1024 / max(im.size)
-            if s < 1:
-                im.resize((round(im.width * s), round(im.height * s)), Image.Resampling.LANCZOS)
+            target = resized_size(*im.size, idx.method.max_side)
+            if target != im.size:  # as load_image: area averaging (images.shrink)
+                shrink(np.asarray(im), target)
             t["resize"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             img = load_image(p, max_side=idx.method.max_side, data=data)

@@ -1,5 +1,5 @@
 """What the word engine costs per image: assigning 1000 RootSIFT descriptors to the shipped 20,000
-words (exact scan against HNSW at several search breadths), encoding one image at a time or a
+words (exact scan against HNSW at several search breadths, and an inverted file), encoding one image at a time or a
 batch, and the bytes its inverted file keeps per image.
 
     .venv/bin/python bench/word_encode.py --images 40
@@ -51,6 +51,15 @@ def main() -> None:
         h.hnsw.efSearch = ef
         agree = float(np.mean(h.search(x, 1)[1][:, 0] == truth))
         print(f"  HNSW efSearch {ef}: {timed(lambda: h.search(x, 1)):.0f} ms, {100 * agree:.1f} % the exact word")
+    # an inverted file over the words instead (a coarse quantiser, then the words of the nearest lists)
+    for nlist, nprobe in ((256, 16), (256, 32), (512, 32)):
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(128), 128, nlist)
+        ivf.train(w.vocabulary_.centroids_)
+        ivf.add(w.vocabulary_.centroids_)
+        ivf.nprobe = nprobe
+        agree = float(np.mean(ivf.search(x, 1)[1][:, 0] == truth))
+        print(f"  IVF {nlist} lists, {nprobe} probed: {timed(lambda: ivf.search(x, 1)):.0f} ms, "
+              f"{100 * agree:.1f} % the exact word")
     t = time.perf_counter()
     for f in feats:
         w.encode(f)

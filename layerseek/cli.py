@@ -943,6 +943,7 @@ def demo(
     # photos of the indexed covers, spread over the covers: each phone's k-th photo of every n-th cover
     step = max(1, len(refs) // max(1, photos))
     queries = [(root / ph / r.name, r) for ph in phones for r in refs[::step][:photos] if (root / ph / r.name).is_file()]
+    _NOTHING_TO_FINISH[0] = True  # the index is closed (`with idx` below) before this command returns or fails
     try:
         idx = Index.open_or_create(index_path, DEFAULT_INDEX["method"], threads, None, None, None,
                                    verify=DEFAULT_INDEX["verify"], backbone=DEFAULT_INDEX["backbone"])

@@ -198,13 +198,18 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
 def main() -> None:  # pragma: no cover - the console script; tested in a subprocess
     """`layerseek`: a search a running server answers, else the full command line (`cli.main`)."""
     args = sys.argv[1:]
-    if args[:1] == ["search"] and quick_search(args[1:]):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except OSError:  # a closed pipe (`| head -1`)
-                pass
-        os._exit(0)
+    if args[:1] == ["search"]:
+        try:
+            answered = quick_search(args[1:])
+        except BrokenPipeError:  # `| head -1` closed the pipe: nothing more can be said there
+            os._exit(1)  # as the full command line ends then
+        if answered:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except OSError:  # a closed pipe
+                    pass
+            os._exit(0)
     from .cli import main as full
 
     full()
