@@ -20,7 +20,7 @@ def terminal(monkeypatch):
     """The consoles of cli and of the results (shell.print_hits) as a 100-column terminal,
     recording what they print."""
     con = Console(force_terminal=True, width=100, color_system=None, record=True)
-    monkeypatch.setattr(cli, "console", con)
+    monkeypatch.setattr(cli.base, "console", con)
     monkeypatch.setattr(shell, "console", con)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     return con

@@ -1,0 +1,122 @@
+"""What every command shares: the Typer apps, the consoles, the one-line error, exit codes and
+the settings of a new index."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import shown
+
+app = typer.Typer(
+    help="Find the images that show the same object or place, with multi-layer CNN retrieval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: sentences wrapped whole, no "<bool>" beside each flag
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+models_app = typer.Typer(help="List backbones and fetch their pretrained weights.", invoke_without_command=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"layerseek {version('layerseek')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="print the version and exit")] = False) -> None:
+    """Find the images that show the same object or place, with multi-layer CNN retrieval."""
+
+
+app.add_typer(models_app, name="models")
+
+
+# Into a pipe or a file, lines are never wrapped (a terminal wraps at its own width).
+console = Console(soft_wrap=not sys.stdout.isatty())
+
+
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+
+
+#: `index` finished, but some files failed or some folders could not be read.
+EXIT_SOME_FAILED = 3
+
+
+#: exit status of an error said in one line: the OS or the catalog refused (disk full, read-only,
+#: locked, damaged), as for any other error a command reports: the user knows what to do
+EXIT_FAILED = 1
+
+
+#: exit status when something unexpected went wrong (the traceback is in a log file)
+EXIT_UNEXPECTED = 2
+
+
+#: What a new index is made with when nothing is said: R-MAC on MobileNetV2 ranks, SIFT + RANSAC
+#: verifies the first 100 (docs/RESULTS.md, "Geometric verification").
+DEFAULT_INDEX = {"method": "rmac", "backbone": "mobilenet_v2", "verify": True}
+
+
+#: set by a command whose process holds nothing to finish once it has printed (a search from the
+#: shell: the index is closed): `main` then ends it without the interpreter's teardown, which took
+#: 0.1-0.14 s after a search (freeing ONNX Runtime, FAISS and the memory maps)
+_NOTHING_TO_FINISH = [False]
+
+
+def _manifest_verify(index_path: Path):
+    import json as _json
+
+    try:
+        return _json.loads(Path(index_path, "manifest.json").read_text()).get("verify")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line naming the file and the cause ("PATH: disk full: …", "PATH:
+    Permission denied"): `errors.storage_error_line`."""
+    from ..errors import storage_error_line
+
+    return storage_error_line(e, e.filename) if e.filename is not None else str(e.strerror or e)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]error:[/red] {escape(shown(message))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def collection_name(name: str | None) -> str | None:
+    """A collection to learn from, as stored in an index's parameters: registry names (and
+    `others`) as they are, folders and files as absolute paths (so the same collection compares
+    equal from any cwd); each of several separated by commas."""
+    from ..datasets import DATASETS
+
+    if name is None or name in DATASETS or name == "others":
+        return name
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    if "," in name:
+        return ",".join(collection_name(n.strip()) for n in name.split(",") if n.strip())
+    return name
+
+
+def human_bytes(n: int | None) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as file managers show sizes)."""
+    if n is None:
+        return "?"
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
