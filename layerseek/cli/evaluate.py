@@ -246,7 +246,7 @@ def eval_(
     if verify:
         settings.append(f"verification {res['_verify_seconds']:.2f} s per query")
     base.console.print("; ".join(settings) + f"; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
-                  highlight=False)
+                       highlight=False)
     if errors:
         base.err_console.print(f"{len(errors)} image(s) failed and were left out:")
         for line in errors:

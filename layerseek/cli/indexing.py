@@ -147,7 +147,7 @@ def index(
     if report.skipped_before:
         n = len(report.skipped_before)
         base.err_console.print(f"  ({n} file{'s that are not images' if n != 1 else ' that is not an image'}, listed "
-                          "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
+                               "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
 

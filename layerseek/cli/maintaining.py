@@ -71,8 +71,8 @@ def duplicates(
         write_html(groups, html_out, f"Duplicates in {index_path}")
     counts = {k: sum(g.kind == k for g in groups) for k in ("identical", "copies", "same")}
     base.err_console.print(f"{len(groups)} groups: {counts['identical']} of identical files, {counts['copies']} of copies, "
-                      f"{counts['same']} of the same object; {sum(len(g.members) for g in groups)} images"
-                      + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
+                           f"{counts['same']} of the same object; {sum(len(g.members) for g in groups)} images"
+                           + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
     if move_to is None:
         return
     from ..duplicates import human_size
@@ -81,16 +81,16 @@ def duplicates(
     if not apply:
         for src, to in plan:
             base.err_console.print(f"  would move {shown(src)} -> {shown(str(to))}", highlight=False, soft_wrap=True,
-                              markup=False)
+                                   markup=False)
         base.err_console.print(f"dry run: {len(plan)} files ({total}) would move to {move_to}; run again with --apply to "
-                          "move them", highlight=False, soft_wrap=True)
+                               "move them", highlight=False, soft_wrap=True)
         return
     base.err_console.print(f"moved {len(moved)} files ({total}) to {move_to}; the index forgot them", highlight=False,
-                      soft_wrap=True)
+                           soft_wrap=True)
     if failed:
         for src, why in failed:
             base.err_console.print(f"  not moved: {shown(src)} ({shown(why)})", highlight=False, soft_wrap=True,
-                              markup=False)
+                                   markup=False)
         raise typer.Exit(1)
 
 
@@ -101,7 +101,7 @@ def print_groups(groups: list) -> None:
 
     for g, group in enumerate(groups, 1):
         base.console.print(f"Group {g}: {_GROUP_WORDS[group.kind]} ({len(group.members)} images)", highlight=False,
-                      style="bold")
+                           style="bold")
         names = {m.id: Path(m.path).name for m in group.members}
         for m in group.members:
             n, sim = group.inliers(m.id), _similarity(group, m)
@@ -109,8 +109,8 @@ def print_groups(groups: list) -> None:
                                              f"{n} inliers" if n and m.relation != "keep" else "",
                                              f"pixels {sim}" if sim else "") if x)
             base.console.print(f"  {_WORDS[m.relation]:18s} {m.path}  ({m.width}x{m.height}, {human_size(m.size)}"
-                          + (f"; {evidence}" if evidence else "") + ")", highlight=False, soft_wrap=True,
-                          markup=False)
+                               + (f"; {evidence}" if evidence else "") + ")", highlight=False, soft_wrap=True,
+                               markup=False)
 
 
 @app.command(short_help="Say what an index holds.")
@@ -137,10 +137,10 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
     base.console.print(f"{data['path']}: {data['images']:,} images, {data['failed']} failed", highlight=False, soft_wrap=True)
     if data["roots"]:
         base.console.print("indexed: " + ", ".join(shown(r) for r in dict.fromkeys(data["roots"])), highlight=False,
-                      soft_wrap=True, markup=False)
+                           soft_wrap=True, markup=False)
     if data["excluded"]:
         base.console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({e['kind']})" for e in data["excluded"]),
-                      highlight=False, soft_wrap=True, markup=False)
+                           highlight=False, soft_wrap=True, markup=False)
     per = f" ({human_bytes(data['bytes_per_image'])} per image)" if data["bytes_per_image"] else " (empty)"
     v = data.get("verify")
     checks = ("photos of the same object or place are verified by their geometry" if v
@@ -152,18 +152,18 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
         return
     if p["method"] == "mof":
         base.console.print(f"method mof on {p['backbone']} {'+'.join(p['layers'])}, {p['pooling']}-pooled windows, "
-                      f"{p['words']} {'spherical' if p.get('spherical') else 'plain k-means'} words per layer learned "
-                      f"on {p['train_on']}, MA {p['ma']}, HE {'on' if p['he'] else 'off'}, "
-                      f"max side {p['max_side']}; {data['vector_bytes_per_image']} bytes of words and signatures "
-                      f"per image; search {data['search']}", highlight=False, soft_wrap=True)
+                           f"{p['words']} {'spherical' if p.get('spherical') else 'plain k-means'} words per layer learned "
+                           f"on {p['train_on']}, MA {p['ma']}, HE {'on' if p['he'] else 'off'}, "
+                           f"max side {p['max_side']}; {data['vector_bytes_per_image']} bytes of words and signatures "
+                           f"per image; search {data['search']}", highlight=False, soft_wrap=True)
     else:
         base.console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
-                      f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
-                      + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False, soft_wrap=True)
+                           f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
+                           + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False, soft_wrap=True)
         h = data.get("hubness")
         base.console.print(f"first stage: the cosine less {h['beta']:g} x each image's mean cosine to its {h['k']} nearest "
-                      "(hubness correction)" if h else "first stage: the cosine (no hubness correction; `layerseek "
-                      "upgrade` adds it)", highlight=False, soft_wrap=True)
+                           "(hubness correction)" if h else "first stage: the cosine (no hubness correction; `layerseek "
+                           "upgrade` adds it)", highlight=False, soft_wrap=True)
     if v:
         words = (f" and the {v['words']['top']} best of the word engine over those features (vocabulary "
                  f"{v['words']['vocabulary']}, wherever the CNN ranks them"
@@ -172,18 +172,18 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
         stored = (f"stored as their visual words and signatures, matched by shared words within {v['hamming']} bits"
                   if v["kind"] == "sift-words" else "matched by descriptor ratio test")
         base.console.print(f"verification: the first 100 of a search{words} re-ordered by RANSAC inliers of {v['features']} SIFT "
-                      f"features at {v['side']} px, {stored} (same object from {v['min_inliers']} inliers"
-                      + (f"; 3-D scenes from {v['fundamental']} inliers of a fundamental matrix" if v.get("fundamental")
-                         else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
-                      + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
-                         if v.get("diffusion") else "")
-                      + (f"; {data['feature_bytes_per_image']} bytes of features per image"
-                         if data["feature_bytes_per_image"] is not None else "; no features stored yet"), highlight=False, soft_wrap=True)
+                           f"features at {v['side']} px, {stored} (same object from {v['min_inliers']} inliers"
+                           + (f"; 3-D scenes from {v['fundamental']} inliers of a fundamental matrix" if v.get("fundamental")
+                              else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
+                           + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
+                              if v.get("diffusion") else "")
+                           + (f"; {data['feature_bytes_per_image']} bytes of features per image"
+                              if data["feature_bytes_per_image"] is not None else "; no features stored yet"), highlight=False, soft_wrap=True)
     else:
         base.console.print("verification: off (this index stores no local features)", highlight=False, soft_wrap=True)
     base.console.print(f"{data['bytes_on_disk']} bytes on disk, {data['bytes_per_image']} per image; schema "
-                  f"{data['schema_version']}, made by layerseek {data['versions']['layerseek']}", highlight=False,
-                  soft_wrap=True)
+                       f"{data['schema_version']}, made by layerseek {data['versions']['layerseek']}", highlight=False,
+                       soft_wrap=True)
 
 
 @app.command(short_help="Examine an index without changing it.")
@@ -208,8 +208,8 @@ def check(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
         for f in findings:
             (base.err_console if f.level == PROBLEM else base.console).print(shown(f.line()), highlight=False, soft_wrap=True, markup=False)
         base.console.print(f"{index_path}: " + (f"{len(problems)} problem(s); `layerseek repair {index_path}` mends what "
-                                           "can be rebuilt from the catalog" if problems else "sound"),
-                      highlight=False, soft_wrap=True)
+                                                "can be rebuilt from the catalog" if problems else "sound"),
+                           highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
 
@@ -251,4 +251,4 @@ def upgrade(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="th
     for line in added:
         base.console.print(f"  added {line}", highlight=False, soft_wrap=True)
     base.console.print(f"{index_path}: " + ("upgraded" if added else "nothing to add: it has what a new index gets"),
-                  highlight=False, soft_wrap=True)
+                       highlight=False, soft_wrap=True)

@@ -68,7 +68,7 @@ def models_pull(
                 with base.console.status(f"exporting {name} for ONNX Runtime ..."):
                     OnnxExtractor(name)
                 base.console.print(f"{name}: ONNX graph of {', '.join(BACKBONES[name].default_layers)} ready "
-                              f"({time.perf_counter() - t0:.1f} s)", highlight=False)
+                                   f"({time.perf_counter() - t0:.1f} s)", highlight=False)
         except LayerseekError as e:
             base.err_console.print(f"[red]{name}: {e}[/red]", highlight=False, soft_wrap=True)
             failed.append(name)

@@ -131,7 +131,7 @@ def search(
         remote = running_server(index_path)
         if remote is not None:
             base.err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
-                              "process", highlight=False, soft_wrap=True)
+                                   "process", highlight=False, soft_wrap=True)
     params = {"top": top + 1 if exclude_self else top, "qe": qe, "verify": verify, "words": word_candidates,
               "word_filter": word_filter, "hubness": hubness}
     try:
@@ -252,15 +252,15 @@ def demo(
                 first = (f"{Path(hits[0].path).name}" + (f", {hits[0].inliers} inliers" if hits[0].inliers else "")
                          if hits else "nothing")
                 base.console.print(f"{'right' if ok else 'WRONG'}  {photo.parent.name}/{photo.name} -> {first} "
-                              f"({time.perf_counter() - t0:.1f} s)", highlight=False)
+                                   f"({time.perf_counter() - t0:.1f} s)", highlight=False)
     except LayerseekError as e:
         fail(str(e))
     base.console.print(f"{right} of {len(queries)} phone photos found their cover first.", highlight=False)
     if len(refs) <= DEFAULT_VERIFY:  # say what this measures: verification saw every cover
         base.console.print(f"(An index of {len(refs)} covers alone: each search verified all of them. In a library of "
-                      "mixed kinds the word engine's candidates keep the right photo in sight: docs/RESULTS.md, "
-                      "\"Word candidates\".)", highlight=False, soft_wrap=True)
+                           "mixed kinds the word engine's candidates keep the right photo in sight: docs/RESULTS.md, "
+                           "\"Word candidates\".)", highlight=False, soft_wrap=True)
     base.console.print(f"Next: layerseek search {index_path} PHOTO   or   layerseek serve {index_path}  (then open the "
-                  "address it prints and drop a photo)", highlight=False, soft_wrap=True)
+                       "address it prints and drop a photo)", highlight=False, soft_wrap=True)
     if right < len(queries):
         raise typer.Exit(EXIT_SOME_FAILED)

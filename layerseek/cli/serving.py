@@ -64,7 +64,7 @@ def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
     except OSError as e:
         fail(f"{host}:{port}: cannot listen there ({e.strerror or e}); choose another --port or --host")
     base.console.print(f"serving {index_path} at http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}/  "
-                  "(API docs: /docs)", highlight=False, soft_wrap=True)  # one line: a URL broken in two opens nothing
+                       "(API docs: /docs)", highlight=False, soft_wrap=True)  # one line: a URL broken in two opens nothing
     config = uvicorn.Config(api, log_level="warning",
                             http=guarded_protocol(header_timeout, body_timeout, max_connections))
     # `layerseek search` of this index finds the server here and sends its photos to it
