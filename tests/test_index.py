@@ -317,7 +317,7 @@ def test_hnsw_graph_changes_in_place(tmp_path, monkeypatch):
     a changed file's old vector is never found again, and too many tombstones rebuild the graph."""
     import hashlib
 
-    from layerseek.store import vectors as V
+    from layerseek.store import faiss_store, vectors as V
 
     rng = np.random.default_rng(0)
     idx = Index.create(tmp_path / "idx", "gem", ann="hnsw", **OPTS)
@@ -347,7 +347,7 @@ def test_hnsw_graph_changes_in_place(tmp_path, monkeypatch):
     # additions are found without a rebuild; a new process re-applies what was not written
     Z = rng.standard_normal((5, dim)).astype(np.float32)
     Z /= np.linalg.norm(Z, axis=1, keepdims=True)
-    monkeypatch.setattr(V, "HNSW_SAVE_ROWS", 1)  # written: the recent graph's own file, not the main one
+    monkeypatch.setattr(faiss_store, "HNSW_SAVE_ROWS", 1)  # written: the recent graph's own file, not the main one
     cache = tmp_path / "idx" / "cache"
     main_file = V.HnswGraph.files_of(cache)[0]
     idx._commit(rows(range(300, 305), Z))
@@ -524,9 +524,9 @@ def test_two_processes_take_up_each_others_files(tmp_path, monkeypatch, ann):
     copy over it, and neither leaves the rows' file naming a file that is gone."""
     import hashlib
 
-    from layerseek.store import vectors as V
+    from layerseek.store import faiss_store, vectors as V
 
-    monkeypatch.setattr(V, "HNSW_SAVE_ROWS", 1)
+    monkeypatch.setattr(faiss_store, "HNSW_SAVE_ROWS", 1)
     rng = np.random.default_rng(8)
     idx = Index.create(tmp_path / "idx", "gem", ann=ann, **OPTS)
     dim, cache = idx.catalog.dim, tmp_path / "idx" / "cache"
