@@ -2,10 +2,11 @@
 
 A search of one photo that a running `layerseek serve` of the index can answer is sent there
 before the command line itself is loaded: Typer, numpy, Pillow and the rest took 0.3 s of each
-such search (docs/BENCHMARKS.md, "Third round: the resize, the indexing threads, a search a server answers"). Anything else,
-or anything this path does not know (an option it does not read, a folder of photos, a server
-that refuses or does not answer), goes to the full command line (`cli`), which says what it
-says today. Only the standard library is imported here, and Rich only for a terminal's table.
+such search (docs/BENCHMARKS.md, "Third round: the resize, the indexing threads, a search a
+server answers"). Anything else, or anything this path does not know (an option it does not
+read, a folder of photos, a server that refuses or does not answer), goes to the full command
+line (`cli`), which says what it says today. Only the standard library is imported here, and
+Rich only for a terminal's table.
 """
 from __future__ import annotations
 
