@@ -243,9 +243,9 @@ def load_image(
 
 def shrink(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An H x W x 3 uint8 image brought down to size (width, height) by area averaging (OpenCV's
-    INTER_AREA: each new pixel the mean of the old ones it covers, so nothing aliases). Pillow's
-    LANCZOS took 58 ms of a 12 MP photo's 98 (2016 x 1512 -> 1024 x 768), this 12-16 ms; the two
-    differ by about a grey level (docs/BENCHMARKS.md, "Where an indexed photo's time goes")."""
+    INTER_AREA: each new pixel the mean of the old ones it covers, so nothing aliases). A 12 MP
+    photo's 2016 x 1512 draft -> 1024 x 768 took 43-58 ms with Pillow's LANCZOS, 12-21 ms so; the
+    two differ by about a grey level (docs/BENCHMARKS.md, "Third round: the resize, ...")."""
     import cv2
 
     return cv2.resize(np.ascontiguousarray(pixels), size, interpolation=cv2.INTER_AREA)

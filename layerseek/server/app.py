@@ -56,8 +56,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
-from ..images import IMAGE_SUFFIXES, load_image
 from ..hits import SEARCH_LIMITS
+from ..images import IMAGE_SUFFIXES, load_image
 from ..index import Index
 from ..store.catalog import Catalog, Entry, is_under
 
