@@ -101,7 +101,8 @@ def running_server(index_root: str | Path, timeout: float = 0.5) -> Server | Non
 #: the upload's declared type by suffix (the server decodes by content; this only labels it)
 _IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                 ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif", ".tif": "image/tiff",
-                ".tiff": "image/tiff", ".bmp": "image/bmp", ".gif": "image/gif"}
+                ".tiff": "image/tiff", ".bmp": "image/bmp", ".gif": "image/gif", ".jfif": "image/jpeg",
+                ".ppm": "image/x-portable-pixmap", ".pgm": "image/x-portable-graymap", ".pbm": "image/x-portable-bitmap"}
 
 
 def _request(url: str, method: str, path: str, body: bytes | None = None, timeout: float = 120.0,
