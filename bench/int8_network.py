@@ -31,25 +31,39 @@ from layerseek.images import load_image  # noqa: E402
 from layerseek.methods import make_method  # noqa: E402
 
 
-def quantized(fp32: Path, out: Path, photos: list[Path], fx: OnnxExtractor) -> Path:
-    """`fp32` quantized to `out`: weights int8 per channel, activations uint8 with ranges (min,
-    max) seen on `photos` at 1024 px."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+def quantized(fp32: Path, out: Path, photos: list[Path], fx: OnnxExtractor, calibrate: str = "minmax",
+              float_outputs: bool = False) -> Path:
+    """`fp32` quantized to `out`: weights int8 per channel, activations uint8 with ranges seen on
+    `photos` at 1024 px (`calibrate`: minmax, percentile or entropy); `float_outputs`: the nodes
+    that make the pooled layers' outputs stay in float."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_static)
 
     class Photos(CalibrationDataReader):
         def __init__(self):
-            self.it = (({"x": fx.preprocess(load_image(p, max_side=1024))}) for p in photos)
+            # one shape for all (the histogram calibrations stack them): portrait photos turned
+            self.it = ({"x": fx.preprocess(_landscape(load_image(p, max_side=1024)))} for p in photos)
 
         def get_next(self):
             return next(self.it, None)
 
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(pre))
+    graph = onnx.load(str(pre)).graph
+    outputs = {o.name for o in graph.output}
+    exclude = [n.name for n in graph.node if set(n.output) & outputs] if float_outputs else []
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[calibrate]
     quantize_static(str(pre), str(out), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                    nodes_to_exclude=exclude, extra_options={"CalibPercentile": 99.99})
     pre.unlink()
     return out
+
+
+def _landscape(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(1, 0, 2)) if img.shape[0] > img.shape[1] else img
 
 
 def timed(session, x: np.ndarray, n: int = 8) -> tuple[float, float]:
@@ -80,6 +94,9 @@ def main() -> None:
     ap.add_argument("--eval", action="store_true", help="also run `layerseek eval` (first stage) on SMVS and Paris")
     ap.add_argument("--pipeline", action="store_true", help="with --eval: Paris with the default pipeline too")
     ap.add_argument("--index", type=Path, help="with --eval: time `layerseek index` of this folder, float then int8")
+    ap.add_argument("--calibrate", default="minmax", choices=("minmax", "percentile", "entropy"))
+    ap.add_argument("--float-outputs", action="store_true", help="keep the nodes that make the pooled layers in float")
+    ap.add_argument("--only-pipeline", action="store_true", help="with --eval: Paris with the default pipeline alone")
     args = ap.parse_args()
     data = shared_data_dir()
     fx = OnnxExtractor("mobilenet_v2")
@@ -90,8 +107,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        int8 = quantized(fp32, tmp / "int8.onnx", calibration, fx)
-        print(f"quantized on {len(calibration)} Corel photos in {time.perf_counter() - t:.1f} s")
+        int8 = quantized(fp32, tmp / "int8.onnx", calibration, fx, args.calibrate, args.float_outputs)
+        print(f"quantized on {len(calibration)} Corel photos ({args.calibrate}"
+              f"{', pooled layers in float' if args.float_outputs else ''}) in {time.perf_counter() - t:.1f} s")
         x = np.random.default_rng(0).standard_normal((1, 3, 768, 1024)).astype(np.float32)
         for name, path in (("float", fp32), ("int8", int8), ("float", fp32), ("int8", int8)):
             wall, cpu = timed(session(path), x)
@@ -124,8 +142,8 @@ def main() -> None:
         (cache / "onnx" / fp32.name).unlink()
         os.replace(int8, cache / "onnx" / fp32.name)
         int8_env = {**os.environ, "LAYERSEEK_CACHE": str(cache)}
-        runs = [("smvs", []), ("rparis6k-subset", [])]
-        if args.pipeline:  # the default pipeline's stages, as docs/BENCHMARKS.md runs them
+        runs = [] if args.only_pipeline else [("smvs", []), ("rparis6k-subset", [])]
+        if args.pipeline or args.only_pipeline:  # the default pipeline's stages, as docs/BENCHMARKS.md runs them
             runs.append(("rparis6k-subset", ["--verify", "100", "--expand", "1", "--diffusion", "15", "--fundamental",
                                              "20", "--word-candidates", "100", "--hubness", "10"]))
         for collection, extra in runs:
