@@ -154,6 +154,9 @@ def ray_results(index, todo: list[tuple[str, int, int]], address: str = LOCAL, w
     """Encode `todo` [(path, size, mtime_ns)] on Ray. Yields, in completion order,
     ((path, size, mtime_ns), sha256, (vector or payload, width, height) or None when the content is
     indexed already, ImageError or None), as `Index._local_results` does."""
+    if getattr(index.method, "precision", "float") != "float":  # Ray's actors run PyTorch's network
+        raise LayerseekError("--ray encodes with PyTorch's float network; this index's network is "
+                             f"{index.method.precision} (index it without --ray)")
     try:
         import ray
     except ImportError:

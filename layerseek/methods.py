@@ -35,6 +35,7 @@ class GlobalMethod:
     similarity: str = "cosine"
     max_side: int = 1024
     whiten_on: str | None = None  # the collection the per-layer PCA whitening was learned on
+    precision: str = "float"  # the network's arithmetic (backbones.runtime.PRECISIONS): int8 on ONNX Runtime
 
     kind = "global"  # one vector per image (not a dataclass field: no annotation)
 
@@ -46,6 +47,8 @@ class GlobalMethod:
         bad = [n for n in self.layers if n not in spec.layers]
         if bad:
             raise LayerseekError(f"{self.backbone} has no layer {bad[0]!r}; valid: {', '.join(spec.layers)}")
+        if self.precision not in ("float", "int8"):
+            raise LayerseekError(f"unknown precision {self.precision!r}; valid: float, int8")
         if self.similarity not in INDEXABLE_SIMILARITIES:
             raise LayerseekError(f"an index needs an inner-product similarity; valid: {', '.join(INDEXABLE_SIMILARITIES)}"
                                  f" (got {self.similarity!r}; euclidean and kl are for `eval`)")
@@ -61,7 +64,9 @@ class GlobalMethod:
         return parse_weights(self.weights, len(self.layers))
 
     def params(self) -> dict:
-        return {"method": self.pooling, **{k: v for k, v in asdict(self).items() if k != "pooling"},
+        # precision only where it is not float: the manifests of float indexes stay as they were
+        return {"method": self.pooling, **{k: v for k, v in asdict(self).items()
+                                           if k != "pooling" and not (k == "precision" and v == "float")},
                 "layers": list(self.layers)}
 
     # -- whitening (learned on another collection, stored beside the index) ---------------------
@@ -155,8 +160,9 @@ def make_method(name: str, **options):
 
 
 #: per method, the options added after indexes were made, with the value those indexes had (their
-#: manifests lack the key): MOF indexes before spherical words learned plain k-means ones
-SETTINGS_BEFORE = {"mof": {"spherical": False}}
+#: manifests lack the key): MOF indexes before spherical words learned plain k-means ones; a global
+#: index without a precision runs the float network
+SETTINGS_BEFORE = {"mof": {"spherical": False}, **{name: {"precision": "float"} for name in METHODS if name != "mof"}}
 
 
 def method_from_params(params: dict) -> GlobalMethod:

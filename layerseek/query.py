@@ -31,7 +31,8 @@ class Query:
         if self._fx is None:
             from .backbones.runtime import make_extractor
 
-            self._fx = make_extractor(self.method.backbone, self.method.layers, threads=self.threads)
+            self._fx = make_extractor(self.method.backbone, self.method.layers, threads=self.threads,
+                                      precision=getattr(self.method, "precision", "float"))
         return self._fx
 
     def encode_array(self, img: np.ndarray) -> np.ndarray:

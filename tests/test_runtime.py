@@ -158,3 +158,62 @@ def test_a_damaged_cached_graph_is_made_again(tmp_path, monkeypatch):
     fx = runtime.OnnxExtractor("mobilenet_v2", ["s4"])
     out = fx(np.zeros((64, 96, 3), np.uint8))
     assert out["s4"].shape == (1, 24, 16, 24) and path.stat().st_size > 1000
+
+
+def test_an_int8_network_is_close_to_the_float_one_and_made_once(data_dir, monkeypatch):
+    """Issue 28: `precision="int8"` runs the graph quantized from the float one (calibrated on 24
+    Corel photos, the pooled layers' nodes in float): its R-MAC vectors of photos it was not
+    calibrated on point where the float ones do (cosine >= 0.97, measured 0.988-0.998), and it
+    is quantized once, then read from the cache; it keeps the float graph beside it."""
+    from layerseek.backbones import runtime
+    from layerseek.methods import make_method
+
+    int8 = runtime.OnnxExtractor("mobilenet_v2", precision="int8")
+    fp = runtime.OnnxExtractor("mobilenet_v2")
+    float_path = runtime.graph_path("mobilenet_v2", fp.layers, runtime.weights_sha256(fp.spec))
+    assert runtime.int8_graph_path(float_path).is_file() and float_path.is_file()
+    assert runtime.int8_graph_path(float_path).name.startswith("mobilenet_v2-int8-s8+s16+s32+last-")
+    method = make_method("rmac", backbone="mobilenet_v2")
+    calibrated = set(runtime.calibration_photos())
+    for photo in (data_dir / "paris6k-subset/jpg/paris_louvre_000004.jpg", data_dir / "smvs-dvd-covers/Canon/001.jpg"):
+        assert photo not in calibrated
+        img = load_image(photo, max_side=1024)
+        a, b = method.encode(fp(img))[0], method.encode(int8(img))[0]
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.97
+        assert not np.array_equal(a, b)  # another network indeed
+    monkeypatch.setattr(runtime, "quantize", lambda *a: pytest.fail("quantized again"))
+    runtime.OnnxExtractor("mobilenet_v2", precision="int8")(np.zeros((64, 96, 3), np.uint8))
+    with pytest.raises(UnknownNameError, match="valid: float, int8"):
+        runtime.OnnxExtractor("mobilenet_v2", precision="int4")
+    with pytest.raises(LayerseekError, match="ONNX Runtime"):
+        runtime.make_extractor("mobilenet_v2", precision="int8", runtime="torch")
+
+
+def test_an_int8_index_keeps_its_network(copy_paris, tmp_path):
+    """`index --precision int8`: the manifest says so (a float index's manifest has no such key),
+    its own photo comes first, `info -v` names it, asking for the float network is refused, and
+    Ray (PyTorch's float network) refuses to encode for it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from layerseek.cli import app
+    from layerseek.distributed import ray_results
+    from layerseek.index import Index
+
+    photos = copy_paris(tmp_path / "photos", 4)
+    run = CliRunner().invoke
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "i8"), "--max-side", "320", "--precision", "int8"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "fl"), "--max-side", "320", "--no-verify"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "i8" / "manifest.json").read_text())["params"]["precision"] == "int8"
+    assert "precision" not in json.loads((tmp_path / "fl" / "manifest.json").read_text())["params"]
+    query = sorted(photos.iterdir())[2]
+    r = run(app, ["search", str(tmp_path / "i8"), str(query), "--paths-only", "-n", "1", "--here"])
+    assert r.exit_code == 0 and r.output.strip() == str(query.resolve()), r.output
+    assert "(int8 network)" in run(app, ["info", str(tmp_path / "i8"), "-v"]).output
+    r = run(app, ["index", str(photos), "--index", str(tmp_path / "i8"), "--precision", "float"])
+    assert r.exit_code == 1 and "precision 'int8', not 'float'" in r.output
+    with Index.open(tmp_path / "i8") as idx, pytest.raises(LayerseekError, match="--ray"):
+        next(ray_results(idx, [("x.jpg", 1, 1)]))

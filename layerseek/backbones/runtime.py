@@ -22,6 +22,12 @@ import numpy as np
 from ..errors import LayerseekError, UnknownNameError
 
 RUNTIMES = ("auto", "torch", "onnx")
+#: the arithmetic of the network: float (the reference), or int8 (ONNX Runtime on the CPU, twice
+#: as fast: docs/BENCHMARKS.md, "A network quantized to 8 bits")
+PRECISIONS = ("float", "int8")
+#: an int8 graph's activation ranges are those of these photos: every n-th of Corel-1k (no
+#: benchmark's query set here), named in the graph's file name (another set makes another graph)
+CALIBRATION = ("corel1k", 24)
 OPSET = 17
 #: Largest |ONNX - PyTorch| over a layer, relative to the layer's largest |PyTorch| activation.
 TOLERANCE = 1e-4
@@ -101,6 +107,72 @@ def export(net, layers: Sequence[str], path: Path) -> Path:
     return path
 
 
+def int8_graph_path(float_path: Path) -> Path:
+    """Where the int8 graph made from the float graph at `float_path` is cached: named by the float
+    graph, the calibration photos and the quantizing ONNX Runtime's version."""
+    from importlib.metadata import version
+
+    backbone, rest = float_path.stem.split("-", 1)
+    cut, _ = rest.rsplit("-", 1)
+    key = hashlib.sha256(f"{float_path.name}|{CALIBRATION}|{version('onnxruntime')}".encode()).hexdigest()[:16]
+    return float_path.with_name(f"{backbone}-int8-{cut}-{key}.onnx")
+
+
+def calibration_photos() -> list[Path]:
+    """The photos whose activations set an int8 graph's ranges (`CALIBRATION`)."""
+    from ..datasets import shared_data_dir
+
+    folder, n = CALIBRATION
+    root = shared_data_dir() / folder
+    photos = sorted(root.rglob("*.jpg")) if root.is_dir() else []
+    if len(photos) < n:
+        raise LayerseekError(f"{root}: an int8 network is calibrated on {n} of its photos, found {len(photos)} "
+                             "(set $LAYERSEEK_DATA to the shared data folder)")
+    return photos[::len(photos) // n][:n]
+
+
+def quantize(float_path: Path, out: Path, preprocess, photos: Sequence[Path]) -> Path:
+    """The float graph at `float_path` as int8 at `out` (ONNX Runtime's static quantization,
+    QDQ): weights per channel, activations with the (min, max) ranges seen on `photos` at 1024 px
+    (`preprocess`: uint8 RGB -> the network's input). The nodes whose outputs are pooled stay in
+    float: quantized too, the first stage held but the default pipeline lost 2-5 points of mAP on
+    Paris (docs/BENCHMARKS.md). Written under another name and renamed."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+
+    from ..images import load_image
+
+    class Photos(CalibrationDataReader):
+        def __init__(self):
+            self.it = (preprocess(load_image(p, max_side=1024)) for p in photos)
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"x": x}
+
+    tag = f".{os.getpid()}.{threading.get_ident()}"
+    pre, tmp = out.with_name(f".{out.name}{tag}.pre"), out.with_name(f".{out.name}{tag}.tmp")
+    try:
+        quant_pre_process(str(float_path), str(pre))
+        graph = onnx.load(str(pre)).graph
+        outputs = {o.name for o in graph.output}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(pre), str(tmp), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=[n.name for n in graph.node if set(n.output) & outputs])
+        os.replace(tmp, out)
+    finally:
+        for f in (pre, tmp):
+            if os.path.exists(f):
+                os.unlink(f)
+    for old in out.parent.glob(f"{out.name.rsplit('-', 1)[0]}-*.onnx"):  # of another calibration or version
+        if old != out:
+            old.unlink(missing_ok=True)
+    return out
+
+
 class OnnxNet:
     """An ONNX Runtime session over one exported graph: normalised N x 3 x H x W float32 ->
     {layer: N x C x h x w}."""
@@ -153,10 +225,13 @@ class OnnxExtractor:
     runtime = "onnx"
 
     def __init__(self, backbone: str, layers: Sequence[str] | None = None, weights: str | Path | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, precision: str = "float"):
         from . import get_spec
         from .spec import checked_layers
 
+        if precision not in PRECISIONS:
+            raise UnknownNameError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.spec = get_spec(backbone)
         self.layers = checked_layers(self.spec, layers)
         self.threads = int(threads or os.cpu_count() or 1)
@@ -171,12 +246,20 @@ class OnnxExtractor:
     def _graph(self, layers: tuple[str, ...]) -> OnnxNet:
         graph = self._graphs.get(layers)
         if graph is None:
-            path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
+            float_path = graph_path(self.spec.name, layers, weights_sha256(self.spec, self._weights))
+            path = int8_graph_path(float_path) if self.precision == "int8" else float_path
 
-            def exported():  # once, from PyTorch's network: the reference
-                from .base import FeatureExtractor
+            def exported() -> Path:
+                """The float graph exported once from PyTorch's network (the reference); an int8
+                one quantized from it."""
+                if self.precision == "float" or not float_path.is_file():
+                    from .base import FeatureExtractor
 
-                return export(FeatureExtractor(self.spec.name, layers, self._weights, runtime="torch").net, layers, path)
+                    net = FeatureExtractor(self.spec.name, layers, self._weights, runtime="torch").net
+                    export(net, layers, float_path)
+                if self.precision == "int8":
+                    quantize(float_path, path, self.preprocess, calibration_photos())
+                return path
 
             if not path.is_file():
                 exported()
@@ -219,11 +302,15 @@ class OnnxExtractor:
 
 
 def make_extractor(backbone: str, layers: Sequence[str] | None = None, weights: str | Path | None = None,
-                   threads: int | None = None, device: str = "cpu", runtime: str = "auto"):
+                   threads: int | None = None, device: str = "cpu", runtime: str = "auto", precision: str = "float"):
     """The extractor an index runs: `OnnxExtractor` where ONNX Runtime is chosen (no torch on the
-    path), else PyTorch's `FeatureExtractor`."""
-    if choose(runtime, device) == "onnx":
-        return OnnxExtractor(backbone, layers, weights, threads)
+    path), else PyTorch's `FeatureExtractor`; an int8 network runs on ONNX Runtime only."""
+    chosen = choose(runtime, device)
+    if precision == "int8" and chosen != "onnx":
+        raise LayerseekError("an int8 network runs on ONNX Runtime on the CPU (this index was made so); "
+                             f"not with the {chosen} runtime on {device!r}")
+    if chosen == "onnx":
+        return OnnxExtractor(backbone, layers, weights, threads, precision)
     from .base import FeatureExtractor
 
     return FeatureExtractor(backbone, layers, weights=weights, threads=threads, device=device, runtime="torch")

@@ -25,6 +25,12 @@ def index(
     weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
     similarity: Annotated[Optional[str], typer.Option(help="cosine or correlation")] = None,
     max_side: Annotated[Optional[int], typer.Option(help="longer image side (default 1024)")] = None,
+    precision: Annotated[Optional[str], typer.Option(metavar="float|int8",
+                                                     help="the network's arithmetic: float (default) or int8, twice "
+                                                          "as fast on ONNX Runtime, calibrated on Corel-1k (first "
+                                                          "stage as float, default pipeline on Paris within 0.5 of "
+                                                          "mAP: docs/BENCHMARKS.md); fixed when the index is "
+                                                          "created")] = None,
     ann: Annotated[Optional[str], typer.Option(help="auto (exact below 50k images, else HNSW), exact, hnsw")] = None,
     whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (a dataset "
                                                           "name, ground-truth .json or folder) when the index is created")] = None,
@@ -82,7 +88,7 @@ def index(
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
                "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on),
                "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he,
-               "spherical": spherical}
+               "spherical": spherical, "precision": precision}
     learn_on = whiten_on or train_on
     creating = not Path(index_path, "manifest.json").is_file()
     if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind

@@ -157,7 +157,8 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
                            f"max side {p['max_side']}; {data['vector_bytes_per_image']} bytes of words and signatures "
                            f"per image; search {data['search']}", highlight=False, soft_wrap=True)
     else:
-        base.console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}, weights {p['weights'] or 'equal'}, "
+        base.console.print(f"method {p['method']} on {p['backbone']} {'+'.join(p['layers'])}"
+                           + (" (int8 network)" if p.get("precision") == "int8" else "") + f", weights {p['weights'] or 'equal'}, "
                            f"{p['similarity']}, max side {p['max_side']}; {data['dim']}-d vectors; search {data['search']}"
                            + (f" at {data['store']}" if data["store"] != "faiss" else ""), highlight=False, soft_wrap=True)
         h = data.get("hubness")

@@ -36,6 +36,7 @@ class GlobalParams(_Model):
     similarity: Literal["cosine", "correlation"] = "cosine"
     max_side: Side = 1024
     whiten_on: Name | None = None
+    precision: Literal["float", "int8"] = "float"  # absent: float (every index made before int8)
 
 
 class MofParams(_Model):
