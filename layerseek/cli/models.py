@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import LayerseekError
 from . import base
-from .base import app, fail, models_app
+from .base import DEFAULT_INDEX, app, fail, models_app
 
 
 @models_app.callback()
@@ -69,6 +69,15 @@ def models_pull(
                     OnnxExtractor(name)
                 base.console.print(f"{name}: ONNX graph of {', '.join(BACKBONES[name].default_layers)} ready "
                                    f"({time.perf_counter() - t0:.1f} s)", highlight=False)
+                if name == DEFAULT_INDEX["backbone"]:  # `index --precision int8` then needs no calibration photos
+                    t0 = time.perf_counter()
+                    try:
+                        with base.console.status(f"quantizing {name} to int8 ..."):
+                            OnnxExtractor(name, precision="int8")
+                        base.console.print(f"{name}: int8 graph ready ({time.perf_counter() - t0:.1f} s)",
+                                           highlight=False)
+                    except LayerseekError as e:  # no calibration photos here: made at the first int8 index
+                        base.console.print(f"{name}: no int8 graph ({e})", highlight=False, soft_wrap=True)
         except LayerseekError as e:
             base.err_console.print(f"[red]{name}: {e}[/red]", highlight=False, soft_wrap=True)
             failed.append(name)
