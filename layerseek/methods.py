@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import get_spec
+from .backbones.runtime import PRECISIONS
 from .errors import LayerseekError, lookup
 from .fusion import l2n, parse_weights
 from .pooling import as_numpy, get_pooling
@@ -47,8 +48,8 @@ class GlobalMethod:
         bad = [n for n in self.layers if n not in spec.layers]
         if bad:
             raise LayerseekError(f"{self.backbone} has no layer {bad[0]!r}; valid: {', '.join(spec.layers)}")
-        if self.precision not in ("float", "int8"):
-            raise LayerseekError(f"unknown precision {self.precision!r}; valid: float, int8")
+        if self.precision not in PRECISIONS:
+            raise LayerseekError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         if self.similarity not in INDEXABLE_SIMILARITIES:
             raise LayerseekError(f"an index needs an inner-product similarity; valid: {', '.join(INDEXABLE_SIMILARITIES)}"
                                  f" (got {self.similarity!r}; euclidean and kl are for `eval`)")
