@@ -35,15 +35,21 @@ def quantized(fp32: Path, out: Path, photos: list[Path], fx: OnnxExtractor, cali
               float_outputs: bool = False) -> Path:
     """`fp32` quantized to `out`: weights int8 per channel, activations uint8 with ranges seen on
     `photos` at 1024 px (`calibrate`: minmax, percentile or entropy); `float_outputs`: the nodes
-    that make the pooled layers' outputs stay in float."""
+    that make the pooled layers' outputs stay in float. Min-max with the pooled layers in float
+    is what `index --precision int8` runs: made by its own code (`runtime.quantize`)."""
+    if calibrate == "minmax" and float_outputs:
+        from layerseek.backbones.runtime import quantize
+
+        return quantize(fp32, out, fx.preprocess, photos)
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_static)
 
     class Photos(CalibrationDataReader):
         def __init__(self):
-            # one shape for all (the histogram calibrations stack them): portrait photos turned
-            self.it = ({"x": fx.preprocess(_landscape(load_image(p, max_side=1024)))} for p in photos)
+            # one shape for all where a histogram calibration stacks them: portrait photos turned
+            turn = _landscape if calibrate != "minmax" else (lambda img: img)
+            self.it = ({"x": fx.preprocess(turn(load_image(p, max_side=1024)))} for p in photos)
 
         def get_next(self):
             return next(self.it, None)
@@ -90,7 +96,8 @@ def session(path: Path, threads: int = 2):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--calibration", type=int, default=24, help="Corel photos whose activations set the ranges")
+    ap.add_argument("--calibration", type=int, default=24, help="Corel photos whose activations set the ranges "
+                    "(24: those of `index --precision int8`)")
     ap.add_argument("--eval", action="store_true", help="also run `layerseek eval` (first stage) on SMVS and Paris")
     ap.add_argument("--pipeline", action="store_true", help="with --eval: Paris with the default pipeline too")
     ap.add_argument("--index", type=Path, help="with --eval: time `layerseek index` of this folder, float then int8")
@@ -103,7 +110,7 @@ def main() -> None:
     layers = fx.layers
     fp32 = graph_path("mobilenet_v2", layers, weights_sha256(fx.spec))
     corel = sorted((data / "corel1k").rglob("*.jpg"))
-    calibration = corel[::max(1, len(corel) // args.calibration)][:args.calibration]
+    calibration = corel[::max(1, len(corel) // args.calibration)][:args.calibration]  # as runtime.calibration_photos
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()

@@ -147,25 +147,28 @@ class DescriptorCache:
 _EXTRACTORS: dict = {}
 
 
-def extractor(backbone: str, layers: Sequence[str], threads: int | None = None) -> FeatureExtractor:
-    key = (backbone, tuple(layers))
+def extractor(backbone: str, layers: Sequence[str], threads: int | None = None,
+              precision: str = "float") -> FeatureExtractor:
+    key = (backbone, tuple(layers), precision)
     if key not in _EXTRACTORS:
         from .backbones import FeatureExtractor
 
-        _EXTRACTORS[key] = FeatureExtractor(backbone, layers, threads=threads)
+        _EXTRACTORS[key] = FeatureExtractor(backbone, layers, threads=threads, precision=precision)
     return _EXTRACTORS[key]
 
 
 def describe_dataset(ds: Dataset, backbone: str, layers: Sequence[str], max_side: int = 1024,
                      threads: int | None = None, progress: Callable[[int, int], None] | None = None,
                      poolings: Sequence[str] | None = None, cache_root=None, queries: bool = True,
-                     local: bool = False):
+                     local: bool = False, precision: str = "float"):
     """Pooled vectors of the database and (unless queries=False, e.g. for a collection that only
     trains a whitening) the cropped queries, from the descriptor cache where possible. `local`:
     MOF's dense-window descriptors ("sum/layer", "max/layer": n x C) instead of pooled vectors.
-    Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
-    fx = extractor(backbone, layers, threads)
-    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side, local=local)
+    `precision`: the network's (backbones.runtime.PRECISIONS; an int8 network's vectors are cached
+    apart). Returns (db vectors, query vectors, errors); a failed image's vectors are None."""
+    fx = extractor(backbone, layers, threads, precision)
+    cache = DescriptorCache(cache_root or cache_dir() / "descriptors", fx, max_side,
+                            "default" if precision == "float" else f"default-{precision}", local=local)
     reqs = [Request(p, rotate=ds.rotations.get(p.name, 0)) for p in ds.database]
     if queries:
         reqs += [Request(q.path, q.bbox, q.rotate) for q in ds.queries]

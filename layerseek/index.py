@@ -40,7 +40,7 @@ def learn_whitening(method: GlobalMethod, collection: str, threads: int | None =
 
     ds = get_dataset(collection)
     db, _, errors = describe_dataset(ds, method.backbone, method.layers, method.max_side, threads, progress,
-                                     [method.pooling], queries=False)
+                                     [method.pooling], queries=False, precision=method.precision)
     vecs = [v for v in db if v is not None]
     if len(vecs) < 2:
         raise LayerseekError(f"{collection}: whitening needs at least 2 readable images, found {len(vecs)}")

@@ -149,3 +149,27 @@ def test_eval_help_lists_every_method():
     r = CliRunner().invoke(app, ["eval", "--help"], terminal_width=400)
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and all(name in text for name in [*POOLINGS, "mof", "local"])
+
+
+def test_eval_runs_the_int8_network_with_its_vectors_apart(data_dir, tmp_path):
+    """`eval --precision int8` describes with the network `index --precision int8` runs: its
+    vectors are cached apart from the float ones (another folder), differ from them yet point the
+    same way, and the report says which network; a precision MOF does not run is refused."""
+    f = _collection(data_dir, tmp_path)
+    common = ["eval", str(f), "--backbone", "mobilenet_v2", "--method", "rmac", "--max-side", "160",
+              "--cache", str(tmp_path / "cache")]
+    plain = CliRunner().invoke(app, common)
+    int8 = CliRunner().invoke(app, [*common, "--precision", "int8"])
+    assert plain.exit_code == 0 and int8.exit_code == 0, plain.output + int8.output
+    assert "int8 network" in " ".join(int8.output.split()) and "int8" not in plain.output
+    assert len(list((tmp_path / "cache").glob("mobilenet_v2-*"))) == 2
+    ds = load_ground_truth_file(f)
+    layers = ["s8", "s16", "s32", "last"]
+    a, _, _ = describe_dataset(ds, "mobilenet_v2", layers, 160, cache_root=tmp_path / "cache")
+    b, _, _ = describe_dataset(ds, "mobilenet_v2", layers, 160, cache_root=tmp_path / "cache", precision="int8")
+    va, vb = a[0]["rmac/s32"], b[0]["rmac/s32"]
+    assert not np.array_equal(va, vb) and va @ vb / np.linalg.norm(va) / np.linalg.norm(vb) > 0.95
+    r = CliRunner().invoke(app, [*common, "--precision", "int4"])
+    assert r.exit_code == 1 and "valid: float, int8" in r.output
+    r = CliRunner().invoke(app, ["eval", str(f), "--method", "mof", "--train-on", "corel1k", "--precision", "int8"])
+    assert r.exit_code == 1 and "MOF runs the float network" in " ".join(r.output.split())

@@ -81,6 +81,7 @@ class FeatureExtractor:
         device: str = "cpu",
         channels_last: bool = True,
         runtime: str = "auto",
+        precision: str = "float",
     ):
         from . import get_spec
         from .runtime import choose
@@ -89,6 +90,9 @@ class FeatureExtractor:
         self.spec = get_spec(backbone)
         self.layers = checked_layers(self.spec, layers)
         self.runtime = choose(runtime, device)
+        if precision != "float" and self.runtime != "onnx":
+            raise LayerseekError(f"an {precision} network runs on ONNX Runtime on the CPU, not with the "
+                                 f"{self.runtime} runtime on {device!r}")
         if threads:
             torch.set_num_threads(int(threads))
         self.threads = int(threads) if threads else torch.get_num_threads()
@@ -103,7 +107,7 @@ class FeatureExtractor:
         else:
             from .runtime import OnnxExtractor
 
-            self._onnx = OnnxExtractor(backbone, self.layers, weights, self.threads)
+            self._onnx = OnnxExtractor(backbone, self.layers, weights, self.threads, precision)
         self._mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._inv_std = 1.0 / torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 

@@ -32,6 +32,9 @@ def eval_(
     qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: average QE)")] = 0.0,
     whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (dataset name, ground-truth .json or folder)")] = None,
     max_side: Annotated[int, typer.Option(help="longer image side")] = 1024,
+    precision: Annotated[str, typer.Option(metavar="float|int8", help="the network's arithmetic: float, or int8 "
+                                                                       "as `index --precision int8` runs it (global "
+                                                                       "methods)")] = "float",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write a JSON report here")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="draw the precision-recall curve and per-query top results here")] = None,
@@ -122,6 +125,10 @@ def eval_(
         if diffusion < 0 or expand < 0:
             fail("--expand and --diffusion take a number >= 0")
         use_mof = method == "mof" or rerank > 0
+        if precision not in ("float", "int8"):
+            fail(f"unknown precision {precision!r}; valid: float, int8")
+        if use_mof and precision != "float":
+            fail("--precision int8 is for the global methods (an index's): MOF runs the float network")
         if use_mof and not train_on:
             fail("MOF learns its vocabularies on another collection: give --train-on (a dataset name, .json or folder)")
         if use_mof:
@@ -151,7 +158,8 @@ def eval_(
         if cfg is not None:
             bar, update = progress_bar(f"{ds.name} / {backbone}", base.err_console)
             with bar:
-                db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, update, [method], cache)
+                db, qs, errors = describe_dataset(ds, backbone, layer_list, max_side, threads, update, [method], cache,
+                                                  precision=precision)
         if use_mof:
             bar, update = progress_bar(f"{ds.name} / {backbone} windows", base.err_console)
             with bar:
@@ -167,7 +175,7 @@ def eval_(
             bar, update = progress_bar(f"{wds.name} / {backbone} (whitening)", base.err_console)
             with bar:  # only its database trains the whitening
                 wdb, _, werr = describe_dataset(wds, backbone, layer_list, max_side, threads, update, [method], cache,
-                                                queries=False)
+                                                queries=False, precision=precision)
             wv, errors = wdb, errors + werr
         if cfg is not None:
             res = evaluate_global(ds, cfg, db, qs, wv)
@@ -238,7 +246,8 @@ def eval_(
     base.console.print(table)
     settings = []
     if cfg is not None:
-        settings.append(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening {whiten_on or 'none'}")
+        settings.append(f"weights {cfg.weights or 'equal'}, similarity {similarity}, QE {qe}, whitening {whiten_on or 'none'}"
+                        + (f", {precision} network" if precision != "float" else ""))
     if use_mof:
         settings.append(f"MOF {'+'.join(mof.layers)}: {mof.pooling}-pooled windows, {words} "
                         f"{'spherical' if spherical else 'plain k-means'} words learned on {train_on}, "

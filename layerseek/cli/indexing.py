@@ -27,10 +27,10 @@ def index(
     max_side: Annotated[Optional[int], typer.Option(help="longer image side (default 1024)")] = None,
     precision: Annotated[Optional[str], typer.Option(metavar="float|int8",
                                                      help="the network's arithmetic: float (default) or int8, twice "
-                                                          "as fast on ONNX Runtime, calibrated on Corel-1k (first "
-                                                          "stage as float, default pipeline on Paris within 0.5 of "
-                                                          "mAP: docs/BENCHMARKS.md); fixed when the index is "
-                                                          "created")] = None,
+                                                          "as fast on ONNX Runtime, calibrated on Corel-1k (the "
+                                                          "first stage as float's, the default pipeline on Paris "
+                                                          "about 2 points of mAP lower: docs/BENCHMARKS.md); fixed "
+                                                          "when the index is created")] = None,
     ann: Annotated[Optional[str], typer.Option(help="auto (exact below 50k images, else HNSW), exact, hnsw")] = None,
     whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (a dataset "
                                                           "name, ground-truth .json or folder) when the index is created")] = None,
