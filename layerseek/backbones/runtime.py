@@ -135,8 +135,8 @@ def quantize(float_path: Path, out: Path, preprocess, photos: Sequence[Path]) ->
     """The float graph at `float_path` as int8 at `out` (ONNX Runtime's static quantization,
     QDQ): weights per channel, activations with the (min, max) ranges seen on `photos` at 1024 px
     (`preprocess`: uint8 RGB -> the network's input). The nodes whose outputs are pooled stay in
-    float: quantized too, the first stage held but the default pipeline lost 2-5 points of mAP on
-    Paris (docs/BENCHMARKS.md). Written under another name and renamed."""
+    float (quantized too, the default pipeline lost 2-5 points of mAP on Paris; so, 1.5-2.5:
+    docs/BENCHMARKS.md, "A network quantized to 8 bits"). Written under another name and renamed."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
