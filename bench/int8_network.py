@@ -33,43 +33,11 @@ from layerseek.methods import make_method  # noqa: E402
 
 def quantized(fp32: Path, out: Path, photos: list[Path], fx: OnnxExtractor, calibrate: str = "minmax",
               float_outputs: bool = False) -> Path:
-    """`fp32` quantized to `out`: weights int8 per channel, activations uint8 with ranges seen on
-    `photos` at 1024 px (`calibrate`: minmax, percentile or entropy); `float_outputs`: the nodes
-    that make the pooled layers' outputs stay in float. Min-max with the pooled layers in float
-    is what `index --precision int8` runs: made by its own code (`runtime.quantize`)."""
-    if calibrate == "minmax" and float_outputs:
-        from layerseek.backbones.runtime import quantize
+    """`fp32` quantized to `out` by layerseek's own `runtime.quantize` (min-max with the pooled
+    layers in float is what `index --precision int8` runs; the rest are the variants compared)."""
+    from layerseek.backbones.runtime import quantize
 
-        return quantize(fp32, out, fx.preprocess, photos)
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
-
-    class Photos(CalibrationDataReader):
-        def __init__(self):
-            # one shape for all where a histogram calibration stacks them: portrait photos turned
-            turn = _landscape if calibrate != "minmax" else (lambda img: img)
-            self.it = ({"x": fx.preprocess(turn(load_image(p, max_side=1024)))} for p in photos)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-    graph = onnx.load(str(pre)).graph
-    outputs = {o.name for o in graph.output}
-    exclude = [n.name for n in graph.node if set(n.output) & outputs] if float_outputs else []
-    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[calibrate]
-    quantize_static(str(pre), str(out), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                    nodes_to_exclude=exclude, extra_options={"CalibPercentile": 99.99})
-    pre.unlink()
-    return out
-
-
-def _landscape(img: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(img.transpose(1, 0, 2)) if img.shape[0] > img.shape[1] else img
+    return quantize(fp32, out, fx.preprocess, photos, calibrate, float_outputs)
 
 
 def timed(session, x: np.ndarray, n: int = 8) -> tuple[float, float]:

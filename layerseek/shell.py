@@ -95,10 +95,8 @@ def quick_search(args: list[str]) -> bool:
     server = running_server(index)
     if server is None:
         return False
-    top = opts["top"]
-    params = {"top": top + 1 if opts.get("exclude_self") else top, "qe": opts.get("qe", 0),
-              "verify": opts.get("verify"), "words": opts.get("words"), "word_filter": opts.get("word_filter"),
-              "hubness": opts.get("hubness")}
+    params = search_params(opts["top"], opts.get("exclude_self", False), opts.get("qe", 0), opts.get("verify"),
+                           opts.get("words"), opts.get("word_filter"), opts.get("hubness"))
     t0 = time.perf_counter()
     try:
         hits = search(server, photo, params)[0]
@@ -109,22 +107,48 @@ def quick_search(args: list[str]) -> bool:
     escape_output()
     print(f"searched by the server at {server.url} (pid {server.pid}); --here searches in this process",
           file=sys.stderr)
-    hits = (without_self(hits, photo) if opts.get("exclude_self") else hits)[:top]
-    if opts.get("same_only"):
-        hits = [h for h in hits if h.verified]
-    if opts.get("min_inliers") is not None:
-        hits = [h for h in hits if (h.inliers or 0) >= opts["min_inliers"]]
-    writer = None
-    if opts.get("csv"):
-        import csv
-
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])
-    elif not (opts.get("json") or opts.get("paths_only") or sys.stdout.isatty()):
-        print(table_header(False))
+    hits = shown_hits(hits, photo, opts["top"], opts.get("exclude_self", False), opts.get("same_only", False),
+                      opts.get("min_inliers"))
+    writer, header = results_start(opts.get("csv", False), opts.get("json", False), opts.get("paths_only", False),
+                                   False)
+    if header:
+        header()
     print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
                bool(opts.get("paths_only")))
     return True
+
+
+def search_params(top: int, exclude_self: bool, qe: int = 0, verify: int | None = None, words: int | None = None,
+                  word_filter: float | None = None, hubness: int | None = None) -> dict:
+    """What a search asks of the index or of a server (as `/search` names it): one result more
+    when the query's own file is to be left out."""
+    return {"top": top + 1 if exclude_self else top, "qe": qe, "verify": verify, "words": words,
+            "word_filter": word_filter, "hubness": hubness}
+
+
+def shown_hits(hits: list, query: Path, top: int, exclude_self: bool = False, same_only: bool = False,
+               min_inliers: int | None = None) -> list:
+    """The results a search prints: the query's own file left out (`exclude_self`), the first
+    `top`, then only the verified ones (`same_only`) or those with `min_inliers`."""
+    hits = (without_self(hits, query) if exclude_self else hits)[:top]
+    if same_only:
+        hits = [h for h in hits if h.verified]
+    if min_inliers is not None:
+        hits = [h for h in hits if (h.inliers or 0) >= min_inliers]
+    return hits
+
+
+def results_start(csv_out: bool, json_out: bool, paths_only: bool, batch: bool):
+    """(a CSV writer on stdout or None, the header to print before the first results or None):
+    CSV's columns, or into a pipe or a file the tab-separated columns' names."""
+    if csv_out:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        return writer, lambda: writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])
+    if not (json_out or paths_only or sys.stdout.isatty()):
+        return None, lambda: print(table_header(batch))
+    return None, None
 
 
 def without_self(hits: list, query: Path) -> list:

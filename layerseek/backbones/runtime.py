@@ -131,21 +131,28 @@ def calibration_photos() -> list[Path]:
     return photos[::len(photos) // n][:n]
 
 
-def quantize(float_path: Path, out: Path, preprocess, photos: Sequence[Path]) -> Path:
+def quantize(float_path: Path, out: Path, preprocess, photos: Sequence[Path], calibrate: str = "minmax",
+             float_outputs: bool = True) -> Path:
     """The float graph at `float_path` as int8 at `out` (ONNX Runtime's static quantization,
-    QDQ): weights per channel, activations with the (min, max) ranges seen on `photos` at 1024 px
-    (`preprocess`: uint8 RGB -> the network's input). The nodes whose outputs are pooled stay in
-    float (quantized too, the default pipeline lost 2-5 points of mAP on Paris; so, 1.5-2.5:
-    docs/BENCHMARKS.md, "A network quantized to 8 bits"). Written under another name and renamed."""
+    QDQ): weights per channel, activations with the ranges seen on `photos` at 1024 px
+    (`preprocess`: uint8 RGB -> the network's input; `calibrate`: minmax, or percentile /
+    entropy, which bench/int8_network.py compares). With `float_outputs` the nodes whose outputs
+    are pooled stay in float (quantized too, the default pipeline lost 2-5 points of mAP on
+    Paris; so, 1.5-2.5: docs/BENCHMARKS.md, "A network quantized to 8 bits"). Written under
+    another name and renamed."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_static)
 
     from ..images import load_image
 
+    def shaped(img: np.ndarray) -> np.ndarray:  # the histogram calibrations stack photos of one shape
+        return img if calibrate == "minmax" or img.shape[1] >= img.shape[0] else np.ascontiguousarray(
+            img.transpose(1, 0, 2))
+
     class Photos(CalibrationDataReader):
         def __init__(self):
-            self.it = (preprocess(load_image(p, max_side=1024)) for p in photos)
+            self.it = (preprocess(shaped(load_image(p, max_side=1024))) for p in photos)
 
         def get_next(self):
             x = next(self.it, None)
@@ -161,7 +168,11 @@ def quantize(float_path: Path, out: Path, preprocess, photos: Sequence[Path]) ->
             warnings.simplefilter("ignore")
             quantize_static(str(pre), str(tmp), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=[n.name for n in graph.node if set(n.output) & outputs])
+                            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                              "percentile": CalibrationMethod.Percentile}[calibrate],
+                            extra_options={"CalibPercentile": 99.99},
+                            nodes_to_exclude=[n.name for n in graph.node if set(n.output) & outputs]
+                            if float_outputs else [])
         os.replace(tmp, out)
     finally:
         for f in (pre, tmp):

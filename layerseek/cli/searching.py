@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +11,7 @@ from rich.markup import escape
 
 from ..errors import LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..shell import print_hits, table_header, without_self
+from ..shell import print_hits, results_start, search_params, shown_hits
 from ..stages import DEFAULT_VERIFY
 from . import base
 from .base import _NOTHING_TO_FINISH, DEFAULT_INDEX, EXIT_SOME_FAILED, app, fail
@@ -106,7 +105,6 @@ def search(
     neighbour graph. Several images, or folders, search in one run: a query that fails is
     reported and the batch goes on. When `layerseek serve` runs for this index, it answers (its
     network is loaded already); --here searches in this process."""
-    import csv as _csv
     import json as _json
 
     if json_out + csv_out + paths_only > 1:
@@ -118,12 +116,7 @@ def search(
     if not queries:
         fail(f"no image in {', '.join(shown(str(p)) for p in images)}")
     failed: list[tuple[Path, str]] = []
-    writer = _csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
-    header = None  # printed before the first results
-    if writer:
-        header = lambda: writer.writerow(["query", "rank", "score", "inliers", "verified", "path"])  # noqa: E731
-    elif not (json_out or paths_only or sys.stdout.isatty()):  # a pipe or a file: tab-separated lines
-        header = lambda: print(table_header(batch))  # noqa: E731
+    writer, header = results_start(csv_out, json_out, paths_only, batch)  # header: before the first results
     remote = None  # a running `layerseek serve` of this index answers, unless asked for what it cannot do
     if not here and rerank_with is None and method is None and backbone is None and diffusion is None:
         from ..server.client import running_server
@@ -132,8 +125,7 @@ def search(
         if remote is not None:
             base.err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
                                    "process", highlight=False, soft_wrap=True)
-    params = {"top": top + 1 if exclude_self else top, "qe": qe, "verify": verify, "words": word_candidates,
-              "word_filter": word_filter, "hubness": hubness}
+    params = search_params(top, exclude_self, qe, verify, word_candidates, word_filter, hubness)
     try:
         with contextlib.ExitStack() as stack:
             opened: list = []  # [index, mof index to re-rank with], once a search runs here
@@ -188,11 +180,7 @@ def search(
                     if json_out:
                         print(_json.dumps({"query": str(image), "error": str(e)}))
                     continue
-                hits = (without_self(hits, image) if exclude_self else hits)[:top]
-                if same_only:
-                    hits = [h for h in hits if h.verified]
-                if min_inliers is not None:
-                    hits = [h for h in hits if (h.inliers or 0) >= min_inliers]
+                hits = shown_hits(hits, image, top, exclude_self, same_only, min_inliers)
                 if header:
                     header()
                     header = None
