@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseek.images import load_image  # noqa: E402
-from layerseek.verify.features import FEATURE_KINDS, local_features, match_space  # noqa: E402
+from layerseek.verify.features import FEATURE_KINDS, local_features, query_space  # noqa: E402
 from layerseek.verify.geometry import Verifier  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -47,7 +47,7 @@ def main() -> None:
         q = [local_features(im, args.features, args.side, kind) for im in photos]
         t0 = time.perf_counter()
         for f, g in zip(q, feats):
-            v.inliers(f, g, match_space(f))
+            v.inliers(f, g, query_space(f))
         t_pair = (time.perf_counter() - t0) / len(q)
         print(f"| {kind} | {1000 * t_ext:.0f} | {np.mean([len(f) for f in feats]):.0f} | "
               f"{np.mean([len(f.pack()) for f in feats]):,.0f} | {1000 * t_pair:.1f} |", flush=True)

@@ -28,7 +28,7 @@ from layerseek.describe import describe_dataset  # noqa: E402
 from layerseek.eval.runner import evaluate_global  # noqa: E402
 from layerseek.globaldesc import GlobalConfig  # noqa: E402
 from layerseek.backbones import get_spec  # noqa: E402
-from layerseek.verify.features import match_space  # noqa: E402
+from layerseek.verify.features import query_space  # noqa: E402
 from layerseek.verify.geometry import DEFAULT_FUNDAMENTAL, Verifier  # noqa: E402
 from layerseek.verify.pipeline import dataset_features  # noqa: E402
 
@@ -57,7 +57,7 @@ def main() -> None:
         q = q_f[qi]
         if q is None:
             return []
-        space = match_space(q)
+        space = query_space(q)
         query = ds.queries[qi]
         positive, junk = set(query.positives) | set(query.hard), set(query.junk)
         out = []

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inlier_spread import first_stage  # noqa: E402 - bench/, beside this script
 
-from layerseek.verify.features import match_space  # noqa: E402
+from layerseek.verify.features import query_space  # noqa: E402
 from layerseek.verify.geometry import DEFAULT_FUNDAMENTAL, Verifier, same_object  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> None:
         query = ds.queries[qi]
         found = {}
         if q is not None:
-            space = match_space(q)
+            space = query_space(q)
             for j in first[qi][:args.shortlist]:
                 if db_f[j] is not None and j not in set(query.junk):
                     n, spread, _, _ = v.evidence(q, db_f[j], space)

@@ -173,7 +173,7 @@ def _grey(path: str) -> np.ndarray | None:
 def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """Every pair of indexed images that is identical (same bytes) or verifies among each image's
     `neighbours` nearest by the global vector, with its kind and evidence."""
-    from .verify.features import match_space, unpack_features
+    from .verify.features import query_space, unpack_features
 
     if index.kind != "global" or not index.verify_settings:
         raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
@@ -208,7 +208,7 @@ def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], N
         stored = index.catalog.features([i] + todo) if todo else {}
         if i in stored:
             mine = unpack_features(stored[i])
-            space = match_space(mine) if len(mine) else None
+            space = query_space(mine) if len(mine) else None
             for j in todo:
                 if j not in stored or not len(mine):
                     continue

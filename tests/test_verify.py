@@ -15,9 +15,11 @@ from layerseek.cli import app
 from layerseek.errors import LayerseekError
 from layerseek.images import load_image
 from layerseek.index import Index
-from layerseek.verify.features import (LocalFeatures, WordFeatures, binary_space, local_features, rootsift,
-                                       sift_features, unpack_features)
-from layerseek.verify.geometry import Verifier, epipolar_inliers, ratio_matches, verified_order, word_matches
+from layerseek.verify.features import (DATABASE_BYTES, QUERY_BYTES, LocalFeatures, WordFeatures, binary_space,
+                                       database_space, local_features, query_space, rootsift, sift_features,
+                                       unpack_features)
+from layerseek.verify.geometry import (BYTE_PRODUCTS_MODEL, Verifier, byte_products, epipolar_inliers,
+                                       ransac_mask, ratio_matches, verified_order, word_matches)
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("s32", "last"), "max_side": 512}
 
@@ -60,6 +62,68 @@ def test_ratio_matches_agree_with_a_brute_force_reference():
             expect[first] = (i, dist[first])
     assert sorted(zip(qi.tolist(), di.tolist())) == sorted((i, int(j)) for j, (i, _) in expect.items())
     assert len(qi) > 90  # near copies match themselves
+
+
+def test_byte_products_are_the_exact_integer_products():
+    rng = np.random.default_rng(1)
+    q = rng.integers(0, 256, (300, 128), dtype=np.uint8)
+    d = rng.integers(-128, 128, (257, 128), dtype=np.int8)
+    got = byte_products(q, d)
+    assert got.dtype == np.int32 and got.shape == (300, 257)
+    np.testing.assert_array_equal(got, q.astype(np.int64) @ d.astype(np.int64).T)
+
+
+def test_the_embedded_byte_products_model_is_what_onnx_builds():
+    from onnx import TensorProto, helper
+
+    def io(name, kind, dims):
+        return helper.make_tensor_value_info(name, kind, dims)
+
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
+    graph = helper.make_graph([node], "byte_products", [io("a", TensorProto.UINT8, ["m", "k"]),
+                                                        io("b", TensorProto.INT8, ["k", "n"])],
+                              [io("y", TensorProto.INT32, ["m", "n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)], ir_version=5,
+                              producer_name="layerseek")
+    assert model.SerializeToString() == BYTE_PRODUCTS_MODEL
+
+
+def test_ratio_matches_in_bytes_follow_the_float_ones_on_real_pairs(data_dir):
+    """RootSIFT in bytes (query uint8, database int8) against float32 products: the same matches
+    but for a few at the ratio's edge, and the same inliers to within 3 % on phone photos of
+    covers; a stranger gets no more matches than in float."""
+    ref = data_dir / "smvs-dvd-covers" / "Reference"
+    assert 255 <= QUERY_BYTES * 0.4 + 1e-9 and DATABASE_BYTES * 0.4 <= 127 + 1e-9
+    for phone, n in (("Canon", 1), ("Palm", 2), ("E63", 3), ("Droid", 4)):
+        db = sift_features(load_image(ref / f"{n:03d}.jpg", max_side=640))
+        q = sift_features(load_image(data_dir / "smvs-dvd-covers" / phone / f"{n:03d}.jpg", max_side=640))
+        fq, fd = ratio_matches(rootsift(q.desc), rootsift(db.desc))
+        bq, bd = ratio_matches(query_space(q), database_space(db))
+        floats, bytes_ = set(zip(fq.tolist(), fd.tolist())), set(zip(bq.tolist(), bd.tolist()))
+        assert len(floats) > 40 and len(floats ^ bytes_) <= 0.05 * len(floats)
+        thr = 0.01 * max(db.size)
+        fi = int(ransac_mask(q.xy[fq], db.xy[fd], thr).sum())
+        bi = int(ransac_mask(q.xy[bq], db.xy[bd], thr).sum())
+        assert fi > 40 and abs(bi - fi) <= max(2, 0.03 * fi)
+    stranger = sift_features(load_image(data_dir / "corel1k" / "jpg" / "5.jpg", max_side=640))
+    assert len(ratio_matches(query_space(stranger), database_space(db))[0]) <= \
+        len(ratio_matches(rootsift(stranger.desc), rootsift(db.desc))[0]) + 5
+
+
+def test_eval_features_are_the_same_taken_or_read_from_the_cache(data_dir, tmp_path):
+    """A run that extracts gets what the cache gives back (positions in float16, as an index stores
+    them): eval's figures do not depend on whether the cache was warm (they differed by a point of
+    Paris' hard mAP)."""
+    from layerseek.describe import Request
+    from layerseek.verify.pipeline import FeatureCache
+
+    req = Request(data_dir / "smvs-dvd-covers" / "Palm" / "001.jpg")
+    taken = FeatureCache(tmp_path).describe_one(req)
+    read = FeatureCache(tmp_path).describe_one(req)
+    fresh = sift_features(load_image(req.path, max_side=640))
+    assert not np.array_equal(fresh.xy, taken.xy)  # float32 positions are not what is stored
+    np.testing.assert_array_equal(taken.xy, read.xy)
+    np.testing.assert_array_equal(taken.desc, read.desc)
 
 
 def test_features_round_trip_and_damage_is_refused(cover):

@@ -241,7 +241,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     from concurrent.futures import ThreadPoolExecutor
 
     from ..verify.diffusion import KnnGraph, shortlist_graph, top_neighbours, verified_diffusion
-    from ..verify.features import WordFeatures, match_space
+    from ..verify.features import WordFeatures, query_space
     from ..verify.geometry import QueryVerdicts
     from ..verify.pipeline import verify_and_expand
 
@@ -270,7 +270,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
     def one(item):
         n, qi = item
         qf = q_feats[qi]
-        q_space = match_space(qf) if len(qf) else None
+        q_space = query_space(qf) if len(qf) else None
         own = row_of.get(skip[qi]) if skip[qi] is not None else None
 
         def rank(v):

@@ -166,6 +166,18 @@ def _paths_as_text(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE OR IGNORE {table} SET {column} = ? WHERE rowid = ?", (text, rowid))
 
 
+#: how much of a catalog SQLite reads through a memory map (its builds cap it at 2 GB): a search
+#: reads the local features of ~170 candidates, 10-15 MB of blobs in 4 KB overflow pages, in
+#: 26-70 ms through read calls and 5-11 ms through the map (docs/BENCHMARKS.md)
+MMAP_BYTES = 1 << 31
+
+
+def mapped(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """`conn`, reading its database through a memory map."""
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    return conn
+
+
 class Catalog:
     """One index directory. Open with `Catalog.create` (new) or `Catalog.open` (existing)."""
 
@@ -184,7 +196,7 @@ class Catalog:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
+        return mapped(conn)
 
     @staticmethod
     def connect_read_only(path: Path) -> sqlite3.Connection:
@@ -199,7 +211,7 @@ class Catalog:
                                    check_same_thread=False)
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                return conn
+                return mapped(conn)
             except sqlite3.OperationalError:
                 conn.close()
                 if extra:

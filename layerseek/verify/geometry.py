@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import LocalFeatures, WordFeatures, distances, match_space
+from .features import (DATABASE_BYTES, QUERY_BYTES, LocalFeatures, WordFeatures, database_space, distances,
+                       query_space)
 
 
 _POOL = None
@@ -31,6 +32,32 @@ def _pool():
 
         _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="verify")
     return _POOL
+
+
+#: ONNX's MatMulInteger (uint8 a: m x k, int8 b: k x n -> int32 m x n) as a serialised model: ONNX
+#: Runtime runs it with the CPU's 8-bit dot-product instructions (tests/test_verify.py builds it
+#: again with onnx.helper, whose import this spares every search)
+BYTE_PRODUCTS_MODEL = (
+    b'\x08\x05\x12\tlayerseek:n\n\x18\n\x01a\n\x01b\x12\x01y"\rMatMulInteger\x12\rbyte_productsZ\x15\n\x01'
+    b'a\x12\x10\n\x0e\x08\x02\x12\n\n\x03\x12\x01m\n\x03\x12\x01kZ\x15\n\x01b\x12\x10\n\x0e\x08\x03\x12\n'
+    b'\n\x03\x12\x01k\n\x03\x12\x01nb\x15\n\x01y\x12\x10\n\x0e\x08\x06\x12\n\n\x03\x12\x01m\n\x03\x12\x01n'
+    b'B\x04\n\x00\x10\n')
+_BYTE_SESSION = None
+
+
+def byte_products(q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """q @ d.T for q: m x k uint8 and d: n x k int8, exactly, as int32 (ONNX Runtime, one thread:
+    a shortlist is verified in threads of its own)."""
+    global _BYTE_SESSION
+    if _BYTE_SESSION is None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        # two threads may make one each at the first search: either serves (run is thread-safe)
+        _BYTE_SESSION = ort.InferenceSession(BYTE_PRODUCTS_MODEL, so, providers=["CPUExecutionProvider"])
+    return _BYTE_SESSION.run(None, {"a": q, "b": np.ascontiguousarray(d.T)})[0]
 
 
 def one_blas_thread():
@@ -74,7 +101,7 @@ class Verifier:
 
     def inliers(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None) -> int:
         """Inliers of the homography between a query's and a database image's features (of one
-        kind; `q_space`: the query's `match_space`, if already computed); an image the
+        kind; `q_space`: the query's `query_space`, if already computed); an image the
         fundamental matrix verifies and the homography does not counts `min_inliers`; an image
         whose verifying inliers spread less than `spread` counts `min_inliers` - 1 (not verified:
         a shared logo, not the same object)."""
@@ -126,7 +153,7 @@ class Verifier:
         if isinstance(db, WordFeatures):
             qi, di = word_matches(query, db, self.hamming)
         else:
-            qi, di = ratio_matches(match_space(query) if q_space is None else q_space, match_space(db), self.ratio,
+            qi, di = ratio_matches(query_space(query) if q_space is None else q_space, database_space(db), self.ratio,
                                    query.binary)
         if len(qi) < min(self.min_inliers, self.fundamental or self.min_inliers):
             return 0, none, none  # no model can have more inliers than matches: no RANSAC to run
@@ -150,7 +177,7 @@ class Verifier:
                found: list | None = None) -> list[int]:
         """Inliers of each shortlisted image (0 for one without stored features). `found`: a list
         that receives each image's inlier indices (query, database), as `verify` gives them."""
-        q_space = match_space(query) if len(query) else None
+        q_space = query_space(query) if len(query) else None
         none = np.zeros(0, np.int64)
 
         def one(d):
@@ -220,17 +247,23 @@ class QueryVerdicts:
 def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool = False
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(query indices, database indices) of the matches of descriptors q (m x D) in d (n x D),
-    both in `features.match_space` (unit RootSIFT vectors, or +-1 bits with `binary`), passing the
+    both in `features.match_space` (unit RootSIFT vectors, or +-1 bits with `binary`) or q in
+    `features.query_space` and d in `features.database_space` (RootSIFT in bytes), passing the
     ratio test dist(q, d1) < ratio dist(q, d2), one per database descriptor (the nearest one
     kept)."""
     if len(q) == 0 or len(d) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    sims = q @ d.T
+    if q.dtype == np.uint8:
+        sims, scale, floor = byte_products(q, d), 1.0 / (QUERY_BYTES * DATABASE_BYTES), np.iinfo(np.int32).min
+    else:
+        sims, scale, floor = q @ d.T, 1.0, -np.inf
     rows = np.arange(len(q))
     best = np.argmax(sims, axis=1)  # two argmax passes: much faster than a partial sort
     s1 = sims[rows, best].copy()
-    sims[rows, best] = -np.inf
+    sims[rows, best] = floor
     s2 = sims.max(axis=1)
+    if scale != 1.0:
+        s1, s2 = s1 * np.float32(scale), s2 * np.float32(scale)
     d1, d2 = distances(s1, binary, q.shape[1]), distances(s2, binary, q.shape[1])
     ok = np.flatnonzero(d1 < ratio * d2)
     if len(ok) == 0:
