@@ -156,30 +156,31 @@ def match_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
 
 #: RootSIFT in bytes, for the ratio test's products (`geometry.byte_products`: 8-bit integer
 #: products, about 4x faster than float ones on CPUs with VNNI): a query's values times
-#: QUERY_BYTES as uint8, a database image's times DATABASE_BYTES as int8. RootSIFT values are
-#: those of a unit vector, and none seen in SMVS' photos and covers passed 0.37, so BYTE_TOP maps
-#: to the top of each range and a rarer larger one is clipped. The inliers of SMVS' true pairs
-#: differ from float products' by 0.8 % on average (docs/BENCHMARKS.md, "Verification in bytes").
+#: BYTE_SCALE as uint8, a database image's as int8, both at most 127 (CPUs without VNNI sum two
+#: uint8 x int8 products in 16 bits, which saturate past 32767: ONNX Runtime's quantization
+#: notes). RootSIFT values are those of a unit vector, and none seen in SMVS' photos and covers
+#: passed 0.37, so BYTE_TOP maps to 127 and a rarer larger one is clipped. The inliers of SMVS'
+#: true pairs differ from float products' by 0.9 % on average (docs/BENCHMARKS.md, "Verification
+#: in bytes").
 BYTE_TOP = 0.4
-QUERY_BYTES = 255 / BYTE_TOP
-DATABASE_BYTES = 127 / BYTE_TOP
+BYTE_SCALE = 127 / BYTE_TOP
 
 
 def query_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
-    """What a query's features are matched with: `match_space`, RootSIFT as uint8 (QUERY_BYTES)."""
+    """What a query's features are matched with: `match_space`, RootSIFT as uint8 (BYTE_SCALE)."""
     s = match_space(f)
     if s is None or f.binary:
         return s
-    return np.clip(np.rint(s * QUERY_BYTES), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(s * BYTE_SCALE), 0, 127).astype(np.uint8)
 
 
 def database_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
     """What a database image's features are matched with: `match_space`, RootSIFT as int8
-    (DATABASE_BYTES)."""
+    (BYTE_SCALE)."""
     s = match_space(f)
     if s is None or f.binary:
         return s
-    return np.clip(np.rint(s * DATABASE_BYTES), 0, 127).astype(np.int8)
+    return np.clip(np.rint(s * BYTE_SCALE), 0, 127).astype(np.int8)
 
 
 def distances(sims: np.ndarray, binary: bool, dim: int) -> np.ndarray:

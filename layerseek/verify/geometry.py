@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import (DATABASE_BYTES, QUERY_BYTES, LocalFeatures, WordFeatures, database_space, distances,
-                       query_space)
+from .features import BYTE_SCALE, LocalFeatures, WordFeatures, database_space, distances, query_space
 
 
 _POOL = None
@@ -254,7 +253,7 @@ def ratio_matches(q: np.ndarray, d: np.ndarray, ratio: float = 0.8, binary: bool
     if len(q) == 0 or len(d) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if q.dtype == np.uint8:
-        sims, scale, floor = byte_products(q, d), 1.0 / (QUERY_BYTES * DATABASE_BYTES), np.iinfo(np.int32).min
+        sims, scale, floor = byte_products(q, d), 1.0 / BYTE_SCALE**2, np.iinfo(np.int32).min
     else:
         sims, scale, floor = q @ d.T, 1.0, -np.inf
     rows = np.arange(len(q))
