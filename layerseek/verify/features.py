@@ -160,8 +160,8 @@ def match_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
 #: uint8 x int8 products in 16 bits, which saturate past 32767: ONNX Runtime's quantization
 #: notes). RootSIFT values are those of a unit vector, and none seen in SMVS' photos and covers
 #: passed 0.37, so BYTE_TOP maps to 127 and a rarer larger one is clipped. The inliers of SMVS'
-#: true pairs differ from float products' by 0.9 % on average (docs/BENCHMARKS.md, "Verification
-#: in bytes").
+#: true pairs differ from float products' by 0.9 % on average (docs/BENCHMARKS.md, "Fourth
+#: round").
 BYTE_TOP = 0.4
 BYTE_SCALE = 127 / BYTE_TOP
 
