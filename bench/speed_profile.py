@@ -1,11 +1,12 @@
 """Where the time of `layerseek index` and `layerseek search` goes, on phone-size photos.
 
     .venv/bin/python bench/speed_profile.py photos /var/tmp/phone30 --n 30          # make 12 MP JPEGs (+ 640 px, HEIC)
+    .venv/bin/python bench/speed_profile.py photos /var/tmp/phone1000 --n 1000      # the 1,000 of "Fourth round"
     .venv/bin/python bench/speed_profile.py index /var/tmp/phone30 [--runtime torch,onnx]
     .venv/bin/python bench/speed_profile.py search /var/tmp/phone30 [--runtime torch,onnx]
 
 `photos` writes N phone-size JPEGs (4032 x 3024, quality 92) made from the
-shared collections' largest real photos (Paris subset, Holidays samples, SMVS covers: cropped to
+shared collections' largest real photos (Paris subset, Holidays samples, SMVS covers, then Corel: cropped to
 4:3 and brought up to 12 MP with Lanczos: about 1.6 MB each, less than a phone's 3-4 MB, as an
 enlarged photo holds less detail), the same photos at 640 px, and the first 5 as HEIC.
 They are benchmark data: keep them outside the repository.
@@ -39,33 +40,44 @@ sys.path.insert(0, str(ROOT))
 LAYERSEEK = [sys.executable, "-m", "layerseek.cli"]
 
 
+def phone_photo(job: tuple[int, str, str]) -> None:
+    """One source photo cropped to 4:3 and brought up to 4032 x 3024 (and down to 640 x 480)."""
+    from PIL import Image
+
+    i, src, out = job
+    out = Path(out)
+    im = Image.open(src).convert("RGB")
+    w, h = im.size
+    if w * 3 >= h * 4:  # crop to 4:3 landscape
+        cw = h * 4 // 3
+        im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
+    else:
+        ch = w * 3 // 4
+        im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
+    big = im.resize((4032, 3024), Image.Resampling.LANCZOS)
+    big.save(out / "12mp" / f"phone{i:03d}.jpg", quality=92)
+    big.resize((640, 480), Image.Resampling.LANCZOS).save(out / "640" / f"phone{i:03d}.jpg", quality=92)
+    if i < 5:
+        from pillow_heif import from_pillow
+
+        from_pillow(big).save(out / "heic" / f"phone{i:03d}.heic", quality=90)
+
+
 def make_photos(out: Path, n: int) -> None:
+    from multiprocessing import Pool
+
     from PIL import Image
 
     from layerseek.datasets import shared_data_dir
 
     data = shared_data_dir()
     sources = sorted(data.glob("samples/holidays/*.jpg")) + sorted(data.glob("paris6k-subset/jpg/*.jpg"))
-    sources += sorted(data.glob("smvs-dvd-covers/**/*.jpg"))
+    sources += sorted(data.glob("smvs-dvd-covers/**/*.jpg")) + sorted(data.glob("corel1k/jpg/*.jpg"))
     sources = sorted(sources, key=lambda p: -Image.open(p).size[0] * Image.open(p).size[1])[:n]
     for sub in ("12mp", "640", "heic"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for i, src in enumerate(sources):
-        im = Image.open(src).convert("RGB")
-        w, h = im.size
-        if w * 3 >= h * 4:  # crop to 4:3 landscape
-            cw = h * 4 // 3
-            im = im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
-        else:
-            ch = w * 3 // 4
-            im = im.crop((0, (h - ch) // 2, w, (h - ch) // 2 + ch))
-        big = im.resize((4032, 3024), Image.Resampling.LANCZOS)
-        big.save(out / "12mp" / f"phone{i:03d}.jpg", quality=92)
-        big.resize((640, 480), Image.Resampling.LANCZOS).save(out / "640" / f"phone{i:03d}.jpg", quality=92)
-        if i < 5:
-            from pillow_heif import from_pillow
-
-            from_pillow(big).save(out / "heic" / f"phone{i:03d}.heic", quality=90)
+    with Pool(os.cpu_count()) as pool:
+        pool.map(phone_photo, [(i, str(src), str(out)) for i, src in enumerate(sources)], chunksize=4)
     print(f"{len(sources)} photos in {out}/12mp, /640, and {min(5, len(sources))} in /heic")
 
 
@@ -79,7 +91,7 @@ def stage_profile(folder: Path, runtime: str) -> dict:
     import numpy as np
     from PIL import Image, ImageOps
 
-    from layerseek.images import load_image, read_snapshot, resized_size, shrink
+    from layerseek.images import draft_scale, load_image, read_snapshot, resized_size, shrink
     from layerseek.index import Index
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,8 +109,10 @@ def stage_profile(folder: Path, runtime: str) -> dict:
             t["read+sha256"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             im = Image.open(p)
-            if im.format == "JPEG":  # as load_image: the draft scale that still covers the target
-                im.draft("RGB", resized_size(*im.size, idx.method.max_side))
+            if im.format == "JPEG":  # as load_image: the draft scale that covers the target (or nearly)
+                w, h = im.size
+                scale = draft_scale(w, h, *resized_size(w, h, idx.method.max_side))
+                im.draft("RGB", (w // scale, h // scale))
             im.load()
             t["decode (draft)"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -126,14 +126,29 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def draft_size(width: int, height: int, want_w: int, want_h: int) -> tuple[int, int]:
-    """The size a JPEG decodes at when asked for at least want_w x want_h (Pillow's `draft`: the
-    largest of 1/1, 1/2, 1/4, 1/8 that still covers the request)."""
+#: A JPEG draft this much smaller than the target is decoded and used as it is, rather than the
+#: next larger one decoded and reduced: a 12 MP phone photo (4032 x 3024) then decodes at 1/4,
+#: 1008 x 756, in 24 ms, where 1/2 and area averaging down to 1024 x 768 took 75 ms (about a
+#: sixth of the CPU an indexed photo costs; docs/BENCHMARKS.md, "Fifth round"). 4000 x 3000,
+#: 4080 x 3072 and 48-50 MP photos (1/8) fall within it too.
+DRAFT_SLACK = 0.025
+
+
+def draft_scale(width: int, height: int, want_w: int, want_h: int, slack: float = DRAFT_SLACK) -> int:
+    """The JPEG DCT scale (8, 4, 2 or 1) to decode a width x height JPEG at when want_w x want_h
+    is wanted: the smallest image that covers the request, or falls short of it by at most
+    `slack` of each side."""
     for scale in (8, 4, 2):
         w, h = -(-width // scale), -(-height // scale)
-        if w >= want_w and h >= want_h:
-            return w, h
-    return width, height
+        if w >= want_w * (1 - slack) and h >= want_h * (1 - slack):
+            return scale
+    return 1
+
+
+def draft_size(width: int, height: int, want_w: int, want_h: int, slack: float = DRAFT_SLACK) -> tuple[int, int]:
+    """The size a JPEG decodes at (`draft_scale`; libjpeg rounds up)."""
+    scale = draft_scale(width, height, want_w, want_h, slack)
+    return -(-width // scale), -(-height // scale)
 
 
 def resized_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -152,7 +167,8 @@ def load_image(
     data: bytes | None = None,
     rotate: int = 0,
 ) -> np.ndarray:
-    """Decode an image file into an upright H×W×3 uint8 RGB array.
+    """Decode an image file into an upright H×W×3 uint8 RGB array, its longer side at most
+    max_side (a larger JPEG's may come out up to DRAFT_SLACK shorter: `draft_scale`).
 
     bbox (x1, y1, x2, y2), in pixels of the upright full-size image, crops before the resize
     (benchmark queries are cropped to their box). `data` decodes bytes already read (uploads);
@@ -195,18 +211,20 @@ def load_image(
         if w == 0 or h == 0:
             raise ImageError(path, "empty", f"{w}x{h} pixels")
         # JPEG decodes at 1/2, 1/4 or 1/8 scale for a fraction of the time (its DCT scaling averages
-        # the pixels it drops); the largest of those at least as big as the target is decoded, and
-        # area averaging (`shrink`) takes it down the rest of the way (less than 2x). A 12 MP photo then
-        # decodes at 2016 x 1512 instead of in full: 4x less work (docs/BENCHMARKS.md, "Where an
-        # indexed photo's time goes").
+        # the pixels it drops); the smallest of those that covers the target, or falls short of it
+        # by at most DRAFT_SLACK, is decoded, and area averaging (`shrink`) takes a larger one down
+        # the rest of the way (less than 2x). A 12 MP photo decodes at 1008 x 756 instead of in full
+        # (docs/BENCHMARKS.md, "Where an indexed photo's time goes" and "Fifth round").
         draft = img.format == "JPEG" and bool(max_side) and bbox is None
         want = resized_size(w, h, max_side) if draft else (w, h)
         dw, dh = draft_size(w, h, *want) if draft else (w, h)
         if dw * dh > max_pixels:
             raise ImageError(path, "too large", f"{w}x{h}: {dw * dh} pixels to decode > limit {max_pixels}")
         try:
-            if draft:
-                img.draft(img.mode, want)
+            if draft and (dw, dh) != (w, h):
+                # Pillow takes the largest scale s with size // request >= s: ask for size // s
+                scale = draft_scale(w, h, *want)
+                img.draft(img.mode, (max(1, w // scale), max(1, h // scale)))
             img.load()
             try:
                 # in place: with nothing to turn, a new image would be a copy of every pixel (15 ms of

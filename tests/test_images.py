@@ -176,22 +176,33 @@ def test_phone_formats_load_upright_like_jpeg(data_dir, tmp_path, suffix):
 
 
 def test_a_phone_photo_decodes_at_the_draft_scale_that_covers_the_target(tmp_path, data_dir):
-    """Issue 28: a 12 MP JPEG reduced to 1024 px decodes at 1/2 scale (2016 x 1512), not in full,
-    and the result is what a full decode resized with LANCZOS gives, within a grey level or two
-    (the draft's DCT scaling and the area averaging after it against one LANCZOS filter)."""
+    """Issue 28: a 12 MP JPEG reduced to 1024 px decodes at 1/4 scale (1008 x 756: within
+    DRAFT_SLACK of the target, so used as it is), not at 1/2 and reduced, nor in full; what comes
+    out is what a full decode resized with LANCZOS to that size gives, within a grey level or two
+    (the DCT scaling against one LANCZOS filter). A draft further below the target is not taken,
+    and sizes that do not divide evenly decode at the scale computed (Pillow is asked so)."""
     from PIL import Image
 
-    from layerseek.images import draft_size
+    from layerseek.images import DRAFT_SLACK, draft_size
 
-    assert draft_size(4032, 3024, 1024, 768) == (2016, 1512)
-    assert draft_size(2000, 1500, 1024, 768) == (2000, 1500)  # 1/2 would fall short: decoded in full
-    src = Image.open(data_dir / "samples/holidays/100002.jpg").convert("RGB").resize((4032, 3024))
-    path = tmp_path / "phone.jpg"
-    src.save(path, quality=92)
-    got = load_image(path, max_side=1024)
-    full = np.asarray(Image.open(path).convert("RGB").resize((1024, 768), Image.Resampling.LANCZOS), np.float32)
-    assert got.shape == (768, 1024, 3)
-    assert np.abs(got.astype(np.float32) - full).mean() < 2.0
+    assert DRAFT_SLACK < 0.03  # at most a few pixels of 1024 given up
+    assert draft_size(4032, 3024, 1024, 768) == (1008, 756)
+    assert draft_size(4000, 3000, 1024, 768) == (1000, 750)
+    assert draft_size(8160, 6144, 1024, 771) == (1020, 768)  # 50 MP at 1/8
+    assert draft_size(2200, 1650, 1024, 768) == (1100, 825)  # 1/4 (550) falls far short: 1/2, reduced after
+    assert draft_size(1900, 1425, 1024, 768) == (1900, 1425)  # 1/2 (950) falls short by 7 %: in full
+    src = Image.open(data_dir / "samples/holidays/100002.jpg").convert("RGB")
+    # (file size, what comes out, the part of the file that part of the output covers, compared)
+    for size, out, covered, compared in (((4032, 3024), (1008, 756), (4032, 3024), (1008, 756)),
+                                         # 1000 whole blocks of 4 pixels and a last one of 1
+                                         ((4001, 3001), (1001, 751), (4000, 3000), (1000, 750)),
+                                         ((2200, 1650), (1024, 768), (2200, 1650), (1024, 768))):
+        path = tmp_path / f"phone{size[0]}.jpg"
+        src.resize(size).save(path, quality=92)
+        got = load_image(path, max_side=1024)
+        assert got.shape == (out[1], out[0], 3)
+        full = Image.open(path).convert("RGB").crop((0, 0, *covered)).resize(compared, Image.Resampling.LANCZOS)
+        assert np.abs(got[:compared[1], :compared[0]].astype(np.float32) - np.asarray(full, np.float32)).mean() < 2.0
 
 
 def test_shrink_averages_the_pixels_it_covers():
