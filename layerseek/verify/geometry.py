@@ -34,8 +34,8 @@ def _pool():
 
 
 #: ONNX's MatMulInteger (uint8 a: m x k, int8 b: k x n -> int32 m x n) as a serialised model: ONNX
-#: Runtime runs it with the CPU's 8-bit dot-product instructions (tests/test_verify.py builds it
-#: again with onnx.helper, whose import this spares every search)
+#: Runtime runs it with the CPU's 8-bit multiply-add instructions (AVX2's, or VNNI's where there
+#: are; tests/test_verify.py builds it again with onnx.helper, whose import this spares every search)
 BYTE_PRODUCTS_MODEL = (
     b'\x08\x05\x12\tlayerseek:n\n\x18\n\x01a\n\x01b\x12\x01y"\rMatMulInteger\x12\rbyte_productsZ\x15\n\x01'
     b'a\x12\x10\n\x0e\x08\x02\x12\n\n\x03\x12\x01m\n\x03\x12\x01kZ\x15\n\x01b\x12\x10\n\x0e\x08\x03\x12\n'
