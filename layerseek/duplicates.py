@@ -410,7 +410,7 @@ def _thumbnail(path: str, side: int) -> str:
     from .images import load_image
 
     try:
-        img = Image.fromarray(load_image(path, max_side=side))
+        img = Image.fromarray(load_image(path, max_side=side, preview=True))
     except Exception:  # noqa: BLE001 - a file gone or changed since it was indexed: shown without picture
         return ""
     buf = io.BytesIO()

@@ -175,6 +175,34 @@ def test_phone_formats_load_upright_like_jpeg(data_dir, tmp_path, suffix):
     assert np.abs(got[::-1, ::-1] - upright).mean() > 30  # and not turned twice
 
 
+def test_a_heic_preview_decodes_its_embedded_thumbnail(data_dir, tmp_path, monkeypatch):
+    """Issue 28: a HEIC shown as a thumbnail (the page's, a report's) decodes the thumbnail a
+    phone embeds when it covers the size asked for, upright as the photo is; a larger preview, and
+    anything indexed, decode the photo itself."""
+    from PIL import Image
+    from pillow_heif.as_plugin import HeifImageFile
+
+    from layerseek.images import load_image
+
+    chosen = []
+    draft = HeifImageFile.draft
+    monkeypatch.setattr(HeifImageFile, "draft", lambda im, mode, size: chosen.append(draft(im, mode, size)) or chosen[-1])
+    src = Image.open(data_dir / "smvs-dvd-covers" / "Canon" / "001.jpg")  # 1024 x 768
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways
+    path = tmp_path / "photo.heic"
+    src.save(path, exif=exif.tobytes(), thumbnails=[320])
+    preview = load_image(path, max_side=256, preview=True).astype(np.float32)
+    assert chosen == [("RGB", (0, 0, 240, 320))]  # the 320 px thumbnail (HEIF turns it as the photo)
+    photo = load_image(path, max_side=256).astype(np.float32)
+    assert len(chosen) == 1  # not a preview: the photo is decoded
+    assert preview.shape == photo.shape == (256, 192, 3)
+    assert np.abs(preview - photo).mean() < 6  # the same picture, the right way up
+    assert np.abs(preview[::-1, ::-1] - photo).mean() > 30
+    load_image(path, max_side=512, preview=True)
+    assert chosen[-1] is None  # the thumbnail is smaller than asked: the photo is decoded
+
+
 def test_a_phone_photo_decodes_at_the_draft_scale_that_covers_the_target(tmp_path, data_dir):
     """Issue 28: a 12 MP JPEG reduced to 1024 px decodes at 1/4 scale (1008 x 756: within
     DRAFT_SLACK of the target, so used as it is), not at 1/2 and reduced, nor in full; what comes

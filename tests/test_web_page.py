@@ -125,6 +125,10 @@ def test_pick_an_image_see_matches_open_one(server, page, tmp_path):
     page.wait_for_function("() => document.getElementById('full').complete && document.getElementById('full').naturalWidth > 0",
                            timeout=30_000)
     assert PARIS[2] in page.inner_text("#caption")
+    # shown as a 1024 px JPEG (a browser may not show a HEIC original); the original one click away
+    assert page.get_attribute("#full", "src").startswith("/thumbnails/")
+    assert page.get_attribute("#full", "src").endswith("?size=1024")
+    assert page.locator("#caption a", has_text="open the original").get_attribute("href").startswith("/images/")
     page.keyboard.press("Escape")
     assert not page.is_visible("#viewer")
 

@@ -573,7 +573,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         if have:
             return FileResponse(cached, media_type="image/jpeg")
         try:
-            arr = load_image(e.path, max_side=size, data=data)
+            arr = load_image(e.path, max_side=size, data=data, preview=True)
         except ImageError as err:
             raise not_served(image_id, str(err), full) from None
         from PIL import Image
