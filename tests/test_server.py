@@ -94,6 +94,26 @@ def test_a_heic_thumbnail_is_made_from_the_one_it_embeds(tmp_path, data_dir, mon
         assert max(Image.open(io.BytesIO(r.content)).size) == side
 
 
+def test_a_search_can_return_the_query_as_it_read_it(client, index_dir):
+    """`preview=N`: the query as the search decoded it (upright, at most N px) comes back as a JPEG
+    data: URI, for a photo a browser cannot show; without it, nothing more is sent."""
+    import base64
+
+    photo = Image.open(index_dir / "photos" / PARIS[3])
+    buf = io.BytesIO()
+    photo.save(buf, "TIFF")
+    r = client.post("/search?top=3&preview=200", files={"file": ("q.tif", buf.getvalue(), "image/tiff")})
+    assert r.status_code == 200 and r.json()["results"][0]["path"].endswith(PARIS[3])
+    uri = r.json()["query_image"]
+    assert uri.startswith("data:image/jpeg;base64,")
+    shown = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert shown.format == "JPEG" and max(shown.size) == 200
+    assert abs(shown.size[0] / shown.size[1] - photo.size[0] / photo.size[1]) < 0.02
+    plain = client.post("/search?top=3", files={"file": ("q.tif", buf.getvalue(), "image/tiff")})
+    assert "query_image" not in plain.json()
+    assert client.post("/search?preview=5000", files={"file": ("q.tif", buf.getvalue(), "image/tiff")}).status_code == 422
+
+
 @pytest.mark.parametrize("files,status,text", [
     (None, 422, "file"),
     ({"file": ("notes.txt", b"hello, not an image", "text/plain")}, 415, "notes.txt: not an image"),
@@ -478,7 +498,7 @@ def test_a_server_searches_once_at_start_and_changes_nothing(index_dir, monkeypa
     real = Index.search
 
     def search(self, image, *args, **kwargs):
-        seen.append(type(image).__name__)
+        seen.append(image.shape)
         return real(self, image, *args, **kwargs)
 
     monkeypatch.setattr(Index, "search", search)
@@ -490,7 +510,7 @@ def test_a_server_searches_once_at_start_and_changes_nothing(index_dir, monkeypa
     with TestClient(create_app(index_dir / "idx", max_upload=2_000_000, warm=True), base_url="http://localhost") as c:
         r = c.post("/search?top=2", files={"file": ("q.jpg", _jpeg(index_dir / "photos" / PARIS[3]), "image/jpeg")})
         assert r.status_code == 200 and r.json()["results"][0]["path"] == PARIS[3]
-    assert seen == ["ndarray", "str"], seen  # the made-up photo first, then the upload (by name)
+    assert seen == [(768, 1024, 3), (176, 256, 3)], seen  # the made-up photo first, then the upload (decoded)
     after = Index.open(index_dir / "idx")
     assert (after.catalog.generation(), after.catalog.count()) == (gen, count)
     after.close()

@@ -133,6 +133,23 @@ def test_pick_an_image_see_matches_open_one(server, page, tmp_path):
     assert not page.is_visible("#viewer")
 
 
+def test_a_photo_the_browser_cannot_show_is_shown_as_the_server_read_it(server, page, tmp_path):
+    """A TIFF (Chromium shows none; nor HEIC outside Safari) dropped on the page: the search asks
+    the server for the query as it read it, and the page shows that JPEG where the photo goes."""
+    from PIL import Image
+
+    url, photos, _ = server
+    tiff = tmp_path / "query.tif"
+    Image.open(photos / PARIS[2]).save(tiff)
+    page.goto(url + "/")
+    page.set_input_files("#file", str(tiff))
+    assert _results(page)[0] == PARIS[2]
+    page.wait_for_function("() => document.getElementById('preview').complete && "
+                           "document.getElementById('preview').naturalWidth > 0", timeout=30_000)
+    assert page.get_attribute("#preview", "src").startswith("blob:")  # the server's JPEG (Chromium shows no TIFF)
+    assert page.is_visible("#preview")
+
+
 def test_drop_an_image_and_see_errors(server, page):
     url, photos, _ = server
     page.goto(url + "/")

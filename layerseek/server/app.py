@@ -457,6 +457,19 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             root = reader.root_of(path)
         return shown(os.path.relpath(path, root) if root and root != path else Path(path).name)
 
+    def jpeg_uri(img, side: int) -> str:
+        """An H x W x 3 image as a data: URI of a JPEG, its longer side at most `side`."""
+        import base64
+
+        from PIL import Image
+
+        from ..images import resized_size, shrink
+
+        size = resized_size(img.shape[1], img.shape[0], side)
+        buf = io.BytesIO()
+        Image.fromarray(img if size == (img.shape[1], img.shape[0]) else shrink(img, size)).save(buf, "JPEG", quality=85)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
     def hit_json(rank: int, h, full: bool, content: str | None = None) -> dict:
         out = {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": shown(Path(h.path).name),
                "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
@@ -506,11 +519,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                 "rerank_with": local.catalog.root.name if local else None, "shortlist": shortlist if local else None}
 
     def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False,
-                  words: int | None = None, word_filter: float | None = None, hubness: int | None = None):
+                  words: int | None = None, word_filter: float | None = None, hubness: int | None = None,
+                  preview: int = 0):
+        """(the hits, the query as the search decoded it as a JPEG data: URI at most `preview` px, or
+        None when `preview` is 0)."""
+        img = idx.query_image(name, data)  # decoded once: searched, and shown when asked
+        shown_query = jpeg_uri(img, preview) if preview else None
         if local is not None:
-            return idx.search_two_stage(name, local, top=top, shortlist=shortlist, data=data)
-        return idx.search(name, top=top, qe=qe, data=data, verify=verify, matches=matches, words=words,
-                          word_filter=word_filter, hubness=hubness)
+            return idx.search_two_stage(img, local, top=top, shortlist=shortlist), shown_query
+        return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words,
+                          word_filter=word_filter, hubness=hubness), shown_query
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
     async def search(file: UploadFile = File(..., description="the example image"),
@@ -532,12 +550,15 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                                            "that verified it: [query x, y, result x, y] as shares of each image's size"),
                      exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image out of "
                                                  "the results (searching with an indexed photo: not itself)"),
+                     preview: int = Query(0, ge=0, le=1024, description="also return the query as the search read "
+                                          "it (upright), a JPEG data: URI whose longer side is at most this, as "
+                                          "`query_image` (for a photo a browser cannot show: HEIC, TIFF; 0: none)"),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
         data = await read_upload(file)
         t0 = time.perf_counter()
         try:
-            hits = await run_job(do_search, file.filename or "upload", data, top + (exclude is not None), qe, verify,
-                                 matches, words, word_filter, hubness)
+            hits, shown_query = await run_job(do_search, file.filename or "upload", data, top + (exclude is not None),
+                                              qe, verify, matches, words, word_filter, hubness, preview)
             hits = [h for h in hits if h.id != exclude][:top]
         except ImageError as e:
             raise image_error(e) from None
@@ -547,8 +568,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         with read_lock:  # which results are the same file content (the page shows them as one)
             entries = {h.id: reader.by_id(h.id) for h in hits}
         content = {i: e.sha256[:16] for i, e in entries.items() if e is not None}
-        return {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
-                "results": [hit_json(i, h, full, content.get(h.id)) for i, h in enumerate(hits, 1)]}
+        out = {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
+               "results": [hit_json(i, h, full, content.get(h.id)) for i, h in enumerate(hits, 1)]}
+        if shown_query is not None:
+            out["query_image"] = shown_query
+        return out
 
     @app.get("/images/{image_id}", response_class=Response,
              responses={200: {"description": "the indexed file as it is on disk",
