@@ -158,10 +158,10 @@ def match_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
 #: products, 1.9x faster than float ones on one core of this VM's AVX2 CPU): a query's values
 #: times BYTE_SCALE as uint8, a database image's as int8, both at most 127 (CPUs without VNNI,
 #: this one among them, sum two uint8 x int8 products in 16 bits, which saturate past 32767:
-#: ONNX Runtime's quantization notes). RootSIFT values are those of a unit vector, and none seen in SMVS' photos and covers
-#: passed 0.37, so BYTE_TOP maps to 127 and a rarer larger one is clipped. The inliers of SMVS'
-#: true pairs differ from float products' by 0.9 % on average (docs/BENCHMARKS.md, "Fourth
-#: round").
+#: ONNX Runtime's quantization notes). RootSIFT values are those of a unit vector, and none seen
+#: in SMVS' photos and covers passed 0.37, so BYTE_TOP maps to 127 and a rarer larger one is
+#: clipped. The inliers of SMVS' true pairs differ from float products' by 0.9 % on average
+#: (docs/BENCHMARKS.md, "Fourth round" and "Fifth round").
 BYTE_TOP = 0.4
 BYTE_SCALE = 127 / BYTE_TOP
 
