@@ -30,9 +30,11 @@ from .features import LocalFeatures, rootsift
 
 #: the vocabulary every new index with local features uses (learned on Corel-1k; see `learn`)
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "sift-words-20k.npz"
-#: the HNSW assignment's search breadth: 99 % of descriptors get the exact nearest word (64: 99.6 %)
-#: in 57 % of the time (48 against 84 ms for 1000 descriptors on 2 cores; bench/word_encode.py)
-EF_SEARCH = 32
+#: the HNSW assignment's search breadth: 97.9 % of descriptors get the exact nearest word (32:
+#: 99.0 %, 64: 99.6 %) in 60 % of 32's time (13 against 22 ms for 987 descriptors;
+#: bench/word_encode.py); the mixed library, the Paris subset and the 400 "same" searches gave
+#: the same figures with 16 as with 32 (docs/BENCHMARKS.md, "Fifth round")
+EF_SEARCH = 16
 #: word geometry (`features.WordFeatures`): the words each query feature is matched by (its
 #: nearest 5; a stored feature has 1), measured with `Verifier.hamming` 20 in docs/RESULTS.md
 GEOMETRY_QUERY_WORDS = 5
