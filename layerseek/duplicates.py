@@ -16,9 +16,7 @@ each other member relates to it. `move_plan` / `move_files` move the others out 
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable
@@ -405,17 +403,12 @@ def write_csv(groups: list[Group], out) -> None:
 
 def _thumbnail(path: str, side: int) -> str:
     """A data: URI of a small JPEG of the image ('' if it cannot be read any more)."""
-    from PIL import Image
-
-    from .images import load_image
+    from .images import jpeg_data_uri, load_image
 
     try:
-        img = Image.fromarray(load_image(path, max_side=side, preview=True))
+        return jpeg_data_uri(load_image(path, max_side=side, preview=True), quality=80)
     except Exception:  # noqa: BLE001 - a file gone or changed since it was indexed: shown without picture
         return ""
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def human_size(n: int) -> str:

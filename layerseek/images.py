@@ -146,8 +146,12 @@ def draft_scale(width: int, height: int, want_w: int, want_h: int, slack: float 
 
 
 def draft_size(width: int, height: int, want_w: int, want_h: int, slack: float = DRAFT_SLACK) -> tuple[int, int]:
-    """The size a JPEG decodes at (`draft_scale`; libjpeg rounds up)."""
-    scale = draft_scale(width, height, want_w, want_h, slack)
+    """The size a JPEG decodes at (`draft_scale`)."""
+    return _drafted(width, height, draft_scale(width, height, want_w, want_h, slack))
+
+
+def _drafted(width: int, height: int, scale: int) -> tuple[int, int]:
+    """A width x height JPEG's size decoded at 1/scale (libjpeg rounds up)."""
     return -(-width // scale), -(-height // scale)
 
 
@@ -221,8 +225,8 @@ def load_image(
         # the rest of the way (less than 2x). A 12 MP photo decodes at 1008 x 756 instead of in full
         # (docs/BENCHMARKS.md, "Where an indexed photo's time goes" and "Fifth round").
         draft = img.format == "JPEG" and bool(max_side) and bbox is None
-        want = resized_size(w, h, max_side) if draft else (w, h)
-        dw, dh = draft_size(w, h, *want) if draft else (w, h)
+        scale = draft_scale(w, h, *resized_size(w, h, max_side)) if draft else 1
+        dw, dh = _drafted(w, h, scale)
         if dw * dh > max_pixels:
             raise ImageError(path, "too large", f"{w}x{h}: {dw * dh} pixels to decode > limit {max_pixels}")
         try:
@@ -230,9 +234,8 @@ def load_image(
                 # pillow-heif's draft picks the smallest embedded thumbnail that covers the size
                 # and is a scaled copy (same orientation, crop and colour profile), else nothing
                 img.draft(None, resized_size(w, h, max_side))
-            if draft and (dw, dh) != (w, h):
+            if scale > 1:
                 # Pillow takes the largest scale s with size // request >= s: ask for size // s
-                scale = draft_scale(w, h, *want)
                 img.draft(img.mode, (max(1, w // scale), max(1, h // scale)))
             img.load()
             try:
@@ -270,10 +273,30 @@ def load_image(
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
+def jpeg_bytes(pixels: np.ndarray, max_side: int | None = None, quality: int = 85) -> bytes:
+    """An H x W x 3 uint8 image as JPEG bytes, its longer side brought down to `max_side` first
+    (`shrink`): the thumbnails and previews the page and the reports show."""
+    import io
+
+    size = resized_size(pixels.shape[1], pixels.shape[0], max_side)
+    if size != (pixels.shape[1], pixels.shape[0]):
+        pixels = shrink(pixels, size)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def jpeg_data_uri(pixels: np.ndarray, max_side: int | None = None, quality: int = 85) -> str:
+    """`jpeg_bytes` as a data: URI (a report's pictures, a search's preview of its query)."""
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(pixels, max_side, quality)).decode()
+
+
 def shrink(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An H x W x 3 uint8 image brought down to size (width, height) by area averaging (OpenCV's
-    INTER_AREA: each new pixel the mean of the old ones it covers, so nothing aliases). A 12 MP
-    photo's 2016 x 1512 draft -> 1024 x 768 took 43-58 ms with Pillow's LANCZOS, 12-21 ms so; the
+    INTER_AREA: each new pixel the mean of the old ones it covers, so nothing aliases). 2016 x 1512
+    -> 1024 x 768 took 43-58 ms with Pillow's LANCZOS, 12-21 ms so; the
     two differ by about a grey level (docs/BENCHMARKS.md, "Third round: the resize, ...")."""
     import cv2
 

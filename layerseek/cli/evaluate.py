@@ -125,8 +125,10 @@ def eval_(
         if diffusion < 0 or expand < 0:
             fail("--expand and --diffusion take a number >= 0")
         use_mof = method == "mof" or rerank > 0
-        if precision not in ("float", "int8"):
-            fail(f"unknown precision {precision!r}; valid: float, int8")
+        from ..backbones.runtime import PRECISIONS
+
+        if precision not in PRECISIONS:
+            fail(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         if use_mof and precision != "float":
             fail("--precision int8 is for the global methods (an index's): MOF runs the float network")
         if use_mof and not train_on:

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import io
 import math
 import mimetypes
 import os
@@ -57,7 +56,7 @@ from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..images import IMAGE_SUFFIXES, load_image
+from ..images import IMAGE_SUFFIXES, jpeg_bytes, jpeg_data_uri, load_image
 from ..index import Index
 from ..store.catalog import Catalog, Entry, is_under
 
@@ -457,19 +456,6 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             root = reader.root_of(path)
         return shown(os.path.relpath(path, root) if root and root != path else Path(path).name)
 
-    def jpeg_uri(img, side: int) -> str:
-        """An H x W x 3 image as a data: URI of a JPEG, its longer side at most `side`."""
-        import base64
-
-        from PIL import Image
-
-        from ..images import resized_size, shrink
-
-        size = resized_size(img.shape[1], img.shape[0], side)
-        buf = io.BytesIO()
-        Image.fromarray(img if size == (img.shape[1], img.shape[0]) else shrink(img, size)).save(buf, "JPEG", quality=85)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
     def hit_json(rank: int, h, full: bool, content: str | None = None) -> dict:
         out = {"rank": rank, "id": h.id, "path": shown_path(h.path, full), "name": shown(Path(h.path).name),
                "score": round(h.score, 6), "inliers": h.inliers, "verified": h.verified,
@@ -524,7 +510,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         """(the hits, the query as the search decoded it as a JPEG data: URI at most `preview` px, or
         None when `preview` is 0)."""
         img = idx.query_image(name, data)  # decoded once: searched, and shown when asked
-        shown_query = jpeg_uri(img, preview) if preview else None
+        shown_query = jpeg_data_uri(img, preview) if preview else None
         if local is not None:
             return idx.search_two_stage(img, local, top=top, shortlist=shortlist), shown_query
         return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words,
@@ -600,19 +586,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             arr = load_image(e.path, max_side=size, data=data, preview=True)
         except ImageError as err:
             raise not_served(image_id, str(err), full) from None
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, "JPEG", quality=85)
+        jpeg = jpeg_bytes(arr, quality=85)
 
         def save():
             thumbs.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(cached.name + f".{threading.get_ident()}.{os.getpid()}.tmp")
-            tmp.write_bytes(buf.getvalue())
+            tmp.write_bytes(jpeg)
             os.replace(tmp, cached)
 
         idx.catalog.keep_cache(save)  # read-only or full: served, not kept
-        return Response(buf.getvalue(), media_type="image/jpeg")
+        return Response(jpeg, media_type="image/jpeg")
 
     def do_add(dest: Path):
         report = idx.add_files([dest])

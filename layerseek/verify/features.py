@@ -166,21 +166,23 @@ BYTE_TOP = 0.4
 BYTE_SCALE = 127 / BYTE_TOP
 
 
-def query_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
-    """What a query's features are matched with: `match_space`, RootSIFT as uint8 (BYTE_SCALE)."""
+def _byte_space(f: LocalFeatures | WordFeatures, dtype) -> np.ndarray | None:
+    """`match_space`, RootSIFT as 0..127 in `dtype` (binary features and word features as they are)."""
     s = match_space(f)
     if s is None or f.binary:
         return s
-    return np.clip(np.rint(s * BYTE_SCALE), 0, 127).astype(np.uint8)
+    return np.clip(np.rint(s * BYTE_SCALE), 0, 127).astype(dtype)
+
+
+def query_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
+    """What a query's features are matched with: `match_space`, RootSIFT as uint8 (BYTE_SCALE)."""
+    return _byte_space(f, np.uint8)
 
 
 def database_space(f: LocalFeatures | WordFeatures) -> np.ndarray | None:
     """What a database image's features are matched with: `match_space`, RootSIFT as int8
     (BYTE_SCALE)."""
-    s = match_space(f)
-    if s is None or f.binary:
-        return s
-    return np.clip(np.rint(s * BYTE_SCALE), 0, 127).astype(np.int8)
+    return _byte_space(f, np.int8)
 
 
 def distances(sims: np.ndarray, binary: bool, dim: int) -> np.ndarray:
