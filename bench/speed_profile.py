@@ -4,6 +4,8 @@
     .venv/bin/python bench/speed_profile.py photos /var/tmp/phone1000 --n 1000      # the 1,000 of "Fourth round"
     .venv/bin/python bench/speed_profile.py index /var/tmp/phone30 [--runtime torch,onnx]
     .venv/bin/python bench/speed_profile.py search /var/tmp/phone30 [--runtime torch,onnx]
+    .venv/bin/python bench/speed_profile.py served /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
+        [--n 12] [--rounds 2] [--trees /tmp/wt-before,.]
 
 `photos` writes N phone-size JPEGs (4032 x 3024, quality 92) made from the
 shared collections' largest real photos (Paris subset, Holidays samples, SMVS covers, then Corel: cropped to
@@ -19,6 +21,12 @@ folder as a user runs it (a fresh process, its start included), and the graph st
 `search`: `layerseek search INDEX photo` from a shell (wall time, median of 5), and where it goes:
 imports, opening the index, loading the network, decoding the query, the network, SIFT, and the
 search stages (first stage, verification, diffusion).
+
+`served`: `layerseek search INDEX PHOTO --json` from a shell while `layerseek serve INDEX` runs,
+for the first N photos of a folder (wall time of each command, its start included): the server
+started from each tree in turn (a worktree of another commit measures that one, with this
+checkout's environment), `--rounds` times, alternating; one search first, not timed, waits for
+the server's warm-up.
 """
 from __future__ import annotations
 
@@ -209,17 +217,55 @@ def search_profile(folder: Path, runtimes: list[str], repeat: int = 5) -> None:
             print(f"  {'so the stages (search less extraction)':38s} {1000 * (parts[6] - sum(parts[3:6])):7.1f} ms")
 
 
+def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[Path]) -> None:
+    shots = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
+    announced = index / "serve.json"
+    # the console script's short path (`layerseek.shell`), from the tree on PYTHONPATH
+    shell = [sys.executable, "-c", "import sys; from layerseek.shell import main; sys.argv[0] = 'layerseek'; main()"]
+    for r in range(rounds):
+        for tree in trees:
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            server = subprocess.Popen([sys.executable, "-m", "layerseek.cli", "serve", str(index), "--port", "0"],
+                                      cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                for _ in range(600):
+                    if announced.is_file() and json.loads(announced.read_text() or "{}").get("pid") == server.pid:
+                        break
+                    time.sleep(0.1)
+                else:
+                    raise SystemExit(f"the server from {tree} did not start")
+                search = shell + ["search", str(index)]
+                timed(search + [str(shots[0]), "--json"], env)  # waits for the warm-up
+                walls = []
+                for photo in shots:
+                    wall, out = timed(search + [str(photo), "--json"], env)
+                    if "searched by the server" not in out:
+                        raise SystemExit(f"{photo}: not searched by the server ({out[-300:]})")
+                    walls.append(wall)
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+            print(f"round {r + 1}, {tree}: median {statistics.median(walls):.3f} s, {min(walls):.2f}-{max(walls):.2f} s, "
+                  f"{sum(w <= 0.5 for w in walls)} of {len(walls)} at or under 0.5 s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("photos", "index", "search"))
-    ap.add_argument("folder", type=Path)
+    ap.add_argument("what", choices=("photos", "index", "search", "served"))
+    ap.add_argument("folder", type=Path, help="the photos' folder; for `served`, the index")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--runtime", default="torch,onnx")
+    ap.add_argument("--photos", type=Path, help="served: the folder of query photos")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--trees", default=str(ROOT), help="served: checkouts to start the server from, in turn")
     args = ap.parse_args()
     if args.what == "photos":
         make_photos(args.folder, args.n)
     elif args.what == "index":
         index_profile(args.folder, args.runtime.split(","))
+    elif args.what == "served":
+        served_profile(args.folder, args.photos, min(args.n, 1000), args.rounds,
+                       [Path(t).resolve() for t in args.trees.split(",")])
     else:
         search_profile(args.folder, args.runtime.split(","))
 
