@@ -200,7 +200,7 @@ def watch(
 
 @app.command(short_help="Forget files or folders (they stay on disk).")
 def remove(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
-           files: Annotated[list[Path], typer.Argument(help="indexed files or folders to forget (the files stay "
+           files: Annotated[list[Path], typer.Argument(metavar="PATH", help="indexed files or folders to forget (the files stay "
                                                             "on disk)")]) -> None:
     """Forget files from an index; a folder forgets every indexed file under it."""
     from ..index import Index

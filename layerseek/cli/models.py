@@ -87,7 +87,7 @@ def models_pull(
 
 @app.command(short_help="Print each layer's activation shape for some images.")
 def extract(
-    images: Annotated[list[Path], typer.Argument(help="image files")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="image files")],
     backbone: Annotated[str, typer.Option(help="backbone name (see `layerseek models`)")] = "vgg16",
     layers: Annotated[Optional[str], typer.Option(help="comma-separated layer names (default: the backbone's)")] = None,
     max_side: Annotated[int, typer.Option(help="longer side in pixels after resize (0: keep)")] = 1024,

@@ -50,7 +50,7 @@ def query_images(paths: list[Path]) -> list[Path]:
 @app.command(short_help="Find the indexed photos of the same object or place.")
 def search(
     index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="the example image; several, or folders of them, for a "
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="the example image; several, or folders of them, for a "
                                                       "batch (the network is loaded once)")],
     top: Annotated[int, typer.Option("--top", "-n", help="how many results", min=SEARCH_LIMITS["top"][0],
                                      max=SEARCH_LIMITS["top"][1])] = 10,
