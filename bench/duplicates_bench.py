@@ -1,6 +1,6 @@
 """`layerseek duplicates` on a folder with planted copies and look-alikes (issue 29, item 1).
 
-    .venv/bin/python bench/duplicates_bench.py /var/tmp/dupbench [--copies 40] [--paris 120]
+    .venv/bin/python bench/duplicates_bench.py /var/tmp/dupbench [--copies 40] [--paris 120] [--heic]
 
 The folder (benchmark data: keep it outside the repository) holds
 - all 100 SMVS reference covers (many Blu-ray cases share a printed band: look-alikes);
@@ -13,6 +13,10 @@ It is indexed with the defaults, `duplicates --kind all` is run, and the report 
 planted copy found as a copy (or identical file) of its cover, and every pair reported as a copy
 that is not a planted one (a false copy). Then `--move-to` is run as a dry run and with --apply
 on a copy of the folder: what moved must be exactly what the dry run listed, and only copies.
+
+`--heic`: every photo is saved as HEIC (quality 90; the q30 copy at 30) with a 320 px thumbnail
+embedded, as an iPhone's photos have, and the byte-identical file is a copy of its cover's HEIC:
+the copy test's first look reads those thumbnails.
 """
 from __future__ import annotations
 
@@ -72,6 +76,26 @@ def make_folder(out: Path, copies: int, paris: int) -> dict[str, str]:
     return planted
 
 
+def as_heic(folder: Path, planted: dict[str, str]) -> dict[str, str]:
+    """Every JPEG of the folder saved as HEIC in its place (a 320 px thumbnail embedded), and
+    the planted copies' names to match."""
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener(thumbnails=True)
+    same = [c for c in planted if c.endswith("-same-bytes.jpg")]
+    for p in sorted(folder.rglob("*.jpg")):
+        if str(p.relative_to(folder)) in same:
+            continue
+        with Image.open(p) as im:
+            im.save(p.with_suffix(".heic"), quality=30 if p.stem.endswith("-q30") else 90, thumbnails=[320])
+        p.unlink()
+    for c in same:
+        (folder / c).unlink()
+        shutil.copy(folder / Path(planted[c]).with_suffix(".heic"), (folder / c).with_suffix(".heic"))
+    return {str(Path(c).with_suffix(".heic")): str(Path(v).with_suffix(".heic")) for c, v in planted.items()}
+
+
 def rel(path: str, folder: Path) -> str:
     return str(Path(path).relative_to(folder))
 
@@ -81,9 +105,13 @@ def main() -> None:
     ap.add_argument("work", type=Path)
     ap.add_argument("--copies", type=int, default=40)
     ap.add_argument("--paris", type=int, default=120)
+    ap.add_argument("--heic", action="store_true", help="every photo as HEIC with an embedded 320 px thumbnail")
     a = ap.parse_args()
     folder, index = a.work / "folder", a.work / "idx.lsx"
     planted = make_folder(folder, a.copies, a.paris)
+    ext = "*.jpg"
+    if a.heic:
+        planted, ext = as_heic(folder, planted), "*.heic"
     shutil.rmtree(index, ignore_errors=True)
     subprocess.run(LAYERSEEK + ["index", str(folder), "--index", str(index)], check=True, capture_output=True)
     t = time.perf_counter()
@@ -91,7 +119,7 @@ def main() -> None:
                                       "--html", str(a.work / "all.html")], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - t
     rows = list(csv.DictReader(open(a.work / "all.csv", encoding="utf-8")))
-    n_images = sum(1 for _ in folder.rglob("*.jpg"))
+    n_images = sum(1 for _ in folder.rglob(ext))
     print(f"{n_images} images, {len(planted)} planted copies; duplicates --kind all: {seconds:.1f} s")
     print(out.stderr.strip().splitlines()[-1])
     copy_rows = [r for r in rows if r["relation"] in ("copy", "identical")]
@@ -123,16 +151,16 @@ def main() -> None:
     dry = subprocess.run(LAYERSEEK + ["duplicates", str(moved_index), "--move-to", str(dest), "--csv",
                                       str(a.work / "copies.csv")], capture_output=True, text=True, check=True)
     listed = {ln.split(" -> ")[0].split("would move ", 1)[1] for ln in dry.stderr.splitlines() if ln.startswith("  would move ")}
-    before = {str(p) for p in moved_folder.rglob("*.jpg")}
+    before = {str(p) for p in moved_folder.rglob(ext)}
     done = subprocess.run(LAYERSEEK + ["duplicates", str(moved_index), "--move-to", str(dest), "--apply", "--csv",
                                        str(a.work / "copies-applied.csv")], capture_output=True, text=True)
-    after = {str(p) for p in moved_folder.rglob("*.jpg")}
+    after = {str(p) for p in moved_folder.rglob(ext)}
     gone = before - after
     report = [r for r in csv.DictReader(open(a.work / "copies.csv", encoding="utf-8"))
               if r["relation"] in ("copy", "identical")]
     print(f"dedupe dry run listed {len(listed)} files; --apply exit {done.returncode}, moved {len(gone)}; "
           f"moved == listed: {gone == listed}; moved == the report's copies: {gone == {r['path'] for r in report}}; "
-          f"files in {dest.name}/: {sum(1 for _ in dest.rglob('*.jpg'))}")
+          f"files in {dest.name}/: {sum(1 for _ in dest.rglob(ext))}")
     planted_moved = sum(1 for g in gone if rel(g, moved_folder) in planted or
                         any(rel(g, moved_folder) == cover for cover in planted.values()))
     print(f"of the moved files, planted copies or their covers (one of each pair kept): {planted_moved}")

@@ -87,9 +87,10 @@ def main() -> None:
     ap.add_argument("--kinds", default="smvs,rparis6k-subset,corel1k", help="the collections in the database")
     ap.add_argument("--queries", default="smvs,rparis6k-subset", help="the collections whose queries are searched")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--max-side", type=int, default=None, help="the network's input side (default: the method's, 1024)")
     args = ap.parse_args()
     kinds = [get_dataset(k) for k in args.kinds.split(",")]
-    method = make_method("rmac", backbone="mobilenet_v2")
+    method = make_method("rmac", backbone="mobilenet_v2", max_side=args.max_side)
     rows = []
     for n in (int(x) for x in args.n.split(",")):
         database, queried, whole = queried_mixed(kinds, distractor_photos(args.distractors, n), args.queries)
