@@ -166,12 +166,13 @@ def _grey(path: str, preview: bool = False) -> tuple[np.ndarray | None, bool]:
     from .images import load_image
 
     try:
-        with Image.open(path) as im:
-            heif = im.format == "HEIF"
-        rgb = load_image(path, max_side=COMPARE_SIDE, preview=preview and heif).astype(np.float32)
+        rgb = load_image(path, max_side=COMPARE_SIDE, preview=preview).astype(np.float32)
+        if preview:  # a regular file that decodes: only a HEIC's preview is another picture
+            with Image.open(path) as im:
+                preview = im.format == "HEIF"
     except Exception:  # noqa: BLE001 - gone or changed since it was indexed: no copy test
         return None, False
-    return rgb @ np.array([0.299, 0.587, 0.114], np.float32), preview and heif
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32), preview
 
 
 def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None) -> list[Pair]:
@@ -195,8 +196,8 @@ def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], N
     greys: OrderedDict[tuple[int, bool], tuple[np.ndarray | None, bool]] = OrderedDict()
 
     def grey(i: int, preview: bool) -> tuple[np.ndarray | None, bool]:
-        key = (i, preview)
-        if key not in greys and not preview and greys.get((i, True), (None, True))[1] is False:
+        key, first = (i, preview), greys.get((i, True))
+        if not preview and key not in greys and first is not None and not first[1]:
             key = (i, True)  # its first look was the photo itself
         if key in greys:
             greys.move_to_end(key)

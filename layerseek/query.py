@@ -3,11 +3,12 @@ and geometric verification of the head of a ranking."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import threading
-from concurrent.futures import wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,16 +24,10 @@ if TYPE_CHECKING:
     from .index import Index
 
 
-_BESIDE: list = []
-
-
-def _beside():
+@functools.cache
+def _beside() -> ThreadPoolExecutor:
     """Threads for the part of a search taken beside its network (`Query.local_side`)."""
-    if not _BESIDE:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _BESIDE.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="layerseek-beside"))
-    return _BESIDE[0]
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="layerseek-beside")
 
 
 class Query:
