@@ -30,6 +30,20 @@ def _beside() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="layerseek-beside")
 
 
+def _one_blas_thread(method):
+    """`method` run with BLAS on one thread: a search's matrices are small and its own threads
+    spread it over the cores, while OpenBLAS's workers, once a product wakes them, spin beside
+    the network and verification (docs/BENCHMARKS.md, "Sixth round": the query's network 82 ->
+    100-111 ms, a search at 10,000 images 0.40 -> 0.50 s)."""
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        from .verify.geometry import one_blas_thread
+
+        with one_blas_thread():
+            return method(*args, **kwargs)
+    return run
+
+
 class Query:
     """The searching half of `Index` (a mixin: it uses the index's catalog, method, lock and store)."""
 
@@ -166,6 +180,7 @@ class Query:
                 h.matches = np.round(drawn[h.id], 4).tolist()
         return hits
 
+    @_one_blas_thread
     def ranked(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
                drawn: dict | None = None, words: int | None = None, word_filter: float | None = None,
@@ -181,15 +196,6 @@ class Query:
         images that orders everything after them. `drawn`: as `verify_hits` takes it."""
         if self.kind == "local" and qe:
             raise LayerseekError("query expansion is for the global methods; a mof index has none")
-        from .verify.geometry import one_blas_thread
-
-        # a search's matrices are small and its own threads spread it over the cores: OpenBLAS's
-        # workers, once woken, spin beside the network and verification (docs/BENCHMARKS.md,
-        # "Sixth round": the network 82 -> 100-111 ms, a search at 10,000 images 0.40 -> 0.50 s)
-        with one_blas_thread():
-            return self._ranked(image, top, qe, data, verify, expand, diffusion, drawn, words, word_filter, hubness)
-
-    def _ranked(self, image, top, qe, data, verify, expand, diffusion, drawn, words, word_filter, hubness) -> list[Hit]:
         stages = Stages.of(self, verify, expand, diffusion, words, word_filter, hubness)
         img = self.query_image(image, data)
         shortlist = stages.verification.shortlist if stages.verification else 0
