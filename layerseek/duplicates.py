@@ -177,8 +177,17 @@ def _grey(path: str, preview: bool = False) -> tuple[np.ndarray | None, bool]:
 
 def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """Every pair of indexed images that is identical (same bytes) or verifies among each image's
-    `neighbours` nearest by the global vector, with its kind and evidence."""
-    from .verify.features import query_space, unpack_features
+    `neighbours` nearest by the global vector, with its kind and evidence. BLAS runs on one
+    thread meanwhile: each image's neighbours are verified in threads of their own, and OpenBLAS's
+    idle workers spun beside them (half the run's CPU)."""
+    from .verify.geometry import one_blas_thread
+
+    with one_blas_thread():
+        return _verified_pairs(index, neighbours, progress)
+
+
+def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None] | None) -> list[Pair]:
+    from .verify.features import unpack_features
 
     if index.kind != "global" or not index.verify_settings:
         raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
@@ -223,14 +232,12 @@ def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], N
         todo = [j for j in near if (min(i, j), max(i, j)) not in checked]
         checked.update((min(i, j), max(i, j)) for j in todo)
         stored = index.catalog.features([i] + todo) if todo else {}
-        if i in stored:
-            mine = unpack_features(stored[i])
-            space = query_space(mine) if len(mine) else None
-            for j in todo:
-                if j not in stored or not len(mine):
-                    continue
-                theirs = unpack_features(stored[j])
-                n, qi, di = verifier.verify(mine, theirs, space)
+        mine = unpack_features(stored[i]) if i in stored else None
+        if mine is not None and len(mine):
+            near = [j for j in todo if j in stored]
+            theirs_all, found = [unpack_features(stored[j]) for j in near], []
+            counts = verifier.scores(mine, theirs_all, found)  # in the verification threads, one BLAS thread
+            for j, theirs, n, (qi, di) in zip(near, theirs_all, counts, found):
                 if n < verifier.min_inliers:
                     continue
                 kind, cover, similarity, difference, thumbnail = evidence(i, j, mine, theirs, qi, di, True)

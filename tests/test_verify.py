@@ -3,6 +3,7 @@ the re-ordered head of a ranking, on real photos and on a pair with a known homo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -717,6 +718,35 @@ def test_an_index_made_before_the_shared_part_rule_gets_it_by_upgrade(data_dir, 
         assert up.verifier.shared_part == 0.3
 
 
+def test_one_blas_thread_limits_the_process_once_however_deeply_nested(monkeypatch):
+    """A search's verification and each image of a duplicates run enter `one_blas_thread` inside
+    an outer one: the limit is set once (threadpoolctl looks for the libraries each time: about
+    1 ms) and lifted when the outermost ends."""
+    import threadpoolctl
+
+    from layerseek.verify.geometry import all_blas_threads, one_blas_thread
+
+    def blas():  # numpy's and OpenCV's OpenBLAS (FAISS's counts per thread)
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas" and i.get("threading_layer") == "pthreads"}
+
+    calls = []
+    real = threadpoolctl.threadpool_limits
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda **kw: calls.append(kw) or real(**kw))
+    with real(limits=2, user_api="blas"):
+        with one_blas_thread():
+            assert blas() == {1}
+            with one_blas_thread():
+                with one_blas_thread():
+                    assert blas() == {1}
+            assert blas() == {1}
+            with all_blas_threads():  # a k-NN graph built inside a search
+                assert blas() == {os.cpu_count()}
+            assert blas() == {1}
+        assert blas() == {2}
+    assert calls == [{"limits": 1, "user_api": "blas"}, {"limits": os.cpu_count(), "user_api": "blas"}]
+
+
 def test_the_copy_test_reads_a_heics_thumbnail_first_and_decides_on_the_photos(data_dir, tmp_path, monkeypatch):
     """A HEIC's copy test first reads the thumbnail it embeds (an iPhone's 320 px one: about 10 ms
     against about a second for a 12 MP photo); a pair whose thumbnails look like a copy is decided
@@ -724,6 +754,7 @@ def test_the_copy_test_reads_a_heics_thumbnail_first_and_decides_on_the_photos(d
     same object costs no photo at all."""
     from PIL import Image
     from pillow_heif import register_heif_opener
+    from threadpoolctl import threadpool_info
 
     from layerseek import duplicates
 
@@ -748,6 +779,11 @@ def test_the_copy_test_reads_a_heics_thumbnail_first_and_decides_on_the_photos(d
         return g, thumbnail
 
     monkeypatch.setattr(duplicates, "_grey", grey)
+    blas_seen = set()  # numpy's and OpenCV's OpenBLAS threads while each image's neighbours are verified
+    real_scores = Verifier.scores
+    monkeypatch.setattr(Verifier, "scores", lambda self, *a, **kw: blas_seen.update(
+        i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and i.get("threading_layer") ==
+        "pthreads") or real_scores(self, *a, **kw))
     with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
         idx.add_folder(folder)
         name = {e.id: Path(e.path).name for e in idx.catalog.entries()}
@@ -762,6 +798,7 @@ def test_the_copy_test_reads_a_heics_thumbnail_first_and_decides_on_the_photos(d
         assert {n for n, p in seen if p} == {"001.heic", "001-small.heic", "Canon-001.heic"}
         assert sorted(n for n, p in seen if not p) == ["001-small.heic", "001.heic"]  # the copy pair's photos only
         assert real(str(folder / "001.heic"), True)[1] and not real(str(folder / "001.heic"))[1]
+        assert blas_seen == {1}  # each image's neighbours verified in threads, BLAS on one
         spoiled.add("001-small.heic")
         assert kinds()[frozenset(("001.heic", "001-small.heic"))] == "same"  # its thumbnail alone moves nothing
 

@@ -11,7 +11,9 @@ rigid scene) holds at least that many of the matches, and a good share of them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,12 +63,26 @@ def byte_products(q: np.ndarray, d: np.ndarray) -> np.ndarray:
     return _BYTE_SESSION.run(None, {"a": q, "b": np.ascontiguousarray(d.T)})[0]
 
 
+_ONE_BLAS_THREAD = {"open": 0, "lock": threading.Lock()}
+
+
+@contextlib.contextmanager
 def one_blas_thread():
     """A context in which BLAS (numpy's and FAISS's OpenBLAS) runs single-threaded: for work that
-    is already spread over the cores by threads of its own."""
+    is already spread over the cores by threads of its own. The limit is the process's: inside
+    one already (a search's verification, each image of a duplicates run) nothing is done again
+    (threadpoolctl looks for the libraries each time: 0.7-1.4 ms)."""
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1, user_api="blas")
+    with _ONE_BLAS_THREAD["lock"]:
+        outer = _ONE_BLAS_THREAD["open"] == 0
+        _ONE_BLAS_THREAD["open"] += 1
+    try:
+        with threadpool_limits(limits=1, user_api="blas") if outer else contextlib.nullcontext():
+            yield
+    finally:
+        with _ONE_BLAS_THREAD["lock"]:
+            _ONE_BLAS_THREAD["open"] -= 1
 
 
 def all_blas_threads():
