@@ -44,6 +44,8 @@ BLOCK = 16
 COMPARE_SIDE = 320
 #: photos read for it kept in memory at once (about 0.3 MB each)
 GREYS_KEPT = 256
+#: images whose nearest others are searched at once (a 10,000 x 256 block of scores: 10 MB)
+NEAREST_BLOCK = 256
 #: a pair's kind, from the strongest: what each relation level includes
 _LEVEL = {"identical": 0, "copy": 1, "same": 2}
 _KIND_LEVEL = {"identical": 0, "copies": 1, "all": 2}
@@ -227,8 +229,7 @@ def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None]
         return pair_kind((ca, cb), similarity, difference), (ca, cb), similarity, difference, ta or tb
 
     ids, vectors = index.store.matrix()
-    for k, (i, v) in enumerate(zip(ids.tolist(), vectors)):
-        near = [h.id for h in index.search_vector(v, neighbours, exclude_id=i)]
+    for k, (i, near) in enumerate(zip(ids.tolist(), nearest(index, ids, vectors, neighbours))):
         todo = [j for j in near if (min(i, j), max(i, j)) not in checked]
         checked.update((min(i, j), max(i, j)) for j in todo)
         stored = index.catalog.features([i] + todo) if todo else {}
@@ -247,6 +248,18 @@ def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None]
         if progress:
             progress(k + 1, len(ids))
     return pairs
+
+
+def nearest(index, ids: np.ndarray, vectors: np.ndarray, k: int, block: int = NEAREST_BLOCK):
+    """Each image's `k` nearest others by the first stage's cosine, as lists of ids (what
+    `Query.search_vector` gives one image), found for a block of images at once (the exact store:
+    one matrix product a block, 7x faster than one a photo)."""
+    for at in range(0, len(ids), block):
+        with index._lock:
+            index.store.sync()  # another process may have changed the catalog
+            found = index.store.search_many(vectors[at:at + block], k + 1)
+        for i, (got, _) in zip(ids[at:at + block].tolist(), found):
+            yield [int(j) for j in got if j != i][:k]
 
 
 def keep_order(m: Member) -> tuple:

@@ -407,11 +407,13 @@ def test_exact_rows_change_in_place(tmp_path):
         ids, mat = idx.catalog.matrix()
         got_ids, got_mat = store.matrix()
         assert np.array_equal(got_ids, ids) and np.array_equal(got_mat, mat)
-        for q in unit(5):
+        queries = unit(5)
+        many = store.search_many(queries, 10)  # one product for all five (duplicates' neighbours)
+        for q, (found_many, scores_many) in zip(queries, many):
             want = np.argsort(-(mat @ q))[:10]
             found, scores = store.search(q, 10)
-            assert found.tolist() == ids[want].tolist()
-            assert np.allclose(scores, (mat @ q)[want], atol=1e-5)
+            assert found.tolist() == ids[want].tolist() == found_many.tolist()
+            assert np.allclose(scores, (mat @ q)[want], atol=1e-5) and np.allclose(scores_many, scores, atol=1e-5)
 
     idx._commit(rows(range(200), unit(200)))
     first = idx.store.flat()

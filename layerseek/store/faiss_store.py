@@ -317,6 +317,20 @@ class FlatRows:
         sims = np.asarray(self.main @ q)
         if len(self.recent):
             sims = np.concatenate([sims, self.recent @ q])
+        return self._best(sims, k)
+
+    def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`search` of each row of `queries`, from one matrix product for all of them (at 10,000
+        rows of 1728: 0.6 ms a query against 4.3 ms one product each, on one thread; the scores
+        may differ from `search`'s in the last bits, about 1e-6, as the sums run in another order)."""
+        sims = np.asarray(self.main @ queries.T)
+        if len(self.recent):
+            sims = np.concatenate([sims, self.recent @ queries.T])
+        return [self._best(np.ascontiguousarray(sims[:, b]), k) for b in range(len(queries))]
+
+    def _best(self, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of the k best live rows by `sims` (one a row: overwritten), best first;
+        ties by image id."""
         dead = self.labels < 0
         sims[dead] = -np.inf
         k = min(k, len(sims) - int(np.count_nonzero(dead)))
@@ -418,6 +432,13 @@ class FaissStore:
         if self.uses_hnsw(n):
             return self.graph().search(q, k)
         return self.flat().search(np.asarray(q, np.float32), k)
+
+    def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`search` of each row of `queries` (the exact store: one matrix product for all)."""
+        queries = np.asarray(queries, np.float32)
+        if self.catalog.count() == 0 or self.uses_hnsw(self.catalog.count()):
+            return [self.search(q, k) for q in queries]
+        return self.flat().search_many(queries, k)
 
     def flat(self, rebuild: bool = False) -> FlatRows:
         """The exact store's rows in step with the catalog: loaded (or kept from the last call),

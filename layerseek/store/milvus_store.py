@@ -158,6 +158,10 @@ class MilvusStore:
         """(ids sorted, vectors) of everything indexed, read from the catalog."""
         return self.catalog.matrix()
 
+    def search_many(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`search` of each row of `queries` (call `sync` first)."""
+        return [self.search(q, k) for q in queries]
+
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) of the k best images, best first (call `sync` first)."""
         params = {"metric_type": "IP", "params": {"ef": hnsw_ef(k)} if self.index_type() == "HNSW" else {}}
