@@ -161,8 +161,9 @@ def pair_kind(cover: tuple[float, float], similarity: float | None, difference: 
 
 def _grey(path: str, preview: bool = False) -> tuple[np.ndarray | None, bool]:
     """(the photo as grey float32 at COMPARE_SIDE px, None when it cannot be read any more;
-    whether it is a HEIC's embedded thumbnail). `preview`: a first look, which for a HEIC may be
-    the thumbnail it embeds (an iPhone's 320 px one: about 10 ms, the 12 MP photo about 1 s)."""
+    whether it may be a HEIC's embedded thumbnail: a HEIC read with `preview`, which decodes the
+    photo itself when no thumbnail covers the side). `preview`: a first look (an iPhone's 320 px
+    thumbnail: about 10 ms, the 12 MP photo about 1 s)."""
     from PIL import Image
 
     from .images import load_image

@@ -182,8 +182,10 @@ def load_image(
     sideways (INRIA Holidays) list the turn that makes each upright. `preview`: the image is
     only to be looked at (the page's thumbnails, a report's): a HEIC's embedded thumbnail is
     decoded instead of the photo when it covers max_side (an iPhone's 320 x 240 one gives a
-    256 px preview in about 8 ms; the 12 MP photo takes about 1 s). Never for what is indexed or
-    checked: a thumbnail says nothing of whether the photo itself decodes.
+    256 px preview in about 8 ms; the 12 MP photo takes about 1 s). Never for what is indexed, nor
+    alone for a decision (the duplicates copy test looks at it first and decides a copy on the
+    photo): a thumbnail says nothing of whether the photo itself decodes, and an editor may
+    leave a stale one.
     """
     if rotate % 90:
         raise ImageError(path, "unsupported", f"rotation {rotate} is not a multiple of 90 degrees")

@@ -61,9 +61,9 @@ class WordCandidates:
     top: int
     filter: float | None = None
 
-    def find(self, index, qf, q: np.ndarray | None = None) -> tuple[list, np.ndarray | None]:
-        """(hits, the word score of every image id): the hits scored by the first stage's
-        similarity to `q` (the word score where there is no `q`); ([], None) for a query without
+    def find(self, index, qf) -> tuple[list, np.ndarray | None]:
+        """(hits, the word score of every image id): the hits scored by their word score (`scored`
+        gives them the first stage's, once the network has run); ([], None) for a query without
         features."""
         from .hits import Hit
         from .verify.features import WordFeatures
@@ -77,7 +77,7 @@ class WordCandidates:
             found = engine.best(scores, self.top)
             entries = {i: index.catalog.by_id(i) for i, _ in found}
         found = [(i, s) for i, s in found if entries[i] is not None]
-        return self.scored(index, [Hit(i, entries[i].path, float(s)) for i, s in found], q), scores
+        return [Hit(i, entries[i].path, float(s)) for i, s in found], scores
 
     @staticmethod
     def scored(index, hits: list, q: np.ndarray | None) -> list:

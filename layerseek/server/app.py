@@ -586,7 +586,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             arr = load_image(e.path, max_side=size, data=data, preview=True)
         except ImageError as err:
             raise not_served(image_id, str(err), full) from None
-        jpeg = jpeg_bytes(arr, quality=85)
+        jpeg = jpeg_bytes(arr)
 
         def save():
             thumbs.mkdir(parents=True, exist_ok=True)
