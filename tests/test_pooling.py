@@ -65,10 +65,13 @@ def test_rmac_regions_square_and_landscape():
     assert len([q for q in rmac_regions(10, 200, levels=1)]) == 7
 
 
-@pytest.mark.parametrize("h, w", [(7, 11), (24, 32), (33, 19), (16, 16)])
-def test_rmac_equals_loop_reference(h, w):
-    """The shared-band fast path against one 2-D max per region, landscape, portrait, square."""
-    x = relu_map(h=h, w=w)
+@pytest.mark.parametrize("c, h, w, rows", [(8, 7, 11, False), (16, 24, 32, False), (16, 33, 19, False),
+                                           (8, 16, 16, False), (8, 24, 32, True), (4, 40, 52, True), (3, 61, 37, True)])
+def test_rmac_equals_loop_reference(c, h, w, rows):
+    """The shared-band fast paths against one 2-D max per region, landscape, portrait, square:
+    a map of many channels for its size (channels last) and of few (along its rows)."""
+    assert (h * w >= 64 * c) == rows
+    x = relu_map(c=c, h=h, w=w)
     ref = np.zeros(x.shape[:2], np.float32)
     for t, lft, h, w in rmac_regions(h, w):
         v = x[:, :, t : t + h, lft : lft + w].max(axis=(2, 3))

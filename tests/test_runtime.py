@@ -109,6 +109,28 @@ def test_the_lean_extractor_gives_pytorchs_activations_as_numpy(pairs, data_dir)
         OnnxExtractor("mobilenet_v2", ["conv9"])
 
 
+def test_the_look_up_normalisation_is_the_arithmetic_of_each_value():
+    """`normalised` (OpenCV's look-up, written into the batch in place) gives every pixel the
+    value its table holds, which is PyTorch's (x - mean) / std for each of the 256 values."""
+    from layerseek.backbones.runtime import normalised
+
+    spec = get_spec("mobilenet_v2")
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    table = ((np.arange(256, dtype=np.float32)[None] - mean[:, None]) * (1 / std)[:, None]).astype(np.float32)
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1, 1, 3), (2, 7, 13, 3), (1, 768, 1024, 3), (3, 33, 5, 3)]:
+        batch = rng.integers(0, 256, shape, dtype=np.uint8)
+        batch[0, 0, 0] = (0, 128, 255)
+        got = normalised(batch, table)
+        slow = np.stack([np.stack([table[c][img[..., c].astype(np.int64)] for c in range(3)]) for img in batch])
+        assert got.shape == (shape[0], 3, *shape[1:3]) and got.dtype == np.float32
+        assert np.array_equal(got, slow), shape
+    assert np.allclose(table, (np.arange(256)[None] - mean[:, None]) / std[:, None], atol=1e-5)
+    # a strided view (every other column) is read as the pixels it shows
+    wide = rng.integers(0, 256, (1, 20, 40, 3), dtype=np.uint8)
+    assert np.array_equal(normalised(wide[:, :, ::2], table), normalised(wide[:, :, ::2].copy(), table))
+
+
 def test_a_search_imports_no_torch(tmp_path, data_dir):
     """Issue 28: an index's search runs on ONNX Runtime and numpy; importing torch alone costs a
     cold `layerseek search` more than a second. A process of few queries (`few_queries`, as the

