@@ -6,6 +6,8 @@
     .venv/bin/python bench/speed_profile.py search /var/tmp/phone30 [--runtime torch,onnx]
     .venv/bin/python bench/speed_profile.py served /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
         [--n 12] [--rounds 2] [--trees /tmp/wt-before,.]
+    .venv/bin/python bench/speed_profile.py timeline /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
+        [--n 12] [--network-threads 1]
 
 `photos` writes N phone-size JPEGs (4032 x 3024, quality 92) made from the
 shared collections' largest real photos (Paris subset, Holidays samples, SMVS covers, then Corel: cropped to
@@ -21,6 +23,13 @@ folder as a user runs it (a fresh process, its start included), and the graph st
 `search`: `layerseek search INDEX photo` from a shell (wall time, median of 5), and where it goes:
 imports, opening the index, loading the network, decoding the query, the network, SIFT, and the
 search stages (first stage, verification, diffusion).
+
+`timeline`: where one search's time goes, in one process (a server's case): `Index.open(INDEX)`,
+a search to warm up, then a search of each of the first N photos with timers around its stages
+(decoding, the network with its pooling, SIFT and the word candidates on the thread beside it, the
+first stage, verification and each pair's RANSAC, diffusion): for each, the median of its start,
+end and duration in ms from the search's start, which thread ran it, and each search's wall and
+CPU time. `--network-threads 1` runs the network on one thread (default: every core).
 
 `served`: `layerseek search INDEX PHOTO --json` from a shell while `layerseek serve INDEX` runs,
 for the first N photos of a folder (wall time of each command, its start included): the server
@@ -106,7 +115,7 @@ def stage_profile(folder: Path, runtime: str) -> dict:
         idx = Index.create(Path(tmp) / "p.lsx", "rmac", backbone="mobilenet_v2", verify=True)
         words = idx.vocabulary() if (idx.verify_settings or {}).get("words") else None
         t = {k: [] for k in ("read+sha256", "decode (draft)", "EXIF", "resize", "load_image (all three)",
-                             "network", "pooling", "SIFT", "word codes")}
+                             "normalise", "network", "pooling", "SIFT", "word codes")}
         fx = idx.fx
         photos = sorted(p for p in folder.iterdir() if p.is_file())
         fx(load_image(photos[0]))  # warm-up
@@ -136,7 +145,10 @@ def stage_profile(folder: Path, runtime: str) -> dict:
             img = load_image(p, max_side=idx.method.max_side, data=data)
             t["load_image (all three)"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            acts = fx(img)
+            x = fx.preprocess(img)
+            t["normalise"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            acts = fx.forward(x)
             t["network"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             idx.method.encode(acts)
@@ -217,6 +229,70 @@ def search_profile(folder: Path, runtimes: list[str], repeat: int = 5) -> None:
             print(f"  {'so the stages (search less extraction)':38s} {1000 * (parts[6] - sum(parts[3:6])):7.1f} ms")
 
 
+def timeline_profile(index: Path, photos: Path, n: int, network_threads: int | None) -> None:
+    import functools
+    import threading
+    from collections import defaultdict
+
+    import layerseek.query as query
+    import layerseek.stages as stages
+    import layerseek.verify.diffusion as diffusion  # noqa: F401 - the stages import it when they run
+    import layerseek.verify.features as features
+    import layerseek.verify.geometry as geometry
+    from layerseek.index import Index
+
+    events: list[tuple[str, str, float, float]] = []
+
+    def timer(owner, name: str, label: str, static: bool = False) -> None:
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed_call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                events.append((label, threading.current_thread().name, t0, time.perf_counter()))
+
+        setattr(owner, name, staticmethod(timed_call) if static else timed_call)
+
+    for owner, name, label in [(query.Query, "query_image", "decode"), (query.Query, "encode_query", "network + pooling"),
+                               (features, "sift_features", "SIFT"), (stages.WordCandidates, "find", "word candidates"),
+                               (query.Query, "search_vector", "first stage"), (stages.Verification, "inliers", "verification"),
+                               (geometry.Verifier, "verify", "one pair (matches + RANSAC)"),
+                               (stages.Diffusion, "order", "diffusion")]:
+        timer(owner, name, label)
+    idx = Index.open(index, threads=network_threads)
+    shots = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
+    idx.search(shots[0], top=10)  # warm-up: the network, the word engine, the graph
+    spans: dict[tuple[str, str], list] = defaultdict(list)
+    walls, cpus = [], []
+    for photo in shots:
+        events.clear()
+        t0, c0 = time.perf_counter(), time.process_time()
+        idx.search(photo, top=10)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        per_search: dict[tuple[str, str], list] = defaultdict(list)
+        for label, thread, a, b in events:
+            side = "main" if thread == "MainThread" else "beside" if thread.startswith("layerseek") else "pool"
+            per_search[label, side].append((a - t0, b - t0))
+        for key, got in per_search.items():  # a stage run more than once (expansion), or nested: its first
+            busy, until = 0.0, float("-inf")  # start, its last end, and the time covered by its runs
+            for a, b in sorted(got):
+                busy += max(0.0, b - max(a, until))
+                until = max(until, b)
+            spans[key].append((min(a for a, _ in got), max(b for _, b in got), busy, len(got)))
+    idx.close()
+    print(f"{len(shots)} searches of {index}, network on {network_threads or os.cpu_count()} thread(s): "
+          f"wall median {statistics.median(walls):.3f} s, CPU {statistics.median(cpus):.3f} s "
+          f"({sum(cpus) / sum(walls):.2f} cores busy)")
+    print(f"  {'stage':30s} {'thread':7s} {'start':>6s} {'end':>6s} {'time':>6s} {'calls':>6s}   (ms from the search's start, medians)")
+    for (label, side), v in sorted(spans.items(), key=lambda kv: statistics.median(x[0] for x in kv[1])):
+        med = [statistics.median(x[i] for x in v) for i in range(4)]
+        print(f"  {label:30s} {side:7s} {1000 * med[0]:6.0f} {1000 * med[1]:6.0f} {1000 * med[2]:6.0f} {med[3]:6.0f}")
+
+
 def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[Path]) -> None:
     shots = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
     announced = index / "serve.json"
@@ -251,18 +327,21 @@ def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[P
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("photos", "index", "search", "served"))
+    ap.add_argument("what", choices=("photos", "index", "search", "served", "timeline"))
     ap.add_argument("folder", type=Path, help="the photos' folder; for `served`, the index")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--runtime", default="torch,onnx")
     ap.add_argument("--photos", type=Path, help="served: the folder of query photos")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--trees", default=str(ROOT), help="served: checkouts to start the server from, in turn")
+    ap.add_argument("--network-threads", type=int, help="timeline: the network's threads (default: every core)")
     args = ap.parse_args()
     if args.what == "photos":
         make_photos(args.folder, args.n)
     elif args.what == "index":
         index_profile(args.folder, args.runtime.split(","))
+    elif args.what == "timeline":
+        timeline_profile(args.folder, args.photos, args.n, args.network_threads)
     elif args.what == "served":
         served_profile(args.folder, args.photos, min(args.n, 1000), args.rounds,
                        [Path(t).resolve() for t in args.trees.split(",")])
