@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ImageError, LayerseekError
 from .images import is_image_name, load_image, read_snapshot
-from .store.catalog import is_under
+from .store.catalog import UPLOADS, is_index_dir, is_under
 
 #: Share of a folder's indexed files that one `index` run may forget without --allow-mass-removal.
 MASS_REMOVAL_SHARE = 0.5
@@ -106,12 +106,18 @@ class Ingest:
         "local" for a Ray started here) decoding and the network run as a Ray Data pipeline of
         `ray_workers` actors (default: one per GPU, else one per CPU).
 
+        Hidden files and folders are passed over, and so is a layerseek index kept under the
+        folder (this one or another: its thumbnails and caches are not photos; what this index
+        holds of its own `uploads` stays).
+
         Forgetting needs evidence: a folder that is missing, unreadable or empty while the index
         holds files under it, or a run that would forget more than MASS_REMOVAL_SHARE of them, is
         refused (LayerseekError, nothing changed) unless `allow_mass_removal`. Entries under
         subfolders that cannot be listed are kept, and those folders reported."""
         folder = Path(folder).expanduser()
         root = folder.resolve()
+        if is_index_dir(root):
+            raise LayerseekError(f"{folder}: a layerseek index, not a folder of photos (give the folder it was made of)")
         held = sum(1 for _ in self.catalog.entries(under=str(root))) if remove_missing else 0
         confirm = "run again with --allow-mass-removal (or --prune) to forget them"
         if not folder.is_dir():
@@ -136,8 +142,11 @@ class Ingest:
         if (str(root), "folder") in self.catalog.exclusions():
             self.catalog.include(str(root))  # a removed folder named again: added back by name
         excluded = Exclusions(self.catalog.exclusions())
+        indexes: list[str] = []  # index directories under the folder: passed over
         for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            indexes += [os.path.join(dirpath, d) for d in dirnames if is_index_dir(os.path.join(dirpath, d))]
+            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in indexes]
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
@@ -163,10 +172,12 @@ class Ingest:
         # What is gone is found (and a mass removal refused) first, but forgotten after the new
         # files are in: a renamed or moved photo then finds its content still indexed and copies
         # its vector instead of being extracted again, and is reported as moved.
-        gone = self._gone_under(root, seen, unreadable, held if not allow_mass_removal else None) \
-            if remove_missing else ([], [])
+        # this index's uploads are indexed by the server, under their own paths: never gone for a walk
+        uploads = str(self.catalog.root.resolve() / UPLOADS)
+        gone = self._gone_under(root, seen, unreadable + [uploads], held if not allow_mass_removal else None,
+                                not_photos=indexes) if remove_missing else ([], [])
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
-        self._forget(gone, report)
+        self._forget(gone, report, not_photos=indexes)
         return report
 
     def _non_images_seen(self, paths: list[str]) -> set[str]:
@@ -201,26 +212,33 @@ class Ingest:
         self._forget(self._gone_under(root, seen, unreadable, held), report)
 
     def _gone_under(self, root: Path, seen: set[str], unreadable: list[str],
-                    held: int | None = None) -> tuple[list, list[str]]:
+                    held: int | None = None, not_photos: Iterable[str] = ()) -> tuple[list, list[str]]:
         """(entries, failure records) under `root` not `seen`, except those under an `unreadable`
         folder. With `held` (entries under root), refuse to forget more than MASS_REMOVAL_SHARE of
-        them (and at least MASS_REMOVAL_MIN)."""
+        them (and at least MASS_REMOVAL_MIN); entries under a `not_photos` folder (an index's own
+        files, which an older walk indexed) are forgotten without counting."""
         def kept(p: str) -> bool:
             return p in seen or any(is_under(p, u) for u in unreadable)
 
+        not_photos = list(not_photos)
         gone = [e for e in self.catalog.entries(under=str(root)) if not kept(e.path)]
-        if held is not None and len(gone) >= MASS_REMOVAL_MIN and len(gone) > MASS_REMOVAL_SHARE * held:
-            raise LayerseekError(f"{root}: {len(gone)} of the {held} indexed files under it are gone; nothing was "
+        lost = sum(not any(is_under(e.path, d) for d in not_photos) for e in gone)
+        held = None if held is None else held - (len(gone) - lost)
+        if held is not None and lost >= MASS_REMOVAL_MIN and lost > MASS_REMOVAL_SHARE * held:
+            raise LayerseekError(f"{root}: {lost} of the {held} indexed files under it are gone; nothing was "
                                  f"removed (run again with --allow-mass-removal, or --prune, to forget them)")
         return gone, [p for p, _ in self.catalog.failures() if is_under(p, str(root)) and not kept(p)]
 
-    def _forget(self, gone: tuple[list, list[str]], report: IndexReport) -> None:
+    def _forget(self, gone: tuple[list, list[str]], report: IndexReport, not_photos: Iterable[str] = ()) -> None:
         """Forget these entries and failure records; an entry whose content was newly indexed under
         another name in this run counts as moved. One still on disk was left out by an --exclude
-        pattern: its content is kept, for an --include that gives it back."""
+        pattern: its content is kept, for an --include that gives it back (not one under a
+        `not_photos` folder: an index's thumbnail is no photo to give back)."""
         entries, failures = gone
+        not_photos = list(not_photos)
         if entries or failures:
-            excluded = {e.path for e in entries if os.path.isfile(e.path)}
+            excluded = {e.path for e in entries
+                        if os.path.isfile(e.path) and not any(is_under(e.path, d) for d in not_photos)}
             if excluded:
                 self._commit(deletes=sorted(excluded), keep_deleted=True)
             self._commit(deletes=[e.path for e in entries if e.path not in excluded] + failures)

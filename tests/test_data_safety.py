@@ -105,6 +105,44 @@ def test_unreadable_subfolder_keeps_its_entries(copy_paris, tmp_path, monkeypatc
         assert idx.catalog.count() == 6
 
 
+def test_an_index_kept_in_its_folder_is_not_indexed(copy_paris, tmp_path):
+    """Beside the photos is a natural place for an index, and `serve` writes thumbnails into it:
+    a walk passes over it (and over another index there), says none of its files is 'not an
+    image', keeps what this index holds of its own uploads, and forgets thumbnails an older walk
+    indexed without the mass-removal guard taking them for a lost drive. A folder search passes
+    over them too, and an index is no folder to index."""
+    from layerseek.cli.searching import query_images
+
+    photos = copy_paris(tmp_path / "photos", 3)
+    with Index.create(photos / "photos.lsx", "gem", **OPTS) as idx:
+        r = idx.add_folder(photos)
+        assert (r.added, r.skipped) == (3, [])
+        thumbs = photos / "photos.lsx" / "cache" / "thumbs"
+        thumbs.mkdir(parents=True)
+        for k in range(4):  # four thumbnails, as the page asks for them
+            shutil.copy(photos / PARIS[k % 3], thumbs / f"{k}-256.jpg")
+        Index.create(photos / "old" / "other.lsx", "gem", **OPTS).close()
+        shutil.copy(photos / PARIS[0], photos / "old" / "other.lsx" / "inside.jpg")
+        shutil.copy(photos / PARIS[1], photos / "old" / "kept.jpg")
+        uploads = photos / "photos.lsx" / "uploads"
+        uploads.mkdir()
+        shutil.copy(photos / PARIS[2], uploads / "f00d-upload.jpg")
+        assert idx.add_files([uploads / "f00d-upload.jpg"]).reused == 1  # as the server adds an upload
+        assert idx.add_files(sorted(thumbs.iterdir())).reused == 4  # as a walk did before this one
+        assert idx.catalog.count() == 8
+        r = idx.add_folder(photos)  # 4 of the 8 go: without the rule the guard would refuse
+        assert (r.added, r.removed, r.skipped) == (1, 4, []), r.summary()
+        names = sorted(os.path.relpath(e.path, photos.resolve()) for e in idx.catalog.entries())
+        assert names == sorted(PARIS[:3] + ["old/kept.jpg", "photos.lsx/uploads/f00d-upload.jpg"])
+        with pytest.raises(LayerseekError, match="photos.lsx: a layerseek index, not a folder of photos"):
+            idx.add_folder(photos / "photos.lsx")
+    (photos / ".hidden").mkdir()
+    shutil.copy(photos / PARIS[0], photos / ".hidden" / "x.jpg")
+    shutil.copy(photos / PARIS[0], photos / ".dot.jpg")
+    found = query_images([photos])
+    assert [os.path.relpath(p, photos) for p in found] == sorted(PARIS[:3] + ["old/kept.jpg"])
+
+
 def test_unwritable_index_location_is_one_line(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos", 1)
     (tmp_path / "afile").write_text("x")

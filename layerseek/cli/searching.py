@@ -35,15 +35,24 @@ def few_queries() -> None:
 
 
 def query_images(paths: list[Path]) -> list[Path]:
-    """The query images named: files as given, folders by their image files (recursively, sorted)."""
+    """The query images named: files as given, folders by their image files (recursively, sorted;
+    as `index` walks a folder: hidden files and folders, and a layerseek index's, passed over)."""
+    import os
+
     from ..images import is_image_name
+    from ..store.catalog import is_index_dir
 
     out: list[Path] = []
     for p in paths:
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f))
-        else:
+        if not p.is_dir():
             out.append(p)
+            continue
+        found = []
+        for dirpath, dirnames, filenames in os.walk(p):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_index_dir(os.path.join(dirpath, d))]
+            found += [Path(dirpath) / f for f in filenames
+                      if not f.startswith(".") and is_image_name(f) and os.path.isfile(os.path.join(dirpath, f))]
+        out += sorted(found)
     return out
 
 

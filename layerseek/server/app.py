@@ -58,14 +58,13 @@ from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..hits import SEARCH_LIMITS
 from ..images import IMAGE_SUFFIXES, jpeg_bytes, jpeg_data_uri, load_image
 from ..index import Index
-from ..store.catalog import Catalog, Entry, is_under
+from ..store.catalog import UPLOADS, Catalog, Entry, is_under
 
 TOKEN_ENV = "LAYERSEEK_TOKEN"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 DEFAULT_MAX_QUEUE = 16  # searches/additions waiting for the worker before 503
 MAX_ID = 2 ** 63 - 1  # SQLite's integer range
 _MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the file
-UPLOADS = "uploads"  # images added over HTTP are stored in the index directory, under this folder
 _ACCEPTED_TYPES = ("image/", "application/octet-stream")
 
 

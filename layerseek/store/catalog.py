@@ -25,6 +25,7 @@ from .manifest import canonical, file_hashes, first_difference, made_with, valid
 SCHEMA_VERSION = 1
 CATALOG = "catalog.sqlite"
 MANIFEST = "manifest.json"
+UPLOADS = "uploads"  # images added over HTTP are stored in the index directory, under this folder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,6 +127,12 @@ def _entry(row: tuple) -> Entry:
     e = Entry(*row)
     e.path, e.real_path = from_db(e.path), from_db(e.real_path)
     return e
+
+
+def is_index_dir(path: str | Path) -> bool:
+    """Whether a directory holds a layerseek index (its manifest and catalog): what it keeps
+    (thumbnails, uploads, caches) is never a folder's photos."""
+    return (Path(path) / MANIFEST).is_file() and (Path(path) / CATALOG).is_file()
 
 
 def is_under(path: str, root: str) -> bool:
@@ -243,7 +250,7 @@ class Catalog:
 
     @classmethod
     def exists(cls, root: str | Path) -> bool:
-        return (Path(root) / MANIFEST).is_file() and (Path(root) / CATALOG).is_file()
+        return is_index_dir(root)
 
     @classmethod
     def create(cls, root: str | Path, manifest: dict) -> Catalog:
