@@ -5,7 +5,7 @@
     .venv/bin/python bench/speed_profile.py index /var/tmp/phone30 [--runtime torch,onnx]
     .venv/bin/python bench/speed_profile.py search /var/tmp/phone30 [--runtime torch,onnx]
     .venv/bin/python bench/speed_profile.py served /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
-        [--n 12] [--rounds 2] [--trees /tmp/wt-before,.]
+        [--n 12] [--rounds 2] [--trees /tmp/wt-before,.] [--terminal]
     .venv/bin/python bench/speed_profile.py timeline /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
         [--n 12] [--network-threads 1]
 
@@ -35,7 +35,8 @@ CPU time. `--network-threads 1` runs the network on one thread (default: every c
 for the first N photos of a folder (wall time of each command, its start included): the server
 started from each tree in turn (a worktree of another commit measures that one, with this
 checkout's environment), `--rounds` times, alternating; one search first, not timed, waits for
-the server's warm-up.
+the server's warm-up. `--terminal`: each search prints its table on a pseudo-terminal, as at a
+shell, instead of --json into a pipe.
 """
 from __future__ import annotations
 
@@ -173,6 +174,31 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     return wall, proc.stdout + proc.stderr
 
 
+def timed_on_terminal(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+    """`timed`, the command's standard output a terminal (a pseudo-terminal, read to its end): what
+    a user at a shell sees printed, a table rather than lines for a pipe."""
+    master, slave = os.openpty()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=slave, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # the other end closed (EIO)
+            break
+        if not chunk:
+            break
+        shown += chunk
+    err = proc.stderr.read()
+    proc.wait()
+    wall = time.perf_counter() - t0
+    os.close(master)
+    if proc.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
+    return wall, shown.decode(errors="replace") + err.decode(errors="replace")
+
+
 def index_profile(folder: Path, runtimes: list[str]) -> None:
     for kind in ("12mp", "640", "heic"):
         sub = folder / kind
@@ -293,7 +319,7 @@ def timeline_profile(index: Path, photos: Path, n: int, network_threads: int | N
         print(f"  {label:30s} {side:7s} {1000 * med[0]:6.0f} {1000 * med[1]:6.0f} {1000 * med[2]:6.0f} {med[3]:6.0f}")
 
 
-def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[Path]) -> None:
+def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[Path], terminal: bool = False) -> None:
     shots = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
     announced = index / "serve.json"
     # the console script's short path (`layerseek.shell`), from the tree on PYTHONPATH
@@ -314,7 +340,8 @@ def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[P
                 timed(search + [str(shots[0]), "--json"], env)  # waits for the warm-up
                 walls = []
                 for photo in shots:
-                    wall, out = timed(search + [str(photo), "--json"], env)
+                    wall, out = (timed_on_terminal(search + [str(photo)], env) if terminal
+                                 else timed(search + [str(photo), "--json"], env))
                     if "searched by the server" not in out:
                         raise SystemExit(f"{photo}: not searched by the server ({out[-300:]})")
                     walls.append(wall)
@@ -335,6 +362,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--trees", default=str(ROOT), help="served: checkouts to start the server from, in turn")
     ap.add_argument("--network-threads", type=int, help="timeline: the network's threads (default: every core)")
+    ap.add_argument("--terminal", action="store_true",
+                    help="served: each search prints its table on a (pseudo-)terminal, as at a shell (else --json into a pipe)")
     args = ap.parse_args()
     if args.what == "photos":
         make_photos(args.folder, args.n)
@@ -344,7 +373,7 @@ def main() -> None:
         timeline_profile(args.folder, args.photos, args.n, args.network_threads)
     elif args.what == "served":
         served_profile(args.folder, args.photos, min(args.n, 1000), args.rounds,
-                       [Path(t).resolve() for t in args.trees.split(",")])
+                       [Path(t).resolve() for t in args.trees.split(",")], args.terminal)
     else:
         search_profile(args.folder, args.runtime.split(","))
 

@@ -5,8 +5,8 @@ before the command line itself is loaded: Typer, numpy, Pillow and the rest took
 such search (docs/BENCHMARKS.md, "Third round: the resize, the indexing threads, a search a
 server answers"). Anything else, or anything this path does not know (an option it does not
 read, a folder of photos, a server that refuses or does not answer), goes to the full command
-line (`cli`), which says what it says today. Only the standard library is imported here, and
-Rich only for a terminal's table.
+line (`cli`), which says what it says today. Only the standard library is imported here: a
+terminal's table is written here too (Rich's imports were 30 ms of a served search).
 """
 from __future__ import annotations
 
@@ -21,23 +21,6 @@ _VALUED = {"--top": ("top", int), "-n": ("top", int), "--qe": ("qe", int), "--ve
            "--hubness": ("hubness", int), "--min-inliers": ("min_inliers", int)}
 _FLAGS = {"--json": "json", "--csv": "csv", "--paths-only": "paths_only", "--exclude-self": "exclude_self",
           "--same-only": "same_only"}
-
-console = None  # Rich consoles, made on first use: a search into a pipe never imports Rich
-err_console = None
-
-
-def _console(stderr: bool = False):
-    global console, err_console
-    from rich.console import Console
-
-    if stderr:
-        if err_console is None:
-            err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
-        return err_console
-    if console is None:  # into a pipe or a file, lines are never wrapped
-        console = Console(soft_wrap=not sys.stdout.isatty())
-    return console
-
 
 def parse_quick_search(args: list[str]) -> tuple[Path, Path, dict] | None:
     """(index, photo, options) of `layerseek search INDEX PHOTO [options]` when every word is one
@@ -191,33 +174,78 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
             sys.stdout.flush()
             print(f"{shown(str(image))}: no photo verified as the same object", file=sys.stderr)
         return
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    out = _console()
     same = [h for h in hits if h.verified]
     checked = any(h.inliers is not None for h in hits)
     counts = (f"{len(same)} same object" + ("s" if len(same) != 1 else "") + f" · {len(hits) - len(same)} similar"
               if checked else f"{len(hits)} similar")
-    out.print(f"[bold]{escape(shown(str(image)))}[/bold]: {counts} · {seconds:.1f} s", highlight=False)
+    paint = _painter()
+    print(f"{paint(shown(str(image)), BOLD)}: {counts} · {seconds:.1f} s")
     if checked and not same:
-        out.print("no photo verified as the same object; the closest by appearance:", highlight=False)
-    table = Table(box=box.HORIZONTALS, show_edge=False, pad_edge=False)  # a rule between same and similar
-    table.add_column("#", justify="right")
-    table.add_column("match")
-    table.add_column("path", overflow="fold")
+        print("no photo verified as the same object; the closest by appearance:")
+    rows = []
     for i, h in enumerate(hits, 1):
         if h.verified:
-            match = f"[green]same[/green] · {h.inliers} inliers"
+            match = ("same", f" · {h.inliers} inliers")
         elif checked:
-            match = "similar" + (f" · {h.inliers} inliers" if h.inliers else "")
+            match = ("similar", f" · {h.inliers} inliers" if h.inliers else "")
         else:  # nothing verified in this index: the first stage's similarity is the order
-            match = f"similar · {h.score:.3f}"
-        if i > 1 and hits[i - 2].verified and not h.verified:
-            table.add_section()
-        table.add_row(str(i), match, escape(shown(h.path)))
-    out.print(table)
+            match = ("similar", f" · {h.score:.3f}")
+        rows.append((str(i), match, shown(h.path), h.verified))
+    print_table(rows, paint)
+
+
+BOLD, GREEN = "1", "32"
+
+
+def _painter():
+    """f(text, style) -> the text in an ANSI style on a terminal that takes colour (not with
+    NO_COLOR set, nor on TERM=dumb), else the text."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return lambda text, style: text
+    return lambda text, style: f"\x1b[{style}m{text}\x1b[0m"
+
+
+def _cells(text: str) -> int:
+    """The terminal columns a text takes (East Asian wide characters two)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text) if not text.isascii() else len(text)
+
+
+def _fold(text: str, width: int) -> list[str]:
+    """The text in pieces of at most `width` columns."""
+    out, piece, used = [], "", 0
+    for c in text:
+        w = _cells(c)
+        if piece and used + w > width:
+            out.append(piece)
+            piece, used = "", 0
+        piece, used = piece + c, used + w
+    return out + [piece]
+
+
+def print_table(rows: list[tuple[str, tuple[str, str], str, bool]], paint) -> None:
+    """The results as a terminal's table: rank, match ("same" in green, then its detail) and path
+    (folded to the terminal's width), a rule under the header and between the verified results
+    and the rest."""
+    import shutil
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    w_rank = max([1] + [len(r[0]) for r in rows])
+    w_match = max([5] + [_cells(m[0] + m[1]) for _, m, _, _ in rows])
+    w_path = max(20, width - w_rank - w_match - 4)
+    rule = "─" * min(width, w_rank + w_match + 4 + max([4] + [_cells(r[2]) for r in rows]))
+    print(f"{paint('#'.rjust(w_rank), BOLD)}  {paint('match'.ljust(w_match), BOLD)}  {paint('path', BOLD)}")
+    print(rule)
+    for k, (rank, (word, detail), path, verified) in enumerate(rows):
+        if k and rows[k - 1][3] and not verified:
+            print(rule)
+        match = paint(word, GREEN) if verified else word
+        pad = " " * (w_match - _cells(word + detail))
+        pieces = _fold(path, w_path)
+        print(f"{rank.rjust(w_rank)}  {match}{detail}{pad}  {pieces[0]}")
+        for piece in pieces[1:]:
+            print(" " * (w_rank + w_match + 4) + piece)
 
 
 def main() -> None:  # pragma: no cover - the console script; tested in a subprocess

@@ -2,6 +2,7 @@
 are the same object, short and filtering options, and lines never wrapped into a pipe."""
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -17,13 +18,36 @@ from layerseek.query import Hit
 
 @pytest.fixture
 def terminal(monkeypatch):
-    """The consoles of cli and of the results (shell.print_hits) as a 100-column terminal,
-    recording what they print."""
+    """The command line's console (cli.base: `index`, `duplicates`) as a 100-column terminal,
+    recording what it prints."""
     con = Console(force_terminal=True, width=100, color_system=None, record=True)
     monkeypatch.setattr(cli.base, "console", con)
-    monkeypatch.setattr(shell, "console", con)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
     return con
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def tty(monkeypatch):
+    """tty(fn) -> what fn prints on a 100-column terminal that takes no colour (the results' table,
+    shell.print_hits, is written without Rich)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def printed(fn) -> str:
+        out, before = _Terminal(), sys.stdout
+        sys.stdout = out  # here, not in the fixture: pytest puts its own capture back for the test
+        try:
+            fn()
+        finally:
+            sys.stdout = before
+        return out.getvalue()
+
+    return printed
 
 
 HITS = [Hit(1, "/photos/covers/001.jpg", 0.9856, 330, True),
@@ -31,28 +55,60 @@ HITS = [Hit(1, "/photos/covers/001.jpg", 0.9856, 330, True),
         Hit(3, "/photos/corel/12.jpg", 0.9608, 0, False)]
 
 
-def test_the_terminal_table_puts_the_same_object_apart(terminal):
-    cli.print_hits(Path("q.jpg"), HITS, 0.81, False, False, None, False)
-    lines = terminal.export_text().splitlines()
+def test_the_terminal_table_puts_the_same_object_apart(tty):
+    lines = tty(lambda: cli.print_hits(Path("q.jpg"), HITS, 0.81, False, False, None, False)).splitlines()
     assert lines[0] == "q.jpg: 1 same object · 2 similar · 0.8 s"
+    assert lines[1].split() == ["#", "match", "path"] and set(lines[2]) == {"─"}
     rows = [ln for ln in lines if ln.strip()[:1].isdigit()]
     assert [r.split()[1] for r in rows] == ["same", "similar", "similar"]
     assert "330 inliers" in rows[0] and "0.9856" not in "\n".join(lines)  # the order's reason, not the CNN score
     between = lines[lines.index(rows[0]) + 1]
     assert set(between.strip()) == {"─"}  # a rule between the verified and the rest
+    assert len({r.index("/photos") for r in rows}) == 1  # the paths in one column
 
 
-def test_no_verified_result_is_said(terminal):
-    cli.print_hits(Path("q.jpg"), HITS[1:], 0.5, False, False, None, False)
-    text = terminal.export_text()
+def test_no_verified_result_is_said(tty):
+    text = tty(lambda: cli.print_hits(Path("q.jpg"), HITS[1:], 0.5, False, False, None, False))
     assert "0 same objects · 2 similar" in text
     assert "no photo verified as the same object; the closest by appearance:" in text
 
 
-def test_an_unverified_index_shows_its_similarity(terminal):
-    cli.print_hits(Path("q.jpg"), [Hit(1, "/p/a.jpg", 0.9, None, False)], 0.5, False, False, None, False)
-    text = terminal.export_text()
+def test_an_unverified_index_shows_its_similarity(tty):
+    text = tty(lambda: cli.print_hits(Path("q.jpg"), [Hit(1, "/p/a.jpg", 0.9, None, False)], 0.5, False, False, None,
+                                      False))
     assert "q.jpg: 1 similar" in text and "similar · 0.900" in text and "same object" not in text
+
+
+def test_a_long_path_folds_in_its_column_and_same_is_green(tty, monkeypatch):
+    """A path longer than the terminal's width goes on under itself (a wide character taking two
+    columns); "same" is green and the header bold where the terminal takes colour."""
+    long = "/photos/" + "写真" * 30 + "/" + "x" * 60 + ".jpg"
+    lines = tty(lambda: cli.print_hits(Path("q.jpg"), [Hit(1, long, 0.99, 40, True)], 0.3, False, False, None,
+                                       False)).splitlines()
+    row = [ln for ln in lines if ln.startswith("1 ")]
+    start = row[0].index("/photos")
+    pieces = lines[lines.index(row[0]):]
+    assert "".join(p[start:] for p in pieces) == long
+    assert all(p[:start].strip() == "" for p in pieces[1:]) and len(pieces) >= 3
+    widths = [sum(2 if "\u4e00" <= c <= "\u9fff" else 1 for c in p) for p in pieces]
+    assert max(widths) <= 100
+    monkeypatch.delenv("NO_COLOR")
+    text = tty(lambda: cli.print_hits(Path("q.jpg"), HITS, 0.81, False, False, None, False))
+    assert "\x1b[32msame\x1b[0m · 330 inliers" in text and "\x1b[1mq.jpg\x1b[0m" in text
+    assert "\x1b[32msimilar" not in text
+
+
+def test_the_terminal_table_imports_no_rich():
+    """A served search prints its table with the standard library alone (Rich's imports were 30
+    ms of it)."""
+    import subprocess
+
+    code = ("import sys; sys.stdout.isatty = lambda: True\n"
+            "from pathlib import Path; from layerseek.shell import print_hits; from layerseek.hits import Hit\n"
+            "print_hits(Path('q.jpg'), [Hit(1, '/p/a.jpg', 0.9, 30, True)], 0.2, False, False, None, False)\n"
+            "print('rich' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "same" in out and out.splitlines()[-1] == "False"
 
 
 @pytest.fixture(scope="module")
