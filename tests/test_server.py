@@ -458,11 +458,11 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         lines = piped[0].stdout.splitlines()
         assert lines[0] == "rank\tscore\tinliers\tverified\tpath" and len(lines) == 4
         assert all(not ln.endswith(PARIS[3]) for ln in lines)
-        # the short path loads neither numpy nor Typer
-        probe = ("import sys; from layerseek import shell; "
-                 f"ok = shell.quick_search([{str(idx)!r}, {str(query)!r}, '--paths-only']); "
-                 "print(ok, sorted(m for m in ('numpy', 'typer', 'PIL', 'rich', 'http.client', 'email') "
-                 "if m in sys.modules))")
+        # the short path, its table on a terminal, loads neither numpy nor Typer (nor Rich, nor dataclasses)
+        probe = ("import sys; sys.stdout.isatty = lambda: True; from layerseek import shell; "
+                 f"ok = shell.quick_search([{str(idx)!r}, {str(query)!r}]); "
+                 "print(ok, sorted(m for m in ('numpy', 'typer', 'PIL', 'rich', 'http.client', 'email', 'dataclasses', "
+                 "'inspect') if m in sys.modules))")
         import subprocess
         import sys
 

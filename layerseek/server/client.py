@@ -15,17 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 SERVE_FILE = "serve.json"
 
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    pid: int
-    key: str
+#: a running server as serve.json announces it (a named tuple: `dataclasses` costs a search 8 ms)
+Server = namedtuple("Server", "url pid key")
 
 
 def new_key() -> str:
