@@ -67,7 +67,8 @@ class IndexReport:
                 + (f", {reused} copied from identical files" if reused else "")
                 + (f", {self.restored} restored from an earlier removal (not described again)" if self.restored else "")
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
-                + (f", {len(self.unreadable)} folders unreadable (their entries kept)" if self.unreadable else "")
+                + (f", {len(self.unreadable)} folder{'s' if len(self.unreadable) > 1 else ''} unreadable "
+                   f"({'their' if len(self.unreadable) > 1 else 'its'} entries kept)" if self.unreadable else "")
                 + (f", {self.excluded} excluded" if self.excluded else ""))
 
 
@@ -143,13 +144,9 @@ class Ingest:
             self.catalog.include(str(root))  # a removed folder named again: added back by name
         excluded = Exclusions(self.catalog.exclusions())
         indexes: list[str] = []  # index directories under the folder: passed over
-        for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            indexes += [os.path.join(dirpath, d) for d in dirnames if is_index_dir(os.path.join(dirpath, d))]
-            dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in indexes]
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
+        dangling: list[str] = []  # links whose target is gone
+        for dirpath, filenames in photo_walk(root, cannot_list, indexes, dangling):
+            for name in filenames:
                 listed += 1
                 p = Path(dirpath) / name
                 if not is_image_name(p):
@@ -160,6 +157,10 @@ class Ingest:
                     continue
                 seen.add(str(p))
                 self._plan(p, report, todo)
+        for link in dangling:  # a linked folder whose drive is not mounted: what it held is kept
+            if any(True for _ in self.catalog.entries(under=link)):
+                unreadable.append(link)
+                report.unreadable.append(f"{link}: a link to {os.readlink(link)}, which is missing")
         if held and not allow_mass_removal:
             if str(root) in unreadable:
                 raise LayerseekError(f"{folder}: cannot be read, and the index holds {held} files under it; nothing "
@@ -476,6 +477,53 @@ class Ingest:
             self.catalog.exclude(pattern, kind)
         self._seal()
         return missing
+
+
+def photo_walk(root: str | Path, onerror: Callable[[OSError], None] | None = None, indexes: list | None = None,
+               dangling: list | None = None) -> Iterable[tuple[str, list[str]]]:
+    """(folder, its file names) for every folder under `root`, as `index` reads a folder, in
+    sorted order: hidden files and folders passed over, and layerseek indexes (their paths added
+    to `indexes`: thumbnails and caches are no photos); a linked folder followed, under its link's
+    name, unless it leads into `root` (walked under its own name) or to a folder walked already
+    (a loop, a second link); a link whose target is gone added to `dangling` instead."""
+    root = str(root)
+    inside = os.path.realpath(root)
+    walked = set()
+    with contextlib.suppress(OSError):
+        st = os.stat(root)
+        walked.add((st.st_dev, st.st_ino))
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        kept = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            if d.startswith("."):
+                continue
+            if is_index_dir(full):
+                if indexes is not None:
+                    indexes.append(full)
+                continue
+            if os.path.islink(full) and is_under(os.path.realpath(full), inside):
+                continue
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in walked:
+                continue
+            walked.add((st.st_dev, st.st_ino))
+            kept.append(d)
+        dirnames[:] = kept
+        names = []
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = os.path.join(dirpath, name)
+            if not is_image_name(name) and os.path.islink(full) and not os.path.exists(full):
+                if dangling is not None:
+                    dangling.append(full)
+                continue
+            names.append(name)
+        yield dirpath, names
 
 
 @contextlib.contextmanager

@@ -143,6 +143,39 @@ def test_an_index_kept_in_its_folder_is_not_indexed(copy_paris, tmp_path):
     assert [os.path.relpath(p, photos) for p in found] == sorted(PARIS[:3] + ["old/kept.jpg"])
 
 
+def test_a_linked_folder_is_followed_once_and_a_missing_one_keeps_its_photos(copy_paris, tmp_path):
+    """A folder linked into the photos (another drive) is indexed under the link's name; a second
+    link to it, a link back up (a loop) and a link into the folder itself are each walked once;
+    while the link's target is missing (the drive not mounted) its photos stay indexed and the
+    run says so."""
+    from layerseek.cli.searching import query_images
+
+    src = copy_paris(tmp_path / "src", 5)
+    photos, trip = tmp_path / "photos", tmp_path / "drive" / "trip"
+    (photos / "sub").mkdir(parents=True)
+    (trip / "deeper").mkdir(parents=True)
+    for name, where in zip(PARIS[:5], [photos, photos / "sub", trip, trip, trip / "deeper"]):
+        shutil.move(src / name, where / name)
+    os.symlink(trip, photos / "trip")
+    os.symlink(trip, photos / "trip-copy")  # the same folder again
+    os.symlink(photos, trip / "back")  # a loop
+    os.symlink(photos / "sub", photos / "inside")  # walked under its own name
+    want = sorted([PARIS[0], f"sub/{PARIS[1]}", f"trip/{PARIS[2]}", f"trip/{PARIS[3]}", f"trip/deeper/{PARIS[4]}"])
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        r = idx.add_folder(photos)
+        assert (r.added, r.reused, r.unreadable) == (5, 0, []), r.summary()
+        assert sorted(os.path.relpath(e.path, photos) for e in idx.catalog.entries()) == want
+        assert sorted(os.path.relpath(p, photos) for p in query_images([photos])) == want
+        shutil.move(tmp_path / "drive", tmp_path / "unmounted")
+        r = idx.add_folder(photos)
+        assert (r.removed, r.unchanged) == (0, 2) and idx.catalog.count() == 5, r.summary()
+        assert r.unreadable == [f"{photos / 'trip'}: a link to {trip}, which is missing"]
+        assert "1 folder unreadable (its entries kept)" in r.summary()
+        shutil.move(tmp_path / "unmounted", tmp_path / "drive")
+        r = idx.add_folder(photos)
+        assert (r.added, r.removed, r.unchanged, r.unreadable) == (0, 0, 5, [])
+
+
 def test_unwritable_index_location_is_one_line(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos", 1)
     (tmp_path / "afile").write_text("x")

@@ -16,9 +16,9 @@ from .base import DEFAULT_INDEX, EXIT_SOME_FAILED, _manifest_verify, app, collec
 
 @app.command(short_help="Index a folder of photos (again: only what changed).")
 def index(
-    folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively, hidden files and folders "
-                                                "and any index kept in it passed over (or one photo: added by "
-                                                "name, even if it was removed before)")],
+    folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively (linked folders followed; "
+                                                "hidden files and folders and any index kept in it passed over), "
+                                                "or one photo: added by name, even if it was removed before")],
     index_path: Annotated[Path, typer.Option("--index", help="the index directory (created if new)")],
     method: Annotated[Optional[str], typer.Option(help="rmac (default), fcrow, crow, spoc, mac, gem, mof")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="mobilenet_v2 (default), vgg16, efficientnet_lite0")] = None,

@@ -36,11 +36,11 @@ def few_queries() -> None:
 
 def query_images(paths: list[Path]) -> list[Path]:
     """The query images named: files as given, folders by their image files (recursively, sorted;
-    as `index` walks a folder: hidden files and folders, and a layerseek index's, passed over)."""
+    as `index` walks a folder: `ingest.photo_walk`)."""
     import os
 
     from ..images import is_image_name
-    from ..store.catalog import is_index_dir
+    from ..ingest import photo_walk
 
     out: list[Path] = []
     for p in paths:
@@ -48,10 +48,8 @@ def query_images(paths: list[Path]) -> list[Path]:
             out.append(p)
             continue
         found = []
-        for dirpath, dirnames, filenames in os.walk(p):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_index_dir(os.path.join(dirpath, d))]
-            found += [Path(dirpath) / f for f in filenames
-                      if not f.startswith(".") and is_image_name(f) and os.path.isfile(os.path.join(dirpath, f))]
+        for dirpath, filenames in photo_walk(p):
+            found += [Path(dirpath) / f for f in filenames if is_image_name(f) and os.path.isfile(os.path.join(dirpath, f))]
         out += sorted(found)
     return out
 
