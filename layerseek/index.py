@@ -433,5 +433,6 @@ class Index(Ingest, Query):
                 "verify": self.verify_settings, "hubness": self.catalog.manifest.get("hubness"),
                 "feature_bytes_per_image": self.catalog.feature_bytes(),
                 "generation": self.catalog.generation(), "roots": self.catalog.roots(),
+                "missing_roots": [r for r, _ in self.catalog.missing_roots()],
                 "excluded": [{"pattern": pat, "kind": k} for pat, k in self.catalog.exclusions()],
                 "schema_version": self.catalog.manifest["schema_version"], "versions": self.catalog.manifest["versions"]}

@@ -58,6 +58,7 @@ class IndexReport:
     skipped_before: set[str] = field(default_factory=set)  # of those, the ones an earlier run reported, unchanged
     unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
     excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
+    missing_roots: list[tuple[str, int]] = field(default_factory=list)  # other indexed folders gone from the disk
 
     def summary(self) -> str:
         # a moved file normally copies its vector (Ray may not)
@@ -129,6 +130,8 @@ class Ingest:
                                      f"nothing was removed ({confirm})")
             report = IndexReport()
             self._forget_under(root, set(), [], report)
+            self.catalog.drop_root(str(root))
+            report.missing_roots = self.catalog.missing_roots()
             return report
         report = IndexReport()
         seen: set[str] = set()
@@ -179,6 +182,9 @@ class Ingest:
                                 not_photos=indexes) if remove_missing else ([], [])
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         self._forget(gone, report, not_photos=indexes)
+        # a folder renamed or moved is indexed again as new (its contents' vectors copied), while
+        # the old name's entries stay until forgotten: said, not decided here (a drive may be away)
+        report.missing_roots = [(r, n) for r, n in self.catalog.missing_roots() if not is_under(r, str(root))]
         return report
 
     def _non_images_seen(self, paths: list[str]) -> set[str]:

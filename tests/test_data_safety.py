@@ -176,6 +176,29 @@ def test_a_linked_folder_is_followed_once_and_a_missing_one_keeps_its_photos(cop
         assert (r.added, r.removed, r.unchanged, r.unreadable) == (0, 0, 5, [])
 
 
+def test_a_renamed_folder_is_said_and_forgotten_by_its_old_name(copy_paris, tmp_path):
+    """A folder renamed is new to the index (its vectors copied from the identical contents),
+    while the old name's entries stay: `index` and `info` say the old folder is missing and how to
+    forget it; `--prune` on the old name forgets it, the folder included."""
+    old = copy_paris(tmp_path / "2023", 3)
+    run = CliRunner().invoke
+    idx_path = tmp_path / "idx"
+    assert run(app, ["index", str(old), "--index", str(idx_path), *INDEX_ARGS]).exit_code == 0
+    new = old.rename(tmp_path / "2023-trip")
+    r = run(app, ["index", str(new), "--index", str(idx_path)])
+    assert r.exit_code == 0 and "3 copied from identical files" in r.output, r.output
+    assert (f"missing: {old} (3 indexed files under it kept; moved or renamed? `layerseek index {old} --index "
+            f"{idx_path} --prune` forgets them)") in " ".join(r.output.split())
+    with Index.open(idx_path) as idx:
+        assert idx.info()["missing_roots"] == [str(old)] and idx.catalog.count() == 6
+    info = run(app, ["info", str(idx_path)]).output
+    assert f"{old} (missing: moved, renamed or not mounted?), {new}" in " ".join(info.split())
+    r = run(app, ["index", str(old), "--index", str(idx_path), "--prune"])
+    assert r.exit_code == 0 and "3 removed" in r.output and "missing:" not in r.output, r.output
+    with Index.open(idx_path) as idx:
+        assert idx.catalog.roots() == [str(new)] and idx.catalog.count() == 3 and idx.info()["missing_roots"] == []
+
+
 def test_unwritable_index_location_is_one_line(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos", 1)
     (tmp_path / "afile").write_text("x")

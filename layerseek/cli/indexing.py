@@ -155,8 +155,17 @@ def index(
         n = len(report.skipped_before)
         base.err_console.print(f"  ({n} file{'s that are not images' if n != 1 else ' that is not an image'}, listed "
                                "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
+    say_missing_roots(report.missing_roots, index_path)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def say_missing_roots(missing: list[tuple[str, int]], index_path: Path) -> None:
+    """One line for each other indexed folder that is gone from the disk, and how to forget it."""
+    for root, n in missing:
+        base.err_console.print(f"  missing: {shown(root)} ({n} indexed file{'s' if n != 1 else ''} under it kept; moved "
+                               f"or renamed? `layerseek index {shown(root)} --index {shown(str(index_path))} --prune` "
+                               "forgets them)", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command(short_help="Keep an index in step with its folder.")

@@ -136,8 +136,10 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
     p = data["params"]
     base.console.print(f"{data['path']}: {data['images']:,} images, {data['failed']} failed", highlight=False, soft_wrap=True)
     if data["roots"]:
-        base.console.print("indexed: " + ", ".join(shown(r) for r in dict.fromkeys(data["roots"])), highlight=False,
-                           soft_wrap=True, markup=False)
+        gone = set(data["missing_roots"])
+        base.console.print("indexed: " + ", ".join(shown(r) + (" (missing: moved, renamed or not mounted?)" if r in gone
+                                                                else "") for r in dict.fromkeys(data["roots"])),
+                           highlight=False, soft_wrap=True, markup=False)
     if data["excluded"]:
         base.console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({e['kind']})" for e in data["excluded"]),
                            highlight=False, soft_wrap=True, markup=False)

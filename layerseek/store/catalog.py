@@ -571,6 +571,21 @@ class Catalog:
     def add_root(self, path: str) -> None:
         self.conn.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (to_db(path), time.time()))
 
+    def drop_root(self, path: str) -> None:
+        """No longer an indexed folder (gone from the disk, its entries forgotten)."""
+        self.conn.execute("DELETE FROM roots WHERE path = ?", (to_db(path),))
+
+    def missing_roots(self) -> list[tuple[str, int]]:
+        """(root, entries under it) of each indexed folder or file that is not on the disk now
+        (moved, renamed, or on a drive not mounted) while the index holds entries under it."""
+        out = []
+        for r in self.roots():
+            if not os.path.exists(r):
+                n = sum(1 for _ in self.entries(under=r))
+                if n:
+                    out.append((r, n))
+        return out
+
     def exclusions(self) -> list[tuple[str, str]]:
         """(pattern, kind) of what `index` leaves out (kind: EXCLUSION_KINDS)."""
         return [(from_db(p), k) for p, k in self.conn.execute("SELECT pattern, kind FROM excluded ORDER BY kind, pattern")]
