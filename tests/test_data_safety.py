@@ -317,6 +317,29 @@ def _asgi_post(asgi, path: str, total: int, headers: list[tuple[bytes, bytes]], 
     return status, body, pulled
 
 
+def test_a_photo_in_a_linked_folder_is_served_while_it_is_the_one_indexed(copy_paris, tmp_path, monkeypatch):
+    """A folder the walk followed is part of the folder indexed: its photos are served (a linked
+    file leading out of the folders is not, above); when the link is turned to another folder
+    holding a file of the same name, that file is not served."""
+    monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
+    photos, trip, other = copy_paris(tmp_path / "photos", 1), tmp_path / "drive" / "trip", tmp_path / "other"
+    trip.mkdir(parents=True)
+    other.mkdir()
+    shutil.copy(photos / PARIS[0], trip / "x.jpg")
+    (other / "x.jpg").write_bytes((photos / PARIS[0]).read_bytes()[:-100])
+    os.symlink(trip, photos / "trip")
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        idx.add_folder(photos)
+        e = idx.catalog.by_path(str(photos.resolve() / "trip" / "x.jpg"))
+    with TestClient(create_app(tmp_path / "idx"), base_url="http://localhost") as c:
+        assert c.get(f"/images/{e.id}").content == (trip / "x.jpg").read_bytes()
+        assert c.get(f"/thumbnails/{e.id}").status_code == 200
+        (photos / "trip").unlink()
+        os.symlink(other, photos / "trip")
+        r = c.get(f"/images/{e.id}", headers=TOKEN)
+        assert r.status_code == 404 and f"now points to {other / 'x.jpg'}" in r.json()["detail"]
+
+
 def test_chunked_upload_is_cut_off_while_it_streams(indexed, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
     api = create_app(_copy_index(indexed, tmp_path), max_upload=20 * 1024 * 1024)

@@ -275,12 +275,15 @@ def bearer(authorization: str | None) -> str | None:
 
 def verified_file(e: Entry, roots: list[str], read: bool = True) -> bytes | None:
     """The bytes of an indexed file, only if it is still what was indexed: its real path the one
-    recorded, under an indexed root, a regular file of the catalogued size and mtime, and (with
-    `read`) the catalogued content hash. Raises LookupError naming what differs."""
+    recorded, its name under an indexed root (and, when the file itself is a link, its target
+    too: a folder the walk followed is part of the folder indexed, a linked file is not), a
+    regular file of the catalogued size and mtime, and (with `read`) the catalogued content hash.
+    Raises LookupError naming what differs."""
     real = os.path.realpath(e.path)
     if real != (e.real_path or e.path):
         raise LookupError(f"now points to {real}, not the file that was indexed")
-    if not any(is_under(real, r) for r in roots):
+    if not any(is_under(e.path, r) for r in roots) or (
+            os.path.islink(e.path) and not any(is_under(real, r) for r in roots)):
         raise LookupError("is outside the indexed folders")
     try:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
