@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import IndexBusy, LayerseekError, storage_error_line
+from .images import is_image_name
 from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE, Ingest, IndexReport, absolute  # noqa: F401 (re-exported)
 from .progress import versions
 from .query import Hit, Query  # noqa: F401 (re-exported)
@@ -157,6 +158,10 @@ def claimed_for_creation(path: str | Path) -> Iterator[None]:
         if not path.is_dir():
             raise LayerseekError(f"{path}: exists and is not a directory") from None
     before = set() if made else set(os.listdir(path))
+    photos = sorted(n for n in before if not n.startswith(".") and is_image_name(n))
+    if photos and not Catalog.exists(path):  # the photos' own folder given as the index
+        raise LayerseekError(f"{path}: holds photos ({photos[0]}{', ...' if len(photos) > 1 else ''}); an index "
+                             f"needs a directory of its own, e.g. {path / 'photos.lsx'}")
     fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _hold_lock(fd, path, "creating")

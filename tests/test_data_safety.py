@@ -199,6 +199,16 @@ def test_a_renamed_folder_is_said_and_forgotten_by_its_old_name(copy_paris, tmp_
         assert idx.catalog.roots() == [str(new)] and idx.catalog.count() == 3 and idx.info()["missing_roots"] == []
 
 
+def test_the_photos_folder_is_not_made_an_index(copy_paris, tmp_path):
+    """`--index` naming the photos' own folder is refused before anything is written there."""
+    photos = copy_paris(tmp_path / "photos", 2)
+    before = sorted(os.listdir(photos))
+    r = CliRunner().invoke(app, ["index", str(photos), "--index", str(photos), *INDEX_ARGS])
+    assert r.exit_code == 1 and (f"{photos}: holds photos ({PARIS[0]}, ...); an index needs a directory of its "
+                                 f"own, e.g. {photos / 'photos.lsx'}") in " ".join(r.output.split()), r.output
+    assert sorted(os.listdir(photos)) == before
+
+
 def test_unwritable_index_location_is_one_line(copy_paris, tmp_path):
     photos = copy_paris(tmp_path / "photos", 1)
     (tmp_path / "afile").write_text("x")
