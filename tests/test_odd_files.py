@@ -457,8 +457,8 @@ def test_search_options_out_of_range_and_swapped_arguments(copy_paris, tmp_path)
     (tmp_path / "empty").mkdir()
     r = run(app, ["search", str(tmp_path / "idx"), str(tmp_path / "empty")])
     assert r.exit_code == 1 and f"no image in {tmp_path / 'empty'}" in r.output, r.output
-    r = run(app, ["search", str(photos / PARIS[0]), str(tmp_path / "idx")])  # swapped
-    assert r.exit_code == 1 and "AttributeError" not in r.output and "no image in" in r.output, r.output
+    r = run(app, ["search", str(photos / PARIS[0]), str(tmp_path / "idx")])  # swapped: said so
+    assert r.exit_code == 1 and "AttributeError" not in r.output and "the index comes first" in r.output, r.output
     r = run(app, ["info", str(tmp_path / "idx")])
     assert "None" not in r.output, r.output
 

@@ -127,6 +127,18 @@ def test_piped_lines_are_never_wrapped(small_index):
     assert len(line) > 100
 
 
+def test_an_index_named_second_is_said(small_index, tmp_path):
+    """`search PHOTO INDEX` (the two swapped) says which is the index, before any photo is read;
+    a missing index says how to make one."""
+    root, photos, _ = small_index
+    run = CliRunner().invoke
+    r = run(cli.app, ["search", str(photos / PARIS[1]), str(root / "idx")])
+    assert r.exit_code == 1 and (f"{photos / PARIS[1]}: not an index; {root / 'idx'} is one: the index comes first "
+                                 "(layerseek search INDEX IMAGE)") in " ".join(r.output.split()), r.output
+    r = run(cli.app, ["search", str(tmp_path / "nowhere"), str(photos / PARIS[1])])
+    assert r.exit_code == 1 and f"{tmp_path / 'nowhere'}: not an index (create one with" in r.output
+
+
 def test_short_top_same_only_and_min_inliers(small_index):
     root, photos, _ = small_index
     run = CliRunner().invoke

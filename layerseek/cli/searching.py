@@ -116,6 +116,13 @@ def search(
 
     if json_out + csv_out + paths_only > 1:
         fail("choose one of --json, --csv and --paths-only")
+    from ..store.catalog import is_index_dir
+
+    if not is_index_dir(index_path):  # before the photos are looked for: the index is what is wrong
+        swapped = next((p for p in images if is_index_dir(p)), None)
+        fail(f"{shown(str(index_path))}: not an index" + (
+            f"; {shown(str(swapped))} is one: the index comes first (layerseek search INDEX IMAGE)" if swapped else
+            f" (create one with `layerseek index DIR --index {shown(str(index_path))}`)"))
     queries = query_images(images)
     batch = len(queries) != 1 or images[0].is_dir()
     # the index is closed (the ExitStack below) before this command returns or fails
