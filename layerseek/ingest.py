@@ -59,6 +59,7 @@ class IndexReport:
     unreadable: list[str] = field(default_factory=list)  # "folder: reason": not listed, entries kept
     excluded: int = 0  # left out: removed by the user, or matching an --exclude pattern
     missing_roots: list[tuple[str, int]] = field(default_factory=list)  # other indexed folders gone from the disk
+    followed: list[str] = field(default_factory=list)  # real paths of the linked folders the walk went into
 
     def summary(self) -> str:
         # a moved file normally copies its vector (Ray may not)
@@ -148,7 +149,7 @@ class Ingest:
         excluded = Exclusions(self.catalog.exclusions())
         indexes: list[str] = []  # index directories under the folder: passed over
         dangling: list[str] = []  # links whose target is gone
-        for dirpath, filenames in photo_walk(root, cannot_list, indexes, dangling):
+        for dirpath, filenames in photo_walk(root, cannot_list, indexes, dangling, report.followed):
             for name in filenames:
                 listed += 1
                 p = Path(dirpath) / name
@@ -486,12 +487,13 @@ class Ingest:
 
 
 def photo_walk(root: str | Path, onerror: Callable[[OSError], None] | None = None, indexes: list | None = None,
-               dangling: list | None = None) -> Iterable[tuple[str, list[str]]]:
+               dangling: list | None = None, followed: list | None = None) -> Iterable[tuple[str, list[str]]]:
     """(folder, its file names) for every folder under `root`, as `index` reads a folder, in
     sorted order: hidden files and folders passed over, and layerseek indexes (their paths added
     to `indexes`: thumbnails and caches are no photos); a linked folder followed, under its link's
-    name, unless it leads into `root` (walked under its own name) or to a folder walked already
-    (a loop, a second link); a link whose target is gone added to `dangling` instead."""
+    name (its real path added to `followed`), unless it leads into `root` (walked under its own
+    name) or to a folder walked already (a loop, a second link); a link whose target is gone added
+    to `dangling` instead."""
     root = str(root)
     inside = os.path.realpath(root)
     walked = set()
@@ -517,6 +519,8 @@ def photo_walk(root: str | Path, onerror: Callable[[OSError], None] | None = Non
             if (st.st_dev, st.st_ino) in walked:
                 continue
             walked.add((st.st_dev, st.st_ino))
+            if followed is not None and os.path.islink(full):
+                followed.append(os.path.realpath(full))
             kept.append(d)
         dirnames[:] = kept
         names = []

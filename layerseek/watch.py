@@ -8,6 +8,7 @@ drive) is refused, not emptied.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -51,10 +52,15 @@ def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Even
             changed.set()
 
     busy = [False]  # the last run met another writer: the changes it was for are still to be indexed
+    watched: set[str] = set()  # the linked folders the walk went into, watched too (events do not follow links)
 
     def run():
         try:
             report = index.add_folder(folder, **add_options)
+            for target in set(report.followed) - watched:
+                with contextlib.suppress(OSError):
+                    observer.schedule(Changes(), target, recursive=True)
+                    watched.add(target)
             index.update_graph()  # as `index` does: the next search does not pay for it
         except IndexBusy as e:
             if on_error and not busy[0]:  # said once per wait, not every BUSY_RETRY seconds

@@ -716,6 +716,49 @@ def test_watch_keeps_the_index_in_step_with_the_folder(data_dir, tmp_path):
         assert not t.is_alive() and all(r.failed == [] for r in reports)
 
 
+def test_watch_sees_a_linked_folder_too(data_dir, tmp_path):
+    """Events do not follow links: the watch also watches each linked folder the walk went into,
+    so a photo added there is indexed (under the link's name)."""
+    import threading
+
+    from layerseek.watch import watch
+
+    photos, trip = tmp_path / "photos", tmp_path / "drive" / "trip"
+    photos.mkdir()
+    trip.mkdir(parents=True)
+    shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[0], photos / PARIS[0])
+    shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[1], trip / PARIS[1])
+    os.symlink(trip, photos / "trip")
+    reports, stop = [], threading.Event()
+
+    def held():
+        con = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
+        try:
+            return sorted(os.path.relpath(p, photos.resolve()) for (p,) in con.execute("SELECT path FROM images"))
+        finally:
+            con.close()
+
+    def until(cond, what):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            time.sleep(0.2)
+        pytest.fail(f"the watch did not {what}: {reports}")
+
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
+        t = threading.Thread(target=watch, args=(idx, photos, 0.3, stop, reports.append))
+        t.start()
+        try:
+            until(lambda: held() == [PARIS[0], f"trip/{PARIS[1]}"], "index the folder and the linked one")
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], trip / PARIS[2])
+            until(lambda: f"trip/{PARIS[2]}" in held(), "see a photo added in the linked folder")
+        finally:
+            stop.set()
+            t.join(timeout=30)
+        assert not t.is_alive() and reports[0].followed == [str(trip.resolve())]
+
+
 def test_info_remove_check_and_help_start_without_torch(data_dir, tmp_path):
     """Commands that run no network never import torch (seconds of start-up saved)."""
     photos = _photos(data_dir, tmp_path / "photos")
