@@ -2,6 +2,7 @@
 search, removal, bad files, the CLI."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -669,94 +670,89 @@ def test_a_file_gone_from_the_disk_is_left_out_of_results(data_dir, tmp_path):
         assert idx.search(query, top=1)[0].path == str(photos / "renamed.jpg")
 
 
-def test_watch_keeps_the_index_in_step_with_the_folder(data_dir, tmp_path):
+def _catalogued(index_dir: Path) -> dict[str, str]:
+    """path -> SHA-256 of what an index's catalog holds, read apart from the Index that writes it."""
+    con = sqlite3.connect(index_dir / "catalog.sqlite")
+    try:
+        return dict(con.execute("SELECT path, sha256 FROM images"))
+    finally:
+        con.close()
+
+
+def _wait_for(cond, failure: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    pytest.fail(failure)
+
+
+@contextlib.contextmanager
+def _watching(index_dir: Path, photos: Path):
+    """A new index at `index_dir` that `watch` keeps in step with `photos` in a thread, while
+    the block runs: (its reports, until(condition, what it should have done))."""
     import threading
 
     from layerseek.watch import watch
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in PARIS[:2]:
-        shutil.copy(data_dir / "paris6k-subset" / "jpg" / name, photos / name)
     reports, stop = [], threading.Event()
 
-    def held():
-        con = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
-        try:
-            return {Path(p).name: sha for p, sha in con.execute("SELECT path, sha256 FROM images")}
-        finally:
-            con.close()
-
     def until(cond, what):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            time.sleep(0.2)
-        pytest.fail(f"the watch did not {what}: {reports}")
+        _wait_for(cond, f"the watch did not {what}: {reports}")
 
-    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
+    with Index.create(index_dir, "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
         t = threading.Thread(target=watch, args=(idx, photos, 0.3, stop, reports.append))
         t.start()
         try:
-            until(lambda: len(held()) == 2, "index the folder at its start")
-            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], photos / PARIS[2])  # added
-            until(lambda: PARIS[2] in held(), "add a new file")
-            before = held()[PARIS[0]]
-            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[3], photos / PARIS[0])  # changed
-            until(lambda: held().get(PARIS[0]) not in (None, before), "re-index a changed file")
-            (photos / PARIS[1]).unlink()  # deleted
-            until(lambda: PARIS[1] not in held(), "forget a deleted file")
-            (photos / "sub").mkdir()
-            (photos / PARIS[2]).rename(photos / "sub" / PARIS[2])  # moved
-            until(lambda: set(held()) == {PARIS[0], PARIS[2]} and len(held()) == 2, "follow a moved file")
+            yield reports, until
         finally:
             stop.set()
             t.join(timeout=30)
         assert not t.is_alive() and all(r.failed == [] for r in reports)
 
 
+def test_watch_keeps_the_index_in_step_with_the_folder(data_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in PARIS[:2]:
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / name, photos / name)
+
+    def held():
+        return {Path(p).name: sha for p, sha in _catalogued(tmp_path / "idx").items()}
+
+    with _watching(tmp_path / "idx", photos) as (_, until):
+        until(lambda: len(held()) == 2, "index the folder at its start")
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], photos / PARIS[2])  # added
+        until(lambda: PARIS[2] in held(), "add a new file")
+        before = held()[PARIS[0]]
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[3], photos / PARIS[0])  # changed
+        until(lambda: held().get(PARIS[0]) not in (None, before), "re-index a changed file")
+        (photos / PARIS[1]).unlink()  # deleted
+        until(lambda: PARIS[1] not in held(), "forget a deleted file")
+        (photos / "sub").mkdir()
+        (photos / PARIS[2]).rename(photos / "sub" / PARIS[2])  # moved
+        until(lambda: set(held()) == {PARIS[0], PARIS[2]} and len(held()) == 2, "follow a moved file")
+
+
 def test_watch_sees_a_linked_folder_too(data_dir, tmp_path):
     """Events do not follow links: the watch also watches each linked folder the walk went into,
     so a photo added there is indexed (under the link's name)."""
-    import threading
-
-    from layerseek.watch import watch
-
     photos, trip = tmp_path / "photos", tmp_path / "drive" / "trip"
     photos.mkdir()
     trip.mkdir(parents=True)
     shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[0], photos / PARIS[0])
     shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[1], trip / PARIS[1])
     os.symlink(trip, photos / "trip")
-    reports, stop = [], threading.Event()
 
     def held():
-        con = sqlite3.connect(tmp_path / "idx" / "catalog.sqlite")
-        try:
-            return sorted(os.path.relpath(p, photos.resolve()) for (p,) in con.execute("SELECT path FROM images"))
-        finally:
-            con.close()
+        return sorted(os.path.relpath(p, photos.resolve()) for p in _catalogued(tmp_path / "idx"))
 
-    def until(cond, what):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if cond():
-                return
-            time.sleep(0.2)
-        pytest.fail(f"the watch did not {what}: {reports}")
-
-    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", layers=("s32", "last"), max_side=256) as idx:
-        t = threading.Thread(target=watch, args=(idx, photos, 0.3, stop, reports.append))
-        t.start()
-        try:
-            until(lambda: held() == [PARIS[0], f"trip/{PARIS[1]}"], "index the folder and the linked one")
-            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], trip / PARIS[2])
-            until(lambda: f"trip/{PARIS[2]}" in held(), "see a photo added in the linked folder")
-        finally:
-            stop.set()
-            t.join(timeout=30)
-        assert not t.is_alive() and reports[0].followed == [str(trip.resolve())]
+    with _watching(tmp_path / "idx", photos) as (reports, until):
+        until(lambda: held() == [PARIS[0], f"trip/{PARIS[1]}"], "index the folder and the linked one")
+        shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], trip / PARIS[2])
+        until(lambda: f"trip/{PARIS[2]}" in held(), "see a photo added in the linked folder")
+    assert reports[0].followed == [str(trip.resolve())]
 
 
 def test_info_remove_check_and_help_start_without_torch(data_dir, tmp_path):
