@@ -94,6 +94,30 @@ def test_a_heic_thumbnail_is_made_from_the_one_it_embeds(tmp_path, data_dir, mon
         assert max(Image.open(io.BytesIO(r.content)).size) == side
 
 
+def test_a_dropped_heic_is_previewed_from_the_thumbnail_it_embeds(client, data_dir, tmp_path, monkeypatch):
+    """POST /preview: a photo the browser cannot show comes back as a small JPEG, upright, made from
+    the HEIC's embedded thumbnail where that covers the size (the page shows it while the search
+    runs); what is no image is refused as a search refuses it."""
+    from pillow_heif.as_plugin import HeifImageFile
+
+    chosen = []
+    draft = HeifImageFile.draft
+    monkeypatch.setattr(HeifImageFile, "draft", lambda im, mode, size: chosen.append(draft(im, mode, size)) or chosen[-1])
+    buf = io.BytesIO()
+    photo = Image.open(data_dir / "smvs-dvd-covers" / "Canon" / "001.jpg")
+    photo.save(buf, "HEIF", thumbnails=[320])
+    assert max(photo.size) >= 1024
+    r = client.post("/preview", files={"file": ("IMG_0001.HEIC", buf.getvalue(), "image/heic")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text
+    assert Image.open(io.BytesIO(r.content)).size == (256, 192) and chosen == [("RGB", (0, 0, 320, 240))]
+    big = client.post("/preview?size=1024", files={"file": ("IMG_0001.HEIC", buf.getvalue(), "image/heic")})
+    assert max(Image.open(io.BytesIO(big.content)).size) == 1024 and chosen[-1] is None  # the photo itself
+    bad = client.post("/preview", files={"file": ("notes.txt", b"hello, not an image", "text/plain")})
+    assert bad.status_code == 415 and "notes.txt: not an image" in bad.json()["detail"]
+    assert client.post("/preview", files={"file": ("e.jpg", b"", "image/jpeg")}).status_code == 400
+    assert client.post("/preview?size=5000", files={"file": ("q.heic", buf.getvalue(), "image/heic")}).status_code == 422
+
+
 def test_a_search_can_return_the_query_as_it_read_it(client, index_dir):
     """`preview=N`: the query as the search decoded it (upright, at most N px) comes back as a JPEG
     data: URI, for a photo a browser cannot show; without it, nothing more is sent."""

@@ -150,6 +150,38 @@ def test_a_photo_the_browser_cannot_show_is_shown_as_the_server_read_it(server, 
     assert page.is_visible("#preview")
 
 
+def test_a_photo_the_browser_cannot_show_is_previewed_while_its_search_runs(server, browser, tmp_path):
+    """The search held back: the page has asked the server for a small JPEG of the dropped TIFF
+    (POST /preview; a HEIC's own thumbnail makes it in milliseconds) and shows it before any
+    result; the search's answer then brings its own (as large as the viewer asks), which takes
+    its place."""
+    from PIL import Image
+
+    url, photos, _ = server
+    tiff = tmp_path / "held.tif"
+    Image.open(photos / PARIS[1]).save(tiff)
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    held = []
+    pg.route(lambda u: "/search?" in u, lambda route: held.append(route))  # let through once the preview shows
+    try:
+        pg.goto(url + "/")
+        pg.set_input_files("#file", str(tiff))
+        shown = "() => { const p = document.getElementById('preview'); return p.complete && p.naturalWidth > 0; }"
+        pg.wait_for_function(shown, timeout=30_000)
+        size = pg.evaluate("() => [document.getElementById('preview').naturalWidth, "
+                           "document.getElementById('preview').naturalHeight]")
+        assert max(size) == 256 and pg.is_visible("#preview") and pg.locator("#results .hit").count() == 0
+        assert len(held) == 1
+        early = pg.get_attribute("#preview", "src")
+        held[0].continue_()
+        assert _results(pg)[0] == PARIS[1]
+        # the search's own JPEG of the query (this index reads photos at 256 px) takes its place
+        pg.wait_for_function(f"() => document.getElementById('preview').src !== {early!r}", timeout=30_000)
+        assert pg.get_attribute("#preview", "src").startswith("blob:") and pg.is_visible("#preview")
+    finally:
+        pg.close()
+
+
 def test_drop_an_image_and_see_errors(server, page):
     url, photos, _ = server
     page.goto(url + "/")

@@ -570,6 +570,25 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         media = mimetypes.guess_type(e.path)[0] or "application/octet-stream"
         return Response(data, media_type=media)
 
+    @app.post("/preview", response_class=Response,
+              responses={200: {"description": "the upload as a JPEG, its longer side at most `size` px",
+                               "content": {"image/jpeg": {}}}, **documented(400, 413, 415)})
+    async def preview(file: UploadFile = File(..., description="a photo"),
+                      size: int = Query(256, ge=64, le=1024)) -> Response:
+        """A photo as a JPEG at most `size` px, upright: what the page shows of a dropped photo a
+        browser cannot show (HEIC outside Safari, TIFF) while its search runs. A HEIC's embedded
+        thumbnail serves when it covers the size (milliseconds, not the photo's second of
+        decoding). Decoded beside the search queue, not in it."""
+        from starlette.concurrency import run_in_threadpool
+
+        data = await read_upload(file)
+        name = file.filename or "upload"
+        try:
+            jpeg = await run_in_threadpool(lambda: jpeg_bytes(load_image(name, max_side=size, data=data, preview=True)))
+        except ImageError as e:
+            raise image_error(e) from None
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
     @app.get("/thumbnails/{image_id}", response_class=Response,
              responses={200: {"description": "a JPEG of the image, its longer side `size` px",
                               "content": {"image/jpeg": {}}}, **documented(404)})
