@@ -17,6 +17,7 @@ each other member relates to it. `move_plan` / `move_files` move the others out 
 from __future__ import annotations
 
 import html
+import os
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable
@@ -346,8 +347,24 @@ def duplicate_groups(index, neighbours: int = 10, progress: Callable[[int, int],
 # -- acting on a report ----------------------------------------------------------------------
 def movable(groups: list[Group]) -> list[Member]:
     """What a dedupe run moves: every member identical to or a copy of another that is kept
-    (never a photo that is only the same object, never a kept one)."""
-    return [m for g in groups for m in g.members[1:] if m.relation in ("identical", "copy")]
+    (never a photo that is only the same object, never a kept one), unless it is that very file
+    under another name (a hard link, or a name through a linked folder): moving it would take the
+    kept photo away too, or free nothing."""
+    out = []
+    for g in groups:
+        by_id = {m.id: m for m in g.members}
+        for m in g.members[1:]:
+            kept = by_id.get(m.copy_of)
+            if m.relation in ("identical", "copy") and not (kept is not None and _same_file(m.path, kept.path)):
+                out.append(m)
+    return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def move_plan(members: list[Member], dest: Path, roots: list[str]) -> list[tuple[str, Path]]:

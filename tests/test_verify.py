@@ -653,6 +653,26 @@ def test_dedupe_moves_only_what_its_dry_run_listed(data_dir, tmp_path):
     assert "dry run: 0 files" in again.stderr
 
 
+def test_another_name_of_the_kept_file_is_never_moved(tmp_path):
+    """Identical entries that are one file under two names (a hard link, or a name through a linked
+    folder) are not moved: moving one would take the kept photo too, or free nothing; a real copy
+    beside them is."""
+    import shutil
+
+    from layerseek.duplicates import Group, Member, movable
+
+    (tmp_path / "drive").mkdir()
+    kept = tmp_path / "drive" / "a.jpg"
+    kept.write_bytes(b"the same bytes")
+    os.link(kept, tmp_path / "hard.jpg")
+    os.symlink(tmp_path / "drive", tmp_path / "linked")
+    shutil.copy(kept, tmp_path / "copy.jpg")
+    members = [Member(1, str(kept), 14, 1, 1, 0)] + [
+        Member(i, str(tmp_path / name), 14, 1, 1, 0, "identical", copy_of=1, via=1)
+        for i, name in ((2, "hard.jpg"), (3, "linked/a.jpg"), (4, "copy.jpg"), (5, "gone.jpg"))]
+    assert [m.id for m in movable([Group("identical", members, [])])] == [4, 5]
+
+
 def test_overlap_evidence_tells_a_copy_from_another_shot():
     """A copy (warped, re-scaled) correlates near 1 with no block that differs; the same with one
     patch changed (a person who moved) keeps a high correlation but one block differs; another
