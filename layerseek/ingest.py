@@ -71,7 +71,9 @@ class IndexReport:
                 + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
                 + (f", {len(self.unreadable)} folder{'s' if len(self.unreadable) > 1 else ''} unreadable "
                    f"({'their' if len(self.unreadable) > 1 else 'its'} entries kept)" if self.unreadable else "")
-                + (f", {self.excluded} excluded" if self.excluded else ""))
+                + (f", {self.excluded} excluded" if self.excluded else "")
+                + (f", {len(self.followed)} linked folder{'s' if len(self.followed) > 1 else ''} followed"
+                   if self.followed else ""))
 
 
 class Exclusions:

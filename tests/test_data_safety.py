@@ -164,6 +164,7 @@ def test_a_linked_folder_is_followed_once_and_a_missing_one_keeps_its_photos(cop
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
         r = idx.add_folder(photos)
         assert (r.added, r.reused, r.unreadable) == (5, 0, []), r.summary()
+        assert r.followed == [str(trip.resolve())] and r.summary().endswith(", 1 linked folder followed")
         assert sorted(os.path.relpath(e.path, photos) for e in idx.catalog.entries()) == want
         assert sorted(os.path.relpath(p, photos) for p in query_images([photos])) == want
         shutil.move(tmp_path / "drive", tmp_path / "unmounted")
