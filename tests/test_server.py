@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from fastapi.testclient import TestClient
@@ -116,6 +117,48 @@ def test_a_dropped_heic_is_previewed_from_the_thumbnail_it_embeds(client, data_d
     assert bad.status_code == 415 and "notes.txt: not an image" in bad.json()["detail"]
     assert client.post("/preview", files={"file": ("e.jpg", b"", "image/jpeg")}).status_code == 400
     assert client.post("/preview?size=5000", files={"file": ("q.heic", buf.getvalue(), "image/heic")}).status_code == 422
+
+
+def test_the_shell_names_its_photo_by_path_and_the_server_reads_it(index_dir, tmp_path, monkeypatch):
+    """With serve.json's key a search may name its photo by its path on this machine (nothing
+    uploaded): the same results as the upload; not for anyone else (the token included); a file
+    the server does not see as the client did (size, time, not a regular file) is 409, and the
+    shell's client then sends the photo itself."""
+    from layerseek.server import client as shell_client
+
+    monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
+    photo = index_dir / "photos" / PARIS[2]
+    st = photo.stat()
+    named = {"path": str(photo), "path_size": st.st_size, "path_mtime_ns": st.st_mtime_ns, "top": 3}
+    key = {"Authorization": "Bearer the-key"}
+    with TestClient(create_app(index_dir / "idx", local_key="the-key"), base_url="http://localhost") as c:
+        by_path = c.post("/search", params=named, headers=key)
+        uploaded = c.post("/search?top=3", files={"file": (PARIS[2], photo.read_bytes(), "image/jpeg")}, headers=key)
+        assert by_path.status_code == 200 and by_path.json()["query"] == PARIS[2]
+        assert by_path.json()["results"] == uploaded.json()["results"]
+        for headers in ({}, {"Authorization": "Bearer tok"}):
+            r = c.post("/search", params=named, headers=headers)
+            assert r.status_code == 403 and "send the photo as `file`" in r.json()["detail"]
+        fifo = tmp_path / "pipe.jpg"
+        os.mkfifo(fifo)
+        for odd in ({**named, "path_size": st.st_size + 1}, {**named, "path_mtime_ns": 1},
+                    {**named, "path": str(tmp_path / "gone.jpg")}, {**named, "path": str(fifo)}):
+            r = c.post("/search", params=odd, headers=key)
+            assert r.status_code == 409 and "send the photo" in r.json()["detail"], odd
+        assert c.post("/search", headers=key).status_code == 422
+    calls = []
+
+    def answered(url, method, path, body=None, timeout=120.0, headers=None):
+        calls.append((path, body))
+        if len(calls) == 1:
+            return 409, b'{"detail": "the server does not see this file as the client does; send the photo"}'
+        return 200, b'{"results": [{"id": 3, "path": "/p/x.jpg", "score": 0.9, "inliers": 40, "verified": true}]}'
+
+    monkeypatch.setattr(shell_client, "_request", answered)
+    hits, _ = shell_client.search(shell_client.Server("http://127.0.0.1:1", 1, "k"), photo, {"top": 3})
+    assert [h.path for h in hits] == ["/p/x.jpg"] and hits[0].verified
+    assert "&path=" in calls[0][0] and calls[0][1] is None
+    assert "path=" not in calls[1][0] and photo.read_bytes() in calls[1][1]  # then uploaded
 
 
 def test_a_search_can_return_the_query_as_it_read_it(client, index_dir):
@@ -450,7 +493,6 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
     server refuses is the same one-line error; once the server stops, the file is gone and the
     search runs in its own process again (and a stale file of a dead process is ignored)."""
     import json
-    import os
     import time
 
     idx = index_dir / "idx"

@@ -395,11 +395,39 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         given = bearer(authorization)
         return token is not None and given is not None and hmac.compare_digest(given.encode(), token.encode())
 
+    def local_ok(authorization: str | None) -> bool:
+        """The key of serve.json: a search from this machine's shell, by the user who started the
+        server (the file is theirs alone)."""
+        given = bearer(authorization)
+        return local_key is not None and given is not None and hmac.compare_digest(given.encode(), local_key.encode())
+
     def paths_ok(authorization: str | None) -> bool:
         """Full paths in answers: the token, or the key of serve.json (a local user's own search)."""
-        given = bearer(authorization)
-        return token_ok(authorization) or (local_key is not None and given is not None
-                                           and hmac.compare_digest(given.encode(), local_key.encode()))
+        return token_ok(authorization) or local_ok(authorization)
+
+    def read_local(path: str, size: int | None, mtime_ns: int | None) -> tuple[str, bytes]:
+        """(name, bytes) of a photo the shell names by its path on this machine: only a regular
+        file the server sees with the size and time the shell saw (a server in another mount
+        namespace, a file changing), at most `max_upload` bytes; else 409, and the shell sends
+        the photo itself. Opened without blocking (a FIFO never holds the search)."""
+        differs = HTTPException(409, "the server does not see this file as the client does; send the photo")
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            raise differs from None
+        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (size, mtime_ns) or st.st_size > max_upload:
+            raise differs
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            raise differs from None
+        with os.fdopen(fd, "rb") as f:
+            now = os.fstat(f.fileno())
+            data = f.read(st.st_size + 1)
+        if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (st.st_dev, st.st_ino, st.st_size,
+                                                                       st.st_mtime_ns) or len(data) != st.st_size:
+            raise differs
+        return os.path.basename(path), data
 
     def check_write(method: str, path: str, authorization: str | None) -> None:
         if not ((method == "POST" and path.rstrip("/") == "/images") or (method == "DELETE" and path.startswith("/images/"))):
@@ -519,7 +547,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                           word_filter=word_filter, hubness=hubness), shown_query
 
     @app.post("/search", responses=documented(400, 413, 415, 503))
-    async def search(file: UploadFile = File(..., description="the example image"),
+    async def search(file: UploadFile | None = File(None, description="the example image"),
                      top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
                      qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
                      verify: int | None = Query(None, ge=SEARCH_LIMITS["verify"][0], le=SEARCH_LIMITS["verify"][1], description="verify the first N geometrically "
@@ -541,11 +569,27 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                      preview: int = Query(0, ge=0, le=1024, description="also return the query as the search read "
                                           "it (upright), a JPEG data: URI whose longer side is at most this, as "
                                           "`query_image` (for a photo a browser cannot show: HEIC, TIFF; 0: none)"),
+                     path: str | None = Query(None, description="instead of `file`, for the key of serve.json "
+                                              "only: the photo's path on this machine (a search from its shell: "
+                                              "nothing uploaded); 409 when the server does not see it as "
+                                              "`path_size` and `path_mtime_ns` say"),
+                     path_size: int | None = Query(None, ge=0),
+                     path_mtime_ns: int | None = Query(None),
                      authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
-        data = await read_upload(file)
+        from starlette.concurrency import run_in_threadpool
+
+        if path is not None:
+            if not local_ok(authorization):
+                raise HTTPException(403, "a photo named by its path is searched only for this machine's shell (the "
+                                         "key of serve.json); send the photo as `file`")
+            name, data = await run_in_threadpool(read_local, path, path_size, path_mtime_ns)
+        elif file is not None:
+            name, data = file.filename or "upload", await read_upload(file)
+        else:
+            raise HTTPException(422, "no photo: send it as the form field `file`")
         t0 = time.perf_counter()
         try:
-            hits, shown_query = await run_job(do_search, file.filename or "upload", data, top + (exclude is not None),
+            hits, shown_query = await run_job(do_search, name, data, top + (exclude is not None),
                                               qe, verify, matches, words, word_filter, hubness, preview)
             hits = [h for h in hits if h.id != exclude][:top]
         except ImageError as e:
@@ -556,7 +600,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         with read_lock:  # which results are the same file content (the page shows them as one)
             entries = {h.id: reader.by_id(h.id) for h in hits}
         content = {i: e.sha256[:16] for i, e in entries.items() if e is not None}
-        out = {"query": file.filename, "seconds": round(time.perf_counter() - t0, 4),
+        out = {"query": name, "seconds": round(time.perf_counter() - t0, 4),
                "results": [hit_json(i, h, full, content.get(h.id)) for i, h in enumerate(hits, 1)]}
         if shown_query is not None:
             out["query_image"] = shown_query

@@ -156,22 +156,32 @@ class RemoteError(Exception):
 
 
 def search(server: Server, image: Path, params: dict, timeout: float = 120.0) -> tuple[list, dict]:
-    """POST the photo to the server's /search; (hits as `hits.Hit`, the whole answer)."""
+    """Ask the server's /search for the photo: by its path (the server, this machine's, reads it:
+    nothing uploaded), or, where the server does not see the file as this process does (409),
+    uploaded; (hits as `hits.Hit`, the whole answer)."""
+    from urllib.parse import quote
+
     from ..hits import Hit
 
-    try:
-        data = image.read_bytes()
-    except OSError as e:
-        raise RemoteError(f"{image}: {e.strerror or e}", refused=True) from None
-    boundary = os.urandom(16).hex()
-    kind = _IMAGE_TYPES.get(image.suffix.lower(), "application/octet-stream")  # the server reads the bytes
-    name = image.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: {kind}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+    auth = {"Authorization": f"Bearer {server.key}"}
+    name = image.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
     try:
-        status, raw = _request(server.url, "POST", f"/search?{query}", body, timeout, {
-            "Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": f"Bearer {server.key}"})
+        st = image.stat()
+        named = (f"/search?{query}&path={quote(os.path.abspath(image), safe='')}&path_size={st.st_size}"
+                 f"&path_mtime_ns={st.st_mtime_ns}")
+        status, raw = _request(server.url, "POST", named, None, timeout, auth)
+        # 409: the server sees another file there (or none); 422 / 403: a server from before paths
+        if status in (409, 422, 403):  # the photo itself, then
+            data = image.read_bytes()
+            boundary = os.urandom(16).hex()
+            kind = _IMAGE_TYPES.get(image.suffix.lower(), "application/octet-stream")  # the server reads the bytes
+            body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+                    f"Content-Type: {kind}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            status, raw = _request(server.url, "POST", f"/search?{query}", body, timeout,
+                                   {"Content-Type": f"multipart/form-data; boundary={boundary}", **auth})
+    except FileNotFoundError as e:
+        raise RemoteError(f"{image}: {e.strerror or e}", refused=True) from None
     except (OSError, ValueError) as e:
         raise RemoteError(f"the server did not answer ({e})") from None
     if status != 200:
