@@ -129,23 +129,23 @@ def test_the_shell_names_its_photo_by_path_and_the_server_reads_it(index_dir, tm
     monkeypatch.setenv("LAYERSEEK_TOKEN", "tok")
     photo = index_dir / "photos" / PARIS[2]
     st = photo.stat()
-    named = {"path": str(photo), "path_size": st.st_size, "path_mtime_ns": st.st_mtime_ns, "top": 3}
+    named = {"path": str(photo), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "top": 3}
     key = {"Authorization": "Bearer the-key"}
     with TestClient(create_app(index_dir / "idx", local_key="the-key"), base_url="http://localhost") as c:
-        by_path = c.post("/search", params=named, headers=key)
+        by_path = c.post("/search/local", params=named, headers=key)
         uploaded = c.post("/search?top=3", files={"file": (PARIS[2], photo.read_bytes(), "image/jpeg")}, headers=key)
         assert by_path.status_code == 200 and by_path.json()["query"] == PARIS[2]
         assert by_path.json()["results"] == uploaded.json()["results"]
         for headers in ({}, {"Authorization": "Bearer tok"}):
-            r = c.post("/search", params=named, headers=headers)
-            assert r.status_code == 403 and "send the photo as `file`" in r.json()["detail"]
+            r = c.post("/search/local", params=named, headers=headers)
+            assert r.status_code == 403 and "send the photo to /search" in r.json()["detail"]
         fifo = tmp_path / "pipe.jpg"
         os.mkfifo(fifo)
-        for odd in ({**named, "path_size": st.st_size + 1}, {**named, "path_mtime_ns": 1},
+        for odd in ({**named, "size": st.st_size + 1}, {**named, "mtime_ns": 1},
                     {**named, "path": str(tmp_path / "gone.jpg")}, {**named, "path": str(fifo)}):
-            r = c.post("/search", params=odd, headers=key)
+            r = c.post("/search/local", params=odd, headers=key)
             assert r.status_code == 409 and "send the photo" in r.json()["detail"], odd
-        assert c.post("/search", headers=key).status_code == 422
+        assert c.post("/search/local", params={"path": str(photo)}, headers=key).status_code == 422
     calls = []
 
     def answered(url, method, path, body=None, timeout=120.0, headers=None):
@@ -157,8 +157,8 @@ def test_the_shell_names_its_photo_by_path_and_the_server_reads_it(index_dir, tm
     monkeypatch.setattr(shell_client, "_request", answered)
     hits, _ = shell_client.search(shell_client.Server("http://127.0.0.1:1", 1, "k"), photo, {"top": 3})
     assert [h.path for h in hits] == ["/p/x.jpg"] and hits[0].verified
-    assert "&path=" in calls[0][0] and calls[0][1] is None
-    assert "path=" not in calls[1][0] and photo.read_bytes() in calls[1][1]  # then uploaded
+    assert calls[0][0].startswith("/search/local?") and calls[0][1] is None
+    assert calls[1][0].startswith("/search?") and photo.read_bytes() in calls[1][1]  # then uploaded
 
 
 def test_a_search_can_return_the_query_as_it_read_it(client, index_dir):

@@ -49,7 +49,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
@@ -309,7 +309,9 @@ class ErrorBody(BaseModel):
 
 _ERRORS = {400: "the upload is not a usable image (empty, truncated …) or the request is malformed",
            401: "adding and removing need `Authorization: Bearer <token>` (or are off: no token set)",
+           403: "a photo named by its path is searched only with the key of serve.json (this machine's shell)",
            404: "no such image in the index, or its file is no longer the one indexed",
+           409: "the server does not see the file named by its path as the client said (size, time): send the photo",
            413: "the upload is larger than the server accepts, or has too many pixels",
            415: "the upload is not an image this server reads",
            503: "busy (the queue is full, or another process is changing the index): try again after `Retry-After` s"}
@@ -546,52 +548,41 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words,
                           word_filter=word_filter, hubness=hubness), shown_query
 
-    @app.post("/search", responses=documented(400, 413, 415, 503))
-    async def search(file: UploadFile | None = File(None, description="the example image"),
-                     top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
-                     qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
-                     verify: int | None = Query(None, ge=SEARCH_LIMITS["verify"][0], le=SEARCH_LIMITS["verify"][1], description="verify the first N geometrically "
-                                                "(default 100 on an index that stores local features; 0: off)"),
-                     words: int | None = Query(None, ge=SEARCH_LIMITS["words"][0], le=SEARCH_LIMITS["words"][1],
-                                               description="also verify the N best of the word engine over the "
-                                               "stored SIFT features (default 100 on an index that has it; 0: off)"),
-                     word_filter: float | None = Query(None, ge=SEARCH_LIMITS["word_filter"][0],
-                                                       le=SEARCH_LIMITS["word_filter"][1],
-                                                       description="candidates whose word score is at most this are "
-                                                       "not verified (default: the index's setting; -1: all verified)"),
-                     hubness: int | None = Query(None, ge=SEARCH_LIMITS["hubness"][0], le=SEARCH_LIMITS["hubness"][1],
-                                                 description="rank by the cosine less half each image's mean cosine "
-                                                 "to its K nearest (default: the index's setting; 0: the cosine)"),
-                     matches: bool = Query(False, description="each verified result also lists the correspondences "
-                                           "that verified it: [query x, y, result x, y] as shares of each image's size"),
-                     exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image out of "
-                                                 "the results (searching with an indexed photo: not itself)"),
-                     preview: int = Query(0, ge=0, le=1024, description="also return the query as the search read "
-                                          "it (upright), a JPEG data: URI whose longer side is at most this, as "
-                                          "`query_image` (for a photo a browser cannot show: HEIC, TIFF; 0: none)"),
-                     path: str | None = Query(None, description="instead of `file`, for the key of serve.json "
-                                              "only: the photo's path on this machine (a search from its shell: "
-                                              "nothing uploaded); 409 when the server does not see it as "
-                                              "`path_size` and `path_mtime_ns` say"),
-                     path_size: int | None = Query(None, ge=0),
-                     path_mtime_ns: int | None = Query(None),
-                     authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
-        from starlette.concurrency import run_in_threadpool
+    def search_options(top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
+                       qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
+                       verify: int | None = Query(None, ge=SEARCH_LIMITS["verify"][0], le=SEARCH_LIMITS["verify"][1], description="verify the first N geometrically "
+                                                  "(default 100 on an index that stores local features; 0: off)"),
+                       words: int | None = Query(None, ge=SEARCH_LIMITS["words"][0], le=SEARCH_LIMITS["words"][1],
+                                                 description="also verify the N best of the word engine over the "
+                                                 "stored SIFT features (default 100 on an index that has it; 0: off)"),
+                       word_filter: float | None = Query(None, ge=SEARCH_LIMITS["word_filter"][0],
+                                                         le=SEARCH_LIMITS["word_filter"][1],
+                                                         description="candidates whose word score is at most this are "
+                                                         "not verified (default: the index's setting; -1: all verified)"),
+                       hubness: int | None = Query(None, ge=SEARCH_LIMITS["hubness"][0], le=SEARCH_LIMITS["hubness"][1],
+                                                   description="rank by the cosine less half each image's mean cosine "
+                                                   "to its K nearest (default: the index's setting; 0: the cosine)"),
+                       matches: bool = Query(False, description="each verified result also lists the correspondences "
+                                             "that verified it: [query x, y, result x, y] as shares of each image's size"),
+                       exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image out of "
+                                                   "the results (searching with an indexed photo: not itself)"),
+                       preview: int = Query(0, ge=0, le=1024, description="also return the query as the search read "
+                                            "it (upright), a JPEG data: URI whose longer side is at most this, as "
+                                            "`query_image` (for a photo a browser cannot show: HEIC, TIFF; 0: none)"),
+                       ) -> dict:
+        """The options of a search, the same for an upload and a photo named by its path."""
+        return {"top": top, "qe": qe, "verify": verify, "words": words, "word_filter": word_filter, "hubness": hubness,
+                "matches": matches, "exclude": exclude, "preview": preview}
 
-        if path is not None:
-            if not local_ok(authorization):
-                raise HTTPException(403, "a photo named by its path is searched only for this machine's shell (the "
-                                         "key of serve.json); send the photo as `file`")
-            name, data = await run_in_threadpool(read_local, path, path_size, path_mtime_ns)
-        elif file is not None:
-            name, data = file.filename or "upload", await read_upload(file)
-        else:
-            raise HTTPException(422, "no photo: send it as the form field `file`")
+    async def answer(name: str, data: bytes, o: dict, authorization: str | None) -> dict:
+        """A search's answer for a photo's bytes: the results, their paths as the caller may see them."""
+        exclude = o["exclude"]
         t0 = time.perf_counter()
         try:
-            hits, shown_query = await run_job(do_search, name, data, top + (exclude is not None),
-                                              qe, verify, matches, words, word_filter, hubness, preview)
-            hits = [h for h in hits if h.id != exclude][:top]
+            hits, shown_query = await run_job(do_search, name, data, o["top"] + (exclude is not None), o["qe"],
+                                              o["verify"], o["matches"], o["words"], o["word_filter"], o["hubness"],
+                                              o["preview"])
+            hits = [h for h in hits if h.id != exclude][:o["top"]]
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
@@ -605,6 +596,30 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         if shown_query is not None:
             out["query_image"] = shown_query
         return out
+
+    @app.post("/search", responses=documented(400, 413, 415, 503))
+    async def search(file: UploadFile = File(..., description="the example image"),
+                     options: dict = Depends(search_options),
+                     authorization: str | None = Header(None, description="Bearer token: results show full paths")) -> dict:
+        data = await read_upload(file)
+        return await answer(file.filename or "upload", data, options, authorization)
+
+    @app.post("/search/local", responses=documented(400, 403, 409, 413, 415, 503))
+    async def search_local(path: str = Query(..., description="the photo's path on this machine"),
+                           size: int = Query(..., ge=0, description="its size in bytes, as the client sees it"),
+                           mtime_ns: int = Query(..., description="its modification time in ns, as the client sees it"),
+                           options: dict = Depends(search_options),
+                           authorization: str | None = Header(None, description="the key of serve.json")) -> dict:
+        """`/search` for a photo named by its path, for this machine's shell alone (the key of
+        serve.json): nothing is uploaded, the server reads the file; 409 when it does not see it
+        as `size` and `mtime_ns` say (then send the photo to `/search`)."""
+        from starlette.concurrency import run_in_threadpool
+
+        if not local_ok(authorization):
+            raise HTTPException(403, "a photo named by its path is searched only for this machine's shell (the key "
+                                     "of serve.json); send the photo to /search")
+        name, data = await run_in_threadpool(read_local, path, size, mtime_ns)
+        return await answer(name, data, options, authorization)
 
     @app.get("/images/{image_id}", response_class=Response,
              responses={200: {"description": "the indexed file as it is on disk",

@@ -168,11 +168,11 @@ def search(server: Server, image: Path, params: dict, timeout: float = 120.0) ->
     name = image.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
     try:
         st = image.stat()
-        named = (f"/search?{query}&path={quote(os.path.abspath(image), safe='')}&path_size={st.st_size}"
-                 f"&path_mtime_ns={st.st_mtime_ns}")
+        named = (f"/search/local?{query}&path={quote(os.path.abspath(image), safe='')}&size={st.st_size}"
+                 f"&mtime_ns={st.st_mtime_ns}")
         status, raw = _request(server.url, "POST", named, None, timeout, auth)
-        # 409: the server sees another file there (or none); 422 / 403: a server from before paths
-        if status in (409, 422, 403):  # the photo itself, then
+        # 409: the server sees another file there (or none); 404 / 405: a server from before paths
+        if status in (409, 404, 405, 403):  # the photo itself, then
             data = image.read_bytes()
             boundary = os.urandom(16).hex()
             kind = _IMAGE_TYPES.get(image.suffix.lower(), "application/octet-stream")  # the server reads the bytes
