@@ -98,6 +98,48 @@ def test_verified_diffusion_follows_the_manifold_of_the_verified_image():
     assert verified_diffusion(first, {100: 5}, 10, g, S) == first
 
 
+def _verified_diffusion_by_keys(order, counts, min_inliers, graph, S, alpha=0.99):
+    """verified_diffusion written the slow, obvious way: one sort key per image."""
+    seeds = [i for i in order if counts.get(i, 0) >= min_inliers]
+    seeds += sorted((i for i, c in counts.items() if c >= min_inliers and i not in set(order)),
+                    key=lambda i: (-counts[i], i))
+    if not seeds:
+        return list(order)
+    row_of = {int(i): r for r, i in enumerate(graph.ids)}
+    y = np.zeros(len(graph.ids))
+    for i in seeds:
+        if i in row_of:
+            y[row_of[i]] = 1.0
+    f = diffuse(S, y, alpha)
+    pos = {int(i): p for p, i in enumerate(order)}
+    rest = [int(i) for i in graph.ids if int(i) not in set(seeds)]
+    rest += [int(i) for i in order if int(i) not in row_of and int(i) not in set(seeds)]
+    big = len(order) + len(graph.ids)
+    return list(seeds) + sorted(rest, key=lambda i: (-(f[row_of[i]] if i in row_of else 0.0), pos.get(i, big), i))
+
+
+def test_verified_diffusion_orders_as_one_key_per_image_would():
+    """The one-lexsort ordering against a key per image: graphs with unreached parts (score 0:
+    ties broken by the first stage's order, then by id), images of the order the graph lacks,
+    verified images outside the order, and none verified."""
+    rng = np.random.default_rng(8)
+    for trial in range(12):
+        n = int(rng.integers(20, 80))
+        ids = rng.permutation(np.arange(1000, 1000 + 2 * n))[:n]
+        X = _unit(rng.standard_normal((n, 6)) + (rng.random((n, 1)) < 0.5) * 3)
+        g = KnnGraph(3).fit(ids, X)
+        S = g.affinity(3)
+        first = [int(i) for i in rng.permutation(ids)[: n // 2]] + [5000 + trial, 6000 + trial]  # two the graph lacks
+        counts = {int(i): int(rng.choice([0, 5, 12, 40])) for i in first[:15]}
+        if trial % 3 == 0:
+            counts[7000] = 25  # verified in an earlier round, no longer in the order
+        if trial % 4 == 1:
+            counts = {i: 0 for i in counts}
+        got = verified_diffusion(first, counts, 10, g, S)
+        assert got == _verified_diffusion_by_keys(first, counts, 10, g, S), trial
+        assert len(got) == len(set(got))
+
+
 def test_truncated_diffusion_orders_the_shortlist_and_keeps_the_rest_in_first_stage_order():
     """Past FULL_GRAPH_MAX images the graph is the query's shortlist's alone: the verified image
     first, the shortlisted chain reached through it before the distractors, and what lies outside

@@ -219,20 +219,27 @@ def verified_diffusion(order: Sequence[int], counts: dict[int, int], min_inliers
     seeds += sorted((i for i, c in counts.items() if c >= min_inliers and i not in listed), key=lambda i: (-counts[i], i))
     if not seeds:
         return list(order)
-    row_of = {int(i): r for r, i in enumerate(graph.ids)}
-    y = np.zeros(len(graph.ids))
-    for i in seeds:
-        if i in row_of:
-            y[row_of[i]] = 1.0
+    ids = np.asarray(graph.ids, np.int64)
+    head = np.asarray(sorted(set(seeds)), np.int64)
+    y = np.isin(ids, head).astype(np.float64)
     f = diffuse(S, y, alpha)
-    pos = {int(i): p for p, i in enumerate(order)}
-    head = set(seeds)
-    rest = [int(i) for i in graph.ids if int(i) not in head]
-    rest += [int(i) for i in order if int(i) not in row_of and int(i) not in head]
-    big = len(order) + len(graph.ids)
+    # every other image by (-diffused score, place in `order`, id): the graph's images, then those
+    # of `order` the graph lacks (score 0); one lexsort instead of a key per image (17 -> 11 ms of
+    # a search at 10,000 images)
+    listed = np.asarray(order, np.int64)
+    graph_rest = ~y.astype(bool)
+    extra = listed[~np.isin(listed, ids) & ~np.isin(listed, head)]
+    rest = np.concatenate([ids[graph_rest], extra])
+    score = np.concatenate([-f[graph_rest], np.zeros(len(extra))])
+    place = _places(listed, rest, len(order) + len(ids))
+    return list(seeds) + rest[np.lexsort((rest, place, score))].tolist()
 
-    def key(i):
-        r = row_of.get(i)
-        return (-(f[r] if r is not None else 0.0), pos.get(i, big), i)
 
-    return list(seeds) + sorted(rest, key=key)
+def _places(order: np.ndarray, ids: np.ndarray, absent: int) -> np.ndarray:
+    """Each id's place in `order` (its last, as a dict built over it keeps), `absent` where it has none."""
+    if len(order) == 0:
+        return np.full(len(ids), absent, np.int64)
+    by_id = np.argsort(order, kind="stable")
+    at = np.searchsorted(order[by_id], ids, side="right") - 1
+    found = (at >= 0) & (order[by_id[np.maximum(at, 0)]] == ids)
+    return np.where(found, by_id[np.maximum(at, 0)], absent)
