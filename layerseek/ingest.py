@@ -466,9 +466,10 @@ class Ingest:
     @_exclusive
     def remove(self, paths: Iterable[str | Path]) -> list[str]:
         """Forget these files (the files themselves are not touched); a symlink may be named by
-        its own path or its target's, and a folder forgets every indexed file under it. What was
-        removed stays out of later `add_folder` runs until it is added by name (`add_files`).
-        Returns the paths that were not in the index."""
+        its own path or its target's, and a folder forgets every indexed file under it (a linked
+        folder, by its link's name or its target's). What was removed stays out of later
+        `add_folder` runs until it is added by name (`add_files`). Returns the paths that were not
+        in the index."""
         keys, missing, out = [], [], []
         for p in paths:
             found = self.find(p)
@@ -478,6 +479,12 @@ class Ingest:
                 found = list(self.catalog.entries(under=str(absolute(p))))
                 if found:
                     out.append((str(absolute(p)), "folder"))
+                elif os.path.isdir(p):  # a linked folder named by its target: its files carry the link's name
+                    real = os.path.realpath(p)
+                    found = self.catalog.entries_really_under(real)
+                    tails = {e.path: os.path.relpath(e.real_path, real) for e in found}
+                    out += [(link, "folder") for link in sorted({path[: -len(tail) - 1] for path, tail in tails.items()
+                                                                  if path.endswith("/" + tail)})]
             keys += [e.path for e in found]
             if not found:
                 missing.append(str(p))

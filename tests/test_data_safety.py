@@ -175,6 +175,11 @@ def test_a_linked_folder_is_followed_once_and_a_missing_one_keeps_its_photos(cop
         shutil.move(tmp_path / "unmounted", tmp_path / "drive")
         r = idx.add_folder(photos)
         assert (r.added, r.removed, r.unchanged, r.unreadable) == (0, 0, 5, [])
+        # removed by the target's path: the files under the link's name go, and stay out
+        assert idx.remove([trip]) == [] and idx.catalog.count() == 2
+        assert (str(photos.resolve() / "trip"), "folder") in idx.catalog.exclusions()
+        r = idx.add_folder(photos)
+        assert (r.added, r.excluded) == (0, 3) and idx.catalog.count() == 2, r.summary()
 
 
 def test_a_renamed_folder_is_said_and_forgotten_by_its_old_name(copy_paris, tmp_path):

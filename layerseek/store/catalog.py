@@ -405,6 +405,14 @@ class Catalog:
         for row in self.conn.execute(sql + " ORDER BY id", args):
             yield _entry(row)
 
+    def entries_really_under(self, real: str) -> list[Entry]:
+        """The entries whose file, links followed, lies under the folder `real` (a real path): a
+        linked folder's files are recorded under the link's name."""
+        prefix = os.fsencode(real.rstrip("/") + "/")
+        return [_entry(r) for r in self.conn.execute(
+            _ENTRY_SQL + " WHERE real_path IS NOT NULL AND substr(CAST(real_path AS BLOB), 1, ?) = ? ORDER BY id",
+            (len(prefix), prefix))]
+
     def by_path(self, path: str) -> Entry | None:
         row = self.conn.execute(_ENTRY_SQL + " WHERE path=?", (to_db(path),)).fetchone()
         return _entry(row) if row else None
