@@ -44,7 +44,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -262,7 +261,6 @@ def timeline_profile(index: Path, photos: Path, n: int, network_threads: int | N
 
     import layerseek.query as query
     import layerseek.stages as stages
-    import layerseek.verify.diffusion as diffusion  # noqa: F401 - the stages import it when they run
     import layerseek.verify.features as features
     import layerseek.verify.geometry as geometry
     from layerseek.index import Index

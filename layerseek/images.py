@@ -68,9 +68,10 @@ def read_snapshot(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[by
     """(content, size, mtime_ns) of a file, all three from one moment: the file's status is taken
     on the open file before and after the read, and a file that changed in between (a copy still
     being written, an editor saving) is an ImageError "changed while being read" instead of a
-    hash of one version stored beside the size of another."""
+    hash of one version stored beside the size of another. Opened without blocking: a FIFO in a
+    photo's place is "not a regular file", not a wait for a writer."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
             before = os.fstat(f.fileno())
             if not stat.S_ISREG(before.st_mode):
                 raise ImageError(path, "not an image", "not a regular file")

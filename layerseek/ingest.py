@@ -519,7 +519,8 @@ def photo_walk(root: str | Path, onerror: Callable[[OSError], None] | None = Non
                 if indexes is not None:
                     indexes.append(full)
                 continue
-            if os.path.islink(full) and is_under(os.path.realpath(full), inside):
+            target = os.path.realpath(full) if os.path.islink(full) else None
+            if target is not None and is_under(target, inside):
                 continue
             try:
                 st = os.stat(full)
@@ -528,8 +529,8 @@ def photo_walk(root: str | Path, onerror: Callable[[OSError], None] | None = Non
             if (st.st_dev, st.st_ino) in walked:
                 continue
             walked.add((st.st_dev, st.st_ino))
-            if followed is not None and os.path.islink(full):
-                followed.append(os.path.realpath(full))
+            if followed is not None and target is not None:
+                followed.append(target)
             kept.append(d)
         dirnames[:] = kept
         names = []

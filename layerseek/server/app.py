@@ -56,7 +56,7 @@ from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..images import IMAGE_SUFFIXES, jpeg_bytes, jpeg_data_uri, load_image
+from ..images import IMAGE_SUFFIXES, jpeg_bytes, jpeg_data_uri, load_image, read_snapshot
 from ..index import Index
 from ..store.catalog import UPLOADS, Catalog, Entry, is_under
 
@@ -407,28 +407,17 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         """Full paths in answers: the token, or the key of serve.json (a local user's own search)."""
         return token_ok(authorization) or local_ok(authorization)
 
-    def read_local(path: str, size: int | None, mtime_ns: int | None) -> tuple[str, bytes]:
-        """(name, bytes) of a photo the shell names by its path on this machine: only a regular
-        file the server sees with the size and time the shell saw (a server in another mount
-        namespace, a file changing), at most `max_upload` bytes; else 409, and the shell sends
-        the photo itself. Opened without blocking (a FIFO never holds the search)."""
-        differs = HTTPException(409, "the server does not see this file as the client does; send the photo")
+    def read_local(path: str, size: int, mtime_ns: int) -> tuple[str, bytes]:
+        """(name, bytes) of a photo the shell names by its path on this machine (`read_snapshot`:
+        a regular file, read whole without blocking), only while the server sees it with the size
+        and time the shell saw (a server in another mount namespace, a file changing) and at most
+        `max_upload` bytes; else 409, and the shell sends the photo itself."""
         try:
-            st = os.stat(path)
-        except (OSError, ValueError):
-            raise differs from None
-        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (size, mtime_ns) or st.st_size > max_upload:
-            raise differs
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except OSError:
-            raise differs from None
-        with os.fdopen(fd, "rb") as f:
-            now = os.fstat(f.fileno())
-            data = f.read(st.st_size + 1)
-        if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (st.st_dev, st.st_ino, st.st_size,
-                                                                       st.st_mtime_ns) or len(data) != st.st_size:
-            raise differs
+            data, now_size, now_mtime = read_snapshot(path, max_upload)
+        except ImageError:
+            now_size = None
+        if now_size is None or (now_size, now_mtime) != (size, mtime_ns):
+            raise HTTPException(409, "the server does not see this file as the client does; send the photo")
         return os.path.basename(path), data
 
     def check_write(method: str, path: str, authorization: str | None) -> None:

@@ -2,10 +2,11 @@
 
 A server writes `serve.json` in the index directory while it runs: its address, its process id
 and a key made at its start (the file is the user's own, mode 0600). A search from the shell that
-finds the file, the process alive and the server answering sends its photo there instead of
-starting a network of its own: no imports of torch, no model to load. The key lets the answer
-carry full paths, as a local search prints them; it grants nothing else (adding and removing
-still need LAYERSEEK_TOKEN).
+finds the file, the process alive and the server answering has its photo searched there instead
+of starting a network of its own: no imports of torch, no model to load. The key lets the answer
+carry full paths, as a local search prints them, and lets the photo be named by its path on this
+machine (`/search/local`: nothing uploaded); it grants nothing else (adding and removing still
+need LAYERSEEK_TOKEN).
 
 Only the standard library here (and `hits.Hit`): a search from the shell runs this before
 anything heavy is imported (`shell`).
