@@ -183,8 +183,18 @@ class Ingest:
         uploads = str(self.catalog.root.resolve() / UPLOADS)
         gone = self._gone_under(root, seen, unreadable + [uploads], held if not allow_mass_removal else None,
                                 not_photos=indexes) if remove_missing else ([], [])
+        renamed = self._named_by_real_path(todo) if report.followed else []
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         self._forget(gone, report, not_photos=indexes)
+        if renamed:  # now named under the folder: the by-name entry and its root go, counted as moved
+            # only those whose walk entry was indexed (a file that failed now keeps its old entry)
+            done = {e.path for e in renamed if any(o.path != e.path for o in self.catalog.by_real_path(e.path))}
+            self._commit(deletes=sorted(done))
+            self._seal()
+            for path in done:
+                self.catalog.drop_root(path)
+            report.removed += len(done)
+            report.moved += len(done)
         # a folder renamed or moved is indexed again as new (its contents' vectors copied), while
         # the old name's entries stay until forgotten: said, not decided here (a drive may be away)
         report.missing_roots = [(r, n) for r, n in self.catalog.missing_roots() if not is_under(r, str(root))]
@@ -275,12 +285,40 @@ class Ingest:
             elif not p.is_file():
                 report.failed.append(f"{p}: {_kind(p)}, not a regular file")
             else:
+                p = self._indexed_name(p)
                 real = os.path.realpath(p)
-                if self.catalog.root_of(real) is None:
+                if self.catalog.root_of(str(p)) is None and self.catalog.root_of(real) is None:
                     self.catalog.add_root(real)  # a file indexed on its own is its own root
                 self._plan(p, report, todo)
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
+
+    def _indexed_name(self, p: Path) -> Path:
+        """The name under which file `p` (given by a user, its folders resolved) is indexed already:
+        a folder walk names a file under a linked folder through the link, so the same file named
+        by its real path would otherwise become a second entry. `p` itself when it is not indexed,
+        or is a symlink (a linked file is indexed under its own name, as a walk finds it)."""
+        if p.is_symlink() or self.catalog.by_path(str(p)) is not None:
+            return p
+        for e in self.catalog.by_real_path(os.path.realpath(p)):
+            if e.path != str(p) and not os.path.islink(e.path):
+                with contextlib.suppress(OSError):
+                    if os.path.samefile(e.path, p):
+                        return Path(e.path)
+        return p
+
+    def _named_by_real_path(self, todo: list) -> list:
+        """The entries a walk's new files replace: a file indexed by name under its real path (its
+        own root) that the walk reaches through a linked folder, under the link's name. One file,
+        one entry; the folder's name is the one a walk keeps."""
+        roots = set(self.catalog.roots())
+        out = []
+        for key, *_ in todo:
+            real = os.path.realpath(key)
+            if real == key or os.path.islink(key) or self.catalog.by_path(key) is not None:
+                continue
+            out += [e for e in self.catalog.by_real_path(real) if e.path == real and real in roots]
+        return out
 
     def _plan(self, p: Path, report: IndexReport, todo: list) -> None:
         """Queue file p unless it is indexed and unchanged, or failed and unchanged since."""

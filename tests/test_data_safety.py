@@ -182,6 +182,38 @@ def test_a_linked_folder_is_followed_once_and_a_missing_one_keeps_its_photos(cop
         assert (r.added, r.excluded) == (0, 3) and idx.catalog.count() == 2, r.summary()
 
 
+def test_a_file_in_a_linked_folder_is_one_entry_by_any_name(copy_paris, tmp_path):
+    """A photo under a linked folder, indexed by name (through the link or by its real path) after
+    the folder, is the folder's entry; indexed by name first, the folder's walk takes it over (moved,
+    its own root dropped): one file, one entry, whichever comes first."""
+    src = copy_paris(tmp_path / "src", 3)
+    photos, drive = tmp_path / "photos", tmp_path / "drive"
+    photos.mkdir(), drive.mkdir()
+    shutil.move(src / PARIS[0], photos / PARIS[0])
+    for name in PARIS[1:3]:
+        shutil.move(src / name, drive / name)
+    os.symlink(drive, photos / "trip")
+    walked = sorted([str(photos / PARIS[0]), *(str(photos / "trip" / n) for n in PARIS[1:3])])
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        assert idx.add_folder(photos).added == 3
+        for name in (photos / "trip" / PARIS[1], drive / PARIS[2]):  # the link's name, the real path
+            r = idx.add_files([name])
+            assert (r.added, r.unchanged) == (0, 1), r.summary()
+        assert sorted(e.path for e in idx.catalog.entries()) == walked
+        assert idx.catalog.roots() == [str(photos)]
+    with Index.create(tmp_path / "idx2", "gem", **OPTS) as idx:
+        assert idx.add_files([photos / "trip" / PARIS[1]]).added == 1
+        assert [e.path for e in idx.catalog.entries()] == [str(drive / PARIS[1])]  # named by its real path
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "idx2")]).output.splitlines()
+    assert info[:2] == [f"{tmp_path / 'idx2'}: 1 image, 0 failed", f"indexed: {drive / PARIS[1]}"], info
+    with Index.open(tmp_path / "idx2") as idx:
+        r = idx.add_folder(photos)
+        assert (r.added - r.moved, r.moved, r.removed - r.moved) == (2, 1, 0), r.summary()
+        assert sorted(e.path for e in idx.catalog.entries()) == walked
+        assert idx.catalog.roots() == [str(photos)]
+        assert idx.add_folder(photos).unchanged == 3
+
+
 def test_a_renamed_folder_is_said_and_forgotten_by_its_old_name(copy_paris, tmp_path):
     """A folder renamed is new to the index (its vectors copied from the identical contents),
     while the old name's entries stay: `index` and `info` say the old folder is missing and how to

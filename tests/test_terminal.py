@@ -207,6 +207,16 @@ def test_help_reads_as_sentences():
     assert len(rows) >= 14 and all(r.endswith(".") and not r.endswith("...") for r in rows), rows
     search = run(cli.app, ["search", "--help"]).output
     assert "<bool>" not in search and "--same-only" in search and "-n, --top" in search
+    # values named in words, as help has long named them: not Typer 0.29's {INDEX}, <path>, <int range>
+    assert search.splitlines()[0].endswith(" search [OPTIONS] INDEX IMAGE...")
+    assert "  -n, --top N " in search and "  --word-filter X " in search and "  --rerank-with PATH " in search
+    assert "\n  INDEX  the index directory  [required]" in search and "<" not in search.split("Arguments:")[1].split("Options:")[0]
+    index = run(cli.app, ["index", "--help"]).output
+    assert index.splitlines()[0].endswith(" index [OPTIONS] FOLDER") and "\n  --exclude TEXT " in index
+    assert "--precision float|int8 " in index
+    assert run(cli.app, ["models", "pull", "--help"]).output.splitlines()[0].endswith(" models pull [OPTIONS] [NAMES]...")
+    r = run(cli.app, ["index"])
+    assert r.exit_code == 2 and "Missing argument 'FOLDER'" in r.output, r.output
 
 
 def test_duplicates_at_a_terminal_say_what_each_photo_is(terminal):

@@ -9,10 +9,58 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from ..errors import shown
 
-app = typer.Typer(
+class _Argument(TyperArgument):
+    """An argument as help has long written one: FOLDER, and [FOLDER] when optional, in the usage
+    line (Typer 0.29 writes {folder}, braces that elsewhere mean a choice), without a "<path>"
+    label beside it in the list."""
+
+    @property
+    def display_name_raw(self) -> str:
+        return self.metavar or self.name.upper()
+
+    def _usage_display_name(self) -> str:
+        return (self.display_name_raw if self.required else f"[{self.display_name_raw}]") + ("..." if self.nargs != 1 else "")
+
+    def display_type_rich(self, ctx) -> None:
+        return None
+
+
+#: what an option's value is called in help, by Typer's label for its type: "--top N", not
+#: "--top <int range>" (a choice keeps its "a|b")
+_VALUE_WORDS = {"int": "N", "int range": "N", "float": "X", "float range": "X", "str": "TEXT", "path": "PATH",
+                "Path": "PATH", "list[str]": "TEXT", "list[Path]": "PATH"}  # a list option is repeated
+
+
+class _Option(TyperOption):
+    def display_type_rich(self, ctx) -> str:
+        if self.metavar is not None:
+            return self.metavar
+        label = self.display_type(ctx)[1:-1]
+        return _VALUE_WORDS.get(label, label)
+
+
+class _Command(TyperCommand):
+    """A command whose help names its values in words (see _Argument and _Option)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # Typer makes its own parameter classes: given these methods here
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+            elif type(param) is TyperOption:
+                param.__class__ = _Option
+
+
+class _Typer(typer.Typer):
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(
     help="Find the images that show the same object or place, with multi-layer CNN retrieval.",
     no_args_is_help=True,
     add_completion=False,
@@ -22,7 +70,7 @@ app = typer.Typer(
 )
 
 
-models_app = typer.Typer(help="List backbones and fetch their pretrained weights.", invoke_without_command=True)
+models_app = _Typer(help="List backbones and fetch their pretrained weights.", invoke_without_command=True)
 
 
 def _print_version(value: bool) -> None:
