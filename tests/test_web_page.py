@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 import socket
@@ -102,7 +103,7 @@ def page(server, browser):
 
 def _results(page) -> list[str]:
     page.wait_for_selector("#results .hit", timeout=60_000)
-    return [n.split(". ", 1)[1] for n in page.locator("#results .hit .name").all_inner_texts()]
+    return [re.split(r"\.\s", n, maxsplit=1)[1] for n in page.locator("#results .hit .name").all_inner_texts()]
 
 
 def test_pick_an_image_see_matches_open_one(server, page, tmp_path):
@@ -311,6 +312,35 @@ MAKE_TRANSFER = """([b64, name, type]) => {
     return dt; }"""
 
 
+#: [the line breaks inside a card's name or folder, those of them inside a part between _ - . / or
+#: spaces that would fit the card's width on a line of its own (a break there is in a word for nothing)]
+WRAPS = """() => {
+    const breaks = [], needless = [], ctx = document.createElement('canvas').getContext('2d');
+    for (const el of document.querySelectorAll('.hit .name, .hit .folder')) {
+        const text = el.textContent, r = document.createRange();
+        ctx.font = getComputedStyle(el).font;
+        let top = null, at = 0;
+        for (const node of [...el.childNodes].filter(n => n.nodeType === 3)) {
+            for (let i = 0; i < node.length; i++, at++) {
+                r.setStart(node, i); r.setEnd(node, i + 1);
+                const y = r.getBoundingClientRect().top;
+                if (top !== null && y > top + 2) {
+                    breaks.push(text);
+                    const sep = /[_.\\-\\/\\s]/;
+                    if (!sep.test(text[at - 1])) {
+                        let a = at, b = at;
+                        while (a > 0 && !sep.test(text[a - 1])) a--;
+                        while (b < text.length && !sep.test(text[b])) b++;
+                        if (ctx.measureText(text.slice(a, b + 1)).width <= el.clientWidth) needless.push(text);
+                    }
+                }
+                top = y;
+            }
+        }
+    }
+    return [breaks, needless]; }"""
+
+
 def _done(page) -> str:
     page.wait_for_function("() => / · [0-9.]+ s$/.test(document.getElementById('status').textContent)", timeout=60_000)
     return page.inner_text("#status")
@@ -356,6 +386,12 @@ def test_a_search_shows_progress_then_says_what_it_found(sized, data_dir):
         cut = page.evaluate("[...document.querySelectorAll('.hit .name, .hit .folder')]"
                             ".filter(e => e.scrollWidth > e.clientWidth + 1).length")
         assert cut == 0
+        # a long name breaks after its _ - . or a space (Paris' Flickr names), inside a word only where
+        # the word alone is wider than the card (a 32-digit hash)
+        breaks, needless = page.evaluate(WRAPS)
+        assert breaks and needless == [], needless
+    else:  # at a desk each name and folder is one line, cut at its end
+        assert page.evaluate(WRAPS) == [[], []]
     page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete)", timeout=30_000)
     _shot(page, f"page-results-{size}")
 
