@@ -82,7 +82,7 @@ def quick_search(args: list[str]) -> bool:
                            opts.get("words"), opts.get("word_filter"), opts.get("hubness"))
     t0 = time.perf_counter()
     try:
-        hits = search(server, photo, params)[0]
+        hits, answer = search(server, photo, params)
     except RemoteError:  # refused or gone: the full command line says why, or searches here
         return False
     from .errors import escape_output
@@ -97,8 +97,13 @@ def quick_search(args: list[str]) -> bool:
     if header:
         header()
     print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
-               bool(opts.get("paths_only")))
+               bool(opts.get("paths_only")), served_content(answer))
     return True
+
+
+def served_content(answer: dict) -> dict:
+    """{id: its file's content} of a server's answer (the first 16 hex digits of its sha256)."""
+    return {int(h["id"]): h.get("content") for h in answer.get("results", [])}
 
 
 def search_params(top: int, exclude_self: bool, qe: int = 0, verify: int | None = None, words: int | None = None,
@@ -145,8 +150,11 @@ def table_header(batch: bool) -> str:
     return ("query\t" if batch else "") + "rank\tscore\tinliers\tverified\tpath"
 
 
-def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool) -> None:
-    """One query's results in the form asked for (see `cli.search`)."""
+def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool,
+               content: dict | None = None) -> None:
+    """One query's results in the form asked for (see `cli.search`). `content`: each hit's file
+    content (its sha256, by id): a terminal's table shows identical files as one photo, the others
+    named under it, as the page does (JSON, CSV and piped lines keep one row a file)."""
     from .errors import shown
 
     if json_out:
@@ -174,6 +182,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
             sys.stdout.flush()
             print(f"{shown(str(image))}: no photo verified as the same object", file=sys.stderr)
         return
+    hits, twins = identical_apart(hits, content or {})
     same = [h for h in hits if h.verified]
     checked = any(h.inliers is not None for h in hits)
     counts = (f"{len(same)} same object" + ("s" if len(same) != 1 else "") + f" · {len(hits) - len(same)} similar"
@@ -190,8 +199,24 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
             match = ("similar", f" · {h.inliers} inliers" if h.inliers else "")
         else:  # nothing verified in this index: the first stage's similarity is the order
             match = ("similar", f" · {h.score:.3f}")
-        rows.append((str(i), match, shown(h.path), h.verified))
+        also = [f"+ identical file: {shown(t.path)}" for t in twins.get(h.id, [])]
+        rows.append((str(i), match, shown(h.path), h.verified, also))
     print_table(rows, paint)
+
+
+def identical_apart(hits: list, content: dict) -> tuple[list, dict]:
+    """(the hits with one file of each content, first come; {a kept hit's id: the hits of its other
+    files}): the same photo under two names is one result, not two "same objects"."""
+    first, kept, twins = {}, [], {}
+    for h in hits:
+        c = content.get(h.id)
+        if c is not None and c in first:
+            twins.setdefault(first[c], []).append(h)
+            continue
+        if c is not None:
+            first[c] = h.id
+        kept.append(h)
+    return kept, twins
 
 
 BOLD, GREEN = "1", "32"
@@ -224,25 +249,25 @@ def _fold(text: str, width: int) -> list[str]:
     return out + [piece]
 
 
-def print_table(rows: list[tuple[str, tuple[str, str], str, bool]], paint) -> None:
+def print_table(rows: list[tuple[str, tuple[str, str], str, bool, list[str]]], paint) -> None:
     """The results as a terminal's table: rank, match ("same" in green, then its detail) and path
-    (folded to the terminal's width), a rule under the header and between the verified results
-    and the rest."""
+    (folded to the terminal's width, lines said of it under it), a rule under the header and
+    between the verified results and the rest."""
     import shutil
 
     width = shutil.get_terminal_size((100, 24)).columns
     w_rank = max([1] + [len(r[0]) for r in rows])
-    w_match = max([5] + [_cells(m[0] + m[1]) for _, m, _, _ in rows])
+    w_match = max([5] + [_cells(m[0] + m[1]) for _, m, *_ in rows])
     w_path = max(20, width - w_rank - w_match - 4)
-    rule = "─" * min(width, w_rank + w_match + 4 + max([4] + [_cells(r[2]) for r in rows]))
+    rule = "─" * min(width, w_rank + w_match + 4 + max([4] + [_cells(line) for r in rows for line in [r[2], *r[4]]]))
     print(f"{paint('#'.rjust(w_rank), BOLD)}  {paint('match'.ljust(w_match), BOLD)}  {paint('path', BOLD)}")
     print(rule)
-    for k, (rank, (word, detail), path, verified) in enumerate(rows):
+    for k, (rank, (word, detail), path, verified, also) in enumerate(rows):
         if k and rows[k - 1][3] and not verified:
             print(rule)
         match = paint(word, GREEN) if verified else word
         pad = " " * (w_match - _cells(word + detail))
-        pieces = _fold(path, w_path)
+        pieces = [piece for line in [path, *also] for piece in _fold(line, w_path)]
         print(f"{rank.rjust(w_rank)}  {match}{detail}{pad}  {pieces[0]}")
         for piece in pieces[1:]:
             print(" " * (w_rank + w_match + 4) + piece)

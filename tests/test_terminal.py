@@ -2,6 +2,7 @@
 are the same object, short and filtering options, and lines never wrapped into a pipe."""
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 from pathlib import Path
@@ -96,6 +97,57 @@ def test_a_long_path_folds_in_its_column_and_same_is_green(tty, monkeypatch):
     text = tty(lambda: cli.print_hits(Path("q.jpg"), HITS, 0.81, False, False, None, False))
     assert "\x1b[32msame\x1b[0m · 330 inliers" in text and "\x1b[1mq.jpg\x1b[0m" in text
     assert "\x1b[32msimilar" not in text
+
+
+def test_identical_files_are_one_row_at_a_terminal(tty):
+    """The same photo under two names is one result (as the page shows it): the other name under
+    it, the counts of photos, not of files; JSON, CSV and piped lines keep a row a file."""
+    hits = [Hit(1, "/p/a.jpg", 0.99, 300, True), Hit(7, "/p/copy of a.jpg", 0.99, 300, True),
+            Hit(2, "/p/b.jpg", 0.95, 0, False), Hit(3, "/p/c.jpg", 0.94, 0, False), Hit(8, "/p/old/b.jpg", 0.95, 0, False)]
+    content = {1: "aa", 7: "aa", 2: "bb", 8: "bb", 3: None}
+    lines = tty(lambda: cli.print_hits(Path("q.jpg"), hits, 0.4, False, False, None, False, content)).splitlines()
+    assert lines[0] == "q.jpg: 1 same object · 2 similar · 0.4 s"
+    rows = [ln for ln in lines if ln.strip()[:1].isdigit()]
+    assert [r.split()[0] for r in rows] == ["1", "2", "3"] and [r.split()[-1] for r in rows] == ["/p/a.jpg", "/p/b.jpg",
+                                                                                                 "/p/c.jpg"]
+    start = rows[0].index("/p/a.jpg")
+    assert lines[lines.index(rows[0]) + 1] == " " * start + "+ identical file: /p/copy of a.jpg"
+    assert lines[lines.index(rows[1]) + 1] == " " * start + "+ identical file: /p/old/b.jpg"
+    piped = io.StringIO()
+    with contextlib.redirect_stdout(piped):
+        cli.print_hits(Path("q.jpg"), hits, 0.4, False, False, None, False, content)
+    assert len(piped.getvalue().splitlines()) == 5
+    assert shell.served_content({"results": [{"id": 4, "content": "ab12"}, {"id": 5}]}) == {4: "ab12", 5: None}
+
+
+def test_search_at_a_terminal_names_identical_files_once(copy_paris, tmp_path):
+    """`search` itself, on a pseudo-terminal, in this process: a photo and its copy are one row."""
+    import os
+    import pty
+    import shutil
+    import subprocess
+
+    photos = copy_paris(tmp_path / "photos", 3)
+    shutil.copy(photos / PARIS[0], photos / "copy.jpg")
+    r = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "320"])
+    assert r.exit_code == 0, r.output
+    leader, follower = pty.openpty()
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "layerseek.cli", "search", str(tmp_path / "idx"), str(photos / PARIS[0]),
+                           "--here"], stdout=follower, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(follower)
+    out = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(leader, 65536):
+            out += chunk
+    os.close(leader)
+    lines = out.decode().replace("\r", "").splitlines()
+    assert proc.returncode == 0, proc.stderr
+    assert lines[0].endswith(": 1 same object · 2 similar · " + lines[0].rsplit(" · ", 1)[1]), lines
+    named = [ln.split()[-1] for ln in lines if ln.strip()[:1].isdigit()]
+    also = [ln.strip() for ln in lines if ln.strip().startswith("+ identical file: ")]
+    assert len(named) == 3 and len(also) == 1
+    assert {Path(named[0]).name, Path(also[0].rsplit(" ", 1)[1]).name} == {PARIS[0], "copy.jpg"}
 
 
 def test_the_terminal_table_imports_no_rich():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,7 +12,7 @@ from rich.markup import escape
 
 from ..errors import LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..shell import print_hits, results_start, search_params, shown_hits
+from ..shell import print_hits, results_start, search_params, served_content, shown_hits
 from ..stages import DEFAULT_VERIFY
 from . import base
 from .base import _NOTHING_TO_FINISH, DEFAULT_INDEX, EXIT_SOME_FAILED, app, fail
@@ -167,13 +168,14 @@ def search(
             for image in queries:
                 t0 = time.perf_counter()
                 try:
-                    hits = None
+                    hits, content = None, None
                     if remote is not None:
                         from ..server.client import RemoteError
                         from ..server.client import search as remote_search
 
                         try:
-                            hits = remote_search(remote, image, params)[0]
+                            hits, answer = remote_search(remote, image, params)
+                            content = served_content(answer)
                         except RemoteError as e:
                             if e.refused:
                                 raise LayerseekError(str(e)) from None
@@ -198,7 +200,10 @@ def search(
                 if header:
                     header()
                     header = None
-                print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only)
+                if content is None and sys.stdout.isatty():  # a terminal's table: identical files as one
+                    content = {h.id: e.sha256 for h in hits
+                               if (e := idx.catalog.by_id(h.id)) is not None and e.path == h.path}
+                print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content)
     except LayerseekError as e:
         fail(str(e))
     if failed:
