@@ -97,7 +97,8 @@ def quick_search(args: list[str]) -> bool:
     if header:
         header()
     print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
-               bool(opts.get("paths_only")), served_content(answer))
+               bool(opts.get("paths_only")), served_content(answer),
+               kept_words(opts.get("same_only", False), opts.get("min_inliers")))
     return True
 
 
@@ -126,6 +127,13 @@ def shown_hits(hits: list, query: Path, top: int, exclude_self: bool = False, sa
     return hits
 
 
+def kept_words(same_only: bool, min_inliers: int | None) -> str:
+    """What --same-only and --min-inliers keep, in words."""
+    if min_inliers is not None:
+        return f"with at least {min_inliers} verified inliers" + (" and verified as the same object" if same_only else "")
+    return "verified as the same object" if same_only else ""
+
+
 def results_start(csv_out: bool, json_out: bool, paths_only: bool, batch: bool):
     """(a CSV writer on stdout or None, the header to print before the first results or None):
     CSV's columns, or into a pipe or a file the tab-separated columns' names."""
@@ -151,11 +159,16 @@ def table_header(batch: bool) -> str:
 
 
 def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool,
-               content: dict | None = None) -> None:
+               content: dict | None = None, kept: str = "") -> None:
     """One query's results in the form asked for (see `cli.search`). `content`: each hit's file
     content (its sha256, by id): a terminal's table shows identical files as one photo, the others
-    named under it, as the page does (JSON, CSV and piped lines keep one row a file)."""
+    named under it, as the page does (JSON, CSV and piped lines keep one row a file). `kept`: what
+    the results shown had to be (`kept_words`), said when none was."""
     from .errors import shown
+
+    if not hits and not (json_out or writer is not None or paths_only):  # a line, not an empty table
+        print(f"{shown(str(image))}: no photo {kept or 'found'}", file=sys.stdout if sys.stdout.isatty() else sys.stderr)
+        return
 
     if json_out:
         import json

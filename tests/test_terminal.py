@@ -120,6 +120,20 @@ def test_identical_files_are_one_row_at_a_terminal(tty):
     assert shell.served_content({"results": [{"id": 4, "content": "ab12"}, {"id": 5}]}) == {4: "ab12", 5: None}
 
 
+def test_nothing_kept_is_one_line(tty, capsys):
+    """--same-only or --min-inliers keeping no result: a line that says so, not an empty table (on
+    stderr when piped, so that the rows stay rows)."""
+    for same_only, least, said in ((True, None, "verified as the same object"),
+                                   (False, 40, "with at least 40 verified inliers"),
+                                   (True, 40, "with at least 40 verified inliers and verified as the same object")):
+        text = tty(lambda: cli.print_hits(Path("q.jpg"), [], 0.3, False, False, None, False, {},
+                                          shell.kept_words(same_only, least)))
+        assert text == f"q.jpg: no photo {said}\n"
+    capsys.readouterr()
+    cli.print_hits(Path("q.jpg"), [], 0.3, True, False, None, False, {}, shell.kept_words(True, None))
+    assert capsys.readouterr() == ("", "q.jpg: no photo verified as the same object\n")
+
+
 def test_search_at_a_terminal_names_identical_files_once(copy_paris, tmp_path):
     """`search` itself, on a pseudo-terminal, in this process: a photo and its copy are one row."""
     import os

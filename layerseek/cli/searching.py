@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..errors import LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..shell import print_hits, results_start, search_params, served_content, shown_hits
+from ..shell import kept_words, print_hits, results_start, search_params, served_content, shown_hits
 from ..stages import DEFAULT_VERIFY
 from . import base
 from .base import _NOTHING_TO_FINISH, DEFAULT_INDEX, EXIT_SOME_FAILED, app, fail
@@ -203,7 +203,8 @@ def search(
                 if content is None and sys.stdout.isatty():  # a terminal's table: identical files as one
                     content = {h.id: e.sha256 for h in hits
                                if (e := idx.catalog.by_id(h.id)) is not None and e.path == h.path}
-                print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content)
+                print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content,
+                           kept_words(same_only, min_inliers))
     except LayerseekError as e:
         fail(str(e))
     if failed:
