@@ -8,6 +8,7 @@
         [--n 12] [--rounds 2] [--trees /tmp/wt-before,.] [--terminal]
     .venv/bin/python bench/speed_profile.py timeline /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
         [--n 12] [--network-threads 1]
+    PYTHONPATH=/tmp/ov .venv/bin/python bench/speed_profile.py runtimes -      # pip install --target /tmp/ov openvino
 
 `photos` writes N phone-size JPEGs (4032 x 3024, quality 92) made from the
 shared collections' largest real photos (Paris subset, Holidays samples, SMVS covers, then Corel: cropped to
@@ -30,6 +31,12 @@ a search to warm up, then a search of each of the first N photos with timers aro
 first stage, verification and each pair's RANSAC, diffusion): for each, the median of its start,
 end and duration in ms from the search's start, which thread ran it, and each search's wall and
 CPU time. `--network-threads 1` runs the network on one thread (default: every core).
+
+`runtimes`: the default network (MobileNetV2 cut at s8, s16, s32 and last) on one 1024 x 768
+input, as `layerseek index` runs it (ONNX Runtime, 2 threads, no spinning), against OpenVINO on the
+same cached graph (f32, 2 threads, latency hint) where it is importable: median wall and CPU time of
+8 runs, three alternating rounds, and the largest difference of each layer relative to its largest
+activation.
 
 `served`: `layerseek search INDEX PHOTO --json` from a shell while `layerseek serve INDEX` runs,
 for the first N photos of a folder (wall time of each command, its start included): the server
@@ -350,9 +357,55 @@ def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[P
                   f"{sum(w <= 0.5 for w in walls)} of {len(walls)} at or under 0.5 s")
 
 
+def runtimes_profile(rounds: int = 3, runs: int = 8) -> None:
+    import numpy as np
+
+    from layerseek.backbones.runtime import OnnxExtractor
+
+    fx = OnnxExtractor("mobilenet_v2", threads=2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 768, 1024), dtype=np.float32)
+    graph = fx._graph(fx.layers)
+    contenders = {"onnxruntime": lambda: graph(x)}
+    try:
+        import openvino as ov
+    except ImportError:
+        print("openvino is not importable: ONNX Runtime alone")
+    else:
+        from importlib.metadata import version
+
+        from layerseek.backbones.runtime import graph_path, weights_sha256
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(graph_path("mobilenet_v2", fx.layers,
+                                                                      weights_sha256(fx.spec)))), "CPU",
+                                      {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY",
+                                       "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+
+        def openvino_run():
+            request.infer({0: x})
+            return {n: request.get_output_tensor(i).data.copy() for i, n in enumerate(fx.layers)}
+
+        contenders[f"openvino {version('openvino')}"] = openvino_run
+        ref, got = contenders["onnxruntime"](), openvino_run()
+        print("largest difference / largest activation:",
+              ", ".join(f"{n} {float(np.abs(ref[n] - got[n]).max() / np.abs(ref[n]).max()):.1e}" for n in fx.layers))
+    for r in range(rounds):
+        for name, run in contenders.items():
+            run()
+            walls, cpu0 = [], time.process_time()
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run()
+                walls.append(time.perf_counter() - t0)
+            cpu = (time.process_time() - cpu0) / runs
+            print(f"round {r + 1}  {name:18s} median {1000 * statistics.median(walls):6.1f} ms   "
+                  f"CPU {1000 * cpu:6.1f} ms a run")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("photos", "index", "search", "served", "timeline"))
+    ap.add_argument("what", choices=("photos", "index", "search", "served", "timeline", "runtimes"))
     ap.add_argument("folder", type=Path, help="the photos' folder; for `served`, the index")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--runtime", default="torch,onnx")
@@ -367,6 +420,8 @@ def main() -> None:
         make_photos(args.folder, args.n)
     elif args.what == "index":
         index_profile(args.folder, args.runtime.split(","))
+    elif args.what == "runtimes":
+        runtimes_profile()
     elif args.what == "timeline":
         timeline_profile(args.folder, args.photos, args.n, args.network_threads)
     elif args.what == "served":
