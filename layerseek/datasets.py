@@ -8,7 +8,7 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LayerseekError, lookup
+from .errors import LayerseekError, lookup, plural
 
 
 @dataclass
@@ -42,10 +42,10 @@ class Dataset:
             q.rotate = self.rotations.get(q.path.name, 0)
 
     def describe(self) -> str:
-        s = f"{self.name}: {len(self.database)} database images, {len(self.queries)} queries"
+        s = f"{self.name}: {plural(len(self.database), 'database image')}, {plural(len(self.queries), 'query', 'queries')}"
         if self.dropped_db or self.dropped_queries:
-            s += (f" (restricted to the images present: {self.dropped_db} database images and "
-                  f"{self.dropped_queries} queries of the ground truth are missing)")
+            s += (f" (restricted to the images present: {plural(self.dropped_db, 'database image')} and "
+                  f"{plural(self.dropped_queries, 'query', 'queries')} of the ground truth are missing)")
         return s
 
 

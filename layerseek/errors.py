@@ -56,6 +56,11 @@ def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """"1 image", "2 images", "10,000 images": `many` where an "s" does not make the plural."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def shown(text: str) -> str:
     """Text safe to print on one line, store as SQLite text or send as JSON: bytes of a file name
     that are not valid UTF-8 (held by Python as surrogates) and control characters (a newline in

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, LayerseekError
+from .errors import ImageError, LayerseekError, plural
 from .images import is_image_name, load_image, read_snapshot
 from .store.catalog import UPLOADS, is_index_dir, is_under
 
@@ -64,16 +64,16 @@ class IndexReport:
     def summary(self) -> str:
         # a moved file normally copies its vector (Ray may not)
         reused = max(0, self.reused - self.restored - self.moved)
-        return (f"{self.added - self.moved} added, {self.updated} updated, {self.removed - self.moved} removed, "
-                + (f"{self.moved} moved, " if self.moved else "") + f"{self.unchanged} unchanged"
-                + (f", {reused} copied from identical files" if reused else "")
-                + (f", {self.restored} restored from an earlier removal (not described again)" if self.restored else "")
-                + f"; {len(self.failed)} failed, {len(self.skipped)} not images"
-                + (f", {len(self.unreadable)} folder{'s' if len(self.unreadable) > 1 else ''} unreadable "
-                   f"({'their' if len(self.unreadable) > 1 else 'its'} entries kept)" if self.unreadable else "")
-                + (f", {self.excluded} excluded" if self.excluded else "")
-                + (f", {len(self.followed)} linked folder{'s' if len(self.followed) > 1 else ''} followed"
-                   if self.followed else ""))
+        unreadable = len(self.unreadable)
+        return (f"{self.added - self.moved:,} added, {self.updated:,} updated, {self.removed - self.moved:,} removed, "
+                + (f"{self.moved:,} moved, " if self.moved else "") + f"{self.unchanged:,} unchanged"
+                + (f", {reused:,} copied from identical files" if reused else "")
+                + (f", {self.restored:,} restored from an earlier removal (not described again)" if self.restored else "")
+                + f"; {len(self.failed):,} failed, {plural(len(self.skipped), 'not an image', 'not images')}"
+                + (f", {plural(unreadable, 'folder')} unreadable ({'its' if unreadable == 1 else 'their'} entries kept)"
+                   if unreadable else "")
+                + (f", {self.excluded:,} excluded" if self.excluded else "")
+                + (f", {plural(len(self.followed), 'linked folder')} followed" if self.followed else ""))
 
 
 class Exclusions:

@@ -164,7 +164,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
     content (its sha256, by id): a terminal's table shows identical files as one photo, the others
     named under it, as the page does (JSON, CSV and piped lines keep one row a file). `kept`: what
     the results shown had to be (`kept_words`), said when none was."""
-    from .errors import shown
+    from .errors import plural, shown
 
     if not hits and not (json_out or writer is not None or paths_only):  # a line, not an empty table
         print(f"{shown(str(image))}: no photo {kept or 'found'}", file=sys.stdout if sys.stdout.isatty() else sys.stderr)
@@ -198,7 +198,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
     hits, twins = identical_apart(hits, content or {})
     same = [h for h in hits if h.verified]
     checked = any(h.inliers is not None for h in hits)
-    counts = (f"{len(same)} same object" + ("s" if len(same) != 1 else "") + f" · {len(hits) - len(same)} similar"
+    counts = (f"{plural(len(same), 'same object')} · {len(hits) - len(same)} similar"
               if checked else f"{len(hits)} similar")
     paint = _painter()
     print(f"{paint(shown(str(image)), BOLD)}: {counts} · {seconds:.1f} s")

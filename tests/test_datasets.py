@@ -32,7 +32,7 @@ def test_rparis6k_subset_restricted_to_present(data_dir):
     ds = get_dataset("rparis6k-subset", data_dir)
     assert (len(ds.database), len(ds.queries)) == (238, 12)
     assert (ds.dropped_db, ds.dropped_queries) == (6322 - 238, 70 - 12)
-    assert "6084 database images and 58 queries" in ds.describe()
+    assert "6,084 database images and 58 queries" in ds.describe()
     assert all(q.bbox is not None and len(q.bbox) == 4 for q in ds.queries)
     assert all(0 <= j < 238 for q in ds.queries for j in q.positives + q.hard + q.junk)
     assert sum(len(q.positives) for q in ds.queries) > 0 and sum(len(q.hard) for q in ds.queries) > 0

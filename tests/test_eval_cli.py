@@ -37,7 +37,7 @@ def test_eval_generic_file_table_json_plots(data_dir, tmp_path, monkeypatch):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert "6 database images, 2 queries" in text and "1 database images and 0 queries" in text
+    assert "6 database images, 2 queries" in text and "1 database image and 0 queries" in text
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["weights"] == "1:2" and report["layers"] == ["s32", "last"]
     assert report["versions"]["torch"].startswith("2.14.1")

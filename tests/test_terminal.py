@@ -259,6 +259,19 @@ def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
     assert f"not an image: {photos / 'notes.txt'}" in third.stderr
 
 
+def test_counts_are_said_in_good_english():
+    from layerseek.errors import plural
+    from layerseek.ingest import IndexReport
+
+    assert [plural(n, "image") for n in (0, 1, 2, 12345)] == ["0 images", "1 image", "2 images", "12,345 images"]
+    assert plural(1, "query", "queries") == "1 query" and plural(3, "query", "queries") == "3 queries"
+    one = IndexReport(unchanged=12345, skipped=["a.txt"], unreadable=["x: gone"], followed=["/d"]).summary()
+    assert one == ("0 added, 0 updated, 0 removed, 12,345 unchanged; 0 failed, 1 not an image, 1 folder unreadable "
+                   "(its entries kept), 1 linked folder followed")
+    two = IndexReport(skipped=["a", "b"], unreadable=["x", "y"], followed=["/d", "/e"]).summary()
+    assert "2 not images, 2 folders unreadable (their entries kept), 2 linked folders followed" in two
+
+
 def test_sizes_in_human_units():
     assert [cli.human_bytes(n) for n in (0, 999, 82443, 2174512653, 3 * 10**15)] == [
         "0 bytes", "999 bytes", "82.4 KB", "2.2 GB", "3000.0 TB"]

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from ..errors import LayerseekError, shown
+from ..errors import LayerseekError, plural, shown
 from . import base
 from .base import DEFAULT_INDEX, EXIT_SOME_FAILED, _manifest_verify, app, collection_name, fail, os_error_line
 
@@ -153,7 +153,7 @@ def index(
             base.err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     if report.skipped_before:
         n = len(report.skipped_before)
-        base.err_console.print(f"  ({n} file{'s that are not images' if n != 1 else ' that is not an image'}, listed "
+        base.err_console.print(f"  ({plural(n, 'file that is not an image', 'files that are not images')}, listed "
                                "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
     say_missing_roots(report.missing_roots, index_path)
     if report.failed or report.unreadable:
@@ -163,7 +163,7 @@ def index(
 def say_missing_roots(missing: list[tuple[str, int]], index_path: Path) -> None:
     """One line for each other indexed folder that is gone from the disk, and how to forget it."""
     for root, n in missing:
-        base.err_console.print(f"  missing: {shown(root)} ({n} indexed file{'s' if n != 1 else ''} under it kept; moved "
+        base.err_console.print(f"  missing: {shown(root)} ({plural(n, 'indexed file')} under it kept; moved "
                                f"or renamed? `layerseek index {shown(root)} --index {shown(str(index_path))} --prune` "
                                "forgets them)", highlight=False, soft_wrap=True, markup=False)
 

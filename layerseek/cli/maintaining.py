@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import LayerseekError, shown
+from ..errors import LayerseekError, plural, shown
 from . import base
 from .base import app, fail, human_bytes
 
@@ -134,8 +134,7 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
         print(_json.dumps({**data, "failures": [{"path": p, "reason": r} for p, r in failures]}, indent=2))
         return
     p = data["params"]
-    base.console.print(f"{data['path']}: {data['images']:,} image{'s' if data['images'] != 1 else ''}, "
-                       f"{data['failed']} failed", highlight=False, soft_wrap=True)
+    base.console.print(f"{data['path']}: {plural(data['images'], 'image')}, {data['failed']:,} failed", highlight=False, soft_wrap=True)
     if data["roots"]:
         gone = set(data["missing_roots"])
         base.console.print("indexed: " + ", ".join(shown(r) + (" (missing: moved, renamed or not mounted?)" if r in gone
