@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import LayerseekError
+from ..errors import LayerseekError, plural
 from . import base
 from .base import app, fail
 
@@ -259,7 +259,8 @@ def eval_(
     base.console.print("; ".join(settings) + f"; extraction {t_extract:.1f} s, scoring {res['_score_seconds']:.3f} s",
                        highlight=False)
     if errors:
-        base.err_console.print(f"{len(errors)} image(s) failed and were left out:")
+        base.err_console.print(f"{plural(len(errors), 'image')} failed and {'was' if len(errors) == 1 else 'were'} "
+                               "left out:")
         for line in errors:
             base.err_console.print(f"  {line}", highlight=False, soft_wrap=True)
     if json_out:

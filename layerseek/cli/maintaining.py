@@ -70,8 +70,9 @@ def duplicates(
     if html_out is not None:
         write_html(groups, html_out, f"Duplicates in {index_path}")
     counts = {k: sum(g.kind == k for g in groups) for k in ("identical", "copies", "same")}
-    base.err_console.print(f"{len(groups)} groups: {counts['identical']} of identical files, {counts['copies']} of copies, "
-                           f"{counts['same']} of the same object; {sum(len(g.members) for g in groups)} images"
+    base.err_console.print(f"{plural(len(groups), 'group')}: {counts['identical']:,} of identical files, {counts['copies']:,} "
+                           f"of copies, {counts['same']:,} of the same object; "
+                           f"{plural(sum(len(g.members) for g in groups), 'image')}"
                            + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
     if move_to is None:
         return
@@ -236,7 +237,7 @@ def repair(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the
     for f in left:
         base.err_console.print(f.line(), highlight=False, soft_wrap=True)
     if left:
-        fail(f"{index_path}: {len(left)} problem(s) left; build the index again")
+        fail(f"{index_path}: {plural(len(left), 'problem')} left; build the index again")
     base.console.print(f"{index_path}: repaired; sound", highlight=False, soft_wrap=True)
 
 
