@@ -205,8 +205,11 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
     if checked and not same:
         print("no photo verified as the same object; the closest by appearance:")
     rows = []
+    own = os.path.realpath(image)  # an indexed photo searched with: its own row says so
     for i, h in enumerate(hits, 1):
-        if h.verified:
+        if h.verified and any(os.path.realpath(t.path) == own for t in [h, *twins.get(h.id, [])]):
+            match = ("same", " · the photo itself")
+        elif h.verified:
             match = ("same", f" · {h.inliers} inliers")
         elif checked:
             match = ("similar", f" · {h.inliers} inliers" if h.inliers else "")

@@ -120,6 +120,19 @@ def test_identical_files_are_one_row_at_a_terminal(tty):
     assert shell.served_content({"results": [{"id": 4, "content": "ab12"}, {"id": 5}]}) == {4: "ab12", 5: None}
 
 
+def test_the_query_itself_is_said(tty, tmp_path):
+    """An indexed photo searched with: its own row says "the photo itself", not 1000 inliers (by
+    its real path: through a link too); another verified photo keeps its inliers."""
+    photo, link = tmp_path / "a.jpg", tmp_path / "link.jpg"
+    photo.write_bytes(b"x")
+    link.symlink_to(photo)
+    hits = [Hit(1, str(photo), 1.0, 1000, True), Hit(2, str(tmp_path / "b.jpg"), 0.9, 80, True)]
+    for query in (photo, link):
+        rows = [ln for ln in tty(lambda: cli.print_hits(query, hits, 0.2, False, False, None, False)).splitlines()
+                if ln[:1].isdigit()]
+        assert "same · the photo itself" in rows[0] and "same · 80 inliers" in rows[1], rows
+
+
 def test_nothing_kept_is_one_line(tty, capsys):
     """--same-only or --min-inliers keeping no result: a line that says so, not an empty table (on
     stderr when piped, so that the rows stay rows)."""
