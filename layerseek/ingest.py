@@ -127,7 +127,7 @@ class Ingest:
         confirm = "run again with --allow-mass-removal (or --prune) to forget them"
         if not folder.is_dir():
             if not held:
-                raise LayerseekError(f"{folder}: not a folder")
+                raise LayerseekError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder or photo'}")
             if not allow_mass_removal:
                 raise LayerseekError(f"{folder}: missing or not a folder, and the index holds {held} files under it; "
                                      f"nothing was removed ({confirm})")

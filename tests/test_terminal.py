@@ -285,6 +285,28 @@ def test_counts_are_said_in_good_english():
     assert "2 not images, 2 folders unreadable (their entries kept), 2 linked folders followed" in two
 
 
+def test_brackets_in_names_are_text(copy_paris, tmp_path):
+    """A folder named "trip [old]" and an index "i [b].lsx": Rich took "[old]" and "[b]" for style
+    tags and dropped them from the summary, `info`, the progress bar and errors."""
+    photos = copy_paris(tmp_path / "trip [old]", 2)
+    idx = tmp_path / "i [b].lsx"
+    run = CliRunner().invoke
+    r = run(cli.app, ["index", str(photos), "--index", str(idx), "--max-side", "320"])
+    assert r.exit_code == 0 and f"{idx}: 2 added, " in r.output, r.output
+    assert run(cli.app, ["info", str(idx)]).output.splitlines()[:2] == [f"{idx}: 2 images, 0 failed", f"indexed: {photos}"]
+    r = run(cli.app, ["index", str(photos / "gone [red].jpg"), "--index", str(idx)])
+    assert r.exit_code == 1 and f"error: {photos / 'gone [red].jpg'}: no such folder or photo" in r.output, r.output
+    r = run(cli.app, ["search", str(idx), str(tmp_path / "[i]nope.jpg")])
+    assert r.exit_code == 1 and f"{tmp_path / '[i]nope.jpg'}: missing" in r.output, r.output
+    from layerseek.progress import progress_bar
+
+    con = Console(force_terminal=True, width=200, color_system=None, record=True)
+    bar, update = progress_bar("indexing trip [old]", con)
+    with bar:
+        update(1, 2)
+    assert "indexing trip [old] " in con.export_text()
+
+
 def test_sizes_in_human_units():
     assert [cli.human_bytes(n) for n in (0, 999, 82443, 2174512653, 3 * 10**15)] == [
         "0 bytes", "999 bytes", "82.4 KB", "2.2 GB", "3000.0 TB"]

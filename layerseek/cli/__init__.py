@@ -46,16 +46,17 @@ def run_cli(argv: list[str]) -> None:
     try:
         app(args=bare_flag_values(argv), prog_name="layerseek")
     except OSError as e:  # a file or folder the OS refused
-        base.err_console.print(f"[red]error:[/red] {escape(shown(os_error_line(e)))}", highlight=False, soft_wrap=True)
+        base.err_console.print(f"[red]error:[/red] {escape(shown(os_error_line(e)))}", highlight=False, soft_wrap=True,
+                               markup=True)
         sys.exit(EXIT_FAILED)
     except sqlite3.Error as e:  # the catalog: disk full, read-only, locked, damaged
         where = next((a for a in argv if not a.startswith("-") and Path(a, "catalog.sqlite").is_file()), "the index")
         base.err_console.print(f"[red]error:[/red] {escape(shown(storage_error_line(e, Path(where, 'catalog.sqlite'))))}",
-                               highlight=False, soft_wrap=True)
+                               highlight=False, soft_wrap=True, markup=True)
         sys.exit(EXIT_FAILED)
     except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a log
         line = log_unexpected(e, "layerseek " + " ".join(argv[:2]))
-        base.err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        base.err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(EXIT_UNEXPECTED)
 
 

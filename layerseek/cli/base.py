@@ -90,11 +90,13 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
 app.add_typer(models_app, name="models")
 
 
-# Into a pipe or a file, lines are never wrapped (a terminal wraps at its own width).
-console = Console(soft_wrap=not sys.stdout.isatty())
+# Into a pipe or a file, lines are never wrapped (a terminal wraps at its own width). No markup
+# unless a call asks for it (markup=True, the text in it escaped): a path like "trip [old]" is
+# text, not a style tag that Rich would drop.
+console = Console(soft_wrap=not sys.stdout.isatty(), markup=False)
 
 
-err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty(), markup=False)
 
 
 #: `index` finished, but some files failed or some folders could not be read.
@@ -139,7 +141,7 @@ def os_error_line(e: OSError) -> str:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {escape(shown(message))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(shown(message))}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 

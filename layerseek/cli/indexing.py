@@ -93,7 +93,7 @@ def index(
     learn_on = whiten_on or train_on
     creating = not Path(index_path, "manifest.json").is_file()
     if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind
-        fail(f"{folder}: no such folder; no index was created")
+        fail(f"{folder}: no such folder or photo; no index was created")
     if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
         method = method or DEFAULT_INDEX["method"]
         if method != "mof" or backbone is None:
@@ -190,7 +190,8 @@ def watch(
             base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
 
     def failed(message: str) -> None:
-        base.err_console.print(f"[red]error:[/red] {escape(shown(message))} (still watching)", highlight=False, soft_wrap=True)
+        base.err_console.print(f"[red]error:[/red] {escape(shown(message))} (still watching)", highlight=False,
+                               soft_wrap=True, markup=True)
 
     if not folder.is_dir():
         fail(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from ..errors import LayerseekError
+from ..errors import LayerseekError, plural, shown
 from . import base
 from .base import DEFAULT_INDEX, app, fail, models_app
 
@@ -36,8 +38,8 @@ def models_list(ctx: typer.Context) -> None:
         layers = ", ".join(f"{n} ({li.channels}/{li.stride})" if li.stride else f"{n} ({li.channels})"
                            for n, li in spec.layers.items())
         present = is_present(spec.weights)
-        weights = f"[green]present[/green] {cached_path(spec.weights)}" if present else (
-            f"[yellow]missing[/yellow]: layerseek models pull {spec.weights}")
+        weights = Text.from_markup(f"[green]present[/green] {escape(str(cached_path(spec.weights)))}" if present else
+                                   f"[yellow]missing[/yellow]: layerseek models pull {escape(spec.weights)}")
         table.add_row(name, layers, spec.normalisation, weights)
     base.console.print(table)
 
@@ -79,7 +81,8 @@ def models_pull(
                     except LayerseekError as e:  # no calibration photos here: made at the first int8 index
                         base.console.print(f"{name}: no int8 graph ({e})", highlight=False, soft_wrap=True)
         except LayerseekError as e:
-            base.err_console.print(f"[red]{name}: {e}[/red]", highlight=False, soft_wrap=True)
+            base.err_console.print(f"[red]{escape(name)}: {escape(shown(str(e)))}[/red]", highlight=False, soft_wrap=True,
+                                   markup=True)
             failed.append(name)
     if failed:
         fail(f"could not pull: {', '.join(failed)}")
@@ -109,16 +112,16 @@ def extract(
         try:
             arr = load_image(path, max_side=max_side or None)
         except LayerseekError as e:
-            base.err_console.print(f"[yellow]skipped[/yellow] {e}", highlight=False, soft_wrap=True)
+            base.err_console.print(f"[yellow]skipped[/yellow] {escape(shown(str(e)))}", highlight=False, soft_wrap=True,
+                                   markup=True)
             bad.append(str(e))
             continue
         t0 = time.perf_counter()
         out = fx(arr)
         dt = time.perf_counter() - t0
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in out.items())
-        base.console.print(f"{path} {arr.shape[1]}x{arr.shape[0]}: {shapes}  [{dt * 1000:.0f} ms]", highlight=False)
-    if bad:
-        base.err_console.print(f"{len(bad)} file(s) skipped:", highlight=False)
-        for line in bad:
-            base.err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+        base.console.print(f"{shown(str(path))} {arr.shape[1]}x{arr.shape[0]}: {shapes}  [{dt * 1000:.0f} ms]",
+                           highlight=False, markup=False)
+    if bad:  # each said above as it came; the count at the end, and the exit status
+        base.err_console.print(f"{plural(len(bad), 'file')} of {len(images)} skipped", highlight=False)
         raise typer.Exit(1)

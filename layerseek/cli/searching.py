@@ -192,7 +192,8 @@ def search(
                     if not batch:
                         raise
                     failed.append((image, str(e)))
-                    base.err_console.print(f"[red]error:[/red] {escape(shown(str(e)))}", highlight=False, soft_wrap=True)
+                    base.err_console.print(f"[red]error:[/red] {escape(shown(str(e)))}", highlight=False, soft_wrap=True,
+                                           markup=True)
                     if json_out:
                         print(_json.dumps({"query": str(image), "error": str(e)}))
                     continue
