@@ -53,6 +53,14 @@ class Hubness:
         return ids[order], np.asarray(scores, np.float32)[order]
 
 
+#: the word filter judges only an index of at least this many images. A word's idf, log(N / n_w),
+#: is 0 for a word every image holds: in an index of one photo that is every word, so no candidate
+#: scored above 0 and nothing was ever verified, not even the photo itself (nor, of two identical
+#: files, either); below this size the scores say little and RANSAC of every candidate is cheap.
+#: Every collection the filter was measured on holds 100 or more (docs/RESULTS.md).
+WORD_FILTER_MIN_IMAGES = 100
+
+
 @dataclass
 class WordCandidates:
     """The word engine's `top` best images for the query's local features, verified beside the
@@ -64,7 +72,7 @@ class WordCandidates:
     def find(self, index, qf) -> tuple[list, np.ndarray | None]:
         """(hits, the word score of every image id): the hits scored by their word score (`scored`
         gives them the first stage's, once the network has run); ([], None) for a query without
-        features."""
+        features; the scores None too in an index under WORD_FILTER_MIN_IMAGES (nothing filtered)."""
         from .hits import Hit
         from .verify.features import WordFeatures
 
@@ -76,8 +84,9 @@ class WordCandidates:
                                         else engine.words.encode(qf, engine.params.ma))
             found = engine.best(scores, self.top)
             entries = {i: index.catalog.by_id(i) for i, _ in found}
+            small = len(engine) < WORD_FILTER_MIN_IMAGES
         found = [(i, s) for i, s in found if entries[i] is not None]
-        return [Hit(i, entries[i].path, float(s)) for i, s in found], scores
+        return [Hit(i, entries[i].path, float(s)) for i, s in found], None if small else scores
 
     @staticmethod
     def scored(index, hits: list, q: np.ndarray | None) -> list:

@@ -182,8 +182,10 @@ def test_a_search_takes_sift_and_word_candidates_beside_its_network_on_one_blas_
 
 def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_dir, tmp_path, monkeypatch):
     """Issue 26 item 3: a candidate whose word score is at most the filter costs no RANSAC."""
+    import layerseek.stages
     from layerseek.verify.geometry import Verifier
 
+    monkeypatch.setattr(layerseek.stages, "WORD_FILTER_MIN_IMAGES", 8)  # 8 covers: judged as a library is
     covers = _covers(data_dir, tmp_path / "covers")
     photo = data_dir / "smvs-dvd-covers" / "Canon" / "004.jpg"
     seen: list[int] = []
@@ -223,6 +225,27 @@ def test_the_word_filter_verifies_only_candidates_that_share_enough_words(data_d
         Index.create(tmp_path / "bad", "rmac", verify={"words": {"filter": 2}}, **OPTS)
     r = CliRunner().invoke(app, ["info", str(tmp_path / "idx"), "-v"])
     assert "word score is at most 0.01 are not verified" in " ".join(r.output.split()), r.output
+
+
+def test_a_small_index_verifies_every_candidate(data_dir, tmp_path, monkeypatch):
+    """An index of one photo verified nothing, not even a phone photo of it or the photo itself:
+    its every word is in every image (idf log(N / n_w) = 0), so every word score was 0 and the
+    filter skipped them all; so for two identical files. Under WORD_FILTER_MIN_IMAGES images
+    every candidate is verified."""
+    import layerseek.stages
+
+    covers = _covers(data_dir, tmp_path / "covers", 1)
+    shutil.copy(covers / "001.jpg", tmp_path / "001 again.jpg")
+    phone = data_dir / "smvs-dvd-covers" / "Palm" / "001.jpg"
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(covers)
+        for query in (phone, covers / "001.jpg"):
+            hits = idx.search(query, top=1)
+            assert hits[0].verified and hits[0].inliers >= 20, hits
+        idx.add_files([tmp_path / "001 again.jpg"])
+        assert [h.verified for h in idx.search(phone, top=2)] == [True, True]
+        monkeypatch.setattr(layerseek.stages, "WORD_FILTER_MIN_IMAGES", 1)  # judged as a library is
+        assert [h.verified for h in idx.search(phone, top=2)] == [False, False]
 
 
 def test_an_index_made_before_word_candidates_opens_and_searches_with_the_cnn_alone(data_dir, tmp_path):
