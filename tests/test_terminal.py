@@ -307,6 +307,18 @@ def test_brackets_in_names_are_text(copy_paris, tmp_path):
     assert "indexing trip [old] " in con.export_text()
 
 
+def test_an_empty_folder_and_an_empty_index_are_said(tmp_path, data_dir):
+    """Indexing a folder with no photo says so (and which kinds are photos); searching an index
+    that holds none says how to fill it, instead of an empty table."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    run = CliRunner().invoke
+    r = run(cli.app, ["index", str(tmp_path / "empty"), "--index", str(tmp_path / "e.lsx"), "--max-side", "320"])
+    assert r.exit_code == 0 and f"no photo under {tmp_path / 'empty'} (JPEG, PNG," in " ".join(r.output.split()), r.output
+    r = run(cli.app, ["search", str(tmp_path / "e.lsx"), str(data_dir / "smvs-dvd-covers" / "Palm" / "001.jpg")])
+    assert r.exit_code == 1 and f"{tmp_path / 'e.lsx'}: holds no photo yet" in r.output, r.output
+
+
 def test_sizes_in_human_units():
     assert [cli.human_bytes(n) for n in (0, 999, 82443, 2174512653, 3 * 10**15)] == [
         "0 bytes", "999 bytes", "82.4 KB", "2.2 GB", "3000.0 TB"]

@@ -156,6 +156,9 @@ def index(
         base.err_console.print(f"  ({plural(n, 'file that is not an image', 'files that are not images')}, listed "
                                "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
     say_missing_roots(report.missing_roots, index_path)
+    if not (report.added or report.updated or report.unchanged or report.failed or report.excluded):
+        base.err_console.print(f"  no photo under {shown(str(folder))} (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF; "
+                               "hidden files and folders are passed over)", highlight=False, soft_wrap=True)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
 

@@ -153,6 +153,9 @@ def search(
                         few_queries()
                     idx = stack.enter_context(Index.open(index_path, threads))
                     idx.check_method(method, backbone=backbone)
+                    if not idx.catalog.count():
+                        raise LayerseekError(f"{index_path}: holds no photo yet (`layerseek index FOLDER --index "
+                                             f"{index_path}` adds them)")
                     idx.prefetch_words()  # beside the query's decoding and network
                     opened.extend([idx, stack.enter_context(Index.open(rerank_with, threads))
                                    if rerank_with is not None else None])
