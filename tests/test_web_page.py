@@ -269,6 +269,26 @@ def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
         assert page.locator("#results .hit").first.get_attribute("title").endswith(".jpg")  # full name on hover
 
 
+def test_the_header_counts_one_photo_and_says_when_there_is_none(copy_paris, tmp_path, browser):
+    """"1 photo indexed", not "1 photos"; an index with none says how to add some."""
+    photos = copy_paris(tmp_path / "photos", 1)
+    with Index.create(tmp_path / "idx", "gem", backbone="mobilenet_v2", layers=("s32", "last"), max_side=192):
+        pass  # an index with no photo yet
+    pg = browser.new_page()
+    try:
+        with _serving(tmp_path / "idx") as url:
+            pg.goto(url + "/")
+            pg.wait_for_function("() => document.getElementById('info').textContent.startsWith('no photo indexed yet')")
+        with Index.open(tmp_path / "idx") as idx:
+            idx.add_folder(photos)
+        with _serving(tmp_path / "idx") as url:
+            pg.goto(url + "/")
+            pg.wait_for_function("() => document.getElementById('info').textContent === "
+                                 "'1 photo indexed · search by example'")
+    finally:
+        pg.close()
+
+
 # -- issue 29, item 4: the page at a desk and on a phone ---------------------------------------
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
