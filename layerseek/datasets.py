@@ -42,7 +42,8 @@ class Dataset:
             q.rotate = self.rotations.get(q.path.name, 0)
 
     def describe(self) -> str:
-        s = f"{self.name}: {plural(len(self.database), 'database image')}, {plural(len(self.queries), 'query', 'queries')}"
+        s = (f"{self.name}: {plural(len(self.database), 'database image')}, "
+             f"{plural(len(self.queries), 'query', 'queries')}")
         if self.dropped_db or self.dropped_queries:
             s += (f" (restricted to the images present: {plural(self.dropped_db, 'database image')} and "
                   f"{plural(self.dropped_queries, 'query', 'queries')} of the ground truth are missing)")

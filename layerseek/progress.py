@@ -12,7 +12,8 @@ def progress_bar(label: str, console: Console | None = None) -> tuple[object, Ca
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
-    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),  # a path's [old] is text MofNCompleteColumn(), TaskProgressColumn(),
+    # the label as text: a path's "[old]" is no style tag
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                    console=console or Console(stderr=True))
     task = bar.add_task(label, total=None, rate="")

@@ -130,7 +130,8 @@ def shown_hits(hits: list, query: Path, top: int, exclude_self: bool = False, sa
 def kept_words(same_only: bool, min_inliers: int | None) -> str:
     """What --same-only and --min-inliers keep, in words."""
     if min_inliers is not None:
-        return f"with at least {min_inliers} verified inliers" + (" and verified as the same object" if same_only else "")
+        return f"with at least {min_inliers} verified inliers" + (" and verified as the same object"
+                                                                   if same_only else "")
     return "verified as the same object" if same_only else ""
 
 

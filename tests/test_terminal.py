@@ -304,7 +304,8 @@ def test_brackets_in_names_are_text(copy_paris, tmp_path):
     bar, update = progress_bar("indexing trip [old]", con)
     with bar:
         update(1, 2)
-    assert "indexing trip [old] " in con.export_text()
+    text = con.export_text()
+    assert "indexing trip [old] " in text and " 1/2 " in text and "50%" in text, text  # the counts too
 
 
 def test_an_empty_folder_and_an_empty_index_are_said(tmp_path, data_dir):

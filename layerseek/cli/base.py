@@ -23,7 +23,8 @@ class _Argument(TyperArgument):
         return self.metavar or self.name.upper()
 
     def _usage_display_name(self) -> str:
-        return (self.display_name_raw if self.required else f"[{self.display_name_raw}]") + ("..." if self.nargs != 1 else "")
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
 
     def display_type_rich(self, ctx) -> None:
         return None

@@ -70,8 +70,8 @@ def duplicates(
     if html_out is not None:
         write_html(groups, html_out, f"Duplicates in {index_path}")
     counts = {k: sum(g.kind == k for g in groups) for k in ("identical", "copies", "same")}
-    base.err_console.print(f"{plural(len(groups), 'group')}: {counts['identical']:,} of identical files, {counts['copies']:,} "
-                           f"of copies, {counts['same']:,} of the same object; "
+    base.err_console.print(f"{plural(len(groups), 'group')}: {counts['identical']:,} of identical files, "
+                           f"{counts['copies']:,} of copies, {counts['same']:,} of the same object; "
                            f"{plural(sum(len(g.members) for g in groups), 'image')}"
                            + (f"; contact sheet: {html_out}" if html_out else ""), highlight=False, soft_wrap=True)
     if move_to is None:
@@ -135,7 +135,8 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
         print(_json.dumps({**data, "failures": [{"path": p, "reason": r} for p, r in failures]}, indent=2))
         return
     p = data["params"]
-    base.console.print(f"{data['path']}: {plural(data['images'], 'image')}, {data['failed']:,} failed", highlight=False, soft_wrap=True)
+    base.console.print(f"{data['path']}: {plural(data['images'], 'image')}, {data['failed']:,} failed", highlight=False,
+                       soft_wrap=True)
     if data["roots"]:
         gone = set(data["missing_roots"])
         base.console.print("indexed: " + ", ".join(shown(r) + (" (missing: moved, renamed or not mounted?)" if r in gone

@@ -81,8 +81,8 @@ def models_pull(
                     except LayerseekError as e:  # no calibration photos here: made at the first int8 index
                         base.console.print(f"{name}: no int8 graph ({e})", highlight=False, soft_wrap=True)
         except LayerseekError as e:
-            base.err_console.print(f"[red]{escape(name)}: {escape(shown(str(e)))}[/red]", highlight=False, soft_wrap=True,
-                                   markup=True)
+            base.err_console.print(f"[red]{escape(name)}: {escape(shown(str(e)))}[/red]", highlight=False,
+                                   soft_wrap=True, markup=True)
             failed.append(name)
     if failed:
         fail(f"could not pull: {', '.join(failed)}")
