@@ -17,6 +17,9 @@ class IndexBusy(LayerseekError):
     """Another process is changing the index (it holds the index's lock)."""
 
 
+_WEB_ADDRESS = re.compile(r"(https?|ftp):/", re.IGNORECASE)
+
+
 class ImageError(LayerseekError):
     """An image file could not be used. `reason` is one of REASONS."""
 
@@ -26,6 +29,8 @@ class ImageError(LayerseekError):
     def __init__(self, path: str | Path, reason: str, detail: str = ""):
         self.path = str(path)
         self.reason = reason
+        if reason == "missing" and not detail and _WEB_ADDRESS.match(self.path):  # a pasted link ("//" made "/")
+            detail = "a web address: layerseek reads files on this machine; save the photo first"
         self.detail = " ".join(detail.split())  # a decoder's message may end in a newline: one line
         msg = f"{self.path}: {reason}"
         if self.detail:

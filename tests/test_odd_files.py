@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import PARIS, in_time
 from layerseek.cli import EXIT_SOME_FAILED, app
-from layerseek.errors import IndexBusy
+from layerseek.errors import ImageError, IndexBusy
 from layerseek.index import Index
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("last",), "max_side": 128}
@@ -461,6 +461,11 @@ def test_search_options_out_of_range_and_swapped_arguments(copy_paris, tmp_path)
     assert r.exit_code == 1 and "AttributeError" not in r.output and "the index comes first" in r.output, r.output
     r = run(app, ["info", str(tmp_path / "idx")])
     assert "None" not in r.output, r.output
+    # a web address pasted as the photo: said as one ("//" became "/" on the way)
+    r = run(app, ["search", str(tmp_path / "idx"), "https://example.com/photo.jpg"])
+    assert r.exit_code == 1 and ("https:/example.com/photo.jpg: missing (a web address: layerseek reads files on this "
+                                 "machine; save the photo first)") in " ".join(r.output.split()), r.output
+    assert "web address" not in str(ImageError(tmp_path / "https" / "a.jpg", "missing"))  # a folder so named is not
 
 
 @pytest.fixture
