@@ -466,6 +466,9 @@ def test_search_options_out_of_range_and_swapped_arguments(copy_paris, tmp_path)
     assert r.exit_code == 1 and ("https:/example.com/photo.jpg: missing (a web address: layerseek reads files on this "
                                  "machine; save the photo first)") in " ".join(r.output.split()), r.output
     assert "web address" not in str(ImageError(tmp_path / "https" / "a.jpg", "missing"))  # a folder so named is not
+    (tmp_path / "notes.txt").write_text("x")  # a file that is no photo makes no index
+    r = run(app, ["index", str(tmp_path / "notes.txt"), "--index", str(tmp_path / "new.lsx")])
+    assert r.exit_code == 1 and "notes.txt: not a photo" in r.output and not (tmp_path / "new.lsx").exists(), r.output
 
 
 @pytest.fixture

@@ -82,6 +82,7 @@ def index(
 
     Exit status: 0 all done; 1 nothing done (an error, or a removal refused); 3 done, but some
     files failed or some folders could not be read (listed at the end)."""
+    from ..images import is_image_name
     from ..index import Index
     from ..ingest import absolute
     from ..progress import progress_bar
@@ -94,6 +95,8 @@ def index(
     creating = not Path(index_path, "manifest.json").is_file()
     if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind
         fail(f"{folder}: no such folder or photo; no index was created")
+    if creating and folder.is_file() and not is_image_name(folder):  # nor a file that is not a photo
+        fail(f"{folder}: not a photo (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF); no index was created")
     if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
         method = method or DEFAULT_INDEX["method"]
         if method != "mof" or backbone is None:
