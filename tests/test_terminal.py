@@ -270,6 +270,13 @@ def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
     (photos / "notes.txt").write_text("changed, still not a photo")
     third = run(cli.app, args)
     assert f"not an image: {photos / 'notes.txt'}" in third.stderr
+    # a phone's export: its videos and sidecars counted by kind, not a line each
+    for i in range(12):
+        (photos / f"IMG_{i:04d}.MOV").write_bytes(b"")
+        (photos / f"IMG_{i:04d}.AAE").write_bytes(b"")
+    fourth = run(cli.app, args)
+    said = [line for line in fourth.stderr.splitlines() if "not an image:" in line or "not images:" in line]
+    assert said == [f"  24 files that are not images: 12 .aae, 12 .mov (e.g. {photos / 'IMG_0000.AAE'})"], said
 
 
 def test_counts_are_said_in_good_english():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -151,9 +152,7 @@ def index(
         base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     for line in report.unreadable:
         base.err_console.print(f"  folder not read (its entries kept): {shown(line)}", highlight=False, soft_wrap=True, markup=False)
-    for line in report.skipped:
-        if line not in report.skipped_before:  # each is said once, not on every run
-            base.err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
+    say_not_images([line for line in report.skipped if line not in report.skipped_before])  # once, not every run
     if report.skipped_before:
         n = len(report.skipped_before)
         base.err_console.print(f"  ({plural(n, 'file that is not an image', 'files that are not images')}, listed "
@@ -164,6 +163,26 @@ def index(
                                "hidden files and folders are passed over)", highlight=False, soft_wrap=True)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+#: up to this many files that are not images are named one a line; more (a phone's export: its videos
+#: and sidecar files) are counted by kind
+NOT_IMAGES_NAMED = 10
+
+
+def say_not_images(paths: list[str]) -> None:
+    """The files a walk passed over as not images: each named, or when there are many, counted by
+    extension with the first few named."""
+    if len(paths) <= NOT_IMAGES_NAMED:
+        for line in paths:
+            base.err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True)
+        return
+    from collections import Counter
+
+    kinds = Counter(os.path.splitext(p)[1].lower() or "(no extension)" for p in paths)
+    base.err_console.print(f"  {plural(len(paths), 'file that is not an image', 'files that are not images')}: "
+                           + ", ".join(f"{n:,} {kind}" for kind, n in kinds.most_common())
+                           + f" (e.g. {shown(paths[0])})", highlight=False, soft_wrap=True)
 
 
 def say_missing_roots(missing: list[tuple[str, int]], index_path: Path) -> None:
