@@ -538,6 +538,10 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         bad.write_text("not a photo")
         refused = _cli("search", idx, bad)
         assert refused.returncode == 1 and f"{bad}: not an image" in refused.stderr
+        # started twice (another terminal): said, with the address to open, before any network loads
+        twice = _cli("serve", idx, "--port", "0")
+        assert twice.returncode == 1 and f"{idx}: served already at {url}/ (pid {proc.pid})" in twice.stderr, twice.stderr
+        assert json.loads(announced.read_text())["pid"] == proc.pid  # still the first's
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -42,7 +42,7 @@ def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
     import uvicorn
 
     from ..server.app import allowed_host_names, create_app
-    from ..server.client import announce, local_url, new_key, withdraw
+    from ..server.client import announce, local_url, new_key, running_server, withdraw
     from ..server.connections import guarded_protocol
 
     for name, value, low in (("--header-timeout", header_timeout, 0.1), ("--body-timeout", body_timeout, 0.1),
@@ -50,6 +50,9 @@ def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
                              ("--max-upload-mb", max_upload_mb, 0.001), ("--shortlist", shortlist, 1)):
         if value < low:
             fail(f"{name} {value}: must be at least {low}")
+    other = running_server(index_path)  # started twice (another terminal): one network's memory, not two
+    if other is not None:
+        fail(f"{index_path}: served already at {other.url}/ (pid {other.pid}); open that, or stop it first")
     key = new_key()
     try:
         api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads,
