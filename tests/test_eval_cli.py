@@ -149,6 +149,9 @@ def test_eval_help_lists_every_method():
     r = CliRunner().invoke(app, ["eval", "--help"], terminal_width=400)
     text = " ".join(r.output.split())
     assert r.exit_code == 0 and all(name in text for name in [*POOLINGS, "mof", "local"])
+    r = CliRunner().invoke(app, ["eval", "smvs", "--method", "rmacc"])  # a typo: every method named, mof and local too
+    assert r.exit_code == 1 and ("unknown method 'rmacc'; valid: " + ", ".join(sorted(POOLINGS)) + ", mof, local"
+                                 ) in " ".join(r.output.split()), r.output
 
 
 def test_eval_runs_the_int8_network_with_its_vectors_apart(data_dir, tmp_path):

@@ -103,6 +103,10 @@ def eval_(
     from ..local.method import LocalMethod
     from ..progress import progress_bar, versions
 
+    from ..pooling import POOLINGS
+
+    if method not in POOLINGS and method not in ("mof", "local"):  # the methods, not only the poolings
+        fail(f"unknown method {method!r}; valid: {', '.join(sorted(POOLINGS))}, mof, local")
     try:
         spec = get_spec(backbone)
         use_local = method == "local"
