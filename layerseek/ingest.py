@@ -21,6 +21,8 @@ from .errors import ImageError, LayerseekError, plural
 from .images import is_image_name, load_image, read_snapshot
 from .store.catalog import UPLOADS, is_index_dir, is_under
 
+#: said after a failure recorded by an earlier run, the file not changed since (not read again)
+UNCHANGED_SINCE_FAILED = " (unchanged since it failed)"
 #: Share of a folder's indexed files that one `index` run may forget without --allow-mass-removal.
 MASS_REMOVAL_SHARE = 0.5
 #: ... counted only from this many files on (deleting one photo of two is not a lost drive).
@@ -337,7 +339,7 @@ class Ingest:
             return
         failed = self.catalog.failure_record(key)
         if failed is not None and failed[:2] == (st.st_size, st.st_mtime_ns):
-            report.failed.append(f"{key}: {failed[2]} (unchanged since it failed)")
+            report.failed.append(f"{key}: {failed[2]}{UNCHANGED_SINCE_FAILED}")
             return
         todo.append((key, st.st_size, st.st_mtime_ns))
 

@@ -279,6 +279,26 @@ def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
     assert said == [f"  24 files that are not images: 12 .aae, 12 .mov (e.g. {photos / 'IMG_0000.AAE'})"], said
 
 
+def test_watch_names_a_failed_file_once(terminal, monkeypatch):
+    """`watch` runs again at every change of its folder: a bad file is named the first time, then
+    only counted (named again once it changes and fails anew)."""
+    from layerseek.cli.indexing import watch_reporter
+    from layerseek.ingest import IndexReport
+
+    monkeypatch.setattr(cli.base, "err_console", terminal)
+    reported = watch_reporter(Path("w.lsx"))
+    reported(IndexReport(added=1, failed=["/p/bad.jpg: not an image"]))
+    reported(IndexReport(added=1, unchanged=1, failed=["/p/bad.jpg: not an image (unchanged since it failed)"]))
+    reported(IndexReport(unchanged=2, failed=["/p/bad.jpg: not an image (unchanged since it failed)",
+                                              "/p/new.jpg: truncated"]))
+    reported(IndexReport(unchanged=2, failed=["/p/bad.jpg: not an image", "/p/new.jpg: truncated (unchanged since "
+                                                                          "it failed)"]))  # bad.jpg changed, read again
+    lines = terminal.export_text().splitlines()
+    assert [ln for ln in lines if "failed:" in ln] == ["  failed: /p/bad.jpg: not an image", "  failed: /p/new.jpg: truncated",
+                                                       "  failed: /p/bad.jpg: not an image"]
+    assert sum("w.lsx: " in ln for ln in lines) == 4 and lines[3].endswith("2 failed, 0 not images")
+
+
 def test_counts_are_said_in_good_english():
     from layerseek.errors import plural
     from layerseek.ingest import IndexReport

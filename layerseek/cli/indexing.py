@@ -165,6 +165,25 @@ def index(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
+def watch_reporter(index_path: Path):
+    """What `watch` prints after each run: the time and the summary; each failed file named the
+    first time this watch meets it (the summary counts the rest: a bad file is not named again at
+    every change of its folder)."""
+    from ..ingest import UNCHANGED_SINCE_FAILED
+
+    said: set[str] = set()
+
+    def reported(report) -> None:
+        base.console.print(f"{time.strftime('%H:%M:%S')} {index_path}: {report.summary()}", highlight=False, soft_wrap=True)
+        for line in report.failed:
+            named = line.removesuffix(UNCHANGED_SINCE_FAILED)
+            if named != line and named in said:  # not read again, and named already
+                continue
+            said.add(named)
+            base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True)
+    return reported
+
+
 #: up to this many files that are not images are named one a line; more (a phone's export: its videos
 #: and sidecar files) are counted by kind
 NOT_IMAGES_NAMED = 10
@@ -209,10 +228,7 @@ def watch(
     from ..index import Index
     from ..watch import watch as follow
 
-    def reported(report) -> None:
-        base.console.print(f"{time.strftime('%H:%M:%S')} {index_path}: {report.summary()}", highlight=False, soft_wrap=True)
-        for line in report.failed:
-            base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
+    reported = watch_reporter(index_path)
 
     def failed(message: str) -> None:
         base.err_console.print(f"[red]error:[/red] {escape(shown(message))} (still watching)", highlight=False,
