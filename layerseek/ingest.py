@@ -449,6 +449,15 @@ class Ingest:
             self._commit(ups, touches, fails)
             ups.clear(), touches.clear(), fails.clear()
 
+        try:
+            self._encode_each(results, report, batch, progress, total, ups, touches, fails, flush)
+        except KeyboardInterrupt:  # Ctrl-C: what is done is kept (up to a batch was waiting), then stop
+            flush()
+            raise
+        flush()
+
+    def _encode_each(self, results, report: IndexReport, batch: int, progress, total: int, ups: list, touches: list,
+                     fails: list, flush) -> None:
         for done, ((path, size, mtime), sha, enc, err) in enumerate(results, 1):
             old = self.catalog.by_path(path)
             if err is None and old is not None and old.sha256 == sha:
@@ -484,7 +493,6 @@ class Ingest:
                 flush()
             if progress:
                 progress(done, total)
-        flush()
 
     def find(self, path: str | Path) -> list:
         """The catalog entries a user's path names: the indexed file itself, or (for a symlink

@@ -214,6 +214,39 @@ def test_a_file_in_a_linked_folder_is_one_entry_by_any_name(copy_paris, tmp_path
         assert idx.add_folder(photos).unchanged == 3
 
 
+def test_ctrl_c_keeps_what_was_indexed_and_says_how_to_go_on(copy_paris, tmp_path, monkeypatch):
+    """Ctrl-C during `index`: the photos done so far are committed (fewer than a batch of 16 were
+    waiting, and were lost), the run says how many and how to go on, exit status 130; the next run
+    goes on from there."""
+    import layerseek.progress
+
+    photos = copy_paris(tmp_path / "photos", 6)
+    real = layerseek.progress.progress_bar
+
+    def bar_stopped_at(n):
+        def made(label, console=None):
+            bar, update = real(label, console)
+
+            def update_then_stop(done, total):
+                update(done, total)
+                if done == n:
+                    raise KeyboardInterrupt
+            return bar, update_then_stop
+        return made
+
+    monkeypatch.setattr(layerseek.progress, "progress_bar", bar_stopped_at(4))
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), *INDEX_ARGS]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 130, r.output
+    assert (f"interrupted: 4 photos added to {tmp_path / 'idx'} and kept; `layerseek index {photos} --index "
+            f"{tmp_path / 'idx'}` goes on from there") in " ".join(r.output.split()), r.output
+    with Index.open(tmp_path / "idx") as idx:
+        assert idx.catalog.count() == 4
+    monkeypatch.setattr(layerseek.progress, "progress_bar", real)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "2 added, 0 updated, 0 removed, 4 unchanged" in r.output, r.output
+
+
 def test_a_renamed_folder_is_said_and_forgotten_by_its_old_name(copy_paris, tmp_path):
     """A folder renamed is new to the index (its vectors copied from the identical contents),
     while the old name's entries stay: `index` and `info` say the old folder is missing and how to

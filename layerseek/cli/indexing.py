@@ -131,7 +131,8 @@ def index(
             idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store,
                                        verify=DEFAULT_INDEX["verify"] if verify is None else verify, **options)
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), base.err_console)
-        with idx, bar:
+        held = idx.catalog.count()
+        with idx, interrupted(idx, held, folder, index_path), bar:
             for pattern in include or []:
                 if not (idx.catalog.include(pattern) or idx.catalog.include(str(absolute(pattern)))):
                     base.err_console.print(f"  not excluded: {shown(pattern)}", highlight=False, soft_wrap=True, markup=False)
@@ -163,6 +164,20 @@ def index(
                                "hidden files and folders are passed over)", highlight=False, soft_wrap=True)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@contextlib.contextmanager
+def interrupted(idx, held: int, folder: Path, index_path: Path):
+    """Ctrl-C during `index`: what was done is kept (ingest commits it before stopping); say how
+    many photos that is and how to go on, and end with status 130, as an interrupted command does."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept = idx.catalog.count() - held
+        base.err_console.print(f"interrupted: {plural(kept, 'photo')} added to {shown(str(index_path))} and kept; "
+                               f"`layerseek index {shown(str(folder))} --index {shown(str(index_path))}` goes on from "
+                               "there", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def watch_reporter(index_path: Path):
