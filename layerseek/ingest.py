@@ -454,6 +454,10 @@ class Ingest:
         except KeyboardInterrupt:  # Ctrl-C: what is done is kept (up to a batch was waiting), then stop
             flush()
             raise
+        finally:  # the decoding threads and their catalog connections end now, not when collected
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
         flush()
 
     def _encode_each(self, results, report: IndexReport, batch: int, progress, total: int, ups: list, touches: list,

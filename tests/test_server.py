@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -332,7 +333,7 @@ def test_past_the_cap_the_oldest_waiting_connections_are_closed(index_dir):
         proc.wait(20)
 
 
-def test_slow_clients_are_dropped_and_health_still_answers(index_dir):
+def test_slow_clients_are_dropped_and_health_still_answers(index_dir, tmp_path):
     """Issue 27: 300 slow-header / slow-body connections were still open after 28 s. Here 400 that
     never finish their header and 100 that never finish their body are all closed by their
     deadlines, while /health answers a new client throughout (the cap of 200 closes the oldest
@@ -371,7 +372,9 @@ def test_slow_clients_are_dropped_and_health_still_answers(index_dir):
             except TimeoutError:
                 pass
         assert closed == 500 and time.monotonic() - t0 < 8
-        busy = subprocess.run([sys.executable, "-m", "layerseek.cli", "serve", str(index_dir / "idx"), "--port",
+        other = tmp_path / "other"  # another index on the port in use (this index's own is said served already)
+        shutil.copytree(index_dir / "idx", other, ignore=shutil.ignore_patterns("serve.json"))
+        busy = subprocess.run([sys.executable, "-m", "layerseek.cli", "serve", str(other), "--port",
                                str(port)], capture_output=True, text=True, timeout=120)
         assert busy.returncode == 1 and "serving" not in busy.stdout
         assert f"127.0.0.1:{port}: cannot listen there" in busy.stderr and "Traceback" not in busy.stderr

@@ -101,9 +101,8 @@ def eval_(
     from ..eval.runner import PRIMARY, evaluate_global, evaluate_mof, evaluate_verified, per_query
     from ..globaldesc import GlobalConfig
     from ..local.method import LocalMethod
-    from ..progress import progress_bar, versions
-
     from ..pooling import POOLINGS
+    from ..progress import progress_bar, versions
 
     if method not in POOLINGS and method not in ("mof", "local"):  # the methods, not only the poolings
         fail(f"unknown method {method!r}; valid: {', '.join(sorted(POOLINGS))}, mof, local")

@@ -206,7 +206,7 @@ NOT_IMAGES_NAMED = 10
 
 def say_not_images(paths: list[str]) -> None:
     """The files a walk passed over as not images: each named, or when there are many, counted by
-    extension with the first few named."""
+    extension with one of them named."""
     if len(paths) <= NOT_IMAGES_NAMED:
         for line in paths:
             base.err_console.print(f"  not an image: {shown(line)}", highlight=False, soft_wrap=True)
