@@ -78,7 +78,9 @@ def quick_search(args: list[str]) -> bool:
     server = running_server(index)
     if server is None:
         return False
-    params = search_params(opts["top"], opts.get("exclude_self", False), opts.get("qe", 0), opts.get("verify"),
+    table = is_table(bool(opts.get("json")), bool(opts.get("csv")), bool(opts.get("paths_only")))
+    asked = files_asked(opts["top"], table)
+    params = search_params(asked, opts.get("exclude_self", False), opts.get("qe", 0), opts.get("verify"),
                            opts.get("words"), opts.get("word_filter"), opts.get("hubness"))
     t0 = time.perf_counter()
     try:
@@ -90,7 +92,7 @@ def quick_search(args: list[str]) -> bool:
     escape_output()
     print(f"searched by the server at {server.url} (pid {server.pid}); --here searches in this process",
           file=sys.stderr)
-    hits = shown_hits(hits, photo, opts["top"], opts.get("exclude_self", False), opts.get("same_only", False),
+    hits = shown_hits(hits, photo, asked, opts.get("exclude_self", False), opts.get("same_only", False),
                       opts.get("min_inliers"))
     writer, header = results_start(opts.get("csv", False), opts.get("json", False), opts.get("paths_only", False),
                                    False)
@@ -98,8 +100,26 @@ def quick_search(args: list[str]) -> bool:
         header()
     print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
                bool(opts.get("paths_only")), served_content(answer),
-               kept_words(opts.get("same_only", False), opts.get("min_inliers")))
+               kept_words(opts.get("same_only", False), opts.get("min_inliers")), opts["top"])
     return True
+
+
+#: a terminal's table shows identical files as one photo, so it asks the search for this many files a
+#: photo asked for: `-n 10` still shows 10 photos where some have a copy under another name
+TABLE_FILES_PER_PHOTO = 2
+
+
+def files_asked(top: int, table: bool) -> int:
+    """How many results a search is asked for when `top` are to be shown (more for a terminal's
+    table, which shows identical files as one)."""
+    from .hits import SEARCH_LIMITS
+
+    return min(top * TABLE_FILES_PER_PHOTO, SEARCH_LIMITS["top"][1]) if table else top
+
+
+def is_table(json_out: bool, csv_out: bool, paths_only: bool) -> bool:
+    """Whether results are printed as a terminal's table (else JSON, CSV, paths or tab-separated lines)."""
+    return sys.stdout.isatty() and not (json_out or csv_out or paths_only)
 
 
 def served_content(answer: dict) -> dict:
@@ -160,11 +180,11 @@ def table_header(batch: bool) -> str:
 
 
 def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool,
-               content: dict | None = None, kept: str = "") -> None:
+               content: dict | None = None, kept: str = "", photos: int | None = None) -> None:
     """One query's results in the form asked for (see `cli.search`). `content`: each hit's file
     content (its sha256, by id): a terminal's table shows identical files as one photo, the others
-    named under it, as the page does (JSON, CSV and piped lines keep one row a file). `kept`: what
-    the results shown had to be (`kept_words`), said when none was."""
+    named under it, as the page does, and at most `photos` photos (JSON, CSV and piped lines keep
+    one row a file). `kept`: what the results shown had to be (`kept_words`), said when none was."""
     from .errors import plural, shown
 
     if not hits and not (json_out or writer is not None or paths_only):  # a line, not an empty table
@@ -197,6 +217,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
             print(f"{shown(str(image))}: no photo verified as the same object", file=sys.stderr)
         return
     hits, twins = identical_apart(hits, content or {})
+    hits = hits[:photos]
     same = [h for h in hits if h.verified]
     checked = any(h.inliers is not None for h in hits)
     counts = (f"{plural(len(same), 'same object')} · {len(hits) - len(same)} similar"

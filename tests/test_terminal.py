@@ -147,34 +147,42 @@ def test_nothing_kept_is_one_line(tty, capsys):
     assert capsys.readouterr() == ("", "q.jpg: no photo verified as the same object\n")
 
 
-def test_search_at_a_terminal_names_identical_files_once(copy_paris, tmp_path):
-    """`search` itself, on a pseudo-terminal, in this process: a photo and its copy are one row."""
+def _on_a_terminal(*args) -> tuple[int, list[str], str]:
+    """(exit status, lines, stderr) of `layerseek ARGS` with its stdout on a pseudo-terminal."""
     import os
     import pty
-    import shutil
     import subprocess
 
-    photos = copy_paris(tmp_path / "photos", 3)
-    shutil.copy(photos / PARIS[0], photos / "copy.jpg")
-    r = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "320"])
-    assert r.exit_code == 0, r.output
     leader, follower = pty.openpty()
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "layerseek.cli", "search", str(tmp_path / "idx"), str(photos / PARIS[0]),
-                           "--here"], stdout=follower, stderr=subprocess.PIPE, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "layerseek.cli", *map(str, args)], stdout=follower,
+                          stderr=subprocess.PIPE, env=env, timeout=120, text=True)
     os.close(follower)
     out = b""
     with contextlib.suppress(OSError):
         while chunk := os.read(leader, 65536):
             out += chunk
     os.close(leader)
-    lines = out.decode().replace("\r", "").splitlines()
-    assert proc.returncode == 0, proc.stderr
-    assert lines[0].endswith(": 1 same object · 2 similar · " + lines[0].rsplit(" · ", 1)[1]), lines
-    named = [ln.split()[-1] for ln in lines if ln.strip()[:1].isdigit()]
-    also = [ln.strip() for ln in lines if ln.strip().startswith("+ identical file: ")]
-    assert len(named) == 3 and len(also) == 1
-    assert {Path(named[0]).name, Path(also[0].rsplit(" ", 1)[1]).name} == {PARIS[0], "copy.jpg"}
+    return proc.returncode, out.decode().replace("\r", "").splitlines(), proc.stderr
+
+
+def test_search_at_a_terminal_names_identical_files_once(copy_paris, tmp_path):
+    """`search` itself, on a pseudo-terminal, in this process: a photo and its copy are one row,
+    and `-n 2` shows two photos (it asked for two files, the photo and its copy, before)."""
+    import shutil
+
+    photos = copy_paris(tmp_path / "photos", 3)
+    shutil.copy(photos / PARIS[0], photos / "copy.jpg")
+    r = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "320"])
+    assert r.exit_code == 0, r.output
+    for top, rows in ((10, 3), (2, 2)):
+        code, lines, err = _on_a_terminal("search", tmp_path / "idx", photos / PARIS[0], "--here", "-n", top)
+        assert code == 0, err
+        assert lines[0].endswith(f": 1 same object · {rows - 1} similar · " + lines[0].rsplit(" · ", 1)[1]), lines
+        named = [ln.split()[-1] for ln in lines if ln.strip()[:1].isdigit()]
+        also = [ln.strip() for ln in lines if ln.strip().startswith("+ identical file: ")]
+        assert len(named) == rows and len(also) == 1, lines
+        assert {Path(named[0]).name, Path(also[0].rsplit(" ", 1)[1]).name} == {PARIS[0], "copy.jpg"}
 
 
 def test_the_terminal_table_imports_no_rich():

@@ -12,7 +12,8 @@ from rich.markup import escape
 
 from ..errors import LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..shell import kept_words, print_hits, results_start, search_params, served_content, shown_hits
+from ..shell import (files_asked, is_table, kept_words, print_hits, results_start, search_params,
+                     served_content, shown_hits)
 from ..stages import DEFAULT_VERIFY
 from . import base
 from .base import _NOTHING_TO_FINISH, DEFAULT_INDEX, EXIT_SOME_FAILED, app, fail
@@ -140,7 +141,8 @@ def search(
         if remote is not None:
             base.err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
                                    "process", highlight=False, soft_wrap=True)
-    params = search_params(top, exclude_self, qe, verify, word_candidates, word_filter, hubness)
+    asked = files_asked(top, is_table(json_out, csv_out, paths_only))  # a table: identical files are one row
+    params = search_params(asked, exclude_self, qe, verify, word_candidates, word_filter, hubness)
     try:
         with contextlib.ExitStack() as stack:
             opened: list = []  # [index, mof index to re-rank with], once a search runs here
@@ -200,7 +202,7 @@ def search(
                     if json_out:
                         print(_json.dumps({"query": str(image), "error": str(e)}))
                     continue
-                hits = shown_hits(hits, image, top, exclude_self, same_only, min_inliers)
+                hits = shown_hits(hits, image, asked, exclude_self, same_only, min_inliers)
                 if header:
                     header()
                     header = None
@@ -208,7 +210,7 @@ def search(
                     content = {h.id: e.sha256 for h in hits
                                if (e := idx.catalog.by_id(h.id)) is not None and e.path == h.path}
                 print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content,
-                           kept_words(same_only, min_inliers))
+                           kept_words(same_only, min_inliers), top)
     except LayerseekError as e:
         fail(str(e))
     if failed:
