@@ -80,9 +80,9 @@ class IndexReport:
 
 class Exclusions:
     """What a folder walk leaves out, from the catalog's list: `--exclude` patterns (matched on
-    the whole path and on the name: every file that matches, indexed or not) and the files and
-    folders the user removed (only while they are not in the index: re-added by name, a file is
-    kept and updated like any other)."""
+    the whole path and on the name: every file that matches, indexed or not, and every file under
+    a folder that matches, as .gitignore does) and the files and folders the user removed (only
+    while they are not in the index: re-added by name, a file is kept and updated like any other)."""
 
     def __init__(self, rows: Iterable[tuple[str, str]]):
         rows = list(rows)
@@ -93,6 +93,18 @@ class Exclusions:
     def by_pattern(self, path: str) -> bool:
         name = os.path.basename(path)
         return any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(name, g) for g in self.globs)
+
+    def folder_by_pattern(self, folder: str, root: str) -> bool:
+        """Whether a pattern names `folder` or a folder between it and the walk's `root` (by path or
+        by name: `--exclude private`, `--exclude ~/Photos/private`); `root` itself and the folders
+        above it are not matched (a pattern that names the folder indexed would leave out all)."""
+        if not self.globs:
+            return False
+        while folder != root and is_under(folder, root):
+            if self.by_pattern(folder):
+                return True
+            folder = os.path.dirname(folder)
+        return False
 
     def removed(self, path: str) -> bool:
         return path in self.files or any(is_under(path, f) for f in self.folders)
@@ -154,9 +166,13 @@ class Ingest:
         indexes: list[str] = []  # index directories under the folder: passed over
         dangling: list[str] = []  # links whose target is gone
         for dirpath, filenames in photo_walk(root, cannot_list, indexes, dangling, report.followed):
+            folder_excluded = excluded.folder_by_pattern(dirpath, str(root))
             for name in filenames:
                 listed += 1
                 p = Path(dirpath) / name
+                if folder_excluded:
+                    report.excluded += 1
+                    continue
                 if not is_image_name(p):
                     report.skipped.append(str(p))
                     continue

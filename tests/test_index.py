@@ -650,6 +650,20 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
     r = run(app, args[:1] + [str(sub)] + args[2:])
     assert r.exit_code == 0 and "1 added" in r.output and PARIS[3] in held()
     assert "excluded" not in run(app, args).output and PARIS[3] in held()
+    # a folder by its name, or by its path (relative: made absolute), leaves out all under it, as
+    # .gitignore does; never the folder indexed itself nor what lies above it
+    (sub / "deeper").mkdir()
+    shutil.move(photos / PARIS[4], sub / "deeper" / PARIS[4])
+    assert run(app, args).exit_code == 0 and PARIS[4] in held()
+    for pattern, kept in (("sub", 4), ("deeper", 5), (os.path.relpath(sub, os.getcwd()), 4), (photos.name, 6)):
+        r = run(app, args + ["--exclude", pattern])
+        assert r.exit_code == 0 and len(held()) == kept, (pattern, r.output)
+        info = json.loads(run(app, ["info", str(tmp_path / "idx"), "--json"]).output)
+        stored = info["excluded"][0]["pattern"]
+        assert stored == (str(sub.resolve()) if os.sep in pattern else pattern)  # a path named: absolute
+        r = run(app, args + ["--include", stored])
+        assert r.exit_code == 0 and len(held()) == 6, (pattern, r.output)
+    assert stored == photos.name
 
 
 def test_a_file_gone_from_the_disk_is_left_out_of_results(data_dir, tmp_path):

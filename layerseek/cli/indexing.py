@@ -69,7 +69,8 @@ def index(
                                                          "words (their visual words and signatures, 10-14 KB a photo, "
                                                          "verification 3-6x faster, a little less sure: docs/RESULTS.md)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="leave out the files whose path or name matches this "
-                                                               "pattern (e.g. '*.tmp.jpg', '*/thumbnails/*'), now and "
+                                                               "pattern, or that lie in a folder that does (e.g. "
+                                                               "'*.tmp.jpg', 'thumbnails', ~/Photos/private), now and "
                                                                "in later runs; indexed ones are forgotten; repeatable")] = None,
     include: Annotated[Optional[list[str]], typer.Option(help="drop an exclusion: a pattern given with --exclude, or a "
                                                                "file or folder removed before; repeatable")] = None,
@@ -136,8 +137,9 @@ def index(
             for pattern in include or []:
                 if not (idx.catalog.include(pattern) or idx.catalog.include(str(absolute(pattern)))):
                     base.err_console.print(f"  not excluded: {shown(pattern)}", highlight=False, soft_wrap=True, markup=False)
-            for pattern in exclude or []:
-                idx.catalog.exclude(pattern, "glob")
+            for pattern in exclude or []:  # a path named as it is (a folder: all under it), made absolute
+                named = not any(c in pattern for c in "*?[") and Path(pattern).expanduser().exists()
+                idx.catalog.exclude(str(absolute(pattern)) if named else pattern, "glob")
             if folder.is_file():  # one photo, by name
                 report = idx.add_files([folder], batch=batch, workers=workers, progress=update, ray=ray,
                                        ray_workers=ray_workers)
