@@ -661,6 +661,7 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
         info = json.loads(run(app, ["info", str(tmp_path / "idx"), "--json"]).output)
         stored = info["excluded"][0]["pattern"]
         assert stored == (str(sub.resolve()) if os.sep in pattern else pattern)  # a path named: absolute
+        assert f"excluded: {stored} (--exclude)" in run(app, ["info", str(tmp_path / "idx")]).output
         r = run(app, args + ["--include", stored])
         assert r.exit_code == 0 and len(held()) == 6, (pattern, r.output)
     assert stored == photos.name

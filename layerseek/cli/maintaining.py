@@ -114,6 +114,10 @@ def print_groups(groups: list) -> None:
                                markup=False)
 
 
+#: an exclusion's kind as `info` says it (its JSON keeps the kinds)
+_EXCLUSION_WORDS = {"glob": "--exclude", "file": "removed file", "folder": "removed folder"}
+
+
 @app.command(short_help="Say what an index holds.")
 def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
          json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -143,7 +147,8 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
                                                                 else "") for r in dict.fromkeys(data["roots"])),
                            highlight=False, soft_wrap=True, markup=False)
     if data["excluded"]:
-        base.console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({e['kind']})" for e in data["excluded"]),
+        base.console.print("excluded: " + ", ".join(f"{shown(e['pattern'])} ({_EXCLUSION_WORDS.get(e['kind'], e['kind'])})"
+                                                    for e in data["excluded"]),
                            highlight=False, soft_wrap=True, markup=False)
     per = f" ({human_bytes(data['bytes_per_image'])} per image)" if data["bytes_per_image"] else " (empty)"
     v = data.get("verify")
