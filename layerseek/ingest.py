@@ -91,20 +91,23 @@ class Exclusions:
         self.globs = [p for p, k in rows if k == "glob"]
 
     def by_pattern(self, path: str) -> bool:
-        name = os.path.basename(path)
-        return any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(name, g) for g in self.globs)
+        return self.pattern_of(path) is not None
 
-    def folder_by_pattern(self, folder: str, root: str) -> bool:
-        """Whether a pattern names `folder` or a folder between it and the walk's `root` (by path or
-        by name: `--exclude private`, `--exclude ~/Photos/private`); `root` itself and the folders
-        above it are not matched (a pattern that names the folder indexed would leave out all)."""
-        if not self.globs:
-            return False
-        while folder != root and is_under(folder, root):
-            if self.by_pattern(folder):
-                return True
+    def pattern_of(self, path: str) -> str | None:
+        """The first --exclude pattern that matches `path` (its whole path or its name), if any."""
+        name = os.path.basename(path)
+        return next((g for g in self.globs if fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(name, g)), None)
+
+    def folder_pattern_of(self, folder: str, root: str) -> str | None:
+        """The pattern that names `folder` or a folder between it and the walk's `root` (by path or
+        by name: `--exclude private`, `--exclude ~/Photos/private`), if any; `root` itself and the
+        folders above it are not matched (a pattern that names the folder indexed would leave out all)."""
+        while self.globs and folder != root and is_under(folder, root):
+            found = self.pattern_of(folder)
+            if found is not None:
+                return found
             folder = os.path.dirname(folder)
-        return False
+        return None
 
     def removed(self, path: str) -> bool:
         return path in self.files or any(is_under(path, f) for f in self.folders)
@@ -166,7 +169,7 @@ class Ingest:
         indexes: list[str] = []  # index directories under the folder: passed over
         dangling: list[str] = []  # links whose target is gone
         for dirpath, filenames in photo_walk(root, cannot_list, indexes, dangling, report.followed):
-            folder_excluded = excluded.folder_by_pattern(dirpath, str(root))
+            folder_excluded = excluded.folder_pattern_of(dirpath, str(root)) is not None
             for name in filenames:
                 listed += 1
                 p = Path(dirpath) / name
@@ -295,10 +298,14 @@ class Ingest:
         """Index these image files (new or changed ones; unchanged ones are left as they are). A
         file named here that was removed before is no longer excluded."""
         report, todo = IndexReport(), []
+        excluded = Exclusions(self.catalog.exclusions())
         for p in paths:
             p = absolute(p)
             self.catalog.include(str(p))
-            if not p.exists():
+            left_out = self._left_out(str(p), excluded)
+            if left_out is not None:  # indexed now, a walk of its folder would forget it again
+                report.failed.append(f"{p}: left out by --exclude {left_out!r} (--include {left_out!r} takes it back)")
+            elif not p.exists():
                 report.failed.append(f"{p}: missing")
             elif not p.is_file():
                 report.failed.append(f"{p}: {_kind(p)}, not a regular file")
@@ -310,6 +317,15 @@ class Ingest:
                 self._plan(p, report, todo)
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
+
+    def _left_out(self, path: str, excluded: Exclusions) -> str | None:
+        """The --exclude pattern that leaves `path` out of the walk of the indexed folder it lies in
+        (None for a file outside every indexed folder: a server's upload, a photo added by name)."""
+        root = self.catalog.root_of(path)
+        uploads = str(self.catalog.root.resolve() / UPLOADS)  # the server's own, in an index kept in the folder
+        if root is None or root == path or not os.path.isdir(root) or is_under(path, uploads):
+            return None
+        return excluded.pattern_of(path) or excluded.folder_pattern_of(os.path.dirname(path), root)
 
     def _indexed_name(self, p: Path) -> Path:
         """The name under which file `p` (given by a user, its folders resolved) is indexed already:

@@ -665,6 +665,13 @@ def test_removed_files_and_patterns_stay_out_until_added_back(data_dir, tmp_path
         r = run(app, args + ["--include", stored])
         assert r.exit_code == 0 and len(held()) == 6, (pattern, r.output)
     assert stored == photos.name
+    # a file of an excluded folder named by itself: said, not indexed (the next walk would forget it)
+    r = run(app, args + ["--exclude", "deeper"])
+    assert r.exit_code == 0 and PARIS[4] not in held()
+    r = run(app, args[:1] + [str(sub / "deeper" / PARIS[4])] + args[2:])
+    assert r.exit_code == 3 and PARIS[4] not in held(), r.output
+    assert (f"{sub.resolve() / 'deeper' / PARIS[4]}: left out by --exclude 'deeper' (--include 'deeper' takes it "
+            "back)") in " ".join(r.output.split()), r.output
 
 
 def test_a_file_gone_from_the_disk_is_left_out_of_results(data_dir, tmp_path):
