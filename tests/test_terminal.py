@@ -307,6 +307,30 @@ def test_watch_names_a_failed_file_once(terminal, monkeypatch):
     assert sum("w.lsx: " in ln for ln in lines) == 4 and lines[3].endswith("2 failed, 0 not images")
 
 
+def test_failures_are_named_once_and_many_are_counted(tmp_path, data_dir):
+    """A file that failed is named on the run that reads it; later runs (the file unchanged, not
+    read again) count it and say where the list is; more than 20 new failures at once: 20 named,
+    the rest counted."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / "001.jpg", photos / "001.jpg")
+    for i in range(23):
+        (photos / f"bad{i:02d}.jpg").write_bytes(b"not a jpeg %d" % i)
+    run = CliRunner().invoke
+    args = ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "256"]
+    first = run(cli.app, args)
+    named = [ln for ln in first.stderr.splitlines() if ln.startswith("  failed: ")]
+    assert first.exit_code == 3 and len(named) == 20 and named[0] == f"  failed: {photos / 'bad00.jpg'}: not an image"
+    assert f"  ... and 3 more failed; `layerseek info {tmp_path / 'idx'}` lists every failure" in first.stderr
+    second = run(cli.app, args)
+    assert second.exit_code == 3 and "failed: " not in second.stderr, second.stderr
+    assert (f"  (23 files that failed before are unchanged since, not read again: `layerseek info {tmp_path / 'idx'}` "
+            "lists them)") in second.stderr
+    assert len(run(cli.app, ["info", str(tmp_path / "idx")]).stderr.splitlines()) == 23  # every one
+
+
 def test_counts_are_said_in_good_english():
     from layerseek.errors import plural
     from layerseek.ingest import IndexReport

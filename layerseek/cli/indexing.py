@@ -151,8 +151,7 @@ def index(
         # a failed creation has removed what it made (Index.create); nothing else is removed here
         fail(str(e) if isinstance(e, LayerseekError) else os_error_line(e))
     base.console.print(f"{index_path}: {report.summary()}", highlight=False)
-    for line in report.failed:
-        base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True, markup=False)
+    say_failures(report.failed, index_path)
     for line in report.unreadable:
         base.err_console.print(f"  folder not read (its entries kept): {shown(line)}", highlight=False, soft_wrap=True, markup=False)
     say_not_images([line for line in report.skipped if line not in report.skipped_before])  # once, not every run
@@ -199,6 +198,29 @@ def watch_reporter(index_path: Path):
             said.add(named)
             base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True)
     return reported
+
+
+#: up to this many new failures are named one a line; the rest, and the failures of earlier runs
+#: (files unchanged since), are counted: `info` lists them all
+FAILED_NAMED = 20
+
+
+def say_failures(lines: list[str], index_path: Path) -> None:
+    """The files that failed: each one that failed in this run named (up to FAILED_NAMED), those
+    that failed before and are unchanged since counted (a broken file is not listed at every run)."""
+    from ..ingest import UNCHANGED_SINCE_FAILED
+
+    fresh = [line for line in lines if not line.endswith(UNCHANGED_SINCE_FAILED)]
+    for line in fresh[:FAILED_NAMED]:
+        base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True)
+    more, before = len(fresh) - FAILED_NAMED, len(lines) - len(fresh)
+    if more > 0:
+        base.err_console.print(f"  ... and {more:,} more failed; `layerseek info {shown(str(index_path))}` lists every "
+                               "failure", highlight=False, soft_wrap=True)
+    if before:
+        base.err_console.print(f"  ({plural(before, 'file that failed before is', 'files that failed before are')} "
+                               f"unchanged since, not read again: `layerseek info {shown(str(index_path))}` lists "
+                               f"{'it' if before == 1 else 'them'})", highlight=False, soft_wrap=True)
 
 
 #: up to this many files that are not images are named one a line; more (a phone's export: its videos
