@@ -179,6 +179,13 @@ def _grey(path: str, preview: bool = False) -> tuple[np.ndarray | None, bool]:
     return rgb @ np.array([0.299, 0.587, 0.114], np.float32), preview
 
 
+def check_reportable(index) -> None:
+    """LayerseekError unless `index` can give a duplicates report: a global index with verification."""
+    if index.kind != "global" or not index.verify_settings:
+        raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
+                             "(the default of `layerseek index`)")
+
+
 def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """Every pair of indexed images that is identical (same bytes) or verifies among each image's
     `neighbours` nearest by the global vector, with its kind and evidence. BLAS runs on one
@@ -193,9 +200,7 @@ def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], N
 def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None] | None) -> list[Pair]:
     from .verify.features import unpack_features
 
-    if index.kind != "global" or not index.verify_settings:
-        raise LayerseekError(f"{index.catalog.root}: a duplicates report needs a global index made with verification "
-                             "(the default of `layerseek index`)")
+    check_reportable(index)
     verifier = index.verifier
     shas = index.catalog.shas()
     by_sha: dict[str, list[int]] = {}

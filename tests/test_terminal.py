@@ -331,6 +331,19 @@ def test_failures_are_named_once_and_many_are_counted(tmp_path, data_dir):
     assert len(run(cli.app, ["info", str(tmp_path / "idx")]).stderr.splitlines()) == 23  # every one
 
 
+def test_duplicates_of_an_index_without_features_is_one_line(copy_paris, tmp_path):
+    """An index made with --no-verify cannot give a duplicates report: said at once, before any
+    progress bar."""
+    photos = copy_paris(tmp_path / "photos", 2)
+    run = CliRunner().invoke
+    assert run(cli.app, ["index", str(photos), "--index", str(tmp_path / "nv.lsx"), "--no-verify",
+                         "--max-side", "256"]).exit_code == 0
+    r = run(cli.app, ["duplicates", str(tmp_path / "nv.lsx")])
+    assert r.exit_code == 1 and "verifying" not in r.output, r.output
+    assert r.output.strip() == (f"error: {tmp_path / 'nv.lsx'}: a duplicates report needs a global index made with "
+                                "verification (the default of `layerseek index`)"), r.output
+
+
 def test_counts_are_said_in_good_english():
     from layerseek.errors import plural
     from layerseek.ingest import IndexReport

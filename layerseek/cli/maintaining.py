@@ -38,7 +38,8 @@ def duplicates(
     (verified, not a copy). Each group suggests the copy to keep (the most pixels, then the
     oldest, then the largest file). --move-to DIR moves the others out, after a dry run; nothing
     is ever deleted. A global index made with verification (the default) is needed."""
-    from ..duplicates import KINDS, duplicate_groups, movable, move_files, move_plan, write_csv, write_html
+    from ..duplicates import (KINDS, check_reportable, duplicate_groups, movable, move_files, move_plan, write_csv,
+                              write_html)
     from ..index import Index
     from ..progress import progress_bar
 
@@ -51,6 +52,7 @@ def duplicates(
         fail("--apply moves files: give --move-to DIR too")
     try:
         with Index.open(index_path) as idx:
+            check_reportable(idx)  # said before a progress bar starts
             bar, update = progress_bar("verifying neighbours", base.err_console)
             with bar:
                 groups = duplicate_groups(idx, neighbours, update, kind)
