@@ -487,7 +487,7 @@ def _cli(*args, entry="layerseek"):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", entry, *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", entry, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path):
