@@ -201,8 +201,7 @@ class Ingest:
         # files are in: a renamed or moved photo then finds its content still indexed and copies
         # its vector instead of being extracted again, and is reported as moved.
         # this index's uploads are indexed by the server, under their own paths: never gone for a walk
-        uploads = str(self.catalog.root.resolve() / UPLOADS)
-        gone = self._gone_under(root, seen, unreadable + [uploads], held if not allow_mass_removal else None,
+        gone = self._gone_under(root, seen, unreadable + [self._uploads()], held if not allow_mass_removal else None,
                                 not_photos=indexes) if remove_missing else ([], [])
         renamed = self._named_by_real_path(todo) if report.followed else []
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
@@ -318,13 +317,16 @@ class Ingest:
         self._index_files(todo, report, batch, workers, progress, ray, ray_workers)
         return report
 
+    def _uploads(self) -> str:
+        """Where this index keeps the photos added over HTTP (absolute, resolved)."""
+        return str(self.catalog.root.resolve() / UPLOADS)
+
     def _left_out(self, path: str, excluded: Exclusions) -> str | None:
         """The --exclude pattern that leaves `path` out of the walk of the indexed folder it lies in
         (None for a file outside every indexed folder: a server's upload, a photo added by name)."""
         root = self.catalog.root_of(path)
-        uploads = str(self.catalog.root.resolve() / UPLOADS)  # the server's own, in an index kept in the folder
-        if root is None or root == path or not os.path.isdir(root) or is_under(path, uploads):
-            return None
+        if root is None or root == path or not os.path.isdir(root) or is_under(path, self._uploads()):
+            return None  # (an upload: the server's own, in an index kept inside the folder)
         return excluded.pattern_of(path) or excluded.folder_pattern_of(os.path.dirname(path), root)
 
     def _indexed_name(self, p: Path) -> Path:

@@ -72,7 +72,7 @@ class WordCandidates:
     def find(self, index, qf) -> tuple[list, np.ndarray | None]:
         """(hits, the word score of every image id): the hits scored by their word score (`scored`
         gives them the first stage's, once the network has run); ([], None) for a query without
-        features; the scores None too in an index under WORD_FILTER_MIN_IMAGES (nothing filtered)."""
+        features."""
         from .hits import Hit
         from .verify.features import WordFeatures
 
@@ -84,9 +84,8 @@ class WordCandidates:
                                         else engine.words.encode(qf, engine.params.ma))
             found = engine.best(scores, self.top)
             entries = {i: index.catalog.by_id(i) for i, _ in found}
-            small = len(engine) < WORD_FILTER_MIN_IMAGES
         found = [(i, s) for i, s in found if entries[i] is not None]
-        return [Hit(i, entries[i].path, float(s)) for i, s in found], None if small else scores
+        return [Hit(i, entries[i].path, float(s)) for i, s in found], scores
 
     @staticmethod
     def scored(index, hits: list, q: np.ndarray | None) -> list:
@@ -227,7 +226,8 @@ class Stages:
 
 def word_candidates(index, words: int | None = None, word_filter: float | None = None) -> WordCandidates | None:
     """The word-candidate stage of a search on `index` (None: off): `words` candidates (None: the
-    index's setting; 0: none), filtered at `word_filter` (None: the index's setting; negative: off)."""
+    index's setting; 0: none), filtered at `word_filter` (None: the index's setting, and no filter in
+    an index of fewer than WORD_FILTER_MIN_IMAGES images; negative: off)."""
     w = (index.verify_settings or {}).get("words")
     k = int(w["top"]) if words is None and w else int(words or 0)
     if k < 0:
@@ -237,7 +237,8 @@ def word_candidates(index, words: int | None = None, word_filter: float | None =
     if not w:
         raise LayerseekError(f"{index.catalog.root}: this index has no word candidates (made before "
                              "them, or with them off); search with --word-candidates 0")
-    return WordCandidates(k, word_filter_of(index, word_filter))
+    small = word_filter is None and index.catalog.count() < WORD_FILTER_MIN_IMAGES  # its scores say little
+    return WordCandidates(k, None if small else word_filter_of(index, word_filter))
 
 
 def word_filter_of(index, given: float | None = None) -> float | None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -141,7 +140,8 @@ def search(
         if remote is not None:
             base.err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
                                    "process", highlight=False, soft_wrap=True)
-    asked = files_asked(top, is_table(json_out, csv_out, paths_only))  # a table: identical files are one row
+    table = is_table(json_out, csv_out, paths_only)
+    asked = files_asked(top, table)  # a table: identical files are one row
     params = search_params(asked, exclude_self, qe, verify, word_candidates, word_filter, hubness)
     try:
         with contextlib.ExitStack() as stack:
@@ -206,7 +206,7 @@ def search(
                 if header:
                     header()
                     header = None
-                if content is None and sys.stdout.isatty():  # a terminal's table: identical files as one
+                if content is None and table:  # a terminal's table: identical files as one
                     content = {h.id: e.sha256 for h in hits
                                if (e := idx.catalog.by_id(h.id)) is not None and e.path == h.path}
                 print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content,
