@@ -8,6 +8,7 @@
         [--n 12] [--rounds 2] [--trees /tmp/wt-before,.] [--terminal]
     .venv/bin/python bench/speed_profile.py timeline /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp \
         [--n 12] [--network-threads 1]
+    .venv/bin/python bench/speed_profile.py files /var/tmp/mixed10k.lsx --photos /var/tmp/phone30/12mp [--n 6]
     PYTHONPATH=/tmp/ov .venv/bin/python bench/speed_profile.py runtimes -      # pip install --target /tmp/ov openvino
 
 `photos` writes N phone-size JPEGs (4032 x 3024, quality 92) made from the
@@ -37,6 +38,10 @@ input, as `layerseek index` runs it (ONNX Runtime, 2 threads, no spinning), agai
 same cached graph (f32, 2 threads, latency hint) where it is importable: median wall and CPU time of
 8 runs, three alternating rounds, and the largest difference of each layer relative to its largest
 activation.
+
+`files`: what asking a search for more files costs, in one process (`Index.search` of the first N
+photos with `top` 20, 200 and 1000, then `distinct=True` with `top` 10: identical files counted
+once), the median wall time of each, twice over, alternating.
 
 `served`: `layerseek search INDEX PHOTO --json` from a shell while `layerseek serve INDEX` runs,
 for the first N photos of a folder (wall time of each command, its start included): the server
@@ -357,6 +362,24 @@ def served_profile(index: Path, photos: Path, n: int, rounds: int, trees: list[P
                   f"{sum(w <= 0.5 for w in walls)} of {len(walls)} at or under 0.5 s")
 
 
+def files_profile(index: Path, photos: Path, n: int) -> None:
+    from layerseek.index import Index
+
+    shots = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[:n]
+    asks = [("top 20", {"top": 20}), ("top 200", {"top": 200}), ("top 1000", {"top": 1000}),
+            ("top 10 photos (distinct)", {"top": 10, "distinct": True})]
+    with Index.open(index) as idx:
+        idx.search(shots[0], top=10)  # the network, the graph and the word engine loaded
+        for r in range(2):
+            for name, kw in asks:
+                walls = []
+                for photo in shots:
+                    t0 = time.perf_counter()
+                    idx.search(photo, **kw)
+                    walls.append(time.perf_counter() - t0)
+                print(f"round {r + 1}  {name:26s} median {statistics.median(walls):.3f} s", flush=True)
+
+
 def runtimes_profile(rounds: int = 3, runs: int = 8) -> None:
     import numpy as np
 
@@ -405,7 +428,7 @@ def runtimes_profile(rounds: int = 3, runs: int = 8) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("photos", "index", "search", "served", "timeline", "runtimes"))
+    ap.add_argument("what", choices=("photos", "index", "search", "served", "timeline", "runtimes", "files"))
     ap.add_argument("folder", type=Path, help="the photos' folder; for `served`, the index")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--runtime", default="torch,onnx")
@@ -422,6 +445,8 @@ def main() -> None:
         index_profile(args.folder, args.runtime.split(","))
     elif args.what == "runtimes":
         runtimes_profile()
+    elif args.what == "files":
+        files_profile(args.folder, args.photos, min(args.n, 30))
     elif args.what == "timeline":
         timeline_profile(args.folder, args.photos, args.n, args.network_threads)
     elif args.what == "served":

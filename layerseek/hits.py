@@ -32,3 +32,20 @@ class Hit:
 
     def __repr__(self) -> str:
         return "Hit(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
+
+
+def first_photos(hits: list, top: int, content: dict) -> list:
+    """The hits of the first `top` photos, in order, where identical files (the same `content`,
+    by id; a hit without one is a photo of its own) are one photo: every file of those photos is
+    kept, so that the terminal and the page can show each photo once and name its other files."""
+    photos: set = set()
+    out = []
+    for h in hits:
+        c = content.get(h.id)
+        photo = ("id", h.id) if c is None else c
+        if photo not in photos:
+            if len(photos) == top:
+                continue
+            photos.add(photo)
+        out.append(h)
+    return out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import LayerseekError
-from .hits import SEARCH_LIMITS, Hit  # noqa: F401 (re-exported)
+from .hits import SEARCH_LIMITS, Hit, first_photos  # noqa: F401 (Hit re-exported)
 from .images import load_image
 from .local.mof import rerank_head
 from .stages import HUB_POOL, Expansion, Hubness, Stages
@@ -163,18 +163,25 @@ class Query:
 
     #: results asked for beyond `top`, so that files gone from the disk can be left out
     MISSING_SLACK = 10
+    #: files ranked to find `top` photos where identical files count once (`search(distinct=True)`):
+    #: at least this many, which cost a search no more than 20 (docs/BENCHMARKS.md, "Ninth round")
+    DISTINCT_FILES = 200
 
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
                matches: bool = False, words: int | None = None, word_filter: float | None = None,
-               hubness: int | None = None) -> list[Hit]:
+               hubness: int | None = None, distinct: bool = False) -> list[Hit]:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
-        carries the correspondences that verified it (`Hit.matches`, to draw them)."""
+        carries the correspondences that verified it (`Hit.matches`, to draw them). `distinct`:
+        `top` counts photos, identical files (the same content) one, each of their files returned
+        (`hits.first_photos`: a terminal's table and the page show them as one)."""
         drawn: dict | None = {} if matches else None  # id -> a verified image's correspondences
-        hits = self.ranked(image, top + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words,
+        files = min(max(top * 4, self.DISTINCT_FILES), SEARCH_LIMITS["top"][1]) if distinct else top
+        hits = self.ranked(image, files + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words,
                            word_filter, hubness)
-        hits = [h for h in hits if os.path.lexists(h.path)][:top]
+        hits = [h for h in hits if os.path.lexists(h.path)]
+        hits = first_photos(hits, top, self.catalog.contents(h.id for h in hits)) if distinct else hits[:top]
         for h in hits:
             if drawn and h.verified and h.id in drawn:
                 h.matches = np.round(drawn[h.id], 4).tolist()
@@ -379,13 +386,14 @@ class Query:
         return graph
 
     def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
-                         data: bytes | None = None) -> list[Hit]:
+                         data: bytes | None = None, distinct: bool = False) -> list[Hit]:
         """Two stages: this (global) index shortlists its `shortlist` best images, the MOF index
         `local` of the same photos re-scores them. Returns the re-ordered head with MOF scores;
-        a shortlisted file the MOF index lacks keeps its place after the scored ones."""
+        a shortlisted file the MOF index lacks keeps its place after the scored ones. `distinct`:
+        `top` counts photos (as `search` takes it)."""
         if self.kind != "global" or local.kind != "local":
             raise LayerseekError("two-stage search needs a global index first and a mof index second")
-        first = self.search(image, top=max(shortlist, top), data=data, verify=0)
+        first = self.search(image, top=max(shortlist, top), data=data, verify=0, distinct=distinct)
         scores = dict(local.engine().search(local.encode_query(image, data)))
         local_id = {}
         for h in first[:shortlist]:
@@ -395,7 +403,8 @@ class Query:
         mof_score = {i: (scores.get(j, 0.0) if j is not None else float("nan")) for i, j in local_id.items()}
         by_id = {h.id: h for h in first}
         order = rerank_head([h.id for h in first], mof_score, shortlist)
-        return [Hit(i, by_id[i].path, mof_score[i] if i in mof_score else by_id[i].score) for i in order][:top]
+        hits = [Hit(i, by_id[i].path, mof_score[i] if i in mof_score else by_id[i].score) for i in order]
+        return first_photos(hits, top, self.catalog.contents(order)) if distinct else hits[:top]
 
     # -- MOF ----------------------------------------------------------------------------------
     def engine(self):

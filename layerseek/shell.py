@@ -79,9 +79,8 @@ def quick_search(args: list[str]) -> bool:
     if server is None:
         return False
     table = is_table(bool(opts.get("json")), bool(opts.get("csv")), bool(opts.get("paths_only")))
-    asked = files_asked(opts["top"], table)
-    params = search_params(asked, opts.get("exclude_self", False), opts.get("qe", 0), opts.get("verify"),
-                           opts.get("words"), opts.get("word_filter"), opts.get("hubness"))
+    params = search_params(opts["top"], opts.get("exclude_self", False), opts.get("qe", 0), opts.get("verify"),
+                           opts.get("words"), opts.get("word_filter"), opts.get("hubness"), photos=table)
     t0 = time.perf_counter()
     try:
         hits, answer = search(server, photo, params)
@@ -92,29 +91,16 @@ def quick_search(args: list[str]) -> bool:
     escape_output()
     print(f"searched by the server at {server.url} (pid {server.pid}); --here searches in this process",
           file=sys.stderr)
-    hits = shown_hits(hits, photo, asked, opts.get("exclude_self", False), opts.get("same_only", False),
-                      opts.get("min_inliers"))
+    content = served_content(answer) if table else None  # a table: identical files are one row
+    hits = shown_hits(hits, photo, opts["top"], opts.get("exclude_self", False), opts.get("same_only", False),
+                      opts.get("min_inliers"), content)
     writer, header = results_start(opts.get("csv", False), opts.get("json", False), opts.get("paths_only", False),
                                    False)
     if header:
         header()
     print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
-               bool(opts.get("paths_only")), served_content(answer),
-               kept_words(opts.get("same_only", False), opts.get("min_inliers")), opts["top"])
+               bool(opts.get("paths_only")), content, kept_words(opts.get("same_only", False), opts.get("min_inliers")))
     return True
-
-
-#: a terminal's table shows identical files as one photo, so it asks the search for this many files a
-#: photo asked for: `-n 10` still shows 10 photos where some have a copy under another name
-TABLE_FILES_PER_PHOTO = 2
-
-
-def files_asked(top: int, table: bool) -> int:
-    """How many results a search is asked for when `top` are to be shown (more for a terminal's
-    table, which shows identical files as one)."""
-    from .hits import SEARCH_LIMITS
-
-    return min(top * TABLE_FILES_PER_PHOTO, SEARCH_LIMITS["top"][1]) if table else top
 
 
 def is_table(json_out: bool, csv_out: bool, paths_only: bool) -> bool:
@@ -128,18 +114,23 @@ def served_content(answer: dict) -> dict:
 
 
 def search_params(top: int, exclude_self: bool, qe: int = 0, verify: int | None = None, words: int | None = None,
-                  word_filter: float | None = None, hubness: int | None = None) -> dict:
+                  word_filter: float | None = None, hubness: int | None = None, photos: bool = False) -> dict:
     """What a search asks of the index or of a server (as `/search` names it): one result more
-    when the query's own file is to be left out."""
+    when the query's own file is to be left out; `photos`: `top` counts photos, identical files
+    once (a terminal's table shows them as one row)."""
     return {"top": top + 1 if exclude_self else top, "qe": qe, "verify": verify, "words": words,
-            "word_filter": word_filter, "hubness": hubness}
+            "word_filter": word_filter, "hubness": hubness, "photos": 1 if photos else None}
 
 
 def shown_hits(hits: list, query: Path, top: int, exclude_self: bool = False, same_only: bool = False,
-               min_inliers: int | None = None) -> list:
+               min_inliers: int | None = None, content: dict | None = None) -> list:
     """The results a search prints: the query's own file left out (`exclude_self`), the first
-    `top`, then only the verified ones (`same_only`) or those with `min_inliers`."""
-    hits = (without_self(hits, query) if exclude_self else hits)[:top]
+    `top` (photos when each hit's `content` is given: identical files count once), then only the
+    verified ones (`same_only`) or those with `min_inliers`."""
+    from .hits import first_photos
+
+    hits = without_self(hits, query) if exclude_self else hits
+    hits = first_photos(hits, top, content) if content is not None else hits[:top]
     if same_only:
         hits = [h for h in hits if h.verified]
     if min_inliers is not None:
@@ -180,11 +171,11 @@ def table_header(batch: bool) -> str:
 
 
 def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool,
-               content: dict | None = None, kept: str = "", photos: int | None = None) -> None:
+               content: dict | None = None, kept: str = "") -> None:
     """One query's results in the form asked for (see `cli.search`). `content`: each hit's file
     content (its sha256, by id): a terminal's table shows identical files as one photo, the others
-    named under it, as the page does, and at most `photos` photos (JSON, CSV and piped lines keep
-    one row a file). `kept`: what the results shown had to be (`kept_words`), said when none was."""
+    named under it, as the page does (JSON, CSV and piped lines keep one row a file). `kept`: what
+    the results shown had to be (`kept_words`), said when none was."""
     from .errors import plural, shown
 
     if not hits and not (json_out or writer is not None or paths_only):  # a line, not an empty table
@@ -217,19 +208,19 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
             print(f"{shown(str(image))}: no photo verified as the same object", file=sys.stderr)
         return
     hits, twins = identical_apart(hits, content or {})
-    hits = hits[:photos]
-    same = [h for h in hits if h.verified]
+    own = os.path.realpath(image)  # an indexed photo searched with: its own row says so, verified or not
+    itself = {h.id for h in hits if any(os.path.realpath(t.path) == own for t in [h, *twins.get(h.id, [])])}
+    same = [h for h in hits if h.verified or h.id in itself]
     checked = any(h.inliers is not None for h in hits)
     counts = (f"{plural(len(same), 'same object')} · {len(hits) - len(same)} similar"
-              if checked else f"{len(hits)} similar")
+              if checked or same else f"{len(hits)} similar")
     paint = _painter()
     print(f"{paint(shown(str(image)), BOLD)}: {counts} · {seconds:.1f} s")
     if checked and not same:
         print("no photo verified as the same object; the closest by appearance:")
     rows = []
-    own = os.path.realpath(image)  # an indexed photo searched with: its own row says so
     for i, h in enumerate(hits, 1):
-        if h.verified and any(os.path.realpath(t.path) == own for t in [h, *twins.get(h.id, [])]):
+        if h.id in itself:
             match = ("same", " · the photo itself")
         elif h.verified:
             match = ("same", f" · {h.inliers} inliers")
@@ -238,7 +229,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
         else:  # nothing verified in this index: the first stage's similarity is the order
             match = ("similar", f" · {h.score:.3f}")
         also = [f"+ identical file: {shown(t.path)}" for t in twins.get(h.id, [])]
-        rows.append((str(i), match, shown(h.path), h.verified, also))
+        rows.append((str(i), match, shown(h.path), h.verified or h.id in itself, also))
     print_table(rows, paint)
 
 

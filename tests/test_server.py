@@ -69,6 +69,27 @@ def test_search_finds_the_photographed_place_first(client, index_dir):
     assert again.content == th.content
 
 
+def test_photos_counts_identical_files_once(copy_paris, tmp_path):
+    """`photos=true`: `top` counts photos, every file of each returned with its content (a photo
+    with three identical copies is one of the two asked for); without it, `top` files."""
+    photos = copy_paris(tmp_path / "photos", 3)
+    for k in range(3):
+        shutil.copy(photos / PARIS[0], photos / f"copy{k}.jpg")
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        assert idx.add_folder(photos).added == 6
+    q = {"file": ("q.jpg", (photos / PARIS[0]).read_bytes(), "image/jpeg")}
+    with TestClient(create_app(tmp_path / "idx"), base_url="http://localhost") as c:
+        files = c.post("/search?top=2", files=q).json()["results"]
+        assert len(files) == 2 and len({h["content"] for h in files}) == 1
+        res = c.post("/search?top=2&photos=true", files=q).json()["results"]
+        assert len(res) == 5 and len({h["content"] for h in res}) == 2
+        assert sum(h["name"] in (PARIS[0], "copy0.jpg", "copy1.jpg", "copy2.jpg") for h in res) == 4
+        assert [h["rank"] for h in res] == [1, 2, 3, 4, 5]
+        own = next(h["id"] for h in res if h["name"] == PARIS[0])  # the photo searched with, left out
+        left = c.post(f"/search?top=2&photos=true&exclude={own}", files=q).json()["results"]
+        assert len(left) == 4 and own not in {h["id"] for h in left} and len({h["content"] for h in left}) == 2
+
+
 def test_a_heic_thumbnail_is_made_from_the_one_it_embeds(tmp_path, data_dir, monkeypatch):
     """Issue 28: the page's thumbnail of an iPhone-style HEIC decodes the 320 px thumbnail the file
     holds (about 9 ms) rather than the photo (about 0.9 s at 12 MP); the viewer's 1024 px one,

@@ -131,6 +131,13 @@ def test_the_query_itself_is_said(tty, tmp_path):
         rows = [ln for ln in tty(lambda: cli.print_hits(query, hits, 0.2, False, False, None, False)).splitlines()
                 if ln[:1].isdigit()]
         assert "same · the photo itself" in rows[0] and "same · 80 inliers" in rows[1], rows
+    # an index that verifies nothing: its own file is still the photo itself (it said "similar · 1.000")
+    unverified = [Hit(1, str(photo), 1.0), Hit(2, str(tmp_path / "b.jpg"), 0.9)]
+    lines = tty(lambda: cli.print_hits(link, unverified, 0.2, False, False, None, False)).splitlines()
+    rows = [ln for ln in lines if ln[:1].isdigit()]
+    assert lines[0] == f"{link}: 1 same object · 1 similar · 0.2 s"
+    assert "same · the photo itself" in rows[0] and "similar · 0.900" in rows[1], lines
+    assert lines[lines.index(rows[1]) - 1].startswith("─")  # the rule under the photo itself
 
 
 def test_nothing_kept_is_one_line(tty, capsys):
@@ -167,22 +174,39 @@ def _on_a_terminal(*args) -> tuple[int, list[str], str]:
 
 
 def test_search_at_a_terminal_names_identical_files_once(copy_paris, tmp_path):
-    """`search` itself, on a pseudo-terminal, in this process: a photo and its copy are one row,
-    and `-n 2` shows two photos (it asked for two files, the photo and its copy, before)."""
+    """`search` itself, on a pseudo-terminal, in this process: a photo and its three copies are one
+    row, and `-n 2` shows two photos (it asked for two files, the photo and a copy, at first; then
+    for four, all of them the one photo)."""
     import shutil
 
     photos = copy_paris(tmp_path / "photos", 3)
-    shutil.copy(photos / PARIS[0], photos / "copy.jpg")
+    copies = ["copy.jpg", "copy 2.jpg", "copy 3.jpg"]
+    for name in copies:
+        shutil.copy(photos / PARIS[0], photos / name)
     r = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "320"])
     assert r.exit_code == 0, r.output
     for top, rows in ((10, 3), (2, 2)):
         code, lines, err = _on_a_terminal("search", tmp_path / "idx", photos / PARIS[0], "--here", "-n", top)
         assert code == 0, err
         assert lines[0].endswith(f": 1 same object · {rows - 1} similar · " + lines[0].rsplit(" · ", 1)[1]), lines
-        named = [ln.split()[-1] for ln in lines if ln.strip()[:1].isdigit()]
+        named = [ln.split("  ")[-1] for ln in lines if ln.strip()[:1].isdigit()]
         also = [ln.strip() for ln in lines if ln.strip().startswith("+ identical file: ")]
-        assert len(named) == rows and len(also) == 1, lines
-        assert {Path(named[0]).name, Path(also[0].rsplit(" ", 1)[1]).name} == {PARIS[0], "copy.jpg"}
+        assert len(named) == rows and len(also) == 3, lines
+        assert {Path(named[0]).name, *(Path(a.split(": ", 1)[1]).name for a in also)} == {PARIS[0], *copies}
+        assert {Path(n).name for n in named[1:]} <= set(PARIS[1:3])
+
+
+def test_first_photos_counts_identical_files_once():
+    """`hits.first_photos`: the files of the first `top` photos, every file of each kept, in order; a
+    hit of unknown content is a photo of its own."""
+    from layerseek.hits import first_photos
+
+    hits = [Hit(i, f"/p/{i}.jpg", 1.0 - i / 10) for i in range(1, 8)]
+    content = {1: "a", 2: "a", 3: "b", 4: "a", 5: "c", 7: "b"}  # 6: not known
+    assert [h.id for h in first_photos(hits, 2, content)] == [1, 2, 3, 4, 7]
+    assert [h.id for h in first_photos(hits, 3, content)] == [1, 2, 3, 4, 5, 7]
+    assert [h.id for h in first_photos(hits, 4, content)] == [1, 2, 3, 4, 5, 6, 7]
+    assert [h.id for h in first_photos(hits, 1, {})] == [1]
 
 
 def test_the_terminal_table_imports_no_rich():

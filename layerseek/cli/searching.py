@@ -11,8 +11,7 @@ from rich.markup import escape
 
 from ..errors import LayerseekError, shown
 from ..hits import SEARCH_LIMITS
-from ..shell import (files_asked, is_table, kept_words, print_hits, results_start, search_params,
-                     served_content, shown_hits)
+from ..shell import is_table, kept_words, print_hits, results_start, search_params, served_content, shown_hits
 from ..stages import DEFAULT_VERIFY
 from . import base
 from .base import _NOTHING_TO_FINISH, DEFAULT_INDEX, EXIT_SOME_FAILED, app, fail
@@ -140,9 +139,8 @@ def search(
         if remote is not None:
             base.err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
                                    "process", highlight=False, soft_wrap=True)
-    table = is_table(json_out, csv_out, paths_only)
-    asked = files_asked(top, table)  # a table: identical files are one row
-    params = search_params(asked, exclude_self, qe, verify, word_candidates, word_filter, hubness)
+    table = is_table(json_out, csv_out, paths_only)  # a table: identical files are one row, `top` counts photos
+    params = search_params(top, exclude_self, qe, verify, word_candidates, word_filter, hubness, photos=table)
     try:
         with contextlib.ExitStack() as stack:
             opened: list = []  # [index, mof index to re-rank with], once a search runs here
@@ -180,7 +178,7 @@ def search(
 
                         try:
                             hits, answer = remote_search(remote, image, params)
-                            content = served_content(answer)
+                            content = served_content(answer) if table else None
                         except RemoteError as e:
                             if e.refused:
                                 raise LayerseekError(str(e)) from None
@@ -189,10 +187,14 @@ def search(
                     if hits is None:
                         idx, local = here_index()
                         if local is not None:
-                            hits = idx.search_two_stage(image, local, top=params["top"], shortlist=shortlist)
+                            hits = idx.search_two_stage(image, local, top=params["top"], shortlist=shortlist,
+                                                        distinct=table)
                         else:
                             hits = idx.search(image, top=params["top"], qe=qe, verify=verify, diffusion=diffusion,
-                                              words=word_candidates, word_filter=word_filter, hubness=hubness)
+                                              words=word_candidates, word_filter=word_filter, hubness=hubness,
+                                              distinct=table)
+                        if table:
+                            content = idx.catalog.contents(h.id for h in hits)
                 except LayerseekError as e:
                     if not batch:
                         raise
@@ -202,15 +204,12 @@ def search(
                     if json_out:
                         print(_json.dumps({"query": str(image), "error": str(e)}))
                     continue
-                hits = shown_hits(hits, image, asked, exclude_self, same_only, min_inliers)
+                hits = shown_hits(hits, image, top, exclude_self, same_only, min_inliers, content)
                 if header:
                     header()
                     header = None
-                if content is None and table:  # a terminal's table: identical files as one
-                    content = {h.id: e.sha256 for h in hits
-                               if (e := idx.catalog.by_id(h.id)) is not None and e.path == h.path}
                 print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content,
-                           kept_words(same_only, min_inliers), top)
+                           kept_words(same_only, min_inliers))
     except LayerseekError as e:
         fail(str(e))
     if failed:

@@ -55,7 +55,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
-from ..hits import SEARCH_LIMITS
+from ..hits import SEARCH_LIMITS, first_photos
 from ..images import IMAGE_SUFFIXES, jpeg_bytes, jpeg_data_uri, load_image, read_snapshot
 from ..index import Index
 from ..store.catalog import UPLOADS, Catalog, Entry, is_under
@@ -527,15 +527,15 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
     def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False,
                   words: int | None = None, word_filter: float | None = None, hubness: int | None = None,
-                  preview: int = 0):
+                  preview: int = 0, distinct: bool = False):
         """(the hits, the query as the search decoded it as a JPEG data: URI at most `preview` px, or
         None when `preview` is 0)."""
         img = idx.query_image(name, data)  # decoded once: searched, and shown when asked
         shown_query = jpeg_data_uri(img, preview) if preview else None
         if local is not None:
-            return idx.search_two_stage(img, local, top=top, shortlist=shortlist), shown_query
+            return idx.search_two_stage(img, local, top=top, shortlist=shortlist, distinct=distinct), shown_query
         return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words,
-                          word_filter=word_filter, hubness=hubness), shown_query
+                          word_filter=word_filter, hubness=hubness, distinct=distinct), shown_query
 
     def search_options(top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
                        qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
@@ -555,13 +555,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                                              "that verified it: [query x, y, result x, y] as shares of each image's size"),
                        exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image out of "
                                                    "the results (searching with an indexed photo: not itself)"),
+                       photos: bool = Query(False, description="`top` counts photos: identical files (the same "
+                                            "content) count once, and every file of the photos returned is listed "
+                                            "(each result's `content` tells them apart)"),
                        preview: int = Query(0, ge=0, le=1024, description="also return the query as the search read "
                                             "it (upright), a JPEG data: URI whose longer side is at most this, as "
                                             "`query_image` (for a photo a browser cannot show: HEIC, TIFF; 0: none)"),
                        ) -> dict:
         """The options of a search, the same for an upload and a photo named by its path."""
         return {"top": top, "qe": qe, "verify": verify, "words": words, "word_filter": word_filter, "hubness": hubness,
-                "matches": matches, "exclude": exclude, "preview": preview}
+                "matches": matches, "exclude": exclude, "preview": preview, "photos": photos}
 
     async def answer(name: str, data: bytes, o: dict, authorization: str | None) -> dict:
         """A search's answer for a photo's bytes: the results, their paths as the caller may see them."""
@@ -570,16 +573,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         try:
             hits, shown_query = await run_job(do_search, name, data, o["top"] + (exclude is not None), o["qe"],
                                               o["verify"], o["matches"], o["words"], o["word_filter"], o["hubness"],
-                                              o["preview"])
-            hits = [h for h in hits if h.id != exclude][:o["top"]]
+                                              o["preview"], o["photos"])
+            hits = [h for h in hits if h.id != exclude]
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
             raise HTTPException(400, without_server_paths(str(e)) if not paths_ok(authorization) else str(e)) from None
         full = paths_ok(authorization)
         with read_lock:  # which results are the same file content (the page shows them as one)
-            entries = {h.id: reader.by_id(h.id) for h in hits}
-        content = {i: e.sha256[:16] for i, e in entries.items() if e is not None}
+            content = {i: sha[:16] for i, sha in reader.contents(h.id for h in hits).items()}
+        hits = first_photos(hits, o["top"], content) if o["photos"] else hits[:o["top"]]
         out = {"query": name, "seconds": round(time.perf_counter() - t0, 4),
                "results": [hit_json(i, h, full, content.get(h.id)) for i, h in enumerate(hits, 1)]}
         if shown_query is not None:

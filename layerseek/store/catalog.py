@@ -482,6 +482,16 @@ class Catalog:
         order = np.argsort(ids, kind="stable")
         return ids[order], hashes[order]
 
+    def contents(self, ids: Iterable[int]) -> dict[int, str]:
+        """id -> content hash of these images (those still indexed), in one query."""
+        ids = [int(i) for i in ids if 0 < int(i) < 2 ** 63]
+        out: dict[int, str] = {}
+        for at in range(0, len(ids), 500):  # SQLite's bound on a statement's variables
+            part = ids[at:at + 500]
+            out.update(self.conn.execute(f"SELECT id, sha256 FROM images WHERE id IN ({','.join('?' * len(part))})",
+                                         part))
+        return out
+
     def shas(self) -> dict[int, str]:
         """id -> content hash of everything indexed."""
         return dict(self.conn.execute("SELECT id, sha256 FROM images"))
