@@ -4,7 +4,9 @@ the folder has been quiet for a moment, so a camera import of 500 photos is one 
 
 The run is the same as `layerseek index`: new and changed files are added, deleted ones
 forgotten, removed and excluded ones left out, and a folder that vanishes whole (an unmounted
-drive) is refused, not emptied.
+drive) is refused, not emptied. The watched folder itself moved away, renamed, deleted or
+unmounted is said once (its photos stay in the index); when it is back, it is watched and
+indexed again.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from .errors import IndexBusy, LayerseekError
 
 #: seconds between tries while another process holds the index (its run may last minutes)
 BUSY_RETRY = 2.0
+#: seconds between looks at whether the watched folder is still there (events stop telling when it
+#: is moved away: inotify follows it to its new place; a drive unmounted sends nothing more)
+THERE_CHECK = 1.0
 
 
 def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Event | None = None,
@@ -78,10 +83,37 @@ def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Even
 
     observer = (PollingObserver(timeout=max(0.5, debounce)) if poll else Observer())
     observer.schedule(Changes(), str(folder), recursive=True)
+    gone = [False, time.monotonic()]  # the folder is not there (said once); when it was last looked at
+
+    def still_there() -> bool:
+        """Whether the folder is there, looked at every THERE_CHECK seconds: its going said once,
+        and when it is back, watched anew (the old watch followed it away, or died with its drive)."""
+        if time.monotonic() - gone[1] < THERE_CHECK:
+            return not gone[0]
+        gone[1] = time.monotonic()
+        there = folder.is_dir()
+        if not there and not gone[0]:
+            gone[0] = True
+            if on_error:
+                on_error(f"{folder}: gone (moved, renamed, deleted or unmounted); its photos stay in the index, "
+                         "and it is indexed again when it is back")
+        elif there and gone[0]:
+            gone[0] = False
+            with contextlib.suppress(OSError):
+                observer.unschedule_all()
+                watched.clear()
+                observer.schedule(Changes(), str(folder), recursive=True)
+            changed.clear()
+            run()  # what changed while it was away
+        return there
+
     observer.start()
     try:
         run()  # what changed while nobody watched
         while not stop.is_set():
+            if not still_there():
+                stop.wait(0.2)
+                continue
             if busy[0] and not changed.is_set():  # nothing new, but the last run did not get through
                 if not stop.wait(BUSY_RETRY):
                     run()

@@ -757,6 +757,41 @@ def test_watch_keeps_the_index_in_step_with_the_folder(data_dir, tmp_path):
         until(lambda: set(held()) == {PARIS[0], PARIS[2]} and len(held()) == 2, "follow a moved file")
 
 
+def test_watch_says_once_when_its_folder_goes_and_indexes_it_when_back(data_dir, tmp_path, monkeypatch):
+    """The watched folder moved away: said once (it said nothing: inotify followed the folder to its
+    new place), its photos kept; moved back, watched anew and what changed meanwhile indexed."""
+    import threading
+
+    from layerseek import watch as watch_module
+
+    monkeypatch.setattr(watch_module, "THERE_CHECK", 0.2)
+    photos, away = tmp_path / "photos", tmp_path / "away"
+    photos.mkdir()
+    shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[0], photos / PARIS[0])
+    errors, reports, stop = [], [], threading.Event()
+    with Index.create(tmp_path / "idx", "gem", backbone="mobilenet_v2", layers=("last",), max_side=128) as idx:
+        t = threading.Thread(target=watch_module.watch, args=(idx, photos, 0.3, stop, reports.append, errors.append))
+        t.start()
+        try:
+            _wait_for(lambda: reports, "the watch did not index the folder at its start")
+            photos.rename(away)
+            _wait_for(lambda: errors, "the watch did not say its folder went")
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[1], away / PARIS[1])  # a change over there
+            time.sleep(1.5)
+            assert len(errors) == 1 and errors[0].startswith(f"{photos.resolve()}: gone (moved, renamed, deleted")
+            assert len(reports) == 1 and list(_catalogued(tmp_path / "idx")) == [str(photos.resolve() / PARIS[0])]
+            away.rename(photos)
+            _wait_for(lambda: len(reports) == 2, "the watch did not index its folder when it came back")
+            assert reports[1].added == 1 and str(photos.resolve() / PARIS[1]) in _catalogued(tmp_path / "idx")
+            shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[2], photos / PARIS[2])  # watched anew
+            _wait_for(lambda: str(photos.resolve() / PARIS[2]) in _catalogued(tmp_path / "idx"),
+                      "the watch did not see a change in its folder back")
+            assert len(errors) == 1
+        finally:
+            stop.set()
+            t.join(timeout=30)
+
+
 def test_watch_sees_a_linked_folder_too(data_dir, tmp_path):
     """Events do not follow links: the watch also watches each linked folder the walk went into,
     so a photo added there is indexed (under the link's name)."""
