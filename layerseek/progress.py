@@ -7,15 +7,22 @@ from collections.abc import Callable
 from rich.console import Console
 
 
-def progress_bar(label: str, console: Console | None = None) -> tuple[object, Callable[[int, int], None]]:
-    """(a rich Progress to use as a context manager, an update(done, total) callback)."""
+def progress_bar(label: str, console: Console | None = None, transient: bool = False
+                 ) -> tuple[object, Callable[[int, int], None]]:
+    """(a rich Progress to use as a context manager, an update(done, total) callback); `transient`:
+    gone from the terminal when it ends."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
     # the label as text: a path's "[old]" is no style tag
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                   console=console or Console(stderr=True))
+                   console=console or Console(stderr=True), transient=transient)
+    return bar, another_line(bar, label)
+
+
+def another_line(bar, label: str) -> Callable[[int, int], None]:
+    """An update(done, total) callback of a new line on a bar (`progress_bar`'s) with this label."""
     task = bar.add_task(label, total=None, rate="")
     t0 = time.perf_counter()
 
@@ -23,7 +30,30 @@ def progress_bar(label: str, console: Console | None = None) -> tuple[object, Ca
         rate = done / max(time.perf_counter() - t0, 1e-9)
         bar.update(task, completed=done, total=total, rate=f"{rate:.2f} img/s" if done else "")
 
-    return bar, update
+    return update
+
+
+def catching_up_bar(console: Console, bar=None) -> Callable[[str, int, int], None]:
+    """A callback for `Index.catching_up`: each thing a search's caches bring up to date a line of
+    `bar` (a progress bar shown already: `index`'s), or of a bar of its own shown while it runs
+    (a search, `serve`'s start)."""
+    lines: dict[str, Callable[[int, int], None]] = {}
+    own: list = []
+
+    def told(what: str, done: int, total: int) -> None:
+        if what not in lines:
+            if bar is not None:
+                lines[what] = another_line(bar, what)
+            else:
+                mine, lines[what] = progress_bar(what, console, transient=True)
+                mine.start()
+                own.append(mine)
+        lines[what](done, total)
+        if done >= total and bar is None:  # its own bar: gone with the work
+            own.pop().stop()
+            del lines[what]
+
+    return told
 
 
 def versions() -> dict:

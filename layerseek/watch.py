@@ -27,13 +27,14 @@ THERE_CHECK = 1.0
 
 def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Event | None = None,
           on_report: Callable[[object], None] | None = None, on_error: Callable[[str], None] | None = None,
-          poll: bool = False, **add_options) -> None:
+          poll: bool = False, run_bar: Callable[[], tuple] | None = None, **add_options) -> None:
     """Index `folder` into `index` now, then again after every burst of changes under it (once no
     event came for `debounce` seconds), until `stop` is set. `on_report` gets each run's
     IndexReport, `on_error` the message of a run that failed (the watch goes on). A run that
     finds the index busy (another `index` or `remove` holds its lock) is tried again every
     BUSY_RETRY seconds until it gets through, so no change is left behind. `poll`: a polling
-    observer (network shares, where no events come)."""
+    observer (network shares, where no events come). `run_bar`: makes (a context manager shown while
+    a run works, its update(done, total)): a progress bar for each run."""
     from watchdog.events import FileSystemEventHandler
     from watchdog.observers import Observer
     from watchdog.observers.polling import PollingObserver
@@ -60,13 +61,15 @@ def watch(index, folder: str | Path, debounce: float = 2.0, stop: threading.Even
     watched: set[str] = set()  # the linked folders the walk went into, watched too (events do not follow links)
 
     def run():
+        bar, update = run_bar() if run_bar else (contextlib.nullcontext(), None)
         try:
-            report = index.add_folder(folder, **add_options)
-            for target in set(report.followed) - watched:
-                with contextlib.suppress(OSError):
-                    observer.schedule(Changes(), target, recursive=True)
-                    watched.add(target)
-            index.update_graph()  # as `index` does: the next search does not pay for it
+            with bar:
+                report = index.add_folder(folder, progress=update, **add_options)
+                for target in set(report.followed) - watched:
+                    with contextlib.suppress(OSError):
+                        observer.schedule(Changes(), target, recursive=True)
+                        watched.add(target)
+                index.update_graph()  # as `index` does: the next search does not pay for it
         except IndexBusy as e:
             if on_error and not busy[0]:  # said once per wait, not every BUSY_RETRY seconds
                 on_error(f"{e} (will try again every {BUSY_RETRY:g} s)")

@@ -768,12 +768,19 @@ def test_watch_says_once_when_its_folder_goes_and_indexes_it_when_back(data_dir,
     photos, away = tmp_path / "photos", tmp_path / "away"
     photos.mkdir()
     shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[0], photos / PARIS[0])
-    errors, reports, stop = [], [], threading.Event()
+    errors, reports, stop, bars = [], [], threading.Event(), []
+
+    def run_bar():  # each run's progress bar: what it was told
+        bars.append([])
+        return contextlib.nullcontext(), lambda done, total: bars[-1].append((done, total))
+
     with Index.create(tmp_path / "idx", "gem", backbone="mobilenet_v2", layers=("last",), max_side=128) as idx:
-        t = threading.Thread(target=watch_module.watch, args=(idx, photos, 0.3, stop, reports.append, errors.append))
+        t = threading.Thread(target=watch_module.watch, args=(idx, photos, 0.3, stop, reports.append, errors.append),
+                             kwargs={"run_bar": run_bar})
         t.start()
         try:
             _wait_for(lambda: reports, "the watch did not index the folder at its start")
+            assert bars[0][-1] == (1, 1)  # the run's progress shown
             photos.rename(away)
             _wait_for(lambda: errors, "the watch did not say its folder went")
             shutil.copy(data_dir / "paris6k-subset" / "jpg" / PARIS[1], away / PARIS[1])  # a change over there

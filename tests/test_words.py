@@ -418,3 +418,36 @@ def test_the_shipped_vocabulary_is_read_once_however_many_threads_ask(monkeypatc
         t.join()
     assert len(reads) == 1 and len({id(w) for w in got}) == 1
     assert got[0].vocabulary_._index is not None and got[0]._fingerprint
+
+
+def test_the_word_codes_catching_up_are_told_and_shown(data_dir, tmp_path, monkeypatch):
+    """A search's word codes brought up to date for many photos (a minute at 10,000, said by
+    nothing) tell `Index.catching_up` how far they are, and `progress.catching_up_bar` shows it;
+    codes kept in the cache are not told again."""
+    from rich.console import Console
+
+    from layerseek import query
+    from layerseek.progress import catching_up_bar
+
+    monkeypatch.setattr(query, "CATCH_UP_TOLD", 0.0)  # told from the first
+    covers = _covers(data_dir, tmp_path / "covers")
+    n = len(list(covers.iterdir()))
+    told = []
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.catching_up = lambda *a: told.append(a)
+        idx.add_folder(covers)
+        idx.update_graph()
+    assert told and told[-1] == ("word codes for searching", n, n)
+    told.clear()
+    with Index.open(tmp_path / "idx") as idx:  # kept: nothing to tell
+        idx.catching_up = lambda *a: told.append(a)
+        idx.update_graph()
+    assert told == []
+    for old in (tmp_path / "idx" / "cache").glob("words-*"):
+        shutil.rmtree(old)
+    shown = Console(record=True, width=120, force_terminal=True)
+    with Index.open(tmp_path / "idx") as idx:
+        idx.catching_up = catching_up_bar(shown)
+        idx.search(data_dir / "smvs-dvd-covers" / "Palm" / "007.jpg", top=1)
+    text = shown.export_text()
+    assert "word codes for searching" in text and f"{n}/{n} 100%" in text

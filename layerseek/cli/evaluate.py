@@ -235,7 +235,7 @@ def eval_(
         title += (f", top {verify} verified (SIFT + RANSAC" + (f", word correspondences within {hamming} bits)"
                                                                 if geometry == "words" else ")"))
     if expand:
-        title += f", {expand} round(s) of verified QE"
+        title += f", {plural(expand, 'round')} of verified QE"
     if diffusion:
         title += f", diffusion from the verified (k {diffusion})"
     if word_candidates:
@@ -285,4 +285,4 @@ def eval_(
         from ..eval.plots import write_plots
 
         files = write_plots(ds, res["_ranks"], plots, f"{method} {'+'.join(layer_list)}")
-        base.console.print(f"{len(files)} plot(s) written to {plots}", highlight=False)
+        base.console.print(f"{plural(len(files), 'plot')} written to {plots}", highlight=False)

@@ -87,7 +87,7 @@ def index(
     from ..images import is_image_name
     from ..index import Index
     from ..ingest import absolute
-    from ..progress import progress_bar
+    from ..progress import catching_up_bar, progress_bar
 
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
                "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on),
@@ -132,6 +132,7 @@ def index(
             idx = Index.open_or_create(index_path, method, threads, ann, wupdate, store,
                                        verify=DEFAULT_INDEX["verify"] if verify is None else verify, **options)
         bar, update = progress_bar(f"indexing {folder}" + (f" on Ray ({ray})" if ray else ""), base.err_console)
+        idx.catching_up = catching_up_bar(base.err_console, bar)  # the word codes after: a line of this bar
         held = idx.catalog.count()
         with idx, interrupted(idx, held, folder, index_path), bar:
             for pattern in include or []:
@@ -265,6 +266,7 @@ def watch(
     """Keep an index in step with FOLDER: index it now, then again each time files are added,
     changed, moved or deleted under it (after DEBOUNCE seconds of quiet), until Ctrl-C."""
     from ..index import Index
+    from ..progress import catching_up_bar, progress_bar
     from ..watch import watch as follow
 
     reported = watch_reporter(index_path)
@@ -281,8 +283,14 @@ def watch(
                                    verify=DEFAULT_INDEX["verify"], **({"backbone": DEFAULT_INDEX["backbone"]} if new else {}))
         with idx:
             base.console.print(f"watching {folder} for {index_path} (Ctrl-C stops)", highlight=False)
+
+            def run_bar():  # each run's bar, gone when the run ends (its summary line stays)
+                bar, update = progress_bar(f"indexing {folder}", base.err_console, transient=True)
+                idx.catching_up = catching_up_bar(base.err_console, bar)
+                return bar, update
+
             follow(idx, folder, debounce, on_report=reported, on_error=failed, poll=poll,
-                   allow_mass_removal=allow_mass_removal)
+                   allow_mass_removal=allow_mass_removal, run_bar=run_bar)
     except KeyboardInterrupt:
         base.console.print("stopped", highlight=False)
     except LayerseekError as e:

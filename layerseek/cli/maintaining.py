@@ -186,7 +186,7 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
         base.console.print(f"verification: the first 100 of a search{words} re-ordered by RANSAC inliers of {v['features']} SIFT "
                            f"features at {v['side']} px, {stored} (same object from {v['min_inliers']} inliers"
                            + (f"; 3-D scenes from {v['fundamental']} inliers of a fundamental matrix" if v.get("fundamental")
-                              else "") + f"), {v.get('expand', 0)} round(s) of verified query expansion"
+                              else "") + f"), {plural(v.get('expand', 0), 'round')} of verified query expansion"
                            + (f", diffusion from the verified over a {v['diffusion']['k']}-nearest-neighbour graph"
                               if v.get("diffusion") else "")
                            + (f"; {data['feature_bytes_per_image']} bytes of features per image"
@@ -219,7 +219,7 @@ def check(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
     else:
         for f in findings:
             (base.err_console if f.level == PROBLEM else base.console).print(shown(f.line()), highlight=False, soft_wrap=True, markup=False)
-        base.console.print(f"{index_path}: " + (f"{len(problems)} problem(s); `layerseek repair {index_path}` mends what "
+        base.console.print(f"{index_path}: " + (f"{plural(len(problems), 'problem')}; `layerseek repair {index_path}` mends what "
                                                 "can be rebuilt from the catalog" if problems else "sound"),
                            highlight=False, soft_wrap=True)
     if problems:

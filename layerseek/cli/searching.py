@@ -148,10 +148,12 @@ def search(
             def here_index():
                 if not opened:
                     from ..index import Index
+                    from ..progress import catching_up_bar
 
                     if len(queries) <= FEW_QUERIES:
                         few_queries()
                     idx = stack.enter_context(Index.open(index_path, threads))
+                    idx.catching_up = catching_up_bar(base.err_console)  # caches behind the catalog: a bar
                     idx.check_method(method, backbone=backbone)
                     if not idx.catalog.count():
                         raise LayerseekError(f"{index_path}: holds no photo yet (`layerseek index FOLDER --index "

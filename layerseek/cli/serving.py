@@ -41,6 +41,7 @@ def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
 
     import uvicorn
 
+    from ..progress import catching_up_bar
     from ..server.app import allowed_host_names, create_app
     from ..server.client import announce, local_url, new_key, running_server, withdraw
     from ..server.connections import guarded_protocol
@@ -58,7 +59,7 @@ def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
         api = create_app(index_path, max_upload=int(max_upload_mb * 1024 * 1024), threads=threads,
                          rerank_with=rerank_with, shortlist=shortlist, max_queue=max_queue,
                          allowed_hosts=allowed_host_names(host, allow_host or []), local_key=key, warm=True,
-                         on_stop=lambda: withdraw(index_path, key))
+                         on_stop=lambda: withdraw(index_path, key), catching_up=catching_up_bar(base.err_console))
     except LayerseekError as e:
         fail(str(e))
     try:  # bound before "serving at" is printed: a port in use is said as such, not after the claim

@@ -333,7 +333,8 @@ def warm_up_photo() -> np.ndarray:
 def create_app(index_path: str | Path, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
                threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100,
                max_queue: int = DEFAULT_MAX_QUEUE, allowed_hosts: set[str] | None = None,
-               local_key: str | None = None, warm: bool = False, on_stop: Callable[[], None] | None = None) -> FastAPI:
+               local_key: str | None = None, warm: bool = False, on_stop: Callable[[], None] | None = None,
+               catching_up: Callable[[str, int, int], None] | None = None) -> FastAPI:
     """The app for one index. `token` defaults to $LAYERSEEK_TOKEN (None: adding and removing are
     off). `rerank_with`: a mof index of the same photos that re-scores this (global) index's
     `shortlist` best of every search (two stages). `max_queue`: searches and additions that may
@@ -342,8 +343,10 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     key `layerseek search` finds in serve.json (`server.client`): it shows full paths, nothing
     more. `warm`: load the network, the word engine and the graphs at start, not in the first
     search's time. `on_stop`: called as the server shuts down (uvicorn then re-raises the signal
-    that stopped it, and code after its `run` never runs)."""
+    that stopped it, and code after its `run` never runs). `catching_up`: `Index.catching_up` (the
+    search's caches brought up to date with many photos: the command shows a bar)."""
     idx = Index.open(index_path, threads)
+    idx.catching_up = catching_up
     local = Index.open(rerank_with, threads) if rerank_with else None
     if local is not None and (idx.kind, local.kind) != ("global", "local"):
         raise LayerseekError("two-stage serving needs a global index and a mof index to re-rank with")
