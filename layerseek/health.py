@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import LayerseekError
+from .errors import LayerseekError, plural
 from .ingest import MASS_REMOVAL_MIN, MASS_REMOVAL_SHARE
 from .store.catalog import CATALOG, MANIFEST, SCHEMA_VERSION, Catalog, from_db, read_only_place, write_atomic
 from .store.manifest import file_hashes, first_difference, made_with, validate
@@ -139,7 +140,7 @@ def _check_rows(conn, root: Path, manifest: dict, problem, note) -> None:
     if manifest.get("verify"):
         without = conn.execute("SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT id FROM features)").fetchone()[0]
         if without:
-            note(cat_file, f"{without} images have no local features (verified as 0 inliers)")
+            note(cat_file, f"{plural(without, 'image has', 'images have')} no local features (verified as 0 inliers)")
 
 
 def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
@@ -182,7 +183,7 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
             problem(f, "neighbour lists name images the graph does not hold; `repair` rebuilds it")
         behind = sum(1 for i, s in held.items() if shas.get(i) != s) + sum(1 for i in shas if i not in held)
         if behind:
-            note(f, f"{behind} images behind the catalog (brought up to date at the next search)")
+            note(f, f"{plural(behind, 'image')} behind the catalog (brought up to date at the next search)")
     for d in sorted([*cache.glob("mof-*"), *cache.glob("words-*")]):
         try:
             held = {int(k): v for k, v in json.loads((d / "held.json").read_text()).items()}
@@ -191,7 +192,7 @@ def _check_caches(conn, root: Path, manifest: dict, problem, note) -> None:
             continue
         behind = sum(1 for i, s in held.items() if shas.get(i) != s) + sum(1 for i in shas if i not in held)
         if behind:
-            note(d, f"{behind} images behind the catalog (brought up to date at the next search)")
+            note(d, f"{plural(behind, 'image')} behind the catalog (brought up to date at the next search)")
 
 
 def _check_flat(conn, cache: Path, ids: np.ndarray, hashes: np.ndarray, dim: int, problem, note) -> None:
@@ -240,7 +241,7 @@ def _check_milvus(conn, root: Path, manifest: dict, problem, note) -> None:
             if pending:
                 note(where, f"{len(pending)} changes not yet applied (applied at the next search)")
             elif held != len(ids):
-                problem(where, f"holds {held} vectors, the catalog {len(ids)}; `repair` rebuilds the collection")
+                problem(where, f"holds {plural(held, 'vector')}, the catalog {len(ids):,}; `repair` rebuilds the collection")
             settled = ids[~np.isin(ids, list(pending))] if pending else ids
             if not len(settled):
                 return
@@ -312,10 +313,10 @@ def _check_files(conn, root: Path, note) -> None:
                              "the next `index` of their folder indexes them again")
 
 
-def repair(path: str | Path) -> list[str]:
+def repair(path: str | Path, catching_up: Callable[[str, int, int], None] | None = None) -> list[str]:
     """Bring the index at `path` back to what its catalog says; returns what was done. Fails (one
     line) when the catalog itself is beyond repair or learned files are lost: then only building
-    the index again helps."""
+    the index again helps. `catching_up`: `Index.catching_up` while the caches are built again."""
     root = Path(path)
     found = check(root)
     problems = [f for f in found if f.level == PROBLEM]
@@ -349,11 +350,12 @@ def repair(path: str | Path) -> list[str]:
     finally:
         conn.close()
     idx = _open_index(root)
+    idx.catching_up = catching_up
     try:
         with idx.writing():
             dropped = _drop_damaged_rows(idx)
             if dropped:
-                done.append(f"dropped {dropped} damaged rows (the next `index` of their folder adds the files again)")
+                done.append(f"dropped {plural(dropped, 'damaged row')} (the next `index` of their folder adds the files again)")
             shutil.rmtree(root / "cache", ignore_errors=True)
             done.extend(_rebuild_caches(idx))
     finally:
@@ -389,18 +391,18 @@ def _rebuild_caches(idx) -> list[str]:
     n = idx.catalog.count()
     if idx.kind == "local":
         idx.engine()
-        done.append(f"rebuilt the MOF inverted files ({n} images)")
+        done.append(f"rebuilt the MOF inverted files ({plural(n, 'image')})")
         return done
     if idx.store.kind == "milvus":  # the catalog holds every vector: the collection is made again from it
         idx.store.drop()
         idx.store.rebuild()
-        done.append(f"rebuilt the Milvus collection ({n} vectors)")
+        done.append(f"rebuilt the Milvus collection ({plural(n, 'vector')})")
     elif idx.store.kind == "faiss" and idx.store.uses_hnsw(n):
         idx.store.graph()
         done.append("rebuilt the HNSW graph")
     elif idx.store.kind == "faiss":
         idx.store.flat(rebuild=True)
-        done.append(f"rebuilt the vector matrix ({n} images)")
+        done.append(f"rebuilt the vector matrix ({plural(n, 'image')})")
     if (idx.verify_settings or {}).get("diffusion"):
         from .verify.diffusion import FULL_GRAPH_MAX
 

@@ -260,7 +260,7 @@ def test_check_compares_the_milvus_collection_and_repair_rebuilds_it(photos, tmp
         idx.catalog.commit_batch([], deletes=[str(q)])
         found = check(root)
         assert [(f.level, f.what) for f in found] == [  # the search's hubness neighbourhoods are behind too
-            (NOTE, "1 images behind the catalog (brought up to date at the next search)"),
+            (NOTE, "1 image behind the catalog (brought up to date at the next search)"),
             (NOTE, "1 changes not yet applied (applied at the next search)")]
     # a Milvus that cannot be reached is named, not checked, and is not a problem of the index
     import json
