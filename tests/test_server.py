@@ -313,6 +313,33 @@ def _serve(index, *args):
     return proc, line.split(" at ")[1].split("/ ")[0].rstrip("/")
 
 
+def test_on_every_interface_serve_says_the_address_another_device_opens(index_dir):
+    """`--host 0.0.0.0` printed http://0.0.0.0:PORT/, which a phone cannot open: the next line
+    gives this machine's address on its network (and its name), which the server answers."""
+    import urllib.request
+
+    from layerseek.cli.serving import reachable_at
+
+    assert reachable_at("127.0.0.1", 8000) == [] and reachable_at("::1", 8000) == []
+    if not reachable_at("0.0.0.0", 8000):  # a machine with no route out and no name: nothing to say
+        pytest.skip("this machine has no address on a network")
+    proc, url = _serve(index_dir / "idx", "--host", "0.0.0.0")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        line = proc.stdout.readline()
+        assert line.startswith("  from another device on this network: http://"), line
+        urls = line.split(": ", 1)[1].strip().split(" or ")
+        assert urls == reachable_at("0.0.0.0", port) and all(u.endswith(f":{port}/") for u in urls)
+        assert "0.0.0.0" not in line
+        address = urls[0].split("//")[1].rsplit(":", 1)[0]
+        if address.replace(".", "").isdigit():  # an address literal: the server answers its Host
+            with urllib.request.urlopen(urls[0] + "health", timeout=30) as r:
+                assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def test_past_the_cap_the_oldest_waiting_connections_are_closed(index_dir):
     """Issue 27: past --max-connections the server closed "the oldest waiting" connection, but a
     closed one stays listed until the event loop forgets it, so the same one was picked again

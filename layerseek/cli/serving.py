@@ -15,6 +15,29 @@ from .base import app, fail
 LISTEN_BACKLOG = 2048
 
 
+def reachable_at(host: str, port: int) -> list[str]:
+    """Where another device reaches a server listening on every interface (`host` 0.0.0.0 or ::):
+    the address of the interface this machine's route out leaves by, and its name; nothing for a
+    server on one address (it is what `serve` prints already)."""
+    import contextlib
+    import socket
+
+    from ..server.app import WILDCARD_HOSTS
+
+    if host not in WILDCARD_HOSTS:
+        return []
+    out = []
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # a documentation address: no packet is sent, a route is chosen
+        address = probe.getsockname()[0]
+        if not address.startswith(("127.", "0.")):
+            out.append(f"http://{address}:{port}/")
+    name = socket.gethostname()
+    if name and name.lower() != "localhost":
+        out.append(f"http://{name}:{port}/")
+    return out
+
+
 @app.command(short_help="Serve a web page and an HTTP API for an index.")
 def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
           host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -69,6 +92,10 @@ def serve(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the 
         fail(f"{host}:{port}: cannot listen there ({e.strerror or e}); choose another --port or --host")
     base.console.print(f"serving {index_path} at http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}/  "
                        "(API docs: /docs)", highlight=False, soft_wrap=True)  # one line: a URL broken in two opens nothing
+    others = reachable_at(host, sock.getsockname()[1])
+    if others:  # 0.0.0.0 opens nothing on a phone: the addresses it can open
+        base.console.print(f"  from another device on this network: {' or '.join(others)}", highlight=False,
+                           soft_wrap=True)
     config = uvicorn.Config(api, log_level="warning",
                             http=guarded_protocol(header_timeout, body_timeout, max_connections))
     # `layerseek search` of this index finds the server here and sends its photos to it
