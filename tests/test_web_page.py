@@ -398,6 +398,8 @@ def test_a_search_shows_progress_then_says_what_it_found(sized, data_dir):
     assert copies.startswith("+ 1 identical file: ") and ("003 copy.jpg" in copies or copies.endswith("/003.jpg"))
     names = page.locator("#results .hit .name").all_inner_texts()
     assert len(names) == 14 and names[0].endswith(("003.jpg", "003 copy.jpg"))
+    # numbered as photos, 1 to 14 (the identical file's own rank, 2, left a gap: "1., 3., 4.")
+    assert [n.split(".", 1)[0] for n in names] == [str(i) for i in range(1, 15)], names
     scores = page.locator("#results .hit .score").all_inner_texts()  # the order's reason, in words
     assert scores[0].startswith("✓ ") and "similar" in scores and "0 inliers" not in scores
     # folder and full name readable: the folder on each card, nothing cut on a phone
