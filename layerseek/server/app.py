@@ -556,8 +556,9 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                                                    "to its K nearest (default: the index's setting; 0: the cosine)"),
                        matches: bool = Query(False, description="each verified result also lists the correspondences "
                                              "that verified it: [query x, y, result x, y] as shares of each image's size"),
-                       exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image out of "
-                                                   "the results (searching with an indexed photo: not itself)"),
+                       exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image, and "
+                                                   "its identical files, out of the results (searching with an "
+                                                   "indexed photo: not itself)"),
                        photos: bool = Query(False, description="`top` counts photos: identical files (the same "
                                             "content) count once, and every file of the photos returned is listed "
                                             "(each result's `content` tells them apart)"),
@@ -573,16 +574,22 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         """A search's answer for a photo's bytes: the results, their paths as the caller may see them."""
         exclude = o["exclude"]
         t0 = time.perf_counter()
+        if exclude is not None:  # left out with its identical files: as many more results asked for
+            with read_lock:
+                left_out = set(reader.same_content(exclude)) | {exclude}
+        else:
+            left_out = set()
         try:
-            hits, shown_query = await run_job(do_search, name, data, o["top"] + (exclude is not None), o["qe"],
+            asked = o["top"] + (1 if o["photos"] and left_out else len(left_out))
+            hits, shown_query = await run_job(do_search, name, data, min(asked, SEARCH_LIMITS["top"][1]), o["qe"],
                                               o["verify"], o["matches"], o["words"], o["word_filter"], o["hubness"],
                                               o["preview"], o["photos"])
-            hits = [h for h in hits if h.id != exclude]
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
             raise HTTPException(400, without_server_paths(str(e)) if not paths_ok(authorization) else str(e)) from None
         full = paths_ok(authorization)
+        hits = [h for h in hits if h.id not in left_out]  # its copies are the same photo again
         with read_lock:  # which results are the same file content (the page shows them as one)
             content = {i: sha[:16] for i, sha in reader.contents(h.id for h in hits).items()}
         hits = first_photos(hits, o["top"], content) if o["photos"] else hits[:o["top"]]

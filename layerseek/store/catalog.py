@@ -492,6 +492,14 @@ class Catalog:
                                          part))
         return out
 
+    def same_content(self, id_: int) -> list[int]:
+        """The ids of the indexed files with this image's content, its own included (none when it
+        is not indexed)."""
+        if not 0 < int(id_) < 2 ** 63:
+            return []
+        return [r[0] for r in self.conn.execute("SELECT id FROM images WHERE sha256 = (SELECT sha256 FROM images "
+                                                "WHERE id=?) ORDER BY id", (int(id_),))]
+
     def shas(self) -> dict[int, str]:
         """id -> content hash of everything indexed."""
         return dict(self.conn.execute("SELECT id, sha256 FROM images"))
