@@ -7,6 +7,21 @@ SEARCH_LIMITS = {"top": (1, 1000), "qe": (0, 50), "verify": (0, 1000), "shortlis
                  "words": (0, 1000), "word_filter": (-1.0, 1.0), "hubness": (0, 1000)}
 
 
+def parse_region(text: str) -> tuple[float, float, float, float]:
+    """A part of a photo written "X,Y,W,H": its left and top edges, width and height as shares of
+    the photo's width and height (0.5,0,0.5,1: the right half); ValueError saying what is wrong."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        x, y, w, h = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"region {text!r}: four numbers X,Y,W,H, shares of the photo's width and height "
+                         "(0.5,0,0.5,1: the right half)") from None
+    if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 and 0 < h <= 1) or x + w > 1 + 1e-6 or y + h > 1 + 1e-6:
+        raise ValueError(f"region {text!r}: X and Y from 0, W and H above 0, X+W and Y+H at most 1 (shares "
+                         "of the photo's width and height)")
+    return x, y, min(w, 1 - x), min(h, 1 - y)
+
+
 class Hit:
     """One result of a search. A plain class, not a dataclass: `dataclasses` brings `inspect`,
     8 ms of every search a running server answers (`shell`)."""

@@ -172,12 +172,15 @@ def load_image(
     data: bytes | None = None,
     rotate: int = 0,
     preview: bool = False,
+    region: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """Decode an image file into an upright H×W×3 uint8 RGB array, its longer side at most
     max_side (a larger JPEG's may come out up to DRAFT_SLACK shorter: `draft_scale`).
 
     bbox (x1, y1, x2, y2), in pixels of the upright full-size image, crops before the resize
-    (benchmark queries are cropped to their box). `data` decodes bytes already read (uploads);
+    (benchmark queries are cropped to their box); `region` (x, y, w, h) is such a box as shares of
+    the upright image's width and height (a part of a photo searched with: `hits.parse_region`).
+    `data` decodes bytes already read (uploads);
     `path` then only names the source in errors. `rotate` (0, 90, 180, 270 degrees clockwise) is
     applied after the EXIF orientation, before the crop: benchmarks that store some images
     sideways (INRIA Holidays) list the turn that makes each upright. `preview`: the image is
@@ -190,6 +193,8 @@ def load_image(
     """
     if rotate % 90:
         raise ImageError(path, "unsupported", f"rotation {rotate} is not a multiple of 90 degrees")
+    if region is not None and bbox is not None:
+        raise ValueError("a crop box or a region, not both")
     path = Path(path)
     if data is None:
         if not path.exists():
@@ -227,13 +232,13 @@ def load_image(
         # by at most DRAFT_SLACK, is decoded, and area averaging (`shrink`) takes a larger one down
         # the rest of the way (less than 2x). A 12 MP photo decodes at 1008 x 756 instead of in full
         # (docs/BENCHMARKS.md, "Where an indexed photo's time goes" and "Fifth round").
-        draft = img.format == "JPEG" and bool(max_side) and bbox is None
+        draft = img.format == "JPEG" and bool(max_side) and bbox is None and region is None
         scale = draft_scale(w, h, *resized_size(w, h, max_side)) if draft else 1
         dw, dh = _drafted(w, h, scale)
         if dw * dh > max_pixels:
             raise ImageError(path, "too large", f"{w}x{h}: {dw * dh} pixels to decode > limit {max_pixels}")
         try:
-            if preview and img.format == "HEIF" and max_side and bbox is None:
+            if preview and img.format == "HEIF" and max_side and bbox is None and region is None:
                 # pillow-heif's draft picks the smallest embedded thumbnail that covers the size
                 # and is a scaled copy (same orientation, crop and colour profile), else nothing
                 img.draft(None, resized_size(w, h, max_side))
@@ -261,6 +266,9 @@ def load_image(
         except Image.DecompressionBombError as e:  # pragma: no cover - limit is disabled above
             raise ImageError(path, "too large", str(e)) from None
 
+    if region is not None:
+        x, y, w, h = region
+        bbox = (x * rgb.width, y * rgb.height, (x + w) * rgb.width, (y + h) * rgb.height)
     if bbox is not None:
         # The box is in full-resolution coordinates; a draft decode would have shrunk the image.
         x1, y1, x2, y2 = (float(v) for v in bbox)
@@ -274,6 +282,15 @@ def load_image(
     if target != rgb.size:
         return shrink(np.asarray(rgb, dtype=np.uint8), target)
     return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def crop_region(pixels: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
+    """The part (x, y, w, h: shares of the width and height) of an H x W x 3 image, at least a
+    pixel each way."""
+    h, w = pixels.shape[:2]
+    x0, y0 = min(w - 1, round(region[0] * w)), min(h - 1, round(region[1] * h))
+    x1, y1 = max(x0 + 1, round((region[0] + region[2]) * w)), max(y0 + 1, round((region[1] + region[3]) * h))
+    return np.ascontiguousarray(pixels[y0:y1, x0:x1])
 
 
 def jpeg_bytes(pixels: np.ndarray, max_side: int | None = None, quality: int = 85) -> bytes:

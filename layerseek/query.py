@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import LayerseekError
 from .hits import SEARCH_LIMITS, Hit, first_photos  # noqa: F401 (Hit re-exported)
-from .images import load_image
+from .images import crop_region, load_image
 from .local.mof import rerank_head
 from .stages import HUB_POOL, Expansion, Hubness, Stages
 
@@ -66,9 +66,14 @@ class Query:
     def encode_array(self, img: np.ndarray) -> np.ndarray:
         return self.method.encode(self.fx(img))[0]
 
-    def query_image(self, image: str | Path | np.ndarray, data: bytes | None = None) -> np.ndarray:
-        """A query as an H x W x 3 array, decoded as the index's images were."""
-        return image if isinstance(image, np.ndarray) else load_image(image, max_side=self.method.max_side, data=data)
+    def query_image(self, image: str | Path | np.ndarray, data: bytes | None = None,
+                    region: tuple[float, float, float, float] | None = None) -> np.ndarray:
+        """A query as an H x W x 3 array, decoded as the index's images were; `region` (x, y, w, h,
+        shares of its width and height: `hits.parse_region`) the part of it searched with, cropped
+        from the photo at full resolution (an array: from the array)."""
+        if isinstance(image, np.ndarray):
+            return image if region is None else crop_region(image, region)
+        return load_image(image, max_side=self.method.max_side, data=data, region=region)
 
     def local_features(self, img: np.ndarray, query: bool = False):
         """The image's local features for verification, in the form the index stores them: SIFT
@@ -176,21 +181,30 @@ class Query:
     def search(self, image: str | Path | np.ndarray, top: int = 10, qe: int = 0, data: bytes | None = None,
                verify: int | None = None, expand: int | None = None, diffusion: bool | None = None,
                matches: bool = False, words: int | None = None, word_filter: float | None = None,
-               hubness: int | None = None, distinct: bool = False) -> list[Hit]:
+               hubness: int | None = None, distinct: bool = False,
+               region: tuple[float, float, float, float] | None = None) -> list[Hit]:
         """`ranked` less the results whose file is gone from the disk (moved, renamed, deleted:
         the next `index` run forgets them), `top` of them. `matches`: each verified result also
         carries the correspondences that verified it (`Hit.matches`, to draw them). `distinct`:
         `top` counts photos, identical files (the same content) one, each of their files returned
-        (`hits.first_photos`: a terminal's table and the page show them as one)."""
+        (`hits.first_photos`: a terminal's table and the page show them as one). `region`: the
+        part of the photo searched with (`query_image`); the matches stay in the whole photo's
+        shares."""
         drawn: dict | None = {} if matches else None  # id -> a verified image's correspondences
         files = min(max(top * 4, self.DISTINCT_FILES), SEARCH_LIMITS["top"][1]) if distinct else top
+        if region is not None:
+            image, data = self.query_image(image, data, region), None
         hits = self.ranked(image, files + self.MISSING_SLACK, qe, data, verify, expand, diffusion, drawn, words,
                            word_filter, hubness)
         hits = [h for h in hits if os.path.lexists(h.path)]
         hits = first_photos(hits, top, self.catalog.contents(h.id for h in hits)) if distinct else hits[:top]
         for h in hits:
             if drawn and h.verified and h.id in drawn:
-                h.matches = np.round(drawn[h.id], 4).tolist()
+                m = np.asarray(drawn[h.id])
+                if region is not None and len(m):  # the crop's shares as the whole photo's
+                    m = np.array(m, np.float64)
+                    m[:, 0], m[:, 1] = region[0] + region[2] * m[:, 0], region[1] + region[3] * m[:, 1]
+                h.matches = np.round(m, 4).tolist()
         return hits
 
     @_one_blas_thread

@@ -15,10 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+def region_text(text: str) -> str:
+    """A region as the command line takes it (`hits.parse_region`), written as the server reads it."""
+    from .hits import parse_region
+
+    return ",".join(f"{v:.6g}" for v in parse_region(text))
+
+
 #: the search options this path reads: name -> (parameter sent to the server, type); the flags below
 _VALUED = {"--top": ("top", int), "-n": ("top", int), "--qe": ("qe", int), "--verify": ("verify", int),
            "--word-candidates": ("words", int), "--word-filter": ("word_filter", float),
-           "--hubness": ("hubness", int), "--min-inliers": ("min_inliers", int)}
+           "--hubness": ("hubness", int), "--min-inliers": ("min_inliers", int), "--region": ("region", region_text)}
 _FLAGS = {"--json": "json", "--csv": "csv", "--paths-only": "paths_only", "--exclude-self": "exclude_self",
           "--same-only": "same_only"}
 
@@ -49,8 +56,8 @@ def parse_quick_search(args: list[str]) -> tuple[Path, Path, dict] | None:
                 v = kind(value)
             except ValueError:
                 return None
-            lo, hi = limits[key]
-            if not lo <= v <= hi:
+            lo, hi = limits.get(key, (None, None))
+            if lo is not None and not lo <= v <= hi:
                 return None
             opts[key] = v
         elif word.startswith("-"):
@@ -80,7 +87,8 @@ def quick_search(args: list[str]) -> bool:
         return False
     table = is_table(bool(opts.get("json")), bool(opts.get("csv")), bool(opts.get("paths_only")))
     params = search_params(opts["top"], opts.get("exclude_self", False), opts.get("qe", 0), opts.get("verify"),
-                           opts.get("words"), opts.get("word_filter"), opts.get("hubness"), photos=table)
+                           opts.get("words"), opts.get("word_filter"), opts.get("hubness"), photos=table,
+                           region=opts.get("region"))
     t0 = time.perf_counter()
     try:
         hits, answer = search(server, photo, params)
@@ -114,12 +122,14 @@ def served_content(answer: dict) -> dict:
 
 
 def search_params(top: int, exclude_self: bool, qe: int = 0, verify: int | None = None, words: int | None = None,
-                  word_filter: float | None = None, hubness: int | None = None, photos: bool = False) -> dict:
+                  word_filter: float | None = None, hubness: int | None = None, photos: bool = False,
+                  region: str | None = None) -> dict:
     """What a search asks of the index or of a server (as `/search` names it): one result more
     when the query's own file is to be left out; `photos`: `top` counts photos, identical files
-    once (a terminal's table shows them as one row)."""
+    once (a terminal's table shows them as one row); `region`: the part of the photo searched
+    with (`region_text`)."""
     return {"top": top + 1 if exclude_self else top, "qe": qe, "verify": verify, "words": words,
-            "word_filter": word_filter, "hubness": hubness, "photos": 1 if photos else None}
+            "word_filter": word_filter, "hubness": hubness, "photos": 1 if photos else None, "region": region}
 
 
 def shown_hits(hits: list, query: Path, top: int, exclude_self: bool = False, same_only: bool = False,

@@ -131,6 +131,30 @@ def test_bbox_crop_before_resize(data_dir):
         load_image(path, bbox=(10, 10, 10, 50))
 
 
+def test_a_region_is_cut_from_the_full_photo_before_the_resize(data_dir):
+    """`region` (shares of the upright photo): the same pixels as the box it names, cut at full
+    resolution (not from the 1/4-scale draft a 1024 px decode takes), then brought to max_side."""
+    from layerseek.hits import parse_region
+    from layerseek.images import crop_region
+
+    path = data_dir / "samples/holidays/100000.jpg"
+    w, h = Image.open(path).size
+    whole = load_image(path, max_side=None)
+    right = parse_region("0.5,0.25,0.5,0.5")
+    part = load_image(path, max_side=None, region=right)
+    assert part.shape == (h // 2, w // 2, 3) and np.array_equal(part, whole[h // 4:h // 4 + h // 2, w // 2:])
+    assert np.array_equal(crop_region(whole, right), part)
+    small = load_image(path, max_side=512, region=right)
+    assert max(small.shape[:2]) == 512  # a 1024 px decode's part would have had about 512 / 2 (never enlarged)
+    with pytest.raises(ValueError, match="not both"):
+        load_image(path, bbox=(0, 0, 10, 10), region=right)
+    for bad, said in (("0.5,0,0.5", "four numbers"), ("a,b,c,d", "four numbers"), ("0.6,0,0.5,1", "at most 1"),
+                      ("0,0,0,1", "above 0"), ("-0.1,0,0.5,0.5", "from 0")):
+        with pytest.raises(ValueError, match=said):
+            parse_region(bad)
+    assert parse_region(" 0.5, 0, 0.5, 1 ") == (0.5, 0.0, 0.5, 1.0)
+
+
 def test_bytes_input(data_dir):
     p = data_dir / "samples/ukbench/ukbench00001.jpg"
     a = load_image(p)

@@ -93,6 +93,24 @@ def test_photos_counts_identical_files_once(copy_paris, tmp_path):
         assert {h["name"] for h in files} == set(PARIS[1:3])  # two files asked for: two others
 
 
+def test_a_part_of_the_photo_is_searched_with(client, index_dir):
+    """`region=X,Y,W,H`: the search reads that part of the photo alone (two places side by side:
+    each half finds its own first); a region that is no part of a photo is refused in one line."""
+    a, b = (Image.open(index_dir / "photos" / PARIS[i]).convert("RGB").resize((400, 300)) for i in (1, 3))
+    both = Image.new("RGB", (800, 300))
+    both.paste(a, (0, 0))
+    both.paste(b, (400, 0))
+    buf = io.BytesIO()
+    both.save(buf, "JPEG", quality=92)
+    q = {"file": ("both.jpg", buf.getvalue(), "image/jpeg")}
+    first = {part: client.post(f"/search?top=1&region={part}", files=q).json()["results"][0]["name"]
+             for part in ("0,0,0.5,1", "0.5,0,0.5,1")}
+    assert first == {"0,0,0.5,1": PARIS[1], "0.5,0,0.5,1": PARIS[3]}
+    for bad in ("0.5,0,0.6,1", "1,2", "x"):
+        r = client.post(f"/search?region={bad}", files=q)
+        assert r.status_code == 400 and r.json()["detail"].startswith(f"region '{bad}': "), r.text
+
+
 def test_a_heic_thumbnail_is_made_from_the_one_it_embeds(tmp_path, data_dir, monkeypatch):
     """Issue 28: the page's thumbnail of an iPhone-style HEIC decodes the 320 px thumbnail the file
     holds (about 9 ms) rather than the photo (about 0.9 s at 12 MP); the viewer's 1024 px one,

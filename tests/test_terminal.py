@@ -196,6 +196,32 @@ def test_search_at_a_terminal_names_identical_files_once(copy_paris, tmp_path):
         assert {Path(n).name for n in named[1:]} <= set(PARIS[1:3])
 
 
+def test_search_with_a_part_of_the_photo(copy_paris, tmp_path):
+    """`search --region X,Y,W,H`: each half of a photo of two places finds its own place first, in
+    this process and through the shell's short path (which reads --region); a region that is no
+    part of a photo fails in one line."""
+    from PIL import Image
+
+    photos = copy_paris(tmp_path / "photos", 4)
+    r = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "idx"), "--max-side", "320"])
+    assert r.exit_code == 0, r.output
+    a, b = (Image.open(photos / PARIS[i]).convert("RGB").resize((400, 300)) for i in (1, 3))
+    both = Image.new("RGB", (800, 300))
+    both.paste(a, (0, 0))
+    both.paste(b, (400, 0))
+    both.save(tmp_path / "both.jpg", quality=92)
+    for part, place in (("0,0,0.5,1", PARIS[1]), ("0.5,0,0.5,1", PARIS[3])):
+        r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", part,
+                                         "--paths-only", "-n", "1", "--here"])
+        assert r.exit_code == 0 and r.stdout.strip().endswith(place), r.output
+    r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "0.5,0,1,1"])
+    assert r.exit_code == 1 and "error: region '0.5,0,1,1': X and Y from 0" in r.output, r.output
+    parsed = shell.parse_quick_search([str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "0.5, 0, .5, 1"])
+    assert parsed[2]["region"] == "0.5,0,0.5,1"
+    assert shell.search_params(3, False, region="0.5,0,0.5,1")["region"] == "0.5,0,0.5,1"
+    assert shell.parse_quick_search([str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "2,0,1,1"]) is None
+
+
 def test_first_photos_counts_identical_files_once():
     """`hits.first_photos`: the files of the first `top` photos, every file of each kept, in order; a
     hit of unknown content is a photo of its own."""

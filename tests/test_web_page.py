@@ -449,6 +449,54 @@ def test_paste_drop_anywhere_folder_filter_and_more(sized, data_dir):
     assert all(f.endswith("paris") for f in page.locator("#results .hit .folder").all_inner_texts())
 
 
+def test_a_part_of_the_photo_is_searched_with(sized, data_dir, tmp_path):
+    """Two covers side by side in one photo: both are the same object as the whole; a rectangle
+    dragged over the right one searches with that part alone, and its lines start there."""
+    from PIL import Image
+
+    size, page, url = sized
+    left, right = (Image.open(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg").convert("RGB").resize((500, 500))
+                   for i in ("001", "002"))
+    both = Image.new("RGB", (1000, 500), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (500, 0))
+    both.save(tmp_path / "two covers.jpg", quality=92)
+    page.goto(url + "/")
+    page.set_input_files("#file", str(tmp_path / "two covers.jpg"))
+    assert _done(page).startswith("2 same objects")
+    assert not page.is_visible("#whole")
+    page.click("#part")
+    assert page.is_visible("#picker") and page.is_disabled("#pick")
+    page.wait_for_function("() => document.getElementById('pimg').complete")
+    box = page.locator("#pimg").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.05)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5)
+    page.mouse.move(box["x"] + box["width"] * 0.95, box["y"] + box["height"] * 0.95, steps=4)
+    page.mouse.up()
+    assert page.is_enabled("#pick") and page.is_visible("#box")
+    _shot(page, f"part-{size}")
+    with page.expect_request(lambda r: "/search?" in r.url) as sent:
+        page.click("#pick")
+    assert "region=0.55" in sent.value.url
+    page.wait_for_function("() => document.getElementById('hint').textContent.startsWith('a part of two covers.jpg')")
+    said = _done(page)
+    assert said.startswith("1 same object · "), said
+    assert page.inner_text("#results .hit .name").endswith("002.jpg") and page.is_visible("#whole")
+    # the viewer draws the lines from that part of the whole photo
+    page.click("#results .hit")
+    page.wait_for_function("() => document.querySelectorAll('#lines line').length > 10")
+    xs = page.evaluate("() => { const q = document.getElementById('vq').getBoundingClientRect(),"
+                       " p = document.getElementById('pair').getBoundingClientRect();"
+                       " return [...document.querySelectorAll('#lines line')].map(l =>"
+                       " (Number(l.getAttribute('x1')) + p.left - q.left) / q.width); }")
+    assert min(xs) > 0.5, min(xs)
+    page.keyboard.press("Escape")
+    page.click("#whole")
+    page.wait_for_function("() => document.getElementById('hint').textContent.startsWith('two covers.jpg')")
+    assert _done(page).startswith("2 same objects") and not page.is_visible("#whole")
+
+
 def test_the_viewer_keeps_focus_links_the_original_and_stacks_on_a_phone(sized, data_dir):
     size, page, url = sized
     page.goto(url + "/")

@@ -102,6 +102,9 @@ def search(
                                                                 "or place")] = False,
     min_inliers: Annotated[Optional[int], typer.Option(help="show only the results with at least N verified "
                                                             "correspondences (inliers)", min=1)] = None,
+    region: Annotated[Optional[str], typer.Option(metavar="X,Y,W,H", help="search with a part of the photo: its left "
+                                                  "and top edges, width and height as shares of the photo's width and "
+                                                  "height (0.5,0,0.5,1: the right half)")] = None,
     here: Annotated[bool, typer.Option("--here", help="search in this process even when `layerseek serve` runs for "
                                                       "this index (by default the server answers: no network to "
                                                       "load)")] = False,
@@ -116,6 +119,13 @@ def search(
 
     if json_out + csv_out + paths_only > 1:
         fail("choose one of --json, --csv and --paths-only")
+    from ..hits import parse_region
+    from ..shell import region_text
+
+    try:
+        part = parse_region(region) if region is not None else None
+    except ValueError as e:
+        fail(str(e))
     from ..store.catalog import is_index_dir
 
     if not is_index_dir(index_path):  # before the photos are looked for: the index is what is wrong
@@ -140,7 +150,8 @@ def search(
             base.err_console.print(f"searched by the server at {remote.url} (pid {remote.pid}); --here searches in this "
                                    "process", highlight=False, soft_wrap=True)
     table = is_table(json_out, csv_out, paths_only)  # a table: identical files are one row, `top` counts photos
-    params = search_params(top, exclude_self, qe, verify, word_candidates, word_filter, hubness, photos=table)
+    params = search_params(top, exclude_self, qe, verify, word_candidates, word_filter, hubness, photos=table,
+                           region=region_text(region) if region is not None else None)
     try:
         with contextlib.ExitStack() as stack:
             opened: list = []  # [index, mof index to re-rank with], once a search runs here
@@ -189,12 +200,12 @@ def search(
                     if hits is None:
                         idx, local = here_index()
                         if local is not None:
-                            hits = idx.search_two_stage(image, local, top=params["top"], shortlist=shortlist,
-                                                        distinct=table)
+                            hits = idx.search_two_stage(image if part is None else idx.query_image(image, None, part),
+                                                        local, top=params["top"], shortlist=shortlist, distinct=table)
                         else:
                             hits = idx.search(image, top=params["top"], qe=qe, verify=verify, diffusion=diffusion,
                                               words=word_candidates, word_filter=word_filter, hubness=hubness,
-                                              distinct=table)
+                                              distinct=table, region=part)
                         if table:
                             content = idx.catalog.contents(h.id for h in hits)
                 except LayerseekError as e:

@@ -55,7 +55,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import ImageError, IndexBusy, LayerseekError, shown
-from ..hits import SEARCH_LIMITS, first_photos
+from ..hits import SEARCH_LIMITS, first_photos, parse_region
 from ..images import IMAGE_SUFFIXES, jpeg_bytes, jpeg_data_uri, load_image, read_snapshot
 from ..index import Index
 from ..store.catalog import UPLOADS, Catalog, Entry, is_under
@@ -530,15 +530,20 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
 
     def do_search(name: str, data: bytes, top: int, qe: int, verify: int | None, matches: bool = False,
                   words: int | None = None, word_filter: float | None = None, hubness: int | None = None,
-                  preview: int = 0, distinct: bool = False):
+                  preview: int = 0, distinct: bool = False, region: tuple | None = None):
         """(the hits, the query as the search decoded it as a JPEG data: URI at most `preview` px, or
-        None when `preview` is 0)."""
-        img = idx.query_image(name, data)  # decoded once: searched, and shown when asked
-        shown_query = jpeg_data_uri(img, preview) if preview else None
+        None when `preview` is 0). `region`: the part of the photo searched with (its whole is shown)."""
+        if region is None:
+            img = idx.query_image(name, data)  # decoded once: searched, and shown when asked
+            shown_query = jpeg_data_uri(img, preview) if preview else None
+        else:  # the part cropped from the photo at full resolution (`Index.search`); the whole shown
+            img = idx.query_image(name, data, region) if local is not None else name
+            shown_query = jpeg_data_uri(load_image(name, max_side=preview, data=data), preview) if preview else None
         if local is not None:
             return idx.search_two_stage(img, local, top=top, shortlist=shortlist, distinct=distinct), shown_query
-        return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words,
-                          word_filter=word_filter, hubness=hubness, distinct=distinct), shown_query
+        return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words, word_filter=word_filter,
+                          hubness=hubness, distinct=distinct, data=None if region is None else data,
+                          region=region), shown_query
 
     def search_options(top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
                        qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
@@ -559,6 +564,9 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                        exclude: int | None = Query(None, ge=1, le=MAX_ID, description="leave this indexed image, and "
                                                    "its identical files, out of the results (searching with an "
                                                    "indexed photo: not itself)"),
+                       region: str | None = Query(None, max_length=100, description="search with a part of the "
+                                                  "photo: X,Y,W,H, its left and top edges, width and height as shares "
+                                                  "of the photo's (0.5,0,0.5,1: the right half)"),
                        photos: bool = Query(False, description="`top` counts photos: identical files (the same "
                                             "content) count once, and every file of the photos returned is listed "
                                             "(each result's `content` tells them apart)"),
@@ -568,12 +576,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                        ) -> dict:
         """The options of a search, the same for an upload and a photo named by its path."""
         return {"top": top, "qe": qe, "verify": verify, "words": words, "word_filter": word_filter, "hubness": hubness,
-                "matches": matches, "exclude": exclude, "preview": preview, "photos": photos}
+                "matches": matches, "exclude": exclude, "preview": preview, "photos": photos, "region": region}
 
     async def answer(name: str, data: bytes, o: dict, authorization: str | None) -> dict:
         """A search's answer for a photo's bytes: the results, their paths as the caller may see them."""
         exclude = o["exclude"]
         t0 = time.perf_counter()
+        try:
+            region = parse_region(o["region"]) if o["region"] is not None else None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         if exclude is not None:  # left out with its identical files: as many more results asked for
             with read_lock:
                 left_out = set(reader.same_content(exclude)) | {exclude}
@@ -583,7 +595,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             asked = o["top"] + (1 if o["photos"] and left_out else len(left_out))
             hits, shown_query = await run_job(do_search, name, data, min(asked, SEARCH_LIMITS["top"][1]), o["qe"],
                                               o["verify"], o["matches"], o["words"], o["word_filter"], o["hubness"],
-                                              o["preview"], o["photos"])
+                                              o["preview"], o["photos"], region)
         except ImageError as e:
             raise image_error(e) from None
         except LayerseekError as e:
