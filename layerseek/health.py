@@ -313,7 +313,7 @@ def _check_files(conn, root: Path, note) -> None:
                              "the next `index` of their folder indexes them again")
 
 
-def repair(path: str | Path, catching_up: Callable[[str, int, int], None] | None = None) -> list[str]:
+def repair(path: str | Path, catching_up: Callable[[str, int, int, float], None] | None = None) -> list[str]:
     """Bring the index at `path` back to what its catalog says; returns what was done. Fails (one
     line) when the catalog itself is beyond repair or learned files are lost: then only building
     the index again helps. `catching_up`: `Index.catching_up` while the caches are built again."""

@@ -204,10 +204,10 @@ class Index(Ingest, Query):
         self._lock = threading.Lock()  # the SQLite connection and the caches built from it, one user at a time
         self._net_lock = threading.Lock()  # the extractor (made on first use), one image at a time
         self._writing = 0  # depth of `writing()` held by this Index
-        # told (what, done, total) while a search's caches catch up with the catalog (the word codes
-        # of photos added since they were kept: a minute at 10,000 photos without them), so that a
-        # command can show it; None: nothing told
-        self.catching_up: Callable[[str, int, int], None] | None = None
+        # told (what, done, total, seconds so far) while a search's caches catch up with the catalog
+        # (the word codes of photos added since they were kept: a minute at 10,000 photos without
+        # them), so that a command can show it; None: nothing told
+        self.catching_up: Callable[[str, int, int, float], None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod

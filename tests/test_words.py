@@ -439,7 +439,7 @@ def test_the_word_codes_catching_up_are_told_and_shown(data_dir, tmp_path, monke
         idx.catching_up = lambda *a: told.append(a)
         idx.add_folder(covers)
         idx.update_graph()
-    assert told and told[-1] == ("word codes for searching", n, n)
+    assert told and told[-1][:3] == ("word codes for searching", n, n) and told[-1][3] >= 0
     told.clear()
     with Index.open(tmp_path / "idx") as idx:  # kept: nothing to tell
         idx.catching_up = lambda *a: told.append(a)
@@ -453,3 +453,9 @@ def test_the_word_codes_catching_up_are_told_and_shown(data_dir, tmp_path, monke
         idx.search(data_dir / "smvs-dvd-covers" / "Palm" / "007.jpg", top=1)
     text = shown.export_text()
     assert "word codes for searching" in text and f"{n}/{n} 100%" in text
+    # told first after some work: the rate counts from the work's start (200 photos told at once
+    # after 3 s of work read as 13,882 photos/s)
+    line = Console(record=True, width=120, force_terminal=True)
+    told = catching_up_bar(line)
+    told("word codes for searching", 200, 200, 2.5)
+    assert "200/200 100% 80.00 img/s" in line.export_text()

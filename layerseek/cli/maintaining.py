@@ -254,7 +254,7 @@ def repair(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the
 def upgrade(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")]) -> None:
     """Give an index made by an earlier layerseek the search settings a new one gets (today: the
     word candidates and their filter), without extracting anything again; says what it added, and
-    brings the search's caches up to the new settings (the word codes: about 150 photos a second,
+    brings the search's caches up to the new settings (the word codes: 90-150 photos a second,
     shown by a bar), so that the next search does not wait for them."""
     from ..index import Index
     from ..progress import catching_up_bar

@@ -334,7 +334,7 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
                threads: int | None = None, rerank_with: str | Path | None = None, shortlist: int = 100,
                max_queue: int = DEFAULT_MAX_QUEUE, allowed_hosts: set[str] | None = None,
                local_key: str | None = None, warm: bool = False, on_stop: Callable[[], None] | None = None,
-               catching_up: Callable[[str, int, int], None] | None = None) -> FastAPI:
+               catching_up: Callable[[str, int, int, float], None] | None = None) -> FastAPI:
     """The app for one index. `token` defaults to $LAYERSEEK_TOKEN (None: adding and removing are
     off). `rerank_with`: a mof index of the same photos that re-scores this (global) index's
     `shortlist` best of every search (two stages). `max_queue`: searches and additions that may
