@@ -107,7 +107,8 @@ def quick_search(args: list[str]) -> bool:
     if header:
         header()
     print_hits(photo, hits, time.perf_counter() - t0, False, bool(opts.get("json")), writer,
-               bool(opts.get("paths_only")), content, kept_words(opts.get("same_only", False), opts.get("min_inliers")))
+               bool(opts.get("paths_only")), content, kept_words(opts.get("same_only", False), opts.get("min_inliers")),
+               opts.get("region"))
     return True
 
 
@@ -181,21 +182,23 @@ def table_header(batch: bool) -> str:
 
 
 def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: bool, writer, paths_only: bool,
-               content: dict | None = None, kept: str = "") -> None:
+               content: dict | None = None, kept: str = "", region: str | None = None) -> None:
     """One query's results in the form asked for (see `cli.search`). `content`: each hit's file
     content (its sha256, by id): a terminal's table shows identical files as one photo, the others
     named under it, as the page does (JSON, CSV and piped lines keep one row a file). `kept`: what
-    the results shown had to be (`kept_words`), said when none was."""
+    the results shown had to be (`kept_words`), said when none was. `region`: the part of the
+    photo searched with (`region_text`), named beside it."""
     from .errors import plural, shown
 
+    named = shown(str(image)) + (f" (the part {region})" if region else "")
     if not hits and not (json_out or writer is not None or paths_only):  # a line, not an empty table
-        print(f"{shown(str(image))}: no photo {kept or 'found'}", file=sys.stdout if sys.stdout.isatty() else sys.stderr)
+        print(f"{named}: no photo {kept or 'found'}", file=sys.stdout if sys.stdout.isatty() else sys.stderr)
         return
 
     if json_out:
         import json
 
-        data = {"query": str(image), "seconds": seconds,
+        data = {"query": str(image), **({"region": region} if region else {}), "seconds": seconds,
                 "results": [{"rank": i + 1, "id": h.id, "path": h.path, "score": h.score,
                              "inliers": h.inliers, "verified": h.verified} for i, h in enumerate(hits)]}
         print(json.dumps(data) if batch else json.dumps(data, indent=2))
@@ -225,7 +228,7 @@ def print_hits(image: Path, hits: list, seconds: float, batch: bool, json_out: b
     counts = (f"{plural(len(same), 'same object')} · {len(hits) - len(same)} similar"
               if checked or same else f"{len(hits)} similar")
     paint = _painter()
-    print(f"{paint(shown(str(image)), BOLD)}: {counts} · {seconds:.1f} s")
+    print(f"{paint(named, BOLD)}: {counts} · {seconds:.1f} s")
     if checked and not same:
         print("no photo verified as the same object; the closest by appearance:")
     rows = []

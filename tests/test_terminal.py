@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -214,6 +215,12 @@ def test_search_with_a_part_of_the_photo(copy_paris, tmp_path):
         r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", part,
                                          "--paths-only", "-n", "1", "--here"])
         assert r.exit_code == 0 and r.stdout.strip().endswith(place), r.output
+    r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region",
+                                     "0.5,0,0.5,1", "--json", "-n", "1", "--here"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["region"] == "0.5,0,0.5,1", r.output
+    code, lines, err = _on_a_terminal("search", tmp_path / "idx", tmp_path / "both.jpg", "--region", "0.5,0,.5,1",
+                                      "-n", "2", "--here")
+    assert code == 0 and lines[0].startswith(f"{tmp_path / 'both.jpg'} (the part 0.5,0,0.5,1): "), lines
     r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "0.5,0,1,1"])
     assert r.exit_code == 1 and "error: region '0.5,0,1,1': X and Y from 0" in r.output, r.output
     parsed = shell.parse_quick_search([str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "0.5, 0, .5, 1"])

@@ -222,7 +222,7 @@ def search(
                     header()
                     header = None
                 print_hits(image, hits, time.perf_counter() - t0, batch, json_out, writer, paths_only, content,
-                           kept_words(same_only, min_inliers))
+                           kept_words(same_only, min_inliers), params["region"])
     except LayerseekError as e:
         fail(str(e))
     if failed:
