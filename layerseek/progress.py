@@ -30,7 +30,8 @@ def another_line(bar, label: str) -> Callable[..., None]:
 
     def update(done: int, total: int, seconds: float | None = None) -> None:
         rate = done / max(time.perf_counter() - t0 if seconds is None else seconds, 1e-9)
-        bar.update(task, completed=done, total=total, rate=f"{rate:.2f} img/s" if done else "")
+        # nothing to do (an index run that found no change): no line left saying "0/0 0%"
+        bar.update(task, completed=done, total=total, rate=f"{rate:.2f} img/s" if done else "", visible=total != 0)
 
     return update
 

@@ -614,12 +614,17 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         twice = _cli("serve", idx, "--port", "0")
         assert twice.returncode == 1 and f"{idx}: served already at {url}/ (pid {proc.pid})" in twice.stderr, twice.stderr
         assert json.loads(announced.read_text())["pid"] == proc.pid  # still the first's
+        # `info` says where it is served
+        said = _cli("info", idx)
+        assert f"served at {url}/ (pid {proc.pid})" in said.stdout, said.stdout + said.stderr
+        assert json.loads(_cli("info", idx, "--json").stdout)["served"] == {"url": url, "pid": proc.pid}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert not (idx / "serve.json").exists()
     (idx / "serve.json").write_text(json.dumps({"url": url, "pid": proc.pid, "key": "x"}))  # a dead server's
     try:
+        assert "served at" not in _cli("info", idx).stdout
         again = _cli("search", idx, query, "--json", "--top", "4")
         assert again.returncode == 0 and "searched by the server" not in again.stderr
         assert [r["path"] for r in json.loads(again.stdout)["results"]] == [r["path"] for r in want["results"]]

@@ -130,6 +130,7 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
     import json as _json
 
     from ..index import Index
+    from ..server.client import running_server
 
     try:
         with Index.open(index_path) as idx:
@@ -137,8 +138,11 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
             failures = idx.catalog.failures()
     except LayerseekError as e:
         fail(str(e))
+    server = running_server(index_path)  # `serve` of this index, announced in its serve.json
+    served = {"url": server.url, "pid": server.pid} if server is not None else None
     if json_out:
-        print(_json.dumps({**data, "failures": [{"path": p, "reason": r} for p, r in failures]}, indent=2))
+        print(_json.dumps({**data, "served": served, "failures": [{"path": p, "reason": r} for p, r in failures]},
+                          indent=2))
         return
     p = data["params"]
     base.console.print(f"{data['path']}: {plural(data['images'], 'image')}, {data['failed']:,} failed", highlight=False,
@@ -157,6 +161,9 @@ def info(index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the i
     checks = ("photos of the same object or place are verified by their geometry" if v
               else "no verification (no local features stored)")
     base.console.print(f"{human_bytes(data['bytes_on_disk'])} on disk{per}; {checks}", highlight=False, soft_wrap=True)
+    if served:
+        base.console.print(f"served at {served['url']}/ (pid {served['pid']}): searches from the shell go there",
+                           highlight=False, soft_wrap=True)
     for path, reason in failures:
         base.err_console.print(f"  failed: {shown(path)}: {reason}", highlight=False, soft_wrap=True, markup=False)
     if not verbose:
