@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+
 def region_text(text: str) -> str:
     """A region as the command line takes it (`hits.parse_region`), written as the server reads it."""
     from .hits import parse_region
