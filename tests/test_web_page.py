@@ -495,6 +495,22 @@ def test_a_part_of_the_photo_is_searched_with(sized, data_dir, tmp_path):
     page.click("#whole")
     page.wait_for_function("() => document.getElementById('hint').textContent.startsWith('two covers.jpg')")
     assert _done(page).startswith("2 same objects") and not page.is_visible("#whole")
+    # without a pointer: the frame has the focus, an arrow puts the middle half there, arrows move
+    # it (5 % a press), Shift and an arrow resize it, Enter searches
+    page.click("#part")
+    assert page.evaluate("document.activeElement.id") == "frame"
+    page.keyboard.press("ArrowRight")  # the middle half: x 0.25, w 0.5
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")  # to x 0.5
+    for _ in range(2):
+        page.keyboard.press("Shift+ArrowUp")  # h 0.4
+    with page.expect_request(lambda r: "/search?" in r.url) as sent:
+        page.keyboard.press("Enter")
+    from urllib.parse import parse_qs, urlsplit
+
+    assert parse_qs(urlsplit(sent.value.url).query)["region"] == ["0.5000,0.2500,0.5000,0.4000"], sent.value.url
+    assert _done(page).startswith("1 same object · ")
+    assert page.inner_text("#results .hit .name").endswith("002.jpg")
 
 
 def test_the_viewer_keeps_focus_links_the_original_and_stacks_on_a_phone(sized, data_dir):
