@@ -614,6 +614,14 @@ def test_search_from_the_shell_goes_through_a_running_server(index_dir, tmp_path
         twice = _cli("serve", idx, "--port", "0")
         assert twice.returncode == 1 and f"{idx}: served already at {url}/ (pid {proc.pid})" in twice.stderr, twice.stderr
         assert json.loads(announced.read_text())["pid"] == proc.pid  # still the first's
+        # a photo piped in (`-`) is uploaded to the server
+        import subprocess
+        import sys
+
+        piped_in = subprocess.run([sys.executable, "-m", "layerseek", "search", str(idx), "-", "--json", "--top", "4"],
+                                  input=query.read_bytes(), capture_output=True, timeout=120)
+        assert piped_in.returncode == 0 and b"searched by the server" in piped_in.stderr, piped_in.stderr
+        assert [r["path"] for r in json.loads(piped_in.stdout)["results"]] == [r["path"] for r in want["results"]]
         # `info` says where it is served
         said = _cli("info", idx)
         assert f"served at {url}/ (pid {proc.pid})" in said.stdout, said.stdout + said.stderr

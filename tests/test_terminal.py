@@ -223,6 +223,17 @@ def test_search_with_a_part_of_the_photo(copy_paris, tmp_path):
     assert code == 0 and lines[0].startswith(f"{tmp_path / 'both.jpg'} (the part 0.5,0,0.5,1): "), lines
     r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "0.5,0,1,1"])
     assert r.exit_code == 1 and "error: region '0.5,0,1,1': X and Y from 0" in r.output, r.output
+    # `-`: the photo from standard input (a screenshot tool's or the clipboard's output)
+    r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), "-", "--region", "0.5,0,0.5,1", "--json", "-n", "1",
+                                     "--here"], input=(tmp_path / "both.jpg").read_bytes())
+    assert r.exit_code == 0, r.output
+    said = json.loads(r.stdout)
+    assert said["query"] == "standard input" and said["results"][0]["path"].endswith(PARIS[3])
+    for stdin, words in ((b"", "standard input: empty"), (b"not a photo", "standard input: not an image")):
+        r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), "-", "--here"], input=stdin)
+        assert r.exit_code == 1 and f"error: {words}" in r.output, r.output
+    r = CliRunner().invoke(cli.app, ["search", str(tmp_path / "idx"), "-", str(tmp_path / "both.jpg")], input=b"x")
+    assert r.exit_code == 1 and "- (standard input) is the only photo of its search" in r.output, r.output
     parsed = shell.parse_quick_search([str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "0.5, 0, .5, 1"])
     assert parsed[2]["region"] == "0.5,0,0.5,1"
     assert shell.search_params(3, False, region="0.5,0,0.5,1")["region"] == "0.5,0,0.5,1"

@@ -16,6 +16,9 @@ from ..stages import DEFAULT_VERIFY
 from . import base
 from .base import _NOTHING_TO_FINISH, DEFAULT_INDEX, EXIT_SOME_FAILED, app, fail
 
+#: the name a photo read from standard input (`search ... -`) is given in what is printed
+STDIN = "standard input"
+
 #: up to this many queries in one process, the word scorer's numpy path answers them sooner than
 #: its compiled loops load (about 0.65 s against 55 ms a query at 26,000 images)
 FEW_QUERIES = 8
@@ -57,7 +60,8 @@ def query_images(paths: list[Path]) -> list[Path]:
 @app.command(short_help="Find the indexed photos of the same object or place.")
 def search(
     index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="the index directory")],
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="the example image; several, or folders of them, for a "
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="the example image (- reads it from standard input: "
+                                                      "a screenshot tool's or the clipboard's output); several, or folders of them, for a "
                                                       "batch (the network is loaded once)")],
     top: Annotated[int, typer.Option("--top", "-n", help="how many results", min=SEARCH_LIMITS["top"][0],
                                      max=SEARCH_LIMITS["top"][1])] = 10,
@@ -133,7 +137,17 @@ def search(
         fail(f"{shown(str(index_path))}: not an index" + (
             f"; {shown(str(swapped))} is one: the index comes first (layerseek search INDEX IMAGE)" if swapped else
             f" (create one with `layerseek index DIR --index {shown(str(index_path))}`)"))
-    queries = query_images(images)
+    piped = None  # `-`: the photo's bytes from standard input, named so in what is printed
+    if any(str(p) == "-" for p in images):
+        if len(images) != 1:
+            fail("- (standard input) is the only photo of its search")
+        import sys
+
+        piped = sys.stdin.buffer.read() if not sys.stdin.isatty() else b""
+        if not piped:
+            fail("standard input: empty (pipe a photo into it: `... | layerseek search INDEX -`)")
+        images = [Path(STDIN)]
+    queries = query_images(images) if piped is None else images
     batch = len(queries) != 1 or images[0].is_dir()
     # the index is closed (the ExitStack below) before this command returns or fails
     _NOTHING_TO_FINISH[0] = True
@@ -176,7 +190,7 @@ def search(
 
             if remote is None:
                 here_index()  # the index's own errors first; no network is loaded yet
-            if not batch and not queries[0].is_file():  # before any model loads: a mistyped name fails at once
+            if not batch and piped is None and not queries[0].is_file():  # before any model loads: a typo fails at once
                 from ..errors import ImageError
 
                 raise (ImageError(queries[0], "missing") if not queries[0].exists()
@@ -190,7 +204,7 @@ def search(
                         from ..server.client import search as remote_search
 
                         try:
-                            hits, answer = remote_search(remote, image, params)
+                            hits, answer = remote_search(remote, image, params, data=piped)
                             content = served_content(answer) if table else None
                         except RemoteError as e:
                             if e.refused:
@@ -200,12 +214,13 @@ def search(
                     if hits is None:
                         idx, local = here_index()
                         if local is not None:
-                            hits = idx.search_two_stage(image if part is None else idx.query_image(image, None, part),
-                                                        local, top=params["top"], shortlist=shortlist, distinct=table)
+                            hits = idx.search_two_stage(image if part is None else idx.query_image(image, piped, part),
+                                                        local, top=params["top"], shortlist=shortlist,
+                                                        data=piped if part is None else None, distinct=table)
                         else:
-                            hits = idx.search(image, top=params["top"], qe=qe, verify=verify, diffusion=diffusion,
-                                              words=word_candidates, word_filter=word_filter, hubness=hubness,
-                                              distinct=table, region=part)
+                            hits = idx.search(image, data=piped, top=params["top"], qe=qe, verify=verify,
+                                              diffusion=diffusion, words=word_candidates, word_filter=word_filter,
+                                              hubness=hubness, distinct=table, region=part)
                         if table:
                             content = idx.catalog.contents(h.id for h in hits)
                 except LayerseekError as e:

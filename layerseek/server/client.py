@@ -156,10 +156,12 @@ class RemoteError(Exception):
         self.refused = refused
 
 
-def search(server: Server, image: Path, params: dict, timeout: float = 120.0) -> tuple[list, dict]:
+def search(server: Server, image: Path, params: dict, timeout: float = 120.0,
+           data: bytes | None = None) -> tuple[list, dict]:
     """Ask the server's /search for the photo: by its path (the server, this machine's, reads it:
     nothing uploaded), or, where the server does not see the file as this process does (409),
-    uploaded; (hits as `hits.Hit`, the whole answer)."""
+    uploaded; `data`: the photo's bytes, uploaded (`image` only names it: standard input);
+    (hits as `hits.Hit`, the whole answer)."""
     from urllib.parse import quote
 
     from ..hits import Hit
@@ -168,13 +170,15 @@ def search(server: Server, image: Path, params: dict, timeout: float = 120.0) ->
     auth = {"Authorization": f"Bearer {server.key}"}
     name = image.name.replace('"', "_").replace("\r", "_").replace("\n", "_")
     try:
-        st = image.stat()
-        named = (f"/search/local?{query}&path={quote(os.path.abspath(image), safe='')}&size={st.st_size}"
-                 f"&mtime_ns={st.st_mtime_ns}")
-        status, raw = _request(server.url, "POST", named, None, timeout, auth)
+        status = None
+        if data is None:
+            st = image.stat()
+            named = (f"/search/local?{query}&path={quote(os.path.abspath(image), safe='')}&size={st.st_size}"
+                     f"&mtime_ns={st.st_mtime_ns}")
+            status, raw = _request(server.url, "POST", named, None, timeout, auth)
         # 409: the server sees another file there (or none); 404 / 405: a server from before paths
-        if status in (409, 404, 405, 403):  # the photo itself, then
-            data = image.read_bytes()
+        if data is not None or status in (409, 404, 405, 403):  # the photo itself, then
+            data = image.read_bytes() if data is None else data
             boundary = os.urandom(16).hex()
             kind = _IMAGE_TYPES.get(image.suffix.lower(), "application/octet-stream")  # the server reads the bytes
             body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
