@@ -240,6 +240,36 @@ def test_search_with_a_part_of_the_photo(copy_paris, tmp_path):
     assert shell.parse_quick_search([str(tmp_path / "idx"), str(tmp_path / "both.jpg"), "--region", "2,0,1,1"]) is None
 
 
+def test_a_new_index_says_what_to_do_next_at_a_terminal(copy_paris, tmp_path):
+    """A new index made at a terminal ends with the next commands (search, serve, index again);
+    not again on the next run, nor into a pipe or a file."""
+    import os
+    import pty
+    import subprocess
+
+    photos = copy_paris(tmp_path / "photos", 2)
+
+    def run(*args) -> str:
+        leader, follower = pty.openpty()
+        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300"}
+        subprocess.run([sys.executable, "-m", "layerseek.cli", *map(str, args)], stdout=follower, stderr=follower,
+                       env=env, timeout=120, check=True)
+        os.close(follower)
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                out += chunk
+        os.close(leader)
+        return out.decode()
+
+    idx = tmp_path / "idx"
+    first = run("index", photos, "--index", idx, "--max-side", "128")
+    assert f"next: `layerseek search {idx} PHOTO`, or `layerseek serve {idx}`" in first, first
+    assert "next:" not in run("index", photos, "--index", idx)
+    piped = CliRunner().invoke(cli.app, ["index", str(photos), "--index", str(tmp_path / "other"), "--max-side", "128"])
+    assert piped.exit_code == 0 and "next:" not in piped.output
+
+
 def test_first_photos_counts_identical_files_once():
     """`hits.first_photos`: the files of the first `top` photos, every file of each kept, in order; a
     hit of unknown content is a photo of its own."""

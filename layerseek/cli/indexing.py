@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -164,6 +165,11 @@ def index(
     if not (report.added or report.updated or report.unchanged or report.failed or report.excluded):
         base.err_console.print(f"  no photo under {shown(str(folder))} (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF; "
                                "hidden files and folders are passed over)", highlight=False, soft_wrap=True)
+    elif creating and report.added and sys.stderr.isatty():  # a new index: what to do with it (said once)
+        name = shown(str(index_path))
+        base.err_console.print(f"next: `layerseek search {name} PHOTO`, or `layerseek serve {name}` for a page where "
+                               f"you drop one; `layerseek index {shown(str(folder))} --index {name}` again takes in what "
+                               "changed", highlight=False, soft_wrap=True)
     if report.failed or report.unreadable:
         raise typer.Exit(EXIT_SOME_FAILED)
 
