@@ -155,16 +155,17 @@ def test_nothing_kept_is_one_line(tty, capsys):
     assert capsys.readouterr() == ("", "q.jpg: no photo verified as the same object\n")
 
 
-def _on_a_terminal(*args) -> tuple[int, list[str], str]:
-    """(exit status, lines, stderr) of `layerseek ARGS` with its stdout on a pseudo-terminal."""
+def _on_a_terminal(*args, stderr_too: bool = False) -> tuple[int, list[str], str]:
+    """(exit status, lines, stderr) of `layerseek ARGS` with its stdout on a pseudo-terminal (and
+    its stderr, with `stderr_too`: then in the lines)."""
     import os
     import pty
     import subprocess
 
     leader, follower = pty.openpty()
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300" if stderr_too else "200"}
     proc = subprocess.run([sys.executable, "-m", "layerseek.cli", *map(str, args)], stdout=follower,
-                          stderr=subprocess.PIPE, env=env, timeout=120, text=True)
+                          stderr=follower if stderr_too else subprocess.PIPE, env=env, timeout=120, text=True)
     os.close(follower)
     out = b""
     with contextlib.suppress(OSError):
@@ -243,24 +244,12 @@ def test_search_with_a_part_of_the_photo(copy_paris, tmp_path):
 def test_a_new_index_says_what_to_do_next_at_a_terminal(copy_paris, tmp_path):
     """A new index made at a terminal ends with the next commands (search, serve, index again);
     not again on the next run, nor into a pipe or a file."""
-    import os
-    import pty
-    import subprocess
-
     photos = copy_paris(tmp_path / "photos", 2)
 
     def run(*args) -> str:
-        leader, follower = pty.openpty()
-        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "300"}
-        subprocess.run([sys.executable, "-m", "layerseek.cli", *map(str, args)], stdout=follower, stderr=follower,
-                       env=env, timeout=120, check=True)
-        os.close(follower)
-        out = b""
-        with contextlib.suppress(OSError):
-            while chunk := os.read(leader, 65536):
-                out += chunk
-        os.close(leader)
-        return out.decode()
+        code, lines, _ = _on_a_terminal(*args, stderr_too=True)
+        assert code == 0, lines
+        return "\n".join(lines)
 
     idx = tmp_path / "idx"
     first = run("index", photos, "--index", idx, "--max-side", "128")
