@@ -483,6 +483,11 @@ def test_a_part_of_the_photo_is_searched_with(sized, data_dir, tmp_path):
     said = _done(page)
     assert said.startswith("1 same object · "), said
     assert page.inner_text("#results .hit .name").endswith("002.jpg") and page.is_visible("#whole")
+    # the part is marked on the photo in the bar above the results
+    mark, shown_photo = page.locator("#regionmark").bounding_box(), page.locator("#preview").bounding_box()
+    assert page.is_visible("#regionmark")
+    assert abs((mark["x"] - shown_photo["x"]) / shown_photo["width"] - 0.55) < 0.03
+    assert abs(mark["width"] / shown_photo["width"] - 0.40) < 0.03
     # the viewer draws the lines from that part of the whole photo
     page.click("#results .hit")
     page.wait_for_function("() => document.querySelectorAll('#lines line').length > 10")
@@ -495,6 +500,7 @@ def test_a_part_of_the_photo_is_searched_with(sized, data_dir, tmp_path):
     page.click("#whole")
     page.wait_for_function("() => document.getElementById('hint').textContent.startsWith('two covers.jpg')")
     assert _done(page).startswith("2 same objects") and not page.is_visible("#whole")
+    assert not page.is_visible("#regionmark")
     # without a pointer: the frame has the focus, an arrow puts the middle half there, arrows move
     # it (5 % a press), Shift and an arrow resize it, Enter searches
     page.click("#part")
