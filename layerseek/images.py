@@ -267,8 +267,7 @@ def load_image(
             raise ImageError(path, "too large", str(e)) from None
 
     if region is not None:
-        x, y, w, h = region
-        bbox = (x * rgb.width, y * rgb.height, (x + w) * rgb.width, (y + h) * rgb.height)
+        bbox = region_box(region, rgb.width, rgb.height)
     if bbox is not None:
         # The box is in full-resolution coordinates; a draft decode would have shrunk the image.
         x1, y1, x2, y2 = (float(v) for v in bbox)
@@ -284,12 +283,17 @@ def load_image(
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
+def region_box(region: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The pixels (x1, y1, x2, y2) of a part (x, y, w, h: shares of the width and height) of a
+    width x height image, at least a pixel each way."""
+    x0, y0 = min(width - 1, round(region[0] * width)), min(height - 1, round(region[1] * height))
+    return (x0, y0, max(x0 + 1, round((region[0] + region[2]) * width)),
+            max(y0 + 1, round((region[1] + region[3]) * height)))
+
+
 def crop_region(pixels: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
-    """The part (x, y, w, h: shares of the width and height) of an H x W x 3 image, at least a
-    pixel each way."""
-    h, w = pixels.shape[:2]
-    x0, y0 = min(w - 1, round(region[0] * w)), min(h - 1, round(region[1] * h))
-    x1, y1 = max(x0 + 1, round((region[0] + region[2]) * w)), max(y0 + 1, round((region[1] + region[3]) * h))
+    """The part (x, y, w, h: shares of the width and height) of an H x W x 3 image (`region_box`)."""
+    x0, y0, x1, y1 = region_box(region, pixels.shape[1], pixels.shape[0])
     return np.ascontiguousarray(pixels[y0:y1, x0:x1])
 
 
