@@ -42,9 +42,9 @@ def main() -> None:
             space = query_space(q)
             for j in first[qi][:args.shortlist]:
                 if db_f[j] is not None and j not in set(query.junk):
-                    n, spread, _, _ = v.evidence(q, db_f[j], space)
-                    if n >= v.min_inliers:
-                        found[j] = (n, spread)
+                    ev = v.evidence(q, db_f[j], space)[0]
+                    if ev.inliers >= v.min_inliers:
+                        found[j] = ev
         return qi, found, set(query.positives) | set(query.hard)
 
     with ThreadPoolExecutor(2) as pool:

@@ -122,7 +122,7 @@ class Verification:
         and for any candidate of an earlier call whose verdict changed; `drawn` receives each
         verified image's correspondences (`Verifier.pairs`)."""
         from .verify.features import unpack_features
-        from .verify.geometry import QueryVerdicts, inlier_spread
+        from .verify.geometry import QueryVerdicts, evidence_of
 
         if self.verdicts is None:
             self.verdicts = QueryVerdicts(self.verifier)
@@ -133,9 +133,10 @@ class Verification:
         feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
         found: list = []
         counts = self.verifier.scores(qf, feats, found)
-        spreads = [0.0 if f is None else inlier_spread(f.xy[di], f.size) for f, (_, di) in zip(feats, found)]
+        evidence = {i: evidence_of(n, qf, f, qi, di) for i, f, n, (qi, di) in zip(ids, feats, counts, found)
+                    if f is not None}
         out.update(zip(ids, counts))
-        out.update(self.verdicts.add({i: (n, s) for i, n, s in zip(ids, counts, spreads)}))
+        out.update(self.verdicts.add(evidence))
         if drawn is not None:
             for i, f, inl in zip(ids, feats, found):
                 if out[i] >= self.verifier.min_inliers:

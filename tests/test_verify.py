@@ -721,6 +721,49 @@ def test_a_shared_part_is_not_the_same_object():
     assert v.add({9: (200, 0.6)}) == {7: 9, 8: 9, 9: 200}  # a cover found in the next round
 
 
+def test_the_photo_itself_indexed_decides_nothing_and_a_strip_in_both_images_is_a_part():
+    """A copy of the query (the photo searched with, indexed: 1000 inliers over the whole image)
+    says nothing of whether the object fills the photo: with it the other views of a building
+    (confined, under a tenth of its inliers) lost their mark. A match confined to a strip of both
+    images (a printed band) is a part even when the strongest is confined, unless it is the
+    strongest itself."""
+    from layerseek.verify.geometry import Evidence, same_object
+
+    views = {1: Evidence(1000, 0.6, True, 0.6), 2: Evidence(85, 0.15, False, 0.2), 3: Evidence(12, 0.2, False, 0.1)}
+    assert same_object(views, 10, 0.3) == {1: 1000, 2: 85, 3: 12}
+    assert same_object({i: (*e[:2], False) for i, e in views.items()}, 10, 0.3) == {1: 1000, 2: 9, 3: 9}  # as before
+    # a scan's other views decide as they would for a photo not indexed; the copy keeps its mark
+    cover = {1: Evidence(990, 0.5, True, 0.5), 2: Evidence(200, 0.45), 3: Evidence(30, 0.04), 4: Evidence(12, 0.4)}
+    assert same_object(cover, 10, 0.3) == {1: 990, 2: 200, 3: 9, 4: 9}
+    band = {1: Evidence(40, 0.2, False, 0.25), 2: Evidence(35, 0.03, False, 0.04), 3: Evidence(30, 0.03, False, 0.3)}
+    assert same_object(band, 10, 0.3) == {1: 40, 2: 9, 3: 30}  # a strip in one image only: kept
+    assert same_object(band, 10, 0.0) == {1: 40, 2: 35, 3: 30}  # the rule off
+    # the strongest match of all may be a strip (a phone photo matching its cover by the title's line)
+    assert same_object({2: Evidence(54, 0.03, False, 0.03)}, 10, 0.3) == {2: 54}
+    assert same_object({1: Evidence(1000, 0.6, True, 0.6), 2: Evidence(80, 0.03, False, 0.04)}, 10, 0.3) == {1: 1000, 2: 9}
+
+
+def test_searching_with_an_indexed_photo_keeps_its_other_views_verified(data_dir, tmp_path):
+    """Two photos of La Defense verify with about 75 inliers; the photo searched with, indexed,
+    matches itself with about 820: the other view must stay verified (it counted 9 when the
+    photo's own match decided the shared-part rule), searched with either, and the photo itself
+    too."""
+    src = data_dir / "paris6k-subset" / "jpg"
+    folder = tmp_path / "paris"
+    folder.mkdir()
+    for name in ("paris_defense_000013", "paris_defense_000014", "paris_eiffel_000000"):
+        shutil.copy(src / f"{name}.jpg", folder)
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(folder)
+        assert idx.verifier.shared_part == 0.3
+        for a, b in (("000013", "000014"), ("000014", "000013")):
+            hits = {Path(h.path).stem: h for h in idx.search(folder / f"paris_defense_{a}.jpg", top=3)}
+            assert hits[f"paris_defense_{a}"].inliers > 500 and hits[f"paris_defense_{a}"].verified
+            assert 30 < hits[f"paris_defense_{b}"].inliers < 0.1 * hits[f"paris_defense_{a}"].inliers
+            assert hits[f"paris_defense_{b}"].verified
+            assert not hits["paris_eiffel_000000"].verified
+
+
 def test_an_index_made_before_the_shared_part_rule_gets_it_by_upgrade(data_dir, tmp_path):
     covers = _covers(data_dir, tmp_path / "covers", ("001", "002"))
     with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:

@@ -296,7 +296,7 @@ def evaluate_index_rule(ds: Dataset, method, db_vecs, q_vecs, db_feats, q_feats,
                     d = None
                 out[j] = 0
                 if d is not None:
-                    found[j] = verifier.evidence(qf, d, q_space)[:2]
+                    found[j] = verifier.evidence(qf, d, q_space)[0]
             out.update(verdicts.add(found))
             return out
 

@@ -17,6 +17,7 @@ import threading
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -155,12 +156,11 @@ class Verifier:
         return out
 
     def evidence(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
-                 ) -> tuple[int, float, np.ndarray, np.ndarray]:
-        """(inliers as `inliers` counts them, `inlier_spread` of those that verified in the
-        database image (0.0: none did), their query and database indices): what the shared-part
-        rule (`same_object`) weighs for one candidate of a query."""
+                 ) -> tuple[Evidence, np.ndarray, np.ndarray]:
+        """(what the shared-part rule (`same_object`) weighs of one candidate of a query, with
+        inliers as `inliers` counts them; the query and database indices of those inliers)."""
         n, qi, di = self.verify(query, db, q_space)
-        return n, inlier_spread(db.xy[di], db.size), qi, di
+        return evidence_of(n, query, db, qi, di), qi, di
 
     def check(self, query: LocalFeatures, db: LocalFeatures, q_space: np.ndarray | None = None
               ) -> tuple[int, float]:
@@ -228,29 +228,61 @@ class Verifier:
 DEFAULT_SHARED_PART = 0.3
 #: ... and a match of the same query with under this share of that one's inliers is only a part too
 SHARED_PART_WEAK = 0.1
+#: a match whose inliers lie in a strip under this share of the width or height of both images
+#: (a printed band, a line of type) is only a part, whatever the query's other matches
+SHARED_STRIP = 0.05
+#: a match whose inliers are at least this share of the query's or the candidate's features
+#: (the fewer) is a copy of the query: the photo itself, indexed, matches with 0.92 or more; a
+#: phone photo and the cover it shows at most 0.50, two photos of one Paris building at most 0.47
+#: (docs/RESULTS.md, "A shared part is not the same object")
+COPY_SHARE = 0.7
 
 
-def same_object(found: dict[int, tuple[int, float]], min_inliers: int, wide: float,
-                weak: float = SHARED_PART_WEAK) -> dict[int, int]:
-    """One query's verdicts under the shared-part rule: `found` is candidate -> (inliers,
-    `inlier_spread` in the candidate's image) of every candidate verified for the query so far;
-    returns candidate -> inliers, where a verified candidate that shares only a part with the
-    query counts min_inliers - 1 (not verified). The query's strongest verified candidate
-    (most inliers, ties by id) decides: when its inliers spread at least `wide` (the object fills
-    the photo: a cover, a painting, a page), every other verified candidate whose inliers spread
-    less than `wide`, or that has fewer than `weak` times its inliers, matched a part the two
-    share (the band Blu-ray cases all carry, a logo) rather than the object. When the strongest
-    is itself confined (a landmark small in a street photo) nothing is changed. `wide` 0: off."""
-    counts = {i: n for i, (n, _) in found.items()}
-    verified = [i for i, n in counts.items() if n >= min_inliers]
-    if not wide or len(verified) < 2:
+class Evidence(NamedTuple):
+    """What the shared-part rule (`same_object`) weighs of one candidate of a query."""
+    inliers: int
+    spread: float  # `inlier_spread` of the inliers in the candidate's image (0.0: none verified)
+    copy: bool = False  # a copy of the query (`COPY_SHARE`): the photo itself, indexed
+    query_spread: float = 1.0  # `inlier_spread` of the inliers in the query
+
+
+def evidence_of(inliers: int, query: LocalFeatures | WordFeatures, db: LocalFeatures | WordFeatures,
+                qi: np.ndarray, di: np.ndarray) -> Evidence:
+    """The `Evidence` of a candidate verified with `inliers` (query and database indices qi, di)."""
+    return Evidence(inliers, inlier_spread(db.xy[di], db.size),
+                    inliers >= COPY_SHARE * max(1, min(len(query), len(db))), inlier_spread(query.xy[qi], query.size))
+
+
+def same_object(found: dict[int, tuple], min_inliers: int, wide: float,
+                weak: float = SHARED_PART_WEAK, strip: float = SHARED_STRIP) -> dict[int, int]:
+    """One query's verdicts under the shared-part rule: `found` is candidate -> `Evidence` (or its
+    first fields) of every candidate verified for the query so far; returns candidate -> inliers,
+    where a verified candidate that shares only a part with the query counts min_inliers - 1 (not
+    verified). The query's strongest verified candidate that is not a copy of it (most inliers,
+    ties by id) decides: when its inliers spread at least `wide` (the object fills the photo: a
+    cover, a painting, a page), every other verified candidate whose inliers spread less than
+    `wide`, or that has fewer than `weak` times its inliers, matched a part the two share (the
+    band Blu-ray cases all carry, a logo) rather than the object. When the strongest is itself
+    confined (a landmark small in a street photo) that is all; but a candidate whose inliers lie
+    in a strip under `strip` of both images is a part unless it is the strongest match of all
+    (a phone photo may match its cover only by the title's line). A copy of the query (the photo
+    itself, indexed) fills its image whatever the photo shows: it neither decides nor loses its
+    mark, so a verdict does not depend on whether the photo searched with is indexed. `wide` 0:
+    off."""
+    ev = {i: Evidence(*e) for i, e in found.items()}
+    counts = {i: e.inliers for i, e in ev.items()}
+    deciding = [i for i, e in ev.items() if e.inliers >= min_inliers and not e.copy]
+    if not wide or not deciding:
         return counts
-    best = min(verified, key=lambda i: (-counts[i], i))
-    n_best, s_best = found[best]
-    if s_best < wide:
-        return counts
-    for i in verified:
-        if i != best and (found[i][1] < wide or counts[i] < weak * n_best):
+    strongest = min((i for i, n in counts.items() if n >= min_inliers), key=lambda i: (-counts[i], i))
+    best = min(deciding, key=lambda i: (-counts[i], i))
+    n_best, s_best = ev[best].inliers, ev[best].spread
+    for i in deciding:
+        e = ev[i]
+        part = i != strongest and max(e.spread, e.query_spread) < strip
+        if i != best and s_best >= wide:
+            part = part or e.spread < wide or e.inliers < weak * n_best
+        if part:
             counts[i] = min_inliers - 1
     return counts
 
@@ -262,9 +294,9 @@ class QueryVerdicts:
 
     def __init__(self, verifier: Verifier):
         self.verifier = verifier
-        self.found: dict[int, tuple[int, float]] = {}
+        self.found: dict[int, tuple] = {}
 
-    def add(self, found: dict[int, tuple[int, float]]) -> dict[int, int]:
+    def add(self, found: dict[int, tuple]) -> dict[int, int]:
         self.found.update(found)
         v = self.verifier
         return same_object(self.found, v.min_inliers, v.shared_part)

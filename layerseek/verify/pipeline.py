@@ -99,7 +99,7 @@ def verify_rankings(rankings: dict[int, list[int]], db_feats, q_feats, verifier:
         verdicts = QueryVerdicts(verifier)  # the shared-part rule, when the verifier has it
 
         def inliers_of(ids):
-            return {**dict.fromkeys(ids, 0), **verdicts.add({j: verifier.evidence(q, db_feats[j], q_space)[:2]
+            return {**dict.fromkeys(ids, 0), **verdicts.add({j: verifier.evidence(q, db_feats[j], q_space)[0]
                                                               for j in ids if db_feats[j] is not None})}
 
         # the index's rule without expansion rounds: the ranking is given, not searched
