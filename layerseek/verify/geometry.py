@@ -229,12 +229,12 @@ DEFAULT_SHARED_PART = 0.3
 #: ... and a match of the same query with under this share of that one's inliers is only a part too
 SHARED_PART_WEAK = 0.1
 #: a match whose inliers lie in a strip under this share of the width or height of both images
-#: (a printed band, a line of type) is only a part, whatever the query's other matches
+#: (a printed band, a line of type) is only a part, unless it is the query's strongest match
 SHARED_STRIP = 0.05
 #: a match whose inliers are at least this share of the query's or the candidate's features
-#: (the fewer) is a copy of the query: the photo itself, indexed, matches with 0.92 or more; a
-#: phone photo and the cover it shows at most 0.50, two photos of one Paris building at most 0.47
-#: (docs/RESULTS.md, "A shared part is not the same object")
+#: (the fewer) is a copy of the query: the photo itself, indexed, matches with 0.92 or more, any
+#: two other images of a mixed library at most 0.56 (docs/RESULTS.md, "The photo searched with,
+#: itself indexed")
 COPY_SHARE = 0.7
 
 
