@@ -3,6 +3,7 @@ parallel, committing in batches, forgetting files (only on evidence)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import functools
 import hashlib
@@ -361,7 +362,8 @@ class Ingest:
         try:
             st = p.stat()
         except OSError as e:
-            report.failed.append(f"{p}: unreadable ({e.strerror})")
+            gone = _broken_link(p) if e.errno == errno.ENOENT else None
+            report.failed.append(f"{p}: {gone or f'unreadable ({e.strerror})'}")
             return
         if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader for ever
             report.failed.append(f"{p}: {_kind(p)}, not a regular file")
@@ -648,6 +650,15 @@ def _one_opencv_thread(apply: bool):
         yield
     finally:
         cv2.setNumThreads(before)
+
+
+def _broken_link(p: Path) -> str | None:
+    """Why a file is missing when it is a symbolic link whose target is gone ("a link to X,
+    which is not there"); None for anything else."""
+    try:
+        return f"a link to {os.readlink(p)}, which is not there"
+    except OSError:
+        return None
 
 
 def _kind(p: Path) -> str:

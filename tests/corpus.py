@@ -117,7 +117,7 @@ def make_corpus(folder: Path, photos: list[Path]) -> dict[str, Item]:
     items["fifo"] = Item(fifo, "bad", "not a regular file")
     dangling = base + b"/dangling.jpg"
     os.symlink(base + b"/nowhere.jpg", dangling)
-    items["dangling symlink"] = Item(dangling, "bad", "unreadable")
+    items["dangling symlink"] = Item(dangling, "bad", "which is not there")
     os.symlink(base + b"/loop-b.jpg", base + b"/loop-a.jpg")
     os.symlink(base + b"/loop-a.jpg", base + b"/loop-b.jpg")
     items["symlink loop"] = Item(base + b"/loop-a.jpg", "bad", "unreadable")

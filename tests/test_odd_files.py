@@ -32,6 +32,17 @@ def test_a_fifo_named_like_a_photo_is_reported_not_waited_on(copy_paris, tmp_pat
                                                            "a folder, not a regular file"]
 
 
+def test_a_broken_link_says_where_it_points(copy_paris, tmp_path):
+    """A link whose target is gone (a photo moved, a drive renamed) is named with its target, not
+    as an unreadable file; the run goes on."""
+    photos = copy_paris(tmp_path / "photos")
+    os.symlink(tmp_path / "gone" / "IMG_1.jpg", photos / "z.jpg")
+    with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
+        r = idx.add_folder(photos)
+        assert r.added == 6 and r.failed == [f"{photos / 'z.jpg'}: a link to {tmp_path / 'gone' / 'IMG_1.jpg'}, "
+                                             "which is not there"], r.failed
+
+
 def test_a_name_that_is_not_utf8_round_trips(copy_paris, tmp_path):
     """Bytes from an old disk or zip archive in a file name: indexed, found, shown as \\xNN,
     removed by name; a damaged one is reported the same way. Nothing stops the run."""
