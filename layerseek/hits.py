@@ -22,6 +22,11 @@ def parse_region(text: str) -> tuple[float, float, float, float]:
     return x, y, min(w, 1 - x), min(h, 1 - y)
 
 
+def format_region(region: tuple[float, float, float, float]) -> str:
+    """A part of a photo (`parse_region`'s) written as the command line and the server take it."""
+    return ",".join(f"{v:.6g}" for v in region)
+
+
 class Hit:
     """One result of a search. A plain class, not a dataclass: `dataclasses` brings `inspect`,
     8 ms of every search a running server answers (`shell`)."""

@@ -406,15 +406,17 @@ class Query:
         return graph
 
     def search_two_stage(self, image: str | Path | np.ndarray, local: Index, top: int = 10, shortlist: int = 100,
-                         data: bytes | None = None, distinct: bool = False) -> list[Hit]:
+                         data: bytes | None = None, distinct: bool = False,
+                         region: tuple[float, float, float, float] | None = None) -> list[Hit]:
         """Two stages: this (global) index shortlists its `shortlist` best images, the MOF index
         `local` of the same photos re-scores them. Returns the re-ordered head with MOF scores;
         a shortlisted file the MOF index lacks keeps its place after the scored ones. `distinct`:
-        `top` counts photos (as `search` takes it)."""
+        `top` counts photos, `region` the part of the photo searched with (as `search` takes them;
+        each index cuts it from the photo as it decodes its images)."""
         if self.kind != "global" or local.kind != "local":
             raise LayerseekError("two-stage search needs a global index first and a mof index second")
-        first = self.search(image, top=max(shortlist, top), data=data, verify=0, distinct=distinct)
-        scores = dict(local.engine().search(local.encode_query(image, data)))
+        first = self.search(image, top=max(shortlist, top), data=data, verify=0, distinct=distinct, region=region)
+        scores = dict(local.engine().search(local.encode_query(local.query_image(image, data, region))))
         local_id = {}
         for h in first[:shortlist]:
             e = local.catalog.by_path(h.path)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 def region_text(text: str) -> str:
     """A region as the command line takes it (`hits.parse_region`), written as the server reads it."""
-    from .hits import parse_region
+    from .hits import format_region, parse_region
 
-    return ",".join(f"{v:.6g}" for v in parse_region(text))
+    return format_region(parse_region(text))
 
 
 #: the search options this path reads: name -> (parameter sent to the server, type); the flags below

@@ -149,12 +149,23 @@ def test_cli_mof_index_and_search(folders, tmp_path):
         first = g.search(photos / PARIS[3], top=5)
         two = g.search_two_stage(photos / PARIS[3], m, top=5, shortlist=3)
         alone = {h.path: h.score for h in m.search(photos / PARIS[3], top=10)}
+        # a part of the photo: each stage searches with that part, as it would alone
+        part = (0.25, 0.0, 0.5, 1.0)
+        two_part = g.search_two_stage(photos / PARIS[3], m, top=5, shortlist=3, region=part)
+        first_part = g.search(photos / PARIS[3], top=5, verify=0, region=part)
+        alone_part = {h.path: h.score for h in m.search(photos / PARIS[3], top=10, region=part)}
+    assert sorted(h.path for h in two_part[:3]) == sorted(h.path for h in first_part[:3])
+    assert [h.score for h in two_part[:3]] == sorted((alone_part.get(h.path, 0.0) for h in first_part[:3]), reverse=True)
+    assert [h.score for h in two_part[:3]] != [h.score for h in two[:3]]  # the part, not the whole photo
     assert sorted(h.path for h in two[:3]) == sorted(h.path for h in first[:3])
     assert [h.path for h in two[3:]] == [h.path for h in first[3:]]
     assert [h.score for h in two[:3]] == sorted((alone.get(h.path, 0.0) for h in first[:3]), reverse=True)
     r = run(app, ["search", str(tmp_path / "gem"), str(photos / PARIS[3]), "--rerank-with", str(tmp_path / "idx"),
                   "--shortlist", "3", "--top", "5", "--json"])
     assert r.exit_code == 0 and [h["path"] for h in json.loads(r.output)["results"]] == [h.path for h in two]
+    r = run(app, ["search", str(tmp_path / "gem"), str(photos / PARIS[3]), "--rerank-with", str(tmp_path / "idx"),
+                  "--shortlist", "3", "--top", "5", "--json", "--region", "0.25,0,0.5,1"])
+    assert r.exit_code == 0 and [h["path"] for h in json.loads(r.output)["results"]] == [h.path for h in two_part]
     r = run(app, ["search", str(tmp_path / "idx"), str(photos / PARIS[3]), "--rerank-with", str(tmp_path / "gem")])
     assert r.exit_code == 1 and "global index first and a mof index second" in " ".join(r.output.split())
     # the HTTP API serves a mof index the same way

@@ -123,8 +123,7 @@ def search(
 
     if json_out + csv_out + paths_only > 1:
         fail("choose one of --json, --csv and --paths-only")
-    from ..hits import parse_region
-    from ..shell import region_text
+    from ..hits import format_region, parse_region
 
     try:
         part = parse_region(region) if region is not None else None
@@ -165,7 +164,7 @@ def search(
                                    "process", highlight=False, soft_wrap=True)
     table = is_table(json_out, csv_out, paths_only)  # a table: identical files are one row, `top` counts photos
     params = search_params(top, exclude_self, qe, verify, word_candidates, word_filter, hubness, photos=table,
-                           region=region_text(region) if region is not None else None)
+                           region=format_region(part) if part is not None else None)
     try:
         with contextlib.ExitStack() as stack:
             opened: list = []  # [index, mof index to re-rank with], once a search runs here
@@ -214,9 +213,8 @@ def search(
                     if hits is None:
                         idx, local = here_index()
                         if local is not None:
-                            hits = idx.search_two_stage(image if part is None else idx.query_image(image, piped, part),
-                                                        local, top=params["top"], shortlist=shortlist,
-                                                        data=piped if part is None else None, distinct=table)
+                            hits = idx.search_two_stage(image, local, top=params["top"], shortlist=shortlist,
+                                                        data=piped, distinct=table, region=part)
                         else:
                             hits = idx.search(image, data=piped, top=params["top"], qe=qe, verify=verify,
                                               diffusion=diffusion, words=word_candidates, word_filter=word_filter,

@@ -534,16 +534,16 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
         """(the hits, the query as the search decoded it as a JPEG data: URI at most `preview` px, or
         None when `preview` is 0). `region`: the part of the photo searched with (its whole is shown)."""
         if region is None:
-            img = idx.query_image(name, data)  # decoded once: searched, and shown when asked
+            img, data = idx.query_image(name, data), None  # decoded once: searched, and shown when asked
             shown_query = jpeg_data_uri(img, preview) if preview else None
-        else:  # the part cropped from the photo at full resolution (`Index.search`); the whole shown
-            img = idx.query_image(name, data, region) if local is not None else name
+        else:  # the search cuts the part from the photo at full resolution; the whole is shown
+            img = name
             shown_query = jpeg_data_uri(load_image(name, max_side=preview, data=data), preview) if preview else None
         if local is not None:
-            return idx.search_two_stage(img, local, top=top, shortlist=shortlist, distinct=distinct), shown_query
+            return idx.search_two_stage(img, local, top=top, shortlist=shortlist, data=data, distinct=distinct,
+                                        region=region), shown_query
         return idx.search(img, top=top, qe=qe, verify=verify, matches=matches, words=words, word_filter=word_filter,
-                          hubness=hubness, distinct=distinct, data=None if region is None else data,
-                          region=region), shown_query
+                          hubness=hubness, distinct=distinct, data=data, region=region), shown_query
 
     def search_options(top: int = Query(12, ge=SEARCH_LIMITS["top"][0], le=SEARCH_LIMITS["top"][1]),
                        qe: int = Query(0, ge=SEARCH_LIMITS["qe"][0], le=SEARCH_LIMITS["qe"][1]),
