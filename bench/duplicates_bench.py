@@ -14,6 +14,12 @@ planted copy found as a copy (or identical file) of its cover, and every pair re
 that is not a planted one (a false copy). Then `--move-to` is run as a dry run and with --apply
 on a copy of the folder: what moved must be exactly what the dry run listed, and only copies.
 
+`--shared-part-counts`: no folder is made; the pairs the report verifies on an index made already
+(`WORK/idx.lsx`, or `--index PATH`) are counted with the shared-part rule off and on
+(`duplicates.shared_parts`), labelled by their file names: a cover's number (folders `covers`,
+`copies`, `phone`), a Paris landmark's (`paris_<landmark>_<n>.jpg` in a folder `paris`), the
+others unlabelled; and the groups they form.
+
 `--heic`: every photo is saved as HEIC (quality 90; the q30 copy at 30) with a 320 px thumbnail
 embedded, as an iPhone's photos have, and the byte-identical file is a copy of its cover's HEIC:
 the copy test's first look reads those thumbnails.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -100,13 +107,79 @@ def rel(path: str, folder: Path) -> str:
     return str(Path(path).relative_to(folder))
 
 
+def label(path: str) -> str | None:
+    """What a file shows, from its name (`--shared-part-counts`): cover<n>, paris_<landmark>,
+    paris-web (a Paris photo without a landmark in its name), None (unlabelled)."""
+    p = Path(path)
+    if p.parent.name in ("covers", "copies", "phone"):
+        return "cover" + re.match(r"\d+", p.name).group(0)
+    if p.parent.name == "paris":
+        m = re.match(r"paris_([a-z]+)_\d+", p.name)
+        return f"paris_{m.group(1)}" if m else "paris-web"
+    return None
+
+
+def shared_part_counts(index_path: Path) -> None:
+    from layerseek.duplicates import shared_parts, verified_evidence
+    from layerseek.index import Index
+
+    with Index.open(index_path) as idx:
+        pairs, seen = verified_evidence(idx)
+        path = {e.id: e.path for e in idx.catalog.entries()}
+        v = idx.verifier
+    for bar in (0.0, v.shared_part):
+        kept = shared_parts(pairs, seen, v.min_inliers, bar)
+        tally: dict[str, int] = {}
+        for p in kept:
+            a, b = label(path[p.a]), label(path[p.b])
+            folders = {Path(path[p.a]).parent.name, Path(path[p.b]).parent.name}
+            if p.kind != "same":
+                what = p.kind
+            elif a is None or b is None:
+                what = "unlabelled"
+            elif "paris-web" in (a, b):
+                what = "a Paris photo from the web"
+            elif a == b:
+                what = "the same cover or landmark"
+            elif folders <= {"covers", "copies"}:
+                what = "two covers"
+            elif folders == {"phone"}:
+                what = "phone photos of two covers"
+            else:
+                what = "two other labelled objects"
+            tally[what] = tally.get(what, 0) + 1
+        parent: dict[int, int] = {}
+
+        def root(x: int) -> int:
+            while parent[x] != x:
+                x = parent[x]
+            return x
+        for p in kept:
+            for x in (p.a, p.b):
+                parent.setdefault(x, x)
+            parent[root(p.a)] = root(p.b)
+        groups: dict[int, list[int]] = {}
+        for x in parent:
+            groups.setdefault(root(x), []).append(x)
+        objects = [len({label(path[x]) for x in g} - {None, "paris-web"}) for g in groups.values()]
+        print(f"shared-part bar {bar}: {len(kept)} pairs: " + ", ".join(f"{k} {n}" for k, n in sorted(tally.items())))
+        print(f"  {len(groups)} groups, the largest {max(map(len, groups.values()), default=0)} images; "
+              f"{sum(o > 1 for o in objects)} hold more than one labelled object (at most {max(objects, default=0)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("work", type=Path)
+    ap.add_argument("work", type=Path, nargs="?")
     ap.add_argument("--copies", type=int, default=40)
     ap.add_argument("--paris", type=int, default=120)
     ap.add_argument("--heic", action="store_true", help="every photo as HEIC with an embedded 320 px thumbnail")
+    ap.add_argument("--shared-part-counts", action="store_true", help="count the pairs with the rule off and on")
+    ap.add_argument("--index", type=Path, help="with --shared-part-counts: this index (not WORK/idx.lsx)")
     a = ap.parse_args()
+    if a.shared_part_counts:
+        return shared_part_counts(a.index or a.work / "idx.lsx")
+    if a.work is None:
+        ap.error("WORK is needed (the folder, its index and reports are made there)")
     folder, index = a.work / "folder", a.work / "idx.lsx"
     planted = make_folder(folder, a.copies, a.paris)
     ext = "*.jpg"

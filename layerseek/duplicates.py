@@ -6,7 +6,10 @@ imagededup users run), each pair said for what it is:
   everywhere (resized, re-encoded, cropped, rotated, made grey; not two shots of a burst):
   `overlap_evidence`;
 - **same**: verified (enough RANSAC inliers), but not a copy: another photo of the object or
-  place, or a scene that shares a printed part.
+  place. A pair that shares only a part (the band Blu-ray cases carry) is not reported: the
+  index's shared-part rule (`verify.geometry.same_object`) is applied with each image of the
+  pair as the query, over every pair verified with it, and a pair is the same object when a
+  search with either photo would mark the other so (`shared_parts`).
 
 Each image's nearest neighbours by its global vector are verified against it with the features
 stored in the index; only the pairs that verify are read again from disk (at COMPARE_SIDE px),
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LayerseekError
+from .verify.geometry import Evidence, evidence_of
 
 #: what a report groups by: identical files only, copies (identical included), or every verified pair
 KINDS = ("identical", "copies", "all")
@@ -188,16 +192,27 @@ def check_reportable(index) -> None:
 
 def verified_pairs(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None) -> list[Pair]:
     """Every pair of indexed images that is identical (same bytes) or verifies among each image's
-    `neighbours` nearest by the global vector, with its kind and evidence. BLAS runs on one
-    thread meanwhile: each image's neighbours are verified in threads of their own, and OpenBLAS's
-    idle workers spun beside them (half the run's CPU)."""
+    `neighbours` nearest by the global vector, with its kind and evidence, less those that share
+    only a part (`shared_parts`, under the index's shared-part rule)."""
+    pairs, seen = verified_evidence(index, neighbours, progress)
+    v = index.verifier
+    return shared_parts(pairs, seen, v.min_inliers, v.shared_part)
+
+
+def verified_evidence(index, neighbours: int = 10, progress: Callable[[int, int], None] | None = None
+                      ) -> tuple[list[Pair], dict[int, dict[int, Evidence]]]:
+    """(every identical or verified pair, as `verified_pairs` finds them before the shared-part
+    rule; image -> other image -> the `Evidence` of their pair with the image as the query). BLAS
+    runs on one thread meanwhile: each image's neighbours are verified in threads of their own,
+    and OpenBLAS's idle workers spun beside them (half the run's CPU)."""
     from .verify.geometry import one_blas_thread
 
     with one_blas_thread():
-        return _verified_pairs(index, neighbours, progress)
+        return _verified_evidence(index, neighbours, progress)
 
 
-def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None] | None) -> list[Pair]:
+def _verified_evidence(index, neighbours: int, progress: Callable[[int, int], None] | None
+                       ) -> tuple[list[Pair], dict[int, dict[int, Evidence]]]:
     from .verify.features import unpack_features
 
     check_reportable(index)
@@ -235,6 +250,7 @@ def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None]
         ca, cb, similarity, difference = overlap_evidence(fa.xy[qi], fb.xy[di], fa.size, fb.size, ga, gb)
         return pair_kind((ca, cb), similarity, difference), (ca, cb), similarity, difference, ta or tb
 
+    seen: dict[int, dict[int, Evidence]] = {}  # image -> other -> the pair's evidence, the image as query
     ids, vectors = index.store.matrix()
     for k, (i, near) in enumerate(zip(ids.tolist(), nearest(index, ids, vectors, neighbours))):
         todo = [j for j in near if (min(i, j), max(i, j)) not in checked]
@@ -252,9 +268,30 @@ def _verified_pairs(index, neighbours: int, progress: Callable[[int, int], None]
                 if kind == "copy" and thumbnail:  # a file is moved on its photo's pixels, not a thumbnail's
                     kind, cover, similarity, difference, _ = evidence(i, j, mine, theirs, qi, di, False)
                 pairs.append(Pair(min(i, j), max(i, j), kind, n, cover, similarity, difference))
+                seen.setdefault(i, {})[j] = evidence_of(n, mine, theirs, qi, di)
+                seen.setdefault(j, {})[i] = evidence_of(n, theirs, mine, di, qi)
         if progress:
             progress(k + 1, len(ids))
-    return pairs
+    return pairs, seen
+
+
+def shared_parts(pairs: list[Pair], seen: dict[int, dict[int, Evidence]], min_inliers: int,
+                 wide: float) -> list[Pair]:
+    """`pairs` less the *same* pairs that share only a part: `seen` is image -> other image ->
+    the `Evidence` of their verified pair with the image as the query; the shared-part rule
+    (`verify.geometry.same_object`, bar `wide`, 0: off) is applied to each image's pairs, and a
+    same pair stays when the rule keeps it from either side (a search with either photo would mark
+    the other the same object). Identical and copy pairs always stay, and a copy decides nothing
+    (it fills its image whatever the photo shows, as the photo itself does in a search)."""
+    from .verify.geometry import same_object
+
+    copies = {(p.a, p.b) for p in pairs if p.kind == "copy"}
+    verdicts = {i: same_object({j: e._replace(copy=e.copy or (min(i, j), max(i, j)) in copies)
+                                for j, e in found.items()}, min_inliers, wide)
+                for i, found in seen.items()}
+    return [p for p in pairs if p.kind != "same"
+            or verdicts.get(p.a, {}).get(p.b, min_inliers) >= min_inliers
+            or verdicts.get(p.b, {}).get(p.a, min_inliers) >= min_inliers]
 
 
 def nearest(index, ids: np.ndarray, vectors: np.ndarray, k: int, block: int = NEAREST_BLOCK):
@@ -530,6 +567,6 @@ moves identical files and copies. Same object: verified, but not a copy (another
     path.write_text(page, encoding="utf-8")
 
 
-__all__ = ["COPY_COVER", "COPY_DIFFERENCE", "COPY_SIMILARITY", "Group", "KINDS", "Member", "Pair", "duplicate_groups", "group_pairs",
-           "move_files", "move_plan", "movable", "overlap_evidence", "pair_kind", "verified_pairs", "write_csv",
-           "write_html"]
+__all__ = ["COPY_COVER", "COPY_DIFFERENCE", "COPY_SIMILARITY", "Group", "KINDS", "Member", "Pair", "duplicate_groups",
+           "group_pairs", "move_files", "move_plan", "movable", "overlap_evidence", "pair_kind", "shared_parts",
+           "verified_evidence", "verified_pairs", "write_csv", "write_html"]

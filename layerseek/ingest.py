@@ -357,18 +357,37 @@ class Ingest:
             out += [e for e in self.catalog.by_real_path(real) if e.path == real and real in roots]
         return out
 
+    def _not_readable(self, key: str, reason: str, report: IndexReport) -> None:
+        """Report a file that cannot be read as a photo at all (a link whose target is gone, a
+        FIFO): said once, then, while the link or node is unchanged (its own size and time),
+        counted among the files unchanged since they failed, as a damaged photo is."""
+        try:
+            st = os.lstat(key)
+        except OSError:  # gone meanwhile
+            report.failed.append(f"{key}: {reason}")
+            return
+        failed = self.catalog.failure_record(key)
+        if failed is not None and failed == (st.st_size, st.st_mtime_ns, reason):
+            report.failed.append(f"{key}: {reason}{UNCHANGED_SINCE_FAILED}")
+            return
+        report.failed.append(f"{key}: {reason}")
+        self._commit(failures=[(key, reason, st.st_size, st.st_mtime_ns)])
+
     def _plan(self, p: Path, report: IndexReport, todo: list) -> None:
         """Queue file p unless it is indexed and unchanged, or failed and unchanged since."""
+        key = str(p)
         try:
             st = p.stat()
         except OSError as e:
             gone = _broken_link(p) if e.errno == errno.ENOENT else None
-            report.failed.append(f"{p}: {gone or f'unreadable ({e.strerror})'}")
+            if gone:
+                self._not_readable(key, gone, report)
+            else:
+                report.failed.append(f"{p}: unreadable ({e.strerror})")
             return
         if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader for ever
-            report.failed.append(f"{p}: {_kind(p)}, not a regular file")
+            self._not_readable(key, f"{_kind(p)}, not a regular file", report)
             return
-        key = str(p)
         e = self.catalog.by_path(key)
         if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
             report.unchanged += 1

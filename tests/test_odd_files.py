@@ -15,6 +15,7 @@ from conftest import PARIS, in_time
 from layerseek.cli import EXIT_SOME_FAILED, app
 from layerseek.errors import ImageError, IndexBusy
 from layerseek.index import Index
+from layerseek.ingest import UNCHANGED_SINCE_FAILED
 
 OPTS = {"backbone": "mobilenet_v2", "layers": ("last",), "max_side": 128}
 
@@ -30,6 +31,9 @@ def test_a_fifo_named_like_a_photo_is_reported_not_waited_on(copy_paris, tmp_pat
         r = in_time(lambda: idx.add_files([photos / "y.jpg", photos / "folder.jpg"]))
         assert [f.split(": ", 1)[1] for f in r.failed] == ["a FIFO (named pipe), not a regular file",
                                                            "a folder, not a regular file"]
+        # a walk says it once: the next one counts it among the files unchanged since they failed
+        assert idx.add_folder(photos).failed == [f"{photos / 'y.jpg'}: a FIFO (named pipe), not a regular file"
+                                                 + UNCHANGED_SINCE_FAILED]
 
 
 def test_a_broken_link_says_where_it_points(copy_paris, tmp_path):
@@ -39,8 +43,18 @@ def test_a_broken_link_says_where_it_points(copy_paris, tmp_path):
     os.symlink(tmp_path / "gone" / "IMG_1.jpg", photos / "z.jpg")
     with Index.create(tmp_path / "idx", "gem", **OPTS) as idx:
         r = idx.add_folder(photos)
-        assert r.added == 6 and r.failed == [f"{photos / 'z.jpg'}: a link to {tmp_path / 'gone' / 'IMG_1.jpg'}, "
-                                             "which is not there"], r.failed
+        said = f"{photos / 'z.jpg'}: a link to {tmp_path / 'gone' / 'IMG_1.jpg'}, which is not there"
+        assert r.added == 6 and r.failed == [said], r.failed
+        # said once: the next run counts it among the files unchanged since they failed
+        assert idx.add_folder(photos).failed == [said + UNCHANGED_SINCE_FAILED]
+        os.remove(photos / "z.jpg")  # pointed elsewhere, still nowhere: said again
+        os.symlink(tmp_path / "gone" / "IMG_2.jpg", photos / "z.jpg")
+        assert idx.add_folder(photos).failed == [said.replace("IMG_1", "IMG_2")]
+        (tmp_path / "gone").mkdir()  # the target back (a drive mounted again): indexed
+        shutil.copy(next(p for p in photos.iterdir() if p.suffix == ".jpg" and not p.is_symlink()),
+                    tmp_path / "gone" / "IMG_2.jpg")
+        r = idx.add_folder(photos)
+        assert r.added == 1 and r.failed == [] and idx.catalog.failures() == []
 
 
 def test_a_name_that_is_not_utf8_round_trips(copy_paris, tmp_path):

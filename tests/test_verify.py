@@ -653,6 +653,57 @@ def test_dedupe_moves_only_what_its_dry_run_listed(data_dir, tmp_path):
     assert "dry run: 0 files" in again.stderr
 
 
+def test_duplicates_report_a_shared_part_only_where_a_search_would():
+    """A same pair stays when the shared-part rule keeps it with either image as the query; a copy
+    decides nothing (two photos of a landmark, each with a resized copy that fills its image,
+    stay the same object; the copy deciding took their pair from both sides)."""
+    from layerseek.duplicates import Pair, shared_parts
+    from layerseek.verify.geometry import Evidence
+
+    # 1 and 3: two photos of a landmark (it spreads over 10 % of each); 2 and 4: their copies
+    landmark = [Pair(1, 2, "copy", 300), Pair(1, 3, "same", 40), Pair(3, 4, "copy", 280)]
+    seen = {1: {2: Evidence(300, 0.9, False, 0.9), 3: Evidence(40, 0.1, False, 0.1)},
+            2: {1: Evidence(300, 0.9, False, 0.9)},
+            3: {1: Evidence(40, 0.1, False, 0.1), 4: Evidence(280, 0.9, False, 0.9)},
+            4: {3: Evidence(280, 0.9, False, 0.9)}}
+    assert shared_parts(landmark, seen, 10, 0.3) == landmark
+    # 1 and 3: covers sharing a printed band (3 % of each), each with a phone photo of it (5, 6)
+    band = [Pair(1, 3, "same", 80), Pair(1, 5, "same", 250), Pair(3, 6, "same", 130)]
+    seen = {1: {3: Evidence(80, 0.03, False, 0.03), 5: Evidence(250, 0.5, False, 0.9)},
+            3: {1: Evidence(80, 0.03, False, 0.03), 6: Evidence(130, 0.4, False, 0.9)},
+            5: {1: Evidence(250, 0.9, False, 0.5)}, 6: {3: Evidence(130, 0.9, False, 0.4)}}
+    assert shared_parts(band, seen, 10, 0.3) == band[1:]
+    assert shared_parts(band, seen, 10, 0.0) == band  # the rule off
+    del seen[3][6]  # 3's strongest match is then the band itself: a search with 3 marks 1 the same
+    assert shared_parts(band, seen, 10, 0.3) == band
+
+
+def test_duplicates_leave_out_covers_that_share_only_a_printed_band(data_dir, tmp_path):
+    """Four Blu-ray covers that carry the same band verify with each other at 74-86 inliers,
+    more than some verify with a phone photo of themselves: with the index's shared-part rule at
+    most half of the pairs between different covers stay the same object (13 of 17 pairs were
+    such; 5 stay), and every cover keeps its own phone photo."""
+    from layerseek.duplicates import verified_pairs
+
+    covers = ("071", "077", "085", "096")
+    for i in covers:
+        shutil.copy2(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", tmp_path / f"ref-{i}.jpg")
+        shutil.copy2(data_dir / "smvs-dvd-covers" / "Canon" / f"{i}.jpg", tmp_path / f"Canon-{i}.jpg")
+    with Index.create(tmp_path / "idx", "rmac", backbone="mobilenet_v2", max_side=512, verify=True) as idx:
+        idx.add_folder(tmp_path)
+        name = {e.id: Path(e.path).stem for e in idx.catalog.entries()}
+
+        def pairs() -> tuple[set, set]:
+            got = [frozenset((name[p.a][-3:], name[p.b][-3:])) for p in verified_pairs(idx) if p.kind == "same"]
+            return {p for p in got if len(p) == 1}, [p for p in got if len(p) == 2]
+
+        own, others = pairs()
+        assert own == {frozenset([i]) for i in covers}
+        idx.catalog.manifest["verify"]["shared_part"] = 0.0  # this run only: the rule off
+        own_off, others_off = pairs()
+        assert own_off == own and len(others_off) >= 10 and len(others) <= len(others_off) // 2
+
+
 def test_another_name_of_the_kept_file_is_never_moved(tmp_path):
     """Identical entries that are one file under two names (a hard link, or a name through a linked
     folder) are not moved: moving one would take the kept photo too, or free nothing; a real copy
