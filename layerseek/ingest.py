@@ -68,10 +68,12 @@ class IndexReport:
         # a moved file normally copies its vector (Ray may not)
         reused = max(0, self.reused - self.restored - self.moved)
         unreadable = len(self.unreadable)
-        return (f"{self.added - self.moved:,} added, {self.updated:,} updated, {self.removed - self.moved:,} removed, "
-                + (f"{self.moved:,} moved, " if self.moved else "") + f"{self.unchanged:,} unchanged"
+        # a photo removed before and named again is restored, not added: its vector and features
+        # are taken back (the --include or `index FILE` that undoes a `remove`)
+        return (f"{max(0, self.added - self.moved - self.restored):,} added, {self.updated:,} updated, "
+                f"{self.removed - self.moved:,} removed, " + (f"{self.moved:,} moved, " if self.moved else "")
+                + (f"{self.restored:,} restored, " if self.restored else "") + f"{self.unchanged:,} unchanged"
                 + (f", {reused:,} copied from identical files" if reused else "")
-                + (f", {self.restored:,} restored from an earlier removal (not described again)" if self.restored else "")
                 + f"; {len(self.failed):,} failed, {plural(len(self.skipped), 'not an image', 'not images')}"
                 + (f", {plural(unreadable, 'folder')} unreadable ({'its' if unreadable == 1 else 'their'} entries kept)"
                    if unreadable else "")

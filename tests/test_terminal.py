@@ -376,7 +376,8 @@ def test_a_rename_is_moved_and_a_non_image_is_said_once(copy_paris, tmp_path):
 
 def test_watch_names_a_failed_file_once(terminal, monkeypatch):
     """`watch` runs again at every change of its folder: a bad file is named the first time, then
-    only counted (named again once it changes and fails anew)."""
+    only counted (named again once it changes and fails anew); so is a file that is not an image
+    (it was only counted)."""
     from layerseek.cli.indexing import watch_reporter
     from layerseek.ingest import IndexReport
 
@@ -388,10 +389,15 @@ def test_watch_names_a_failed_file_once(terminal, monkeypatch):
                                               "/p/new.jpg: truncated"]))
     reported(IndexReport(unchanged=2, failed=["/p/bad.jpg: not an image", "/p/new.jpg: truncated (unchanged since "
                                                                           "it failed)"]))  # bad.jpg changed, read again
+    # a file that is not an image, named when the index first meets it (a notes.txt dropped in)
+    reported(IndexReport(unchanged=3, skipped=["/p/notes.txt"]))
+    reported(IndexReport(unchanged=3, skipped=["/p/notes.txt"], skipped_before={"/p/notes.txt"}))
     lines = terminal.export_text().splitlines()
     assert [ln for ln in lines if "failed:" in ln] == ["  failed: /p/bad.jpg: not an image", "  failed: /p/new.jpg: truncated",
                                                        "  failed: /p/bad.jpg: not an image"]
-    assert sum("w.lsx: " in ln for ln in lines) == 4 and lines[3].endswith("2 failed, 0 not images")
+    assert sum("w.lsx: " in ln for ln in lines) == 6 and lines[3].endswith("2 failed, 0 not images")
+    assert [ln for ln in lines if "not an image:" in ln] == ["  not an image: /p/notes.txt"]
+    assert lines[-1].endswith("1 not an image")
 
 
 def test_failures_are_named_once_and_many_are_counted(tmp_path, data_dir):
@@ -503,6 +509,49 @@ def test_help_reads_as_sentences():
     assert run(cli.app, ["models", "pull", "--help"]).output.splitlines()[0].endswith(" models pull [OPTIONS] [NAMES]...")
     r = run(cli.app, ["index"])
     assert r.exit_code == 2 and "Missing argument 'FOLDER'" in r.output, r.output
+
+
+def test_index_and_watch_given_an_index_for_a_folder_say_what_to_run(copy_paris, tmp_path):
+    """`layerseek index photos.lsx` (an index where the folder goes, as `search` and `info` take
+    one) and a missing --index: one line each, the command to run named, nothing created."""
+    from layerseek.index import Index
+
+    photos = copy_paris(tmp_path / "photos", 1)
+    with Index.create(tmp_path / "p.lsx", "gem", backbone="mobilenet_v2", layers=("last",), max_side=128) as idx:
+        idx.add_folder(photos)
+    run = CliRunner().invoke
+    for command in ("index", "watch"):
+        r = run(cli.app, [command, str(tmp_path / "p.lsx")])
+        assert r.exit_code == 2 and r.output.strip() == (
+            f"error: {tmp_path / 'p.lsx'} is an index, not a folder of photos: "
+            f"`layerseek {command} {photos} --index {tmp_path / 'p.lsx'}`"), r.output
+        r = run(cli.app, [command, str(photos)])
+        assert r.exit_code == 2 and r.output.strip() == (
+            f"error: missing --index: where the index of {photos} is kept (created if new), e.g. "
+            f"`layerseek {command} {photos} --index photos.lsx`"), r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.lsx", "photos"]
+
+
+def test_help_names_each_value_as_its_option_shows_it():
+    """An option's help speaks of its value by the name its help line shows (`--word-filter X`:
+    "at most X", not "at most T"; `--hubness N`: "its N nearest", not "its K nearest")."""
+    import re
+
+    run = CliRunner().invoke
+    names = [r.split()[0] for r in run(cli.app, ["--help"]).output.split("Commands:")[1].splitlines() if r.strip()]
+    names += [f"models {r.split()[0]}" for r in run(cli.app, ["models", "--help"]).output.split("Commands:")[1]
+              .splitlines() if r.strip()]
+    wrong, seen = [], 0
+    for name in names:
+        text = run(cli.app, [*name.split(), "--help"], terminal_width=200).output.split("Options:")[-1]
+        for block in re.split(r"\n(?=  -)", text):
+            head, _, help_ = block.strip().partition("  ")
+            shown = set(re.findall(r"\b[A-Z]+\b", head))
+            letters = set(re.findall(r"(?<![\w-])([B-HJ-Z])(?![\w'-])", " ".join(help_.split())))
+            seen += bool(letters)
+            if letters - shown:
+                wrong.append(f"{name} {head}: speaks of {sorted(letters - shown)}")
+    assert seen >= 5 and not wrong, wrong  # (seen: the parsing found the help lines)
 
 
 def test_duplicates_at_a_terminal_say_what_each_photo_is(terminal):

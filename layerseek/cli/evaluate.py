@@ -28,7 +28,7 @@ def eval_(
     layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
     weights: Annotated[Optional[str], typer.Option(help="WMFF weight ratios, e.g. 1:2:4 (default: equal)")] = None,
     similarity: Annotated[str, typer.Option(help="cosine, correlation, euclidean, kl")] = "cosine",
-    qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)")] = 0,
+    qe: Annotated[int, typer.Option(help="query expansion over the first N results (0: off)")] = 0,
     qe_alpha: Annotated[float, typer.Option(help="alpha-QE exponent (0: average QE)")] = 0.0,
     whiten_on: Annotated[Optional[str], typer.Option(help="learn PCA whitening on this other collection (dataset name, ground-truth .json or folder)")] = None,
     max_side: Annotated[int, typer.Option(help="longer image side")] = 1024,
@@ -67,7 +67,7 @@ def eval_(
                                             "index searches (an index's default: 100; 0: off)",
                                        min=0, max=1000)] = 0,
     hubness: Annotated[int, typer.Option(help="with --verify and --expand or --diffusion: the first stage ranks by the "
-                                              "cosine less half each database image's mean cosine to its K nearest "
+                                              "cosine less half each database image's mean cosine to its N nearest "
                                               "(CSLS), as an index searches (an index's default: 10; 0: off)",
                                          min=0, max=1000)] = 0,
     fundamental: Annotated[int, typer.Option(help="with --verify: an image the homography does not verify is verified "

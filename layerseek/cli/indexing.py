@@ -21,7 +21,8 @@ def index(
     folder: Annotated[Path, typer.Argument(help="folder of photos, searched recursively (linked folders followed; "
                                                 "hidden files and folders and any index kept in it passed over), "
                                                 "or one photo: added by name, even if it was removed before")],
-    index_path: Annotated[Path, typer.Option("--index", help="the index directory (created if new)")],
+    index_path: Annotated[Optional[Path], typer.Option("--index", help="the index directory, required (created "
+                                                                       "if new)")] = None,
     method: Annotated[Optional[str], typer.Option(help="rmac (default), fcrow, crow, spoc, mac, gem, mof")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="mobilenet_v2 (default), vgg16, efficientnet_lite0")] = None,
     layers: Annotated[Optional[str], typer.Option(help="comma-separated layers (default: the backbone's)")] = None,
@@ -90,6 +91,7 @@ def index(
     from ..ingest import absolute
     from ..progress import catching_up_bar, progress_bar
 
+    index_path = index_option(folder, index_path, "index")
     options = {"backbone": backbone, "layers": tuple(layers.split(",")) if layers else None, "weights": weights,
                "similarity": similarity, "max_side": max_side, "whiten_on": collection_name(whiten_on),
                "train_on": collection_name(train_on), "words": words, "pooling": window_pooling, "ma": ma, "he": he,
@@ -188,10 +190,33 @@ def interrupted(idx, held: int, folder: Path, index_path: Path):
         raise typer.Exit(130) from None
 
 
+def index_option(folder: Path, index_path: Path | None, command: str) -> Path:
+    """`--index`, which `index` and `watch` need: said when missing, and when FOLDER is itself an
+    index (`layerseek index photos.lsx`, as `search` and `info` take one), with the command for
+    each folder that index holds."""
+    if index_path is not None:
+        return index_path
+    name = shown(str(folder))
+    if Path(folder, "manifest.json").is_file():
+        from ..index import Index
+
+        try:
+            with Index.open(folder) as idx:
+                roots = idx.catalog.roots()
+        except LayerseekError:
+            roots = []
+        runs = " or ".join(f"`layerseek {command} {shown(r)} --index {name}`" for r in roots[:3]) or \
+            f"`layerseek {command} FOLDER --index {name}`"
+        fail(f"{name} is an index, not a folder of photos: {runs}", code=2)
+    fail(f"missing --index: where the index of {name} is kept (created if new), e.g. "
+         f"`layerseek {command} {name} --index photos.lsx`", code=2)
+
+
 def watch_reporter(index_path: Path):
     """What `watch` prints after each run: the time and the summary; each failed file named the
     first time this watch meets it (the summary counts the rest: a bad file is not named again at
-    every change of its folder)."""
+    every change of its folder), and each file that is not an image the first time the index
+    meets it, as `index` names them."""
     from ..ingest import UNCHANGED_SINCE_FAILED
 
     said: set[str] = set()
@@ -204,6 +229,7 @@ def watch_reporter(index_path: Path):
                 continue
             said.add(named)
             base.err_console.print(f"  failed: {shown(line)}", highlight=False, soft_wrap=True)
+        say_not_images([line for line in report.skipped if line not in report.skipped_before])
     return reported
 
 
@@ -261,7 +287,8 @@ def say_missing_roots(missing: list[tuple[str, int]], index_path: Path) -> None:
 @app.command(short_help="Keep an index in step with its folder.")
 def watch(
     folder: Annotated[Path, typer.Argument(help="the folder of photos to follow")],
-    index_path: Annotated[Path, typer.Option("--index", help="the index directory (created with the defaults if new)")],
+    index_path: Annotated[Optional[Path], typer.Option("--index", help="the index directory, required (created "
+                                                                       "with the defaults if new)")] = None,
     debounce: Annotated[float, typer.Option(help="seconds of quiet after a change before the index is updated")] = 2.0,
     poll: Annotated[bool, typer.Option("--poll", help="look for changes by polling (network shares, where the "
                                                       "system sends no events)")] = False,
@@ -275,6 +302,7 @@ def watch(
     from ..progress import catching_up_bar, progress_bar
     from ..watch import watch as follow
 
+    index_path = index_option(folder, index_path, "watch")
     reported = watch_reporter(index_path)
 
     def failed(message: str) -> None:

@@ -65,7 +65,7 @@ def search(
                                                       "batch (the network is loaded once)")],
     top: Annotated[int, typer.Option("--top", "-n", help="how many results", min=SEARCH_LIMITS["top"][0],
                                      max=SEARCH_LIMITS["top"][1])] = 10,
-    qe: Annotated[int, typer.Option(help="query expansion over the top k (0: off)", min=SEARCH_LIMITS["qe"][0],
+    qe: Annotated[int, typer.Option(help="query expansion over the first N results (0: off)", min=SEARCH_LIMITS["qe"][0],
                                     max=SEARCH_LIMITS["qe"][1])] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table (a batch: one JSON "
                                                           "object per line and query)")] = False,
@@ -92,13 +92,13 @@ def search(
                                                       "SIFT features, wherever the CNN ranks them (default 100 on "
                                                       "an index made with --verify; 0: off)",
                                                  min=SEARCH_LIMITS["words"][0], max=SEARCH_LIMITS["words"][1])] = None,
-    word_filter: Annotated[Optional[float], typer.Option(help="candidates whose word score is at most T are not "
+    word_filter: Annotated[Optional[float], typer.Option(help="candidates whose word score is at most X are not "
                                                          "verified (default: the index's setting, 0.01 for new "
                                                          "indexes; -1: verify every candidate)",
                                                     min=SEARCH_LIMITS["word_filter"][0],
                                                     max=SEARCH_LIMITS["word_filter"][1])] = None,
     hubness: Annotated[Optional[int], typer.Option(help="rank by the cosine less half each image's mean cosine to its "
-                                                   "K nearest indexed images, so that an image near everything "
+                                                   "N nearest indexed images, so that an image near everything "
                                                    "does not crowd the results (default: the index's setting, 10 "
                                                    "for new global indexes; 0: the cosine alone)",
                                               min=SEARCH_LIMITS["hubness"][0], max=SEARCH_LIMITS["hubness"][1])] = None,
