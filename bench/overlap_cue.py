@@ -98,8 +98,8 @@ def capture(index_path: Path) -> tuple[list, dict, int, float]:
 
 
 def verdicts(found: dict, min_inliers: int, wide: float, keeps) -> set[int]:
-    """The candidates marked same: `same_object`'s rule, a candidate it takes kept when
-    `keeps(shares)`."""
+    """The candidates marked same: `same_object`'s rule as it stood when this was measured
+    (before its query side: docs/RESULTS.md), a candidate it takes kept when `keeps(shares)`."""
     ev = {i: e for i, (e, _) in found.items()}
     marked = {i for i, e in ev.items() if e.inliers >= min_inliers}
     deciding = [i for i in marked if not ev[i].copy]

@@ -794,6 +794,39 @@ def test_the_photo_itself_indexed_decides_nothing_and_a_strip_in_both_images_is_
     assert same_object({1: Evidence(1000, 0.6, True, 0.6), 2: Evidence(80, 0.03, False, 0.04)}, 10, 0.3) == {1: 1000, 2: 9}
 
 
+def test_a_match_confined_in_the_query_is_a_part_of_the_photo():
+    """When the strongest match fills its image, another match must also spread in the query as
+    far as the wide bar, or as the strongest's own inliers do there when they spread less: a
+    cover in a corner of a phone photo (its own image well covered) is a part of the photo; an
+    identical file of the strongest keeps its mark wherever the object lies in the query."""
+    from layerseek.verify.geometry import Evidence, same_object
+
+    corner = {1: Evidence(156, 0.7, False, 0.45), 2: Evidence(123, 0.5, False, 0.12)}
+    assert same_object(corner, 10, 0.3) == {1: 156, 2: 9}
+    side_by_side = {1: Evidence(97, 0.7, False, 0.4), 2: Evidence(70, 0.6, False, 0.35)}
+    assert same_object(side_by_side, 10, 0.3) == {1: 97, 2: 70}
+    small = {1: Evidence(90, 0.6, False, 0.18), 2: Evidence(90, 0.6, False, 0.18), 3: Evidence(40, 0.5, False, 0.1)}
+    assert same_object(small, 10, 0.3) == {1: 90, 2: 90, 3: 9}  # 2: an identical file of 1
+    assert same_object({i: e[:2] for i, e in corner.items()}, 10, 0.3) == {1: 156, 2: 123}  # no query side given
+
+
+def test_a_cover_in_a_corner_of_a_phone_photo_is_not_the_same_object(data_dir, tmp_path):
+    """SMVS Palm/022 shows The Incredibles (023) in a corner behind the cover photographed (022);
+    Palm/016 shows two covers side by side, each as large. Only the photographed one is the same
+    object in the first (123 inliers, confined in the photo: it was marked same), both in the
+    second."""
+    folder = tmp_path / "covers"
+    folder.mkdir()
+    for i in ("016", "017", "022", "023"):
+        shutil.copy(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", folder)
+    palm = data_dir / "smvs-dvd-covers" / "Palm"
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        idx.add_folder(folder)
+        same = {q: sorted(Path(h.path).stem for h in idx.search(palm / f"{q}.jpg", top=4) if h.verified)
+                for q in ("022", "016")}
+    assert same == {"022": ["022"], "016": ["016", "017"]}
+
+
 def test_searching_with_an_indexed_photo_keeps_its_other_views_verified(data_dir, tmp_path):
     """Two photos of La Defense verify with about 75 inliers; the photo searched with, indexed,
     matches itself with about 820: the other view must stay verified (it counted 9 when the

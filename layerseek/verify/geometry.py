@@ -261,8 +261,10 @@ def same_object(found: dict[int, tuple], min_inliers: int, wide: float,
     verified). The query's strongest verified candidate that is not a copy of it (most inliers,
     ties by id) decides: when its inliers spread at least `wide` (the object fills the photo: a
     cover, a painting, a page), every other verified candidate whose inliers spread less than
-    `wide`, or that has fewer than `weak` times its inliers, matched a part the two share (the
-    band Blu-ray cases all carry, a logo) rather than the object. When the strongest is itself
+    `wide` in its own image, or in the query less than `wide` or than the strongest's own do
+    there, or that has fewer than `weak` times its inliers, matched a part the two share (the
+    band Blu-ray cases all carry, a logo; another cover in a corner of the photo) rather than the
+    object. When the strongest is itself
     confined (a landmark small in a street photo) that is all; but a candidate whose inliers lie
     in a strip under `strip` of both images is a part unless it is the strongest match of all
     (a phone photo may match its cover only by the title's line). A copy of the query (the photo
@@ -277,11 +279,14 @@ def same_object(found: dict[int, tuple], min_inliers: int, wide: float,
     strongest = min((i for i, n in counts.items() if n >= min_inliers), key=lambda i: (-counts[i], i))
     best = min(deciding, key=lambda i: (-counts[i], i))
     n_best, s_best = ev[best].inliers, ev[best].spread
+    # in the query, a match must spread as far as the object does there (the strongest's inliers),
+    # up to `wide`: an identical file of the strongest keeps its mark wherever the object lies
+    q_bar = min(wide, ev[best].query_spread)
     for i in deciding:
         e = ev[i]
         part = i != strongest and max(e.spread, e.query_spread) < strip
         if i != best and s_best >= wide:
-            part = part or e.spread < wide or e.inliers < weak * n_best
+            part = part or e.spread < wide or e.query_spread < q_bar or e.inliers < weak * n_best
         if part:
             counts[i] = min_inliers - 1
     return counts
