@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LayerseekError
-from .verify.geometry import Evidence, evidence_of
+from .verify.geometry import Evidence, evidence_of, one_blas_thread, same_object
 
 #: what a report groups by: identical files only, copies (identical included), or every verified pair
 KINDS = ("identical", "copies", "all")
@@ -205,8 +205,6 @@ def verified_evidence(index, neighbours: int = 10, progress: Callable[[int, int]
     rule; image -> other image -> the `Evidence` of their pair with the image as the query). BLAS
     runs on one thread meanwhile: each image's neighbours are verified in threads of their own,
     and OpenBLAS's idle workers spun beside them (half the run's CPU)."""
-    from .verify.geometry import one_blas_thread
-
     with one_blas_thread():
         return _verified_evidence(index, neighbours, progress)
 
@@ -283,8 +281,6 @@ def shared_parts(pairs: list[Pair], seen: dict[int, dict[int, Evidence]], min_in
     same pair stays when the rule keeps it from either side (a search with either photo would mark
     the other the same object). Identical and copy pairs always stay, and a copy decides nothing
     (it fills its image whatever the photo shows, as the photo itself does in a search)."""
-    from .verify.geometry import same_object
-
     copies = {(p.a, p.b) for p in pairs if p.kind == "copy"}
     verdicts = {i: same_object({j: e._replace(copy=e.copy or (min(i, j), max(i, j)) in copies)
                                 for j, e in found.items()}, min_inliers, wide)

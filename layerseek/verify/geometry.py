@@ -264,13 +264,12 @@ def same_object(found: dict[int, tuple], min_inliers: int, wide: float,
     `wide` in its own image, or in the query less than `wide` or than the strongest's own do
     there, or that has fewer than `weak` times its inliers, matched a part the two share (the
     band Blu-ray cases all carry, a logo; another cover in a corner of the photo) rather than the
-    object. When the strongest is itself
-    confined (a landmark small in a street photo) that is all; but a candidate whose inliers lie
-    in a strip under `strip` of both images is a part unless it is the strongest match of all
-    (a phone photo may match its cover only by the title's line). A copy of the query (the photo
-    itself, indexed) fills its image whatever the photo shows: it neither decides nor loses its
-    mark, so a verdict does not depend on whether the photo searched with is indexed. `wide` 0:
-    off."""
+    object. When the strongest is itself confined (a landmark small in a street photo) that is
+    all; but a candidate whose inliers lie in a strip under `strip` of both images is a part
+    unless it is the strongest match of all (a phone photo may match its cover only by the
+    title's line). A copy of the query (the photo itself, indexed) fills its image whatever the
+    photo shows: it neither decides nor loses its mark, so a verdict does not depend on whether
+    the photo searched with is indexed. `wide` 0: off."""
     ev = {i: Evidence(*e) for i, e in found.items()}
     counts = {i: e.inliers for i, e in ev.items()}
     deciding = [i for i, e in ev.items() if e.inliers >= min_inliers and not e.copy]
