@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import layerseek.stages as stages  # noqa: E402
 from layerseek.datasets import shared_data_dir  # noqa: E402
 from layerseek.index import Index  # noqa: E402
-from layerseek.verify.geometry import SHARED_PART_WEAK, SHARED_STRIP, Evidence, evidence_of  # noqa: E402
+from layerseek.verify.geometry import evidence_of, same_object  # noqa: E402
 
 from same_object import VISIBLE  # noqa: E402
 
@@ -98,23 +98,12 @@ def capture(index_path: Path) -> tuple[list, dict, int, float]:
 
 
 def verdicts(found: dict, min_inliers: int, wide: float, keeps) -> set[int]:
-    """The candidates marked same: `same_object`'s rule as it stood when this was measured
-    (before its query side: docs/RESULTS.md), a candidate it takes kept when `keeps(shares)`."""
-    ev = {i: e for i, (e, _) in found.items()}
-    marked = {i for i, e in ev.items() if e.inliers >= min_inliers}
-    deciding = [i for i in marked if not ev[i].copy]
-    if not wide or not deciding:
-        return marked
-    strongest = min(marked, key=lambda i: (-ev[i].inliers, i))
-    best = min(deciding, key=lambda i: (-ev[i].inliers, i))
-    for i in deciding:
-        e = ev[i]
-        part = i != strongest and max(e.spread, e.query_spread) < SHARED_STRIP
-        if i != best and ev[best].spread >= wide:
-            part = part or e.spread < wide or e.inliers < SHARED_PART_WEAK * ev[best].inliers
-        if part and not keeps(found[i][1]):
-            marked.discard(i)
-    return marked
+    """The candidates marked same: `same_object`'s verdicts, a candidate it takes kept when
+    `keeps(shares)` (each candidate's verdict depends only on the strongest match, so a kept one
+    changes no other)."""
+    counts = same_object({i: e for i, (e, _) in found.items()}, min_inliers, wide)
+    return {i for i, (e, shares) in found.items()
+            if counts[i] >= min_inliers or (e.inliers >= min_inliers and keeps(shares))}
 
 
 def landmark(path: str) -> str | None:
@@ -177,7 +166,8 @@ def main() -> None:
             a.keep.write_bytes(pickle.dumps((rows, path, mi, wide)))
     print(f"{len(rows)} searches")
     print("rule off:           " + tally(rows, path, mi, 0.0, lambda s: False))
-    print(f"rule (bar {wide}):     " + tally(rows, path, mi, wide, lambda s: False))
+    for bar in sorted({wide, 0.4, 0.5}):  # the rule's own bar wider, on the same evidence
+        print(f"rule (bar {bar}):     " + tally(rows, path, mi, bar, lambda s: False))
     for bar in (0.1, 0.2, 0.3):
         print(f"kept at max >= {bar}:  " + tally(rows, path, mi, wide, lambda s, b=bar: max(s) >= b))
     for bar in (0.1, 0.15, 0.3):

@@ -359,6 +359,15 @@ class Ingest:
             out += [e for e in self.catalog.by_real_path(real) if e.path == real and real in roots]
         return out
 
+    def _failed_before(self, key: str, st: os.stat_result, report: IndexReport, reason: str | None = None) -> bool:
+        """Whether `key` failed before and is unchanged since (its size and time in `st`, and
+        its `reason` when given): then it is reported so and not read again."""
+        failed = self.catalog.failure_record(key)
+        if failed is None or failed[:2] != (st.st_size, st.st_mtime_ns) or reason not in (None, failed[2]):
+            return False
+        report.failed.append(f"{key}: {failed[2]}{UNCHANGED_SINCE_FAILED}")
+        return True
+
     def _not_readable(self, key: str, reason: str, report: IndexReport) -> None:
         """Report a file that cannot be read as a photo at all (a link whose target is gone, a
         FIFO): said once, then, while the link or node is unchanged (its own size and time),
@@ -368,12 +377,9 @@ class Ingest:
         except OSError:  # gone meanwhile
             report.failed.append(f"{key}: {reason}")
             return
-        failed = self.catalog.failure_record(key)
-        if failed is not None and failed == (st.st_size, st.st_mtime_ns, reason):
-            report.failed.append(f"{key}: {reason}{UNCHANGED_SINCE_FAILED}")
-            return
-        report.failed.append(f"{key}: {reason}")
-        self._commit(failures=[(key, reason, st.st_size, st.st_mtime_ns)])
+        if not self._failed_before(key, st, report, reason):
+            report.failed.append(f"{key}: {reason}")
+            self._commit(failures=[(key, reason, st.st_size, st.st_mtime_ns)])
 
     def _plan(self, p: Path, report: IndexReport, todo: list) -> None:
         """Queue file p unless it is indexed and unchanged, or failed and unchanged since."""
@@ -394,11 +400,8 @@ class Ingest:
         if e is not None and (e.size, e.mtime_ns) == (st.st_size, st.st_mtime_ns):
             report.unchanged += 1
             return
-        failed = self.catalog.failure_record(key)
-        if failed is not None and failed[:2] == (st.st_size, st.st_mtime_ns):
-            report.failed.append(f"{key}: {failed[2]}{UNCHANGED_SINCE_FAILED}")
-            return
-        todo.append((key, st.st_size, st.st_mtime_ns))
+        if not self._failed_before(key, st, report):
+            todo.append((key, st.st_size, st.st_mtime_ns))
 
     def _prepare(self, item):
         """In a worker thread: hash the file and, unless its content is already indexed, decode it
