@@ -14,8 +14,9 @@ imagededup users run), each pair said for what it is:
 Each image's nearest neighbours by its global vector are verified against it with the features
 stored in the index; only the pairs that verify are read again from disk (at COMPARE_SIDE px),
 for the copy test. Pairs are joined into groups (union-find) at the asked kind; each group
-suggests the copy to keep (the most pixels, then the oldest, then the largest file) and says how
-each other member relates to it. `move_plan` / `move_files` move the others out (never delete).
+suggests the copy to keep (a camera's RAW file, then the most pixels, then the oldest, then the
+largest file) and says how each other member relates to it. `move_plan` / `move_files` move the
+others out (never delete).
 """
 from __future__ import annotations
 
@@ -169,18 +170,23 @@ def _grey(path: str, preview: bool = False) -> tuple[np.ndarray | None, bool]:
     whether it may be a HEIC's embedded thumbnail: a HEIC read with `preview`, which decodes the
     photo itself when no thumbnail covers the side). `preview`: a first look (an iPhone's 320 px
     thumbnail: about 10 ms, the 12 MP photo about 1 s)."""
-    from PIL import Image
-
-    from .images import load_image
+    from .images import is_raw_name, load_image
 
     try:
         rgb = load_image(path, max_side=COMPARE_SIDE, preview=preview).astype(np.float32)
-        if preview:  # a regular file that decodes: only a HEIC's preview is another picture
-            with Image.open(path) as im:
-                preview = im.format == "HEIF"
+        if preview:  # a regular file that decodes: only a HEIC's preview is another picture (a
+            # camera RAW's embedded JPEG is what its index holds: the photo as the camera made it)
+            preview = not is_raw_name(path) and _is_heif(path)
     except Exception:  # noqa: BLE001 - gone or changed since it was indexed: no copy test
         return None, False
     return rgb @ np.array([0.299, 0.587, 0.114], np.float32), preview
+
+
+def _is_heif(path: str) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.format == "HEIF"
 
 
 def check_reportable(index) -> None:
@@ -303,9 +309,12 @@ def nearest(index, ids: np.ndarray, vectors: np.ndarray, k: int, block: int = NE
 
 
 def keep_order(m: Member) -> tuple:
-    """The copy to keep first: the most pixels, then the oldest (the original, where a copy was
-    made of it), then the largest file, then the path."""
-    return (-m.width * m.height, m.mtime_ns, -m.size, m.path)
+    """The copy to keep first: a camera's RAW file (the original of any JPEG made of it, the
+    camera's own beside it included), then the most pixels, then the oldest (the original, where
+    a copy was made of it), then the largest file, then the path."""
+    from .images import is_raw_name
+
+    return (not is_raw_name(m.path), -m.width * m.height, m.mtime_ns, -m.size, m.path)
 
 
 def group_pairs(index, pairs: list[Pair], kind: str = "all") -> list[Group]:

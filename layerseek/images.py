@@ -1,4 +1,5 @@
-"""Image loading used by every stage: decode, EXIF upright, RGB, optional crop, max-side resize.
+"""Image loading used by every stage: decode, EXIF upright, RGB, optional crop, max-side resize;
+Pillow for every format but cameras' RAW files, which LibRaw (rawpy) reads.
 
 Every failure is an `ImageError` naming the file and one reason: missing, empty, truncated,
 not an image, unsupported, too large (or unreadable, for permission and other OS errors).
@@ -25,10 +26,18 @@ DEFAULT_MAX_SIDE = 1024
 DEFAULT_MAX_DECODE_PIXELS = 50_000_000
 DEFAULT_MAX_PIXELS = DEFAULT_MAX_DECODE_PIXELS  # the name earlier code used
 
+#: Cameras' RAW formats, read through LibRaw (rawpy): Adobe's DNG (phones' RAW too) and the
+#: makers' own (Canon, Nikon, Sony, Olympus, Panasonic, Fujifilm, Pentax, Samsung, Sigma,
+#: Hasselblad, Phase One, Epson, Kodak, Minolta, Leaf, Mamiya, Leica). Not ".raw": the name of
+#: many other kinds of file, which LibRaw might take for a camera's by their size alone.
+RAW_SUFFIXES = frozenset(
+    {".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf", ".pef",
+     ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos", ".mef", ".rwl"}
+)
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif",
      ".heic", ".heif", ".avif"}  # phones' formats: HEIF through pillow-heif, AVIF through Pillow itself
-)
+) | RAW_SUFFIXES
 
 
 def _register_heif() -> None:
@@ -189,7 +198,8 @@ def load_image(
     256 px preview in about 8 ms; the 12 MP photo takes about 1 s). Never for what is indexed, nor
     alone for a decision (the duplicates copy test looks at it first and decides a copy on the
     photo): a thumbnail says nothing of whether the photo itself decodes, and an editor may
-    leave a stale one.
+    leave a stale one. A camera's RAW file (`RAW_SUFFIXES`, by its name) goes through LibRaw
+    (`_load_raw`), preview or not.
     """
     if rotate % 90:
         raise ImageError(path, "unsupported", f"rotation {rotate} is not a multiple of 90 degrees")
@@ -212,7 +222,14 @@ def load_image(
             raise ImageError(path, "empty")
     elif len(data) == 0:
         raise ImageError(path, "empty")
+    if is_raw_name(path):
+        return _load_raw(path, data, max_side, bbox, region, max_pixels, rotate)
+    return _load(path, data, max_side, bbox, max_pixels, rotate, preview, region)
 
+
+def _load(path: Path, data: bytes | None, max_side: int | None, bbox, max_pixels: int, rotate: int, preview: bool,
+          region) -> np.ndarray:
+    """`load_image` of a file Pillow reads (or of `data`, bytes Pillow reads, named by `path`)."""
     try:
         img = _open(path, data)
     except UnidentifiedImageError:
@@ -266,6 +283,11 @@ def load_image(
         except Image.DecompressionBombError as e:  # pragma: no cover - limit is disabled above
             raise ImageError(path, "too large", str(e)) from None
 
+    return _crop_and_shrink(path, rgb, max_side, bbox, region)
+
+
+def _crop_and_shrink(path: Path, rgb: Image.Image, max_side: int | None, bbox, region) -> np.ndarray:
+    """An upright RGB image cropped to `bbox` or `region` and brought down to `max_side`."""
     if region is not None:
         bbox = region_box(region, rgb.width, rgb.height)
     if bbox is not None:
@@ -281,6 +303,94 @@ def load_image(
     if target != rgb.size:
         return shrink(np.asarray(rgb, dtype=np.uint8), target)
     return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+#: LibRaw's orientation codes (`sizes.flip`) as the clockwise turn that makes the photo upright
+_RAW_TURN = {0: 0, 3: 180, 5: 270, 6: 90}
+#: a RAW photo's embedded JPEG stands for it when its width / height is the photo's within this
+#: share (a preview with black bars, or of another crop, does not)
+RAW_PREVIEW_ASPECT = 0.01
+
+
+def _load_raw(path: Path, data: bytes | None, max_side: int | None, bbox, region, max_pixels: int,
+              rotate: int) -> np.ndarray:
+    """`load_image` of a camera's RAW file (`RAW_SUFFIXES`), through LibRaw. The JPEG the camera
+    (or the converter that made a DNG) embedded is the photo as the camera rendered it, and most
+    are the sensor's full size: it is decoded (at a JPEG draft) when it covers `max_side` and has
+    the photo's shape, and turned upright by the RAW's orientation. Otherwise the sensor's data
+    are demosaiced (at half size when that covers `max_side`: a quarter of the work) with the
+    camera's white balance and sRGB's tone curve."""
+    try:
+        import rawpy
+    except ImportError:  # pragma: no cover - pinned in requirements.lock
+        raise ImageError(path, "unsupported", "camera RAW files need the rawpy package") from None
+    try:
+        raw = rawpy.imread(io.BytesIO(data) if data is not None else str(path))
+    except rawpy.LibRawFileUnsupportedError:
+        raise ImageError(path, "not an image", "not a camera RAW file LibRaw knows") from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+        raise ImageError(path, "truncated", _libraw_text(e)) from None
+    except (rawpy.LibRawError, OSError) as e:
+        raise ImageError(path, "unsupported", _libraw_text(e)) from None
+    with raw:
+        s = raw.sizes
+        w, h, turn = s.width, s.height, _RAW_TURN.get(s.flip, 0)
+        if w == 0 or h == 0:
+            raise ImageError(path, "empty", f"{w}x{h} pixels")
+        upright = (h, w) if turn in (90, 270) else (w, h)
+        if bbox is not None:  # full-size pixels: as shares, whatever size is decoded
+            region = (bbox[0] / upright[0], bbox[1] / upright[1], (bbox[2] - bbox[0]) / upright[0],
+                      (bbox[3] - bbox[1]) / upright[1])
+        jpeg = _raw_preview(raw, w, h, max_side)
+        if jpeg is not None:
+            with Image.open(io.BytesIO(jpeg)) as im:  # a preview with an orientation of its own keeps it
+                own = im.getexif().get(0x0112, 1)
+            return _load(path, jpeg, max_side, None, max_pixels, (rotate + (0 if own != 1 else turn)) % 360,
+                         False, region)
+        if s.raw_width * s.raw_height > max_pixels:
+            raise ImageError(path, "too large", f"{s.raw_width}x{s.raw_height}: {s.raw_width * s.raw_height} "
+                                                f"sensor pixels to decode > limit {max_pixels}")
+        half = bool(max_side) and region is None and max(w, h) // 2 >= max_side * (1 - DRAFT_SLACK)
+        try:
+            rgb = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=8, gamma=(2.4, 12.92))
+        except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+            raise ImageError(path, "truncated", _libraw_text(e)) from None
+        except rawpy.LibRawError as e:
+            raise ImageError(path, "unsupported", _libraw_text(e)) from None
+    img = Image.fromarray(rgb)  # LibRaw has turned it upright
+    if rotate % 360:
+        img = img.rotate(-(rotate % 360), expand=True)
+    return _crop_and_shrink(path, img, max_side, None, region)
+
+
+def _raw_preview(raw, w: int, h: int, max_side: int | None) -> bytes | None:
+    """The JPEG embedded in a RAW file when it can stand for the w x h photo at `max_side` (or in
+    full, without one), else None."""
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawError, OSError):  # none, or one LibRaw cannot give
+        return None
+    if thumb.format != rawpy.ThumbFormat.JPEG:
+        return None
+    try:
+        with Image.open(io.BytesIO(thumb.data)) as im:
+            tw, th = im.size
+    except Exception:  # noqa: BLE001 - a damaged preview: the sensor's data decide
+        return None
+    want = resized_size(w, h, max_side)
+    if not (th and abs(tw / th - w / h) <= RAW_PREVIEW_ASPECT * w / h):
+        return None
+    if max(tw, th) < max(want) * (1 - DRAFT_SLACK):
+        return None
+    return thumb.data
+
+
+def _libraw_text(e: Exception) -> str:
+    """A LibRaw error's message (rawpy gives bytes)."""
+    msg = e.args[0] if e.args else ""
+    return (msg.decode(errors="replace") if isinstance(msg, bytes) else str(msg)) or type(e).__name__
 
 
 def region_box(region: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
@@ -330,3 +440,8 @@ def shrink(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def is_image_name(path: str | Path) -> bool:
     """Whether a file name has an image suffix (a cheap pre-filter before decoding)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_raw_name(path: str | Path) -> bool:
+    """Whether a file name is a camera RAW file's (`RAW_SUFFIXES`)."""
+    return Path(path).suffix.lower() in RAW_SUFFIXES

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from layerseek.errors import ImageError
-from layerseek.images import load_image, resized_size
+from layerseek.images import is_image_name, load_image, resized_size
 
 
 def _reason(path, **kw):
@@ -271,3 +271,75 @@ def test_shrink_averages_the_pixels_it_covers():
     ramp = np.repeat(np.repeat(np.arange(200, dtype=np.uint8)[None, :, None], 10, 0), 3, 2)
     row = shrink(ramp, (117, 6))[3, :, 0].astype(int)
     assert (np.diff(row) >= 0).all() and row[0] <= 1 and row[-1] >= 198
+
+
+def _raw_photo(data_dir, size=(1536, 1024)) -> np.ndarray:
+    return np.asarray(Image.open(data_dir / "corel1k" / "jpg" / "102.jpg").convert("RGB").resize(size, Image.LANCZOS))
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.astype(np.float64).mean(axis=2).ravel(), b.astype(np.float64).mean(axis=2).ravel())[0, 1])
+
+
+def test_a_camera_raw_file_is_read_through_the_jpeg_its_camera_embedded(tmp_path, data_dir):
+    import rawpy
+
+    from rawfiles import dng_bytes
+
+    photo = _raw_photo(data_dir)
+    shown = 255 - photo  # a preview unlike the sensor's data: which of the two was read shows
+    p, turned = tmp_path / "IMG_0001.DNG", tmp_path / "IMG_0002.dng"
+    p.write_bytes(dng_bytes(photo, shown))
+    turned.write_bytes(dng_bytes(photo, shown, orientation=6))  # the camera held turned right
+    with rawpy.imread(str(p)) as raw:
+        (tmp_path / "preview.jpg").write_bytes(raw.extract_thumb().data)
+    assert all(is_image_name(tmp_path / f"IMG_0001.{s}") for s in ("DNG", "cr2", "CR3", "NEF", "arw", "RAF", "ORF"))
+    got = load_image(p)
+    assert got.shape == (683, 1024, 3)
+    np.testing.assert_array_equal(got, load_image(tmp_path / "preview.jpg"))  # the camera's JPEG, decoded as any
+    assert _corr(got, np.asarray(Image.fromarray(shown).resize((1024, 683)))) > 0.99
+    up = load_image(turned)
+    assert up.shape == (1024, 683, 3)
+    np.testing.assert_allclose(up, np.rot90(got, -1), atol=1)
+    # the bytes of an upload, a crop box in the full photo's pixels, a part as shares: as a JPEG's
+    np.testing.assert_array_equal(load_image("upload.dng", data=p.read_bytes()), got)
+    np.testing.assert_array_equal(load_image(p, bbox=(768, 0, 1536, 1024)), load_image(p, region=(0.5, 0, 0.5, 1)))
+    assert load_image(p, region=(0.5, 0, 0.5, 1)).shape == (1024, 768, 3)
+
+
+@pytest.mark.parametrize("preview", ["none", "small", "bars"])
+def test_a_raw_file_without_a_preview_that_covers_it_is_demosaiced(tmp_path, data_dir, preview):
+    from rawfiles import dng_bytes
+
+    photo = _raw_photo(data_dir)
+    other = 255 - photo
+    embedded = {"none": None, "small": np.asarray(Image.fromarray(other).resize((384, 256))),  # too small for 1024
+                "bars": np.pad(other, ((128, 128), (0, 0), (0, 0)))}[preview]  # not the photo's shape
+    p, turned = tmp_path / "photo.dng", tmp_path / "turned.dng"
+    p.write_bytes(dng_bytes(photo, embedded))
+    turned.write_bytes(dng_bytes(photo, embedded, orientation=6))
+    got = load_image(p)
+    assert got.shape == (683, 1024, 3)
+    ref = np.asarray(Image.fromarray(photo).resize((1024, 683), Image.BOX))
+    assert _corr(got, ref) > 0.97  # the sensor's data, developed (white balance, tone curve)
+    up = load_image(turned)
+    assert up.shape == (1024, 683, 3) and _corr(up, np.rot90(ref, -1)) > 0.97
+    full = load_image(p, max_side=None)
+    assert full.shape == (1024, 1536, 3) and _corr(full, photo) > 0.97
+
+
+def test_bad_camera_raw_files_get_their_one_line_error(tmp_path, data_dir):
+    from rawfiles import dng_bytes
+
+    empty = tmp_path / "empty.dng"
+    empty.write_bytes(b"")
+    assert _reason(empty) == "empty"
+    notes = tmp_path / "notes.nef"
+    notes.write_text("not a photo\n" * 100)
+    assert _reason(notes) == "not an image"
+    cut = tmp_path / "cut.dng"
+    cut.write_bytes(dng_bytes(_raw_photo(data_dir, (768, 512)))[:400_000])  # the sensor's data cut short
+    assert _reason(cut) == "truncated"
+    big = tmp_path / "big.dng"
+    big.write_bytes(dng_bytes(_raw_photo(data_dir, (768, 512))))
+    assert _reason(big, max_pixels=100_000) == "too large"

@@ -174,10 +174,13 @@ def test_the_shell_names_its_photo_by_path_and_the_server_reads_it(index_dir, tm
     st = photo.stat()
     named = {"path": str(photo), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "top": 3}
     key = {"Authorization": "Bearer the-key"}
-    with TestClient(create_app(index_dir / "idx", local_key="the-key"), base_url="http://localhost") as c:
+    small = 10_000  # uploads of at most 10 KB: a photo named by its path is read whatever its size (a RAW file's 20-60 MB)
+    assert st.st_size > small
+    with TestClient(create_app(index_dir / "idx", local_key="the-key", max_upload=small), base_url="http://localhost") as c:
         by_path = c.post("/search/local", params=named, headers=key)
-        uploaded = c.post("/search?top=3", files={"file": (PARIS[2], photo.read_bytes(), "image/jpeg")}, headers=key)
         assert by_path.status_code == 200 and by_path.json()["query"] == PARIS[2]
+    with TestClient(create_app(index_dir / "idx", local_key="the-key"), base_url="http://localhost") as c:
+        uploaded = c.post("/search?top=3", files={"file": (PARIS[2], photo.read_bytes(), "image/jpeg")}, headers=key)
         assert by_path.json()["results"] == uploaded.json()["results"]
         for headers in ({}, {"Authorization": "Bearer tok"}):
             r = c.post("/search/local", params=named, headers=headers)
@@ -202,6 +205,12 @@ def test_the_shell_names_its_photo_by_path_and_the_server_reads_it(index_dir, tm
     assert [h.path for h in hits] == ["/p/x.jpg"] and hits[0].verified
     assert calls[0][0].startswith("/search/local?") and calls[0][1] is None
     assert calls[1][0].startswith("/search?") and photo.read_bytes() in calls[1][1]  # then uploaded
+    # a photo larger than the server takes as an upload is not sent to be cut off: searched here
+    calls.clear()
+    with pytest.raises(shell_client.RemoteError) as e:
+        shell_client.search(shell_client.Server("http://127.0.0.1:1", 1, "k", small), photo, {"top": 3})
+    assert not e.value.refused and f"{photo}: " in str(e.value) and "more than the server takes as an upload" in str(e.value)
+    assert len(calls) == 1  # the path only
 
 
 def test_a_search_can_return_the_query_as_it_read_it(client, index_dir):
@@ -688,3 +697,28 @@ def test_a_server_searches_once_at_start_and_changes_nothing(index_dir, monkeypa
     after = Index.open(index_dir / "idx")
     assert (after.catalog.generation(), after.catalog.count()) == (gen, count)
     after.close()
+
+
+def test_a_camera_raw_photo_is_searched_with_and_shown(client, index_dir):
+    """A RAW file dropped on the page (a DNG from a phone or a camera) is searched with and sent back
+    as a JPEG (no browser shows RAW); the page's file picker offers every kind that is indexed."""
+    import base64
+
+    import numpy as np
+
+    from layerseek.images import IMAGE_SUFFIXES
+    from rawfiles import dng_bytes
+
+    photo = np.asarray(Image.open(io.BytesIO(_jpeg(index_dir / "photos" / PARIS[3]))).convert("RGB"))[:220, :320]
+    dng = dng_bytes(np.ascontiguousarray(photo))
+    r = client.post("/search?top=2&preview=256", files={"file": ("IMG_0042.DNG", dng, "image/x-adobe-dng")})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["name"] == PARIS[3]
+    shown = base64.b64decode(r.json()["query_image"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(shown)).size == (256, 176)
+    shown = client.post("/preview", files={"file": ("IMG_0042.DNG", dng, "image/x-adobe-dng")})
+    assert shown.status_code == 200 and Image.open(io.BytesIO(shown.content)).size == (256, 176)
+    bad = client.post("/search", files={"file": ("IMG_0043.NEF", b"not a photo" * 40, "image/x-nikon-nef")})
+    assert bad.status_code == 415 and "IMG_0043.NEF: not an image" in bad.json()["detail"]
+    accept = client.get("/").text.split('id="file" type="file" accept="', 1)[1].split('"', 1)[0].split(",")
+    assert accept[0] == "image/*" and set(accept[1:]) == set(IMAGE_SUFFIXES)

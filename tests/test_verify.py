@@ -2,6 +2,7 @@
 the re-ordered head of a ranking, on real photos and on a pair with a known homography."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from layerseek.cli import app
@@ -975,3 +977,37 @@ def test_a_copy_of_a_copy_shows_the_pair_that_made_it_one():
     c = g.members[2]
     assert (c.relation, c.copy_of, c.via) == ("copy", 1, 2)
     assert _copy_pair(g, c).difference == 0.08
+
+
+def test_camera_raw_photos_are_indexed_and_found(data_dir, tmp_path):
+    """A camera's RAW files (here DNGs made from phone photos of covers) are indexed like JPEGs:
+    one developed from its sensor's data, one read through its embedded JPEG and turned upright
+    by its orientation; a damaged one is named with its reason and the rest goes on."""
+    from rawfiles import dng_bytes
+
+    covers = _covers(data_dir, tmp_path / "photos", ("001", "002"))
+    phone = data_dir / "smvs-dvd-covers" / "Canon"
+
+    def even(img):
+        a = np.asarray(img.convert("RGB"))
+        return np.ascontiguousarray(a[: a.shape[0] // 2 * 2, : a.shape[1] // 2 * 2])
+
+    (covers / "IMG_0003.DNG").write_bytes(dng_bytes(even(Image.open(phone / "003.jpg"))))
+    sideways = np.ascontiguousarray(np.rot90(even(Image.open(phone / "005.jpg")), 1))  # as the sensor saw it
+    (covers / "IMG_0005.dng").write_bytes(dng_bytes(sideways, sideways, orientation=6))
+    (covers / "IMG_0006.CR2").write_bytes(b"not what a camera writes\n" * 50)
+    # the camera's JPEG beside its RAW file, older and as many pixels: the JPEG is the copy
+    Image.fromarray(even(Image.open(phone / "003.jpg"))).save(covers / "IMG_0003.JPG", quality=95)
+    os.utime(covers / "IMG_0003.JPG", ns=(1, 1))
+    with Index.create(tmp_path / "idx", "rmac", verify=True, **OPTS) as idx:
+        r = idx.add_folder(covers)
+        assert r.added == 5 and r.failed == [f"{covers / 'IMG_0006.CR2'}: not an image (not a camera RAW file "
+                                             "LibRaw knows)"], r.failed
+        for i, name in (("003", "IMG_0003.DNG"), ("005", "IMG_0005.dng")):
+            hits = idx.search(data_dir / "smvs-dvd-covers" / "Reference" / f"{i}.jpg", top=4)
+            assert hits[0].path.endswith(name) and hits[0].verified, (i, hits)
+        # searched with: a RAW file as the example photo
+        assert idx.search(covers / "IMG_0003.DNG", top=1)[0].path.endswith("IMG_0003.DNG")
+    rows = list(csv.DictReader(CliRunner().invoke(app, ["duplicates", str(tmp_path / "idx")]).stdout.splitlines()))
+    assert [(Path(r["path"]).name, r["kind"], r["relation"]) for r in rows] == [
+        ("IMG_0003.DNG", "copies", "keep"), ("IMG_0003.JPG", "copies", "copy")]

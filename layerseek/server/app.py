@@ -413,10 +413,11 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
     def read_local(path: str, size: int, mtime_ns: int) -> tuple[str, bytes]:
         """(name, bytes) of a photo the shell names by its path on this machine (`read_snapshot`:
         a regular file, read whole without blocking), only while the server sees it with the size
-        and time the shell saw (a server in another mount namespace, a file changing) and at most
-        `max_upload` bytes; else 409, and the shell sends the photo itself."""
+        and time the shell saw (a server in another mount namespace, a file changing), at most as
+        large as `index` reads (`images.MAX_FILE_BYTES`: no upload's limit, as nothing is uploaded;
+        a camera's RAW file is 20-60 MB); else 409, and the shell sends the photo itself."""
         try:
-            data, now_size, now_mtime = read_snapshot(path, max_upload)
+            data, now_size, now_mtime = read_snapshot(path)
         except ImageError:
             now_size = None
         if now_size is None or (now_size, now_mtime) != (size, mtime_ns):

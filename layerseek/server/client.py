@@ -22,7 +22,7 @@ from pathlib import Path
 SERVE_FILE = "serve.json"
 
 #: a running server as serve.json announces it (a named tuple: `dataclasses` costs a search 8 ms)
-Server = namedtuple("Server", "url pid key")
+Server = namedtuple("Server", "url pid key max_upload", defaults=(None,))  # max_upload: bytes, from /health
 
 
 def new_key() -> str:
@@ -91,7 +91,7 @@ def running_server(index_root: str | Path, timeout: float = 0.5) -> Server | Non
         return None
     # a two-stage server (--rerank-with) answers otherwise than this index searched alone
     ok = isinstance(health, dict) and health.get("status") == "ok" and not health.get("rerank_with")
-    return server if ok else None
+    return server._replace(max_upload=health.get("max_upload")) if ok else None
 
 
 #: the upload's declared type by suffix (the server decodes by content; this only labels it)
@@ -179,6 +179,9 @@ def search(server: Server, image: Path, params: dict, timeout: float = 120.0,
         # 409: the server sees another file there (or none); 404 / 405: a server from before paths
         if data is not None or status in (409, 404, 405, 403):  # the photo itself, then
             data = image.read_bytes() if data is None else data
+            if isinstance(server.max_upload, int) and len(data) > server.max_upload:  # it would be cut off
+                raise RemoteError(f"{image}: {len(data) / 1e6:.1f} MB, more than the server takes as an upload "
+                                  f"({server.max_upload / 1e6:.1f} MB: serve --max-upload-mb)")
             boundary = os.urandom(16).hex()
             kind = _IMAGE_TYPES.get(image.suffix.lower(), "application/octet-stream")  # the server reads the bytes
             body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
