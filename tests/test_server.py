@@ -238,8 +238,10 @@ def test_a_search_can_return_the_query_as_it_read_it(client, index_dir):
     ({"file": ("notes.txt", b"hello, not an image", "text/plain")}, 415, "notes.txt: not an image"),
     ({"file": ("x.jpg", b"hello, not an image", "image/jpeg")}, 415, "x.jpg: not an image"),
     ({"file": ("empty.jpg", b"", "image/jpeg")}, 400, "empty.jpg: empty"),
-    ({"file": ("big.jpg", b"\xff" * 2_000_001, "image/jpeg")}, 413, "too large"),
-    ({"file": ("huge.jpg", b"\xff" * 3_000_000, "image/jpeg")}, 413, "upload too large: "),  # refused unread
+    ({"file": ("big.jpg", b"\xff" * 2_000_001, "image/jpeg")}, 413,
+     "big.jpg: upload too large: more than this server takes (2.0 MB; serve --max-upload-mb)"),
+    ({"file": ("huge.jpg", b"\xff" * 3_000_000, "image/jpeg")}, 413,  # refused unread
+     "upload too large: 3.0 MB, more than this server takes (2.0 MB; serve --max-upload-mb)"),
 ])
 def test_search_rejects_bad_uploads(client, files, status, text):
     r = client.post("/search", files=files) if files else client.post("/search", data={"x": "1"})

@@ -203,6 +203,28 @@ def test_drop_an_image_and_see_errors(server, page):
     assert page.locator("#results .hit").count() == 0
 
 
+def test_a_photo_larger_than_the_server_takes_is_said_before_it_is_sent(server, browser, tmp_path):
+    """A camera's RAW file is often larger than the 20 MiB a server takes by default: the page says
+    so, with the option that changes it, before sending anything (a refusal after the upload starts
+    reaches a browser as a dropped connection, if at all)."""
+    url, _, _ = server
+    big = tmp_path / "IMG_0001.NEF"
+    big.write_bytes(b"\0" * 21_500_000)
+    pg = browser.new_page(viewport={"width": 1200, "height": 900})
+    sent = []
+    pg.on("request", lambda r: sent.append(r.url) if "/search" in r.url or "/preview" in r.url else None)
+    try:
+        pg.goto(url + "/")
+        pg.wait_for_function("() => document.getElementById('info').textContent.includes('indexed')", timeout=30_000)
+        pg.set_input_files("#file", str(big))
+        pg.wait_for_selector("#status.error", timeout=10_000)
+        assert ("IMG_0001.NEF is 21.5 MB, more than this server takes (21.0 MB): start it with --max-upload-mb 21"
+                in pg.inner_text("#status"))
+        assert sent == [] and pg.locator("#results .hit").count() == 0
+    finally:
+        pg.close()
+
+
 def test_verified_matches_are_marked_same(page, data_dir, tmp_path):
     """On an index that stores local features, the page says which results show the same object."""
     covers = tmp_path / "covers"

@@ -68,6 +68,10 @@ _MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the file
 _ACCEPTED_TYPES = ("image/", "application/octet-stream")
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
 def _safe_name(name: str | None) -> str:
     """A file name an upload may be stored under: its last component, tame characters only."""
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name or "upload").name).strip("._") or "upload"
@@ -102,7 +106,8 @@ class RequestGuard:
             self.check_write(scope["method"], scope["path"], headers.get("authorization"))
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > self.limit:
-                raise Refused(413, f"upload too large: {int(length)} bytes > limit {self.limit - _MULTIPART_SLACK}")
+                raise Refused(413, f"upload too large: {_mb(int(length))}, more than this server takes "
+                                   f"({_mb(self.limit - _MULTIPART_SLACK)}; serve --max-upload-mb)")
         except Refused as r:
             return await JSONResponse({"detail": r.detail}, r.status_code, headers=r.headers)(scope, receive, send)
         seen, started = 0, False
@@ -113,7 +118,8 @@ class RequestGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise Refused(413, f"upload too large: more than {self.limit - _MULTIPART_SLACK} bytes")
+                    raise Refused(413, f"upload too large: more than this server takes "
+                                       f"({_mb(self.limit - _MULTIPART_SLACK)}; serve --max-upload-mb)")
             return message
 
         # The body's first PREREAD bytes (all of a photo's, mostly) are read before the request enters
@@ -464,7 +470,8 @@ def create_app(index_path: str | Path, token: str | None = None, max_upload: int
             raise HTTPException(415, f"{name}: not an image (content type {ctype})")
         data = await file.read(max_upload + 1)
         if len(data) > max_upload:
-            raise HTTPException(413, f"{name}: upload too large (> {max_upload} bytes)")
+            raise HTTPException(413, f"{name}: upload too large: more than this server takes ({_mb(max_upload)}; "
+                                     "serve --max-upload-mb)")
         if not data:
             raise HTTPException(400, f"{name}: empty file")
         return data
