@@ -29,7 +29,7 @@ from layerseek.index import Index  # noqa: E402
 #: (phone photo, other cover) pairs where the other cover is really in the photo, beside or behind
 #: the one photographed (looked at by eye, issue 29): a "same" mark there is right
 VISIBLE = {"Palm/003:004", "Palm/003:005", "Palm/008:009", "Palm/016:017", "Palm/022:023", "Palm/023:024",
-           "Palm/026:028"}
+           "Palm/026:028", "Palm/048:049", "Palm/048:050"}  # 048: Wall-E and the X-Men box behind Twister
 
 
 def main() -> None:

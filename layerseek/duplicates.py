@@ -272,8 +272,8 @@ def _verified_evidence(index, neighbours: int, progress: Callable[[int, int], No
                 if kind == "copy" and thumbnail:  # a file is moved on its photo's pixels, not a thumbnail's
                     kind, cover, similarity, difference, _ = evidence(i, j, mine, theirs, qi, di, False)
                 pairs.append(Pair(min(i, j), max(i, j), kind, n, cover, similarity, difference))
-                seen.setdefault(i, {})[j] = evidence_of(n, mine, theirs, qi, di)
-                seen.setdefault(j, {})[i] = evidence_of(n, theirs, mine, di, qi)
+                seen.setdefault(i, {})[j] = evidence_of(n, mine, theirs, qi, di, verifier.shared_part)
+                seen.setdefault(j, {})[i] = evidence_of(n, theirs, mine, di, qi, verifier.shared_part)
         if progress:
             progress(k + 1, len(ids))
     return pairs, seen

@@ -133,7 +133,8 @@ class Verification:
         feats = [unpack_features(stored[i]) if i in stored else None for i in ids]
         found: list = []
         counts = self.verifier.scores(qf, feats, found)
-        evidence = {i: evidence_of(n, qf, f, qi, di) for i, f, n, (qi, di) in zip(ids, feats, counts, found)
+        wide = self.verifier.shared_part
+        evidence = {i: evidence_of(n, qf, f, qi, di, wide) for i, f, n, (qi, di) in zip(ids, feats, counts, found)
                     if f is not None}
         out.update(zip(ids, counts))
         out.update(self.verdicts.add(evidence))

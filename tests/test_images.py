@@ -343,3 +343,36 @@ def test_bad_camera_raw_files_get_their_one_line_error(tmp_path, data_dir):
     big = tmp_path / "big.dng"
     big.write_bytes(dng_bytes(_raw_photo(data_dir, (768, 512))))
     assert _reason(big, max_pixels=100_000) == "too large"
+
+
+def test_damaged_raw_files_are_refused_in_one_line_or_read(tmp_path, data_dir):
+    """LibRaw is C: a damaged RAW file must come back as an ImageError (or a picture), never as
+    another exception or a crash of the process that indexes a whole folder. 120 DNGs, damaged as
+    copies and disks damage files: bytes changed anywhere or in the directories, cut short."""
+    import random
+
+    from rawfiles import dng_bytes
+
+    photo = np.ascontiguousarray(_raw_photo(data_dir, (384, 256)))
+    whole = [dng_bytes(photo), dng_bytes(photo, photo, orientation=6)]
+    rng = random.Random(7)
+    reasons = set()
+    for i in range(120):
+        b = bytearray(whole[i % 2])
+        if i % 3 == 0:
+            b = b[: rng.randrange(8, len(b))]
+        else:
+            tail = len(b) - 1500 if i % 3 == 1 else 0  # the directories lie at the end, as a converter writes them
+            for _ in range(rng.randint(1, 12)):
+                at = rng.randrange(tail, len(b) - 4)
+                b[at:at + 4] = rng.randrange(2**32).to_bytes(4, "little")
+        p = tmp_path / f"IMG_{i:04d}.DNG"
+        p.write_bytes(bytes(b))
+        try:
+            got = load_image(p)
+        except ImageError as e:
+            assert str(p) in str(e) and "\n" not in str(e)
+            reasons.add(e.reason)
+        else:
+            assert got.dtype == np.uint8 and got.ndim == 3 and got.shape[2] == 3
+    assert {"not an image", "truncated"} <= reasons

@@ -812,6 +812,56 @@ def test_a_match_confined_in_the_query_is_a_part_of_the_photo():
     assert same_object({i: e[:2] for i, e in corner.items()}, 10, 0.3) == {1: 156, 2: 123}  # no query side given
 
 
+def test_the_strongest_match_decides_only_when_the_photo_shows_it_whole():
+    """The share of the strongest match's image that lies inside the query: a cover photographed
+    whole is inside (1.0), a view of a scene that the photo's frame cuts is not (0.5 here); only
+    the first decides the shared-part rule, so another view confined in both photos keeps its mark
+    when the strongest is a cut view, and loses it when the strongest lies whole in the photo."""
+    from layerseek.verify.features import LocalFeatures
+    from layerseek.verify.geometry import SHARED_PART_INSIDE, Evidence, evidence_of, frame_inside, same_object
+
+    rng = np.random.default_rng(5)
+
+    def feats(xy, size):
+        return LocalFeatures(np.asarray(xy, np.float32), np.zeros((len(xy), 128), np.uint8), size)
+
+    query = rng.uniform([0, 0], [640, 480], (60, 2))
+    idx = np.arange(60)
+    # a cover in the photo: the database image (400 x 300) maps into the query whole
+    cover_in_photo = feats((query - [100, 80]) * 1.25, (400, 300))  # the query's (100..420, 80..320) is the image
+    assert frame_inside(feats(query, (640, 480)), cover_in_photo, idx, idx) == 1.0
+    # a wider view: the query shows half of the database image's width
+    wider = feats(query * [0.5, 1.0], (640, 480))  # the query's 640 px wide are the image's first 320
+    assert frame_inside(feats(query, (640, 480)), wider, idx, idx) == pytest.approx(0.5, abs=0.05)
+    assert frame_inside(feats(query[:3], (640, 480)), wider, idx[:3], idx[:3]) == 0.0  # no homography
+    # computed only where the candidate could decide (its inliers spread as far as the bar)
+    assert evidence_of(60, feats(query, (640, 480)), wider, idx, idx, 0.3).inside == pytest.approx(0.5, abs=0.05)
+    assert evidence_of(60, feats(query, (640, 480)), wider, idx, idx).inside == 1.0
+    part = Evidence(70, 0.2, False, 0.2)
+    cut = {1: Evidence(200, 0.6, False, 0.6, SHARED_PART_INSIDE - 0.1), 2: part}
+    assert same_object(cut, 10, 0.3) == {1: 200, 2: 70}
+    assert same_object({**cut, 1: cut[1]._replace(inside=SHARED_PART_INSIDE)}, 10, 0.3) == {1: 200, 2: 9}
+
+
+def test_other_views_of_a_building_stay_verified_beside_a_view_the_photo_cuts(data_dir, tmp_path):
+    """A photo of the Moulin Rouge whose strongest match (202 inliers, spread over its image) is a
+    view the photo's frame cuts (about three quarters of it inside): the other views, which match
+    the building's front in a part of each photo, were taken for a shared part; they stay the
+    same place (docs/RESULTS.md, "An object inside the photo")."""
+    src = data_dir / "paris6k-subset" / "jpg"
+    folder = tmp_path / "paris"
+    folder.mkdir()
+    views = ["paris_moulinrouge_000528", "paris_moulinrouge_000873", "paris_moulinrouge_000287"]
+    for name in views + ["paris_eiffel_000000"]:
+        shutil.copy(src / f"{name}.jpg", folder)
+    with Index.create(tmp_path / "idx", "rmac", verify=True, backbone="mobilenet_v2", layers=("s32", "last")) as idx:
+        idx.add_folder(folder)
+        hits = {Path(h.path).stem: h for h in idx.search(src / "paris_moulinrouge_000326.jpg", top=4)}
+    assert max(hits, key=lambda n: hits[n].inliers or 0) == views[0]
+    assert all(hits[v].verified for v in views), {n: (h.inliers, h.verified) for n, h in hits.items()}
+    assert not hits["paris_eiffel_000000"].verified
+
+
 def test_a_cover_in_a_corner_of_a_phone_photo_is_not_the_same_object(data_dir, tmp_path):
     """SMVS Palm/022 shows The Incredibles (023) in a corner behind the cover photographed (022);
     Palm/016 shows two covers side by side, each as large. Only the photographed one is the same
