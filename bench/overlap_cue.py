@@ -78,7 +78,7 @@ def capture(index_path: Path) -> tuple[list, dict, int, float]:
                 f = unpack_features(stored[i])
                 n, qi, di = self.verifier.verify(qf, f)
                 if n >= self.verifier.min_inliers:
-                    found[i] = (evidence_of(n, qf, f, qi, di), overlap_shares(qf, f, qi, di))
+                    found[i] = (evidence_of(n, qf, f, qi, di, self.verifier.shared_part), overlap_shares(qf, f, qi, di))
         return out
 
     stages.Verification.inliers = inliers
