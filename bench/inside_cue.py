@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import re
 import sys
 from pathlib import Path
 
@@ -44,74 +43,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import layerseek.stages as stages  # noqa: E402
-from layerseek.datasets import shared_data_dir  # noqa: E402
-from layerseek.index import Index  # noqa: E402
 from layerseek.verify.geometry import evidence_of, same_object  # noqa: E402
 
-from same_object import VISIBLE  # noqa: E402
+from overlap_cue import counted, searches  # noqa: E402
 
 
 def capture(index_path: Path, phones: bool = False) -> tuple[list, dict, int, float]:
     """Each search's verified candidates: (kind, query, {id: Evidence with its `inside`})."""
-    found: dict[int, object] = {}
-    plain = stages.Verification.inliers
-
-    def inliers(self, index, qf, ids, worth=None, drawn=None):
-        from layerseek.verify.features import unpack_features
-
-        out = plain(self, index, qf, ids, worth, drawn)
-        todo = [i for i in ids if worth is None or worth(i)]
-        stored = index.catalog.features(todo)
-        for i in todo:
-            if i in stored:
-                f = unpack_features(stored[i])
-                n, qi, di = self.verifier.verify(qf, f)
-                if n >= self.verifier.min_inliers:
-                    found[i] = evidence_of(n, qf, f, qi, di, 1e-9)  # `inside` of every candidate
-        return out
-
-    stages.Verification.inliers = inliers
-    smvs = shared_data_dir() / "smvs-dvd-covers"
-    rows = []
-    with Index.open(index_path) as idx:
-        path = {e.id: e.path for e in idx.catalog.entries()}
-        queries = [("phone", str(p)) for ph in (("E63", "Palm") if phones else ("Canon", "Droid", "E63", "Palm"))
-                   for p in sorted((smvs / ph).glob("*.jpg"))]
-        if not phones:
-            queries += [(kind, p) for kind, folder in (("paris", "paris"), ("cover", "covers"))
-                        for p in sorted(p for p in path.values() if Path(p).parent.name == folder)]
-        for kind, q in queries:
-            found.clear()
-            idx.search(q, top=100)
-            rows.append((kind, q, dict(found)))
-        v = idx.verifier
-        return rows, path, v.min_inliers, v.shared_part
-
-
-def landmark(path: str) -> str | None:
-    m = re.match(r"paris_([a-z]+)_\d+", Path(path).name)
-    return m.group(1) if m else None
+    return searches(index_path, lambda v, qf, f, n, qi, di: evidence_of(n, qf, f, qi, di, 1e-9), phones)
 
 
 def tally(rows, path, min_inliers, wide, inside) -> str:
-    phone = visible = landmarks = covers = outside = 0
-    for kind, q, found in rows:
-        counts = same_object(found, min_inliers, wide, inside=inside)
-        same = {i for i, n in counts.items() if n >= min_inliers} - {i for i in found if path[i] == q}
-        if kind == "phone":
-            ph, num = Path(q).parent.name, Path(q).stem
-            others = [Path(path[i]).stem for i in same
-                      if not (Path(path[i]).parent.name == "covers" and Path(path[i]).stem == num)]
-            phone += bool(others)
-            visible += bool(others) and all(f"{ph}/{num}:{o}" in VISIBLE for o in others)
-        elif kind == "paris":
-            landmarks += sum(1 for i in same if landmark(q) and landmark(q) == landmark(path[i]))
-            outside += sum(1 for i in same if Path(path[i]).parent.name != "paris")
-        else:
-            covers += any(Path(path[i]).parent.name == "covers" for i in same)
-    return (f"phone searches with another cover same {phone} (covers in the photo: {visible}); same-landmark "
-            f"marks {landmarks}; cover searches with another cover {covers}; Paris marks outside its folder {outside}")
+    c = counted(rows, path, lambda found: {i for i, n in same_object(found, min_inliers, wide, inside=inside).items()
+                                           if n >= min_inliers})
+    return (f"phone searches with another cover same {c['phone']} (covers in the photo: {c['visible']}); "
+            f"same-landmark marks {c['landmarks']}; cover searches with another cover {c['covers']}; Paris marks "
+            f"outside its folder {c['outside']}")
 
 
 def tally_phones(rows, path, min_inliers, wide, inside) -> str:

@@ -62,9 +62,12 @@ def overlap_shares(query, db, qi: np.ndarray, di: np.ndarray) -> tuple[float, fl
     return (len(qi) / nq if nq else np.inf), (len(qi) / nd if nd else np.inf)
 
 
-def capture(index_path: Path) -> tuple[list, dict, int, float]:
-    """Each search's verified candidates: (kind, query, {id: (Evidence, shares)})."""
-    found: dict[int, tuple] = {}
+def searches(index_path: Path, record, phones: bool = False) -> tuple[list, dict, int, float]:
+    """Search with each phone photo of the SMVS covers and with each cover and Paris photo of the
+    index (`phones`: only the E63 and Palm photos, an index of the others' photos), keeping each
+    verified candidate's `record(verifier, query features, its features, inliers, qi, di)`:
+    ([(kind, query, {id: record})], {id: path}, the index's min_inliers, its shared-part bar)."""
+    found: dict[int, object] = {}
     plain = stages.Verification.inliers
 
     def inliers(self, index, qf, ids, worth=None, drawn=None):
@@ -78,7 +81,7 @@ def capture(index_path: Path) -> tuple[list, dict, int, float]:
                 f = unpack_features(stored[i])
                 n, qi, di = self.verifier.verify(qf, f)
                 if n >= self.verifier.min_inliers:
-                    found[i] = (evidence_of(n, qf, f, qi, di, self.verifier.shared_part), overlap_shares(qf, f, qi, di))
+                    found[i] = record(self.verifier, qf, f, n, qi, di)
         return out
 
     stages.Verification.inliers = inliers
@@ -86,15 +89,23 @@ def capture(index_path: Path) -> tuple[list, dict, int, float]:
     rows = []
     with Index.open(index_path) as idx:
         path = {e.id: e.path for e in idx.catalog.entries()}
-        queries = [("phone", str(p)) for ph in ("Canon", "Droid", "E63", "Palm") for p in sorted((smvs / ph).glob("*.jpg"))]
-        queries += [(kind, p) for kind, folder in (("paris", "paris"), ("cover", "covers"))
-                    for p in sorted(p for p in path.values() if Path(p).parent.name == folder)]
+        queries = [("phone", str(p)) for ph in (("E63", "Palm") if phones else ("Canon", "Droid", "E63", "Palm"))
+                   for p in sorted((smvs / ph).glob("*.jpg"))]
+        if not phones:
+            queries += [(kind, p) for kind, folder in (("paris", "paris"), ("cover", "covers"))
+                        for p in sorted(p for p in path.values() if Path(p).parent.name == folder)]
         for kind, q in queries:
             found.clear()
             idx.search(q, top=100)
             rows.append((kind, q, dict(found)))
         v = idx.verifier
         return rows, path, v.min_inliers, v.shared_part
+
+
+def capture(index_path: Path) -> tuple[list, dict, int, float]:
+    """Each search's verified candidates: (kind, query, {id: (Evidence, shares)})."""
+    return searches(index_path, lambda v, qf, f, n, qi, di: (evidence_of(n, qf, f, qi, di, v.shared_part),
+                                                             overlap_shares(qf, f, qi, di)))
 
 
 def verdicts(found: dict, min_inliers: int, wide: float, keeps) -> set[int]:
@@ -111,22 +122,32 @@ def landmark(path: str) -> str | None:
     return m.group(1) if m else None
 
 
-def tally(rows, path, min_inliers, wide, keeps) -> str:
-    phone = visible = landmarks = covers = 0
+def counted(rows, path, marked) -> dict:
+    """What the searches mark same, `marked(found)` giving a search's ids marked: phone searches
+    with another cover (and of them, those whose covers all lie in the photo: VISIBLE), marks
+    between two Paris photos of one landmark and of a photo outside the Paris folder, cover
+    searches with another cover."""
+    c = dict.fromkeys(("phone", "visible", "landmarks", "outside", "covers"), 0)
     for kind, q, found in rows:
-        same = verdicts(found, min_inliers, wide, keeps) - {i for i in found if path[i] == q}
+        same = marked(found) - {i for i in found if path[i] == q}
         if kind == "phone":
             ph, num = Path(q).parent.name, Path(q).stem
             others = [Path(path[i]).stem for i in same
                       if not (Path(path[i]).parent.name == "covers" and Path(path[i]).stem == num)]
-            phone += bool(others)
-            visible += bool(others) and all(f"{ph}/{num}:{o}" in VISIBLE for o in others)
+            c["phone"] += bool(others)
+            c["visible"] += bool(others) and all(f"{ph}/{num}:{o}" in VISIBLE for o in others)
         elif kind == "paris":
-            landmarks += sum(1 for i in same if landmark(q) and landmark(q) == landmark(path[i]))
+            c["landmarks"] += sum(1 for i in same if landmark(q) and landmark(q) == landmark(path[i]))
+            c["outside"] += sum(1 for i in same if Path(path[i]).parent.name != "paris")
         else:
-            covers += any(Path(path[i]).parent.name == "covers" for i in same)
-    return (f"phone searches with another cover same {phone} (only covers in the photo: {visible}); "
-            f"same-landmark marks {landmarks}; cover searches with another cover {covers}")
+            c["covers"] += any(Path(path[i]).parent.name == "covers" for i in same)
+    return c
+
+
+def tally(rows, path, min_inliers, wide, keeps) -> str:
+    c = counted(rows, path, lambda found: verdicts(found, min_inliers, wide, keeps))
+    return (f"phone searches with another cover same {c['phone']} (only covers in the photo: {c['visible']}); "
+            f"same-landmark marks {c['landmarks']}; cover searches with another cover {c['covers']}")
 
 
 def taken_shares(rows, path, min_inliers, wide) -> str:
