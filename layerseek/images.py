@@ -39,6 +39,9 @@ IMAGE_SUFFIXES = frozenset(
      ".heic", ".heif", ".avif"}  # phones' formats: HEIF through pillow-heif, AVIF through Pillow itself
 ) | RAW_SUFFIXES
 
+#: the kinds indexed, in words (a message that says a file or a folder holds no photo)
+IMAGE_KINDS = "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF, cameras' RAW: DNG, CR2, CR3, NEF, ARW, ORF, RW2, RAF ..."
+
 
 def _register_heif() -> None:
     """Let Pillow open HEIC/HEIF (iPhone photos) through pillow-heif; its EXIF orientation is then

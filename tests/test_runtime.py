@@ -154,7 +154,7 @@ def test_a_search_imports_no_torch(tmp_path, data_dir):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={
         **__import__("os").environ, "LAYERSEEK_RUNTIME": ""})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [str(photos[2]), "True", "False", "False", "False"]
+    assert out.stdout.split() == [str(photos[2].resolve()), "True", "False", "False", "False"]  # indexed by its real path
 
 
 def test_a_new_graph_replaces_the_stale_ones_of_its_cut(pairs, tmp_path):

@@ -86,7 +86,7 @@ def index(
 
     Exit status: 0 all done; 1 nothing done (an error, or a removal refused); 3 done, but some
     files failed or some folders could not be read (listed at the end)."""
-    from ..images import is_image_name
+    from ..images import IMAGE_KINDS, is_image_name
     from ..index import Index
     from ..ingest import absolute
     from ..progress import catching_up_bar, progress_bar
@@ -101,7 +101,7 @@ def index(
     if creating and not folder.exists():  # checked first: a mistyped folder must not leave an index behind
         fail(f"{folder}: no such folder or photo; no index was created")
     if creating and folder.is_file() and not is_image_name(folder):  # nor a file that is not a photo
-        fail(f"{folder}: not a photo (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF); no index was created")
+        fail(f"{folder}: not a photo ({IMAGE_KINDS}); no index was created")
     if creating:  # the default pipeline: what docs/RESULTS.md measured best on both kinds of photos
         method = method or DEFAULT_INDEX["method"]
         if method != "mof" or backbone is None:
@@ -165,8 +165,8 @@ def index(
                                "before, not listed again)", highlight=False, soft_wrap=True, markup=False)
     say_missing_roots(report.missing_roots, index_path)
     if not (report.added or report.updated or report.unchanged or report.failed or report.excluded):
-        base.err_console.print(f"  no photo under {shown(str(folder))} (JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC, AVIF; "
-                               "hidden files and folders are passed over)", highlight=False, soft_wrap=True)
+        base.err_console.print(f"  no photo under {shown(str(folder))} ({IMAGE_KINDS}; hidden files and folders are "
+                               "passed over)", highlight=False, soft_wrap=True)
     elif creating and report.added and sys.stderr.isatty():  # a new index: what to do with it (said once)
         name = shown(str(index_path))
         base.err_console.print(f"next: `layerseek search {name} PHOTO`, or `layerseek serve {name}` for a page where "
