@@ -258,8 +258,8 @@ def evidence_of(inliers: int, query: LocalFeatures | WordFeatures, db: LocalFeat
                 qi: np.ndarray, di: np.ndarray, wide: float = 0.0) -> Evidence:
     """The `Evidence` of a candidate verified with `inliers` (query and database indices qi, di).
     `wide`: the rule's bar (`same_object`); only a candidate whose inliers spread that far can
-    decide the rule, so only such a one is given its `frame_inside` (about 0.25 ms; one to three
-    a search), the others 1.0."""
+    decide the rule, so only such a one is given its `frame_inside` (about 0.25 ms; about one a
+    phone photo's search, three a landmark's), the others 1.0."""
     spread = inlier_spread(db.xy[di], db.size)
     inside = frame_inside(query, db, qi, di) if wide and spread >= wide else 1.0
     return Evidence(inliers, spread, inliers >= COPY_SHARE * max(1, min(len(query), len(db))),
